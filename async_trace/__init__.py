@@ -1,0 +1,34 @@
+"""async-trace: call stacks for asyncio, across task creations and executor hops.
+
+``import async_trace`` turns tracing on; call :func:`print_trace` anywhere.
+"""
+
+from __future__ import annotations
+
+from ._api import collect_async_trace as collect_async_trace
+from ._api import disable_tracing as disable_tracing
+from ._api import enable_tracing as enable_tracing
+from ._api import format_async_trace as format_async_trace
+from ._api import format_trace as format_trace
+from ._api import print_async_trace as print_async_trace
+from ._api import print_trace as print_trace
+from ._types import AsyncTraceWarning as AsyncTraceWarning
+from ._types import TraceData as TraceData
+from ._types import TraceFrame as TraceFrame
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncTraceWarning",
+    "TraceData",
+    "TraceFrame",
+    "collect_async_trace",
+    "disable_tracing",
+    "enable_tracing",
+    "format_async_trace",
+    "format_trace",
+    "print_async_trace",
+    "print_trace",
+]
+
+enable_tracing()

@@ -1,0 +1,122 @@
+"""The public functions; thin shells over collection and formatting."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from . import _chain, _patch
+from ._chain import current_frame, warn_internal
+from ._collect import collect
+from ._format import format_trace_data, write
+from ._types import TraceData
+
+__all__ = [
+    "collect_async_trace",
+    "disable_tracing",
+    "enable_tracing",
+    "format_async_trace",
+    "format_trace",
+    "print_async_trace",
+    "print_trace",
+]
+
+
+def _safe_collect(depth: int) -> TraceData:
+    # depth counts frames between the caller of the public function and here.
+    start = current_frame(depth + 1)
+    try:
+        return collect(start)
+    except Exception as exc:  # noqa: BLE001 - a debugging aid must not raise
+        warn_internal(exc, "collecting a trace")
+        return {"frames": [], "current_task": None, "in_executor": False}
+
+
+def collect_async_trace() -> TraceData:
+    """Collect the async call trace of the code that calls it.
+
+    Returns:
+        A :class:`TraceData` dict: ``frames`` innermost first (the caller, its
+        callers in the same task, then at each task boundary the line that
+        created the task and that task's callers, across executor hops, up to
+        a root frame named after the root task), ``current_task`` (``None``
+        outside a task) and ``in_executor``. Fresh dicts; no frame objects or
+        locals are referenced. Never raises: an internal error warns once
+        (:class:`AsyncTraceWarning`) and returns an empty trace.
+    """
+    return _safe_collect(1)
+
+
+def format_async_trace(trace: TraceData, *, limit: int | None = None) -> list[str]:
+    """Format a trace from :func:`collect_async_trace` as lines of text.
+
+    Args:
+        trace: the dict to format.
+        limit: as in :mod:`traceback`: ``N > 0`` keeps the innermost ``N``
+            frames, ``N < 0`` the outermost ``|N|``; ``None`` keeps all.
+
+    Returns:
+        One string per frame, innermost first, each ending in a newline.
+    """
+    return format_trace_data(trace, limit)
+
+
+def format_trace(*, limit: int | None = None) -> list[str]:
+    """Collect and format the async call trace of the caller.
+
+    Same as ``format_async_trace(collect_async_trace(), limit=limit)``.
+    """
+    return format_trace_data(_safe_collect(1), limit)
+
+
+def print_async_trace(trace: TraceData, *, file: TextIO | None = None, limit: int | None = None) -> None:
+    """Print a trace from :func:`collect_async_trace` to ``file`` (default: ``sys.stdout``)."""
+    write(format_trace_data(trace, limit), file)
+
+
+def print_trace(*, file: TextIO | None = None, limit: int | None = None) -> None:
+    """Print the async call trace of the caller to ``file`` (default: ``sys.stdout``).
+
+    Like ``traceback.print_stack()``, for asyncio: from the calling line back
+    through every task creation point and executor hop to the root task.
+    """
+    write(format_trace_data(_safe_collect(1), limit), file)
+
+
+def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = None) -> None:
+    """Trace task creations and executor hops from now on (on after import).
+
+    Idempotent and thread-safe.
+
+    Args:
+        max_frames: frames kept per hop (the creating task's stack at the
+            creation line); deeper stacks keep the innermost three quarters
+            and the outermost quarter, with an elision marker between.
+            Default 64.
+        max_depth: hops kept per chain; longer chains keep the innermost
+            half and the outermost quarter, with an elision marker between.
+            Default 256.
+
+    Raises:
+        ValueError: a bound below its minimum (``max_frames >= 4``,
+            ``max_depth >= 8``).
+    """
+    if max_frames is not None:
+        if type(max_frames) is not int or max_frames < 4:
+            raise ValueError(f"max_frames must be an int >= 4, got {max_frames!r}")
+        _chain.config.max_frames = max_frames
+    if max_depth is not None:
+        if type(max_depth) is not int or max_depth < 8:
+            raise ValueError(f"max_depth must be an int >= 8, got {max_depth!r}")
+        _chain.config.max_depth = max_depth
+    _patch.enable()
+
+
+def disable_tracing() -> None:
+    """Stop tracing and restore every patched asyncio attribute exactly.
+
+    Tasks created while tracing is off show up as roots of their own traces.
+    Idempotent and thread-safe.
+    """
+    _patch.disable()
+
+

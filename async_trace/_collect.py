@@ -1,0 +1,207 @@
+"""Collection: read the ContextVar, walk the chain, build the trace dicts.
+
+All the work deferred at capture time happens here: line numbers are decoded
+from instruction offsets, asyncio's own frames are dropped and the event loop
+machinery (and anything above it) is cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events
+import concurrent.futures
+import os
+import threading
+from types import CodeType, FrameType
+from typing import Any, Final
+
+from ._chain import (
+    CURRENT,
+    ElidedNode,
+    ExecutorNode,
+    Frames,
+    Node,
+    PendingNode,
+    RootNode,
+    TaskNode,
+    _stop_frame,
+    task_name,
+    walk,
+)
+from ._types import TraceData, TraceFrame
+
+__all__: list[str] = []
+
+_get_running_loop: Final = asyncio.events._get_running_loop
+_current_task: Final = asyncio.current_task
+
+# --- which frames are shown -------------------------------------------------
+
+_USER, _SKIP, _CUT = 0, 1, 2
+
+
+def _dir_of(path: str | None) -> str:
+    return os.path.dirname(os.path.abspath(path or "")) + os.sep
+
+
+_PACKAGE_DIR: Final = _dir_of(__file__)
+_ASYNCIO_DIR: Final = _dir_of(asyncio.__file__)
+_FUTURES_DIR: Final = _dir_of(concurrent.futures.__file__)
+_THREADING_FILE: Final = os.path.abspath(threading.__file__ or "")
+
+#: Frames where the event loop or a worker thread starts running user code.
+#: Everything from one of these outwards is machinery (or the program that
+#: called asyncio.run), never part of a trace.
+_ENTRY_POINTS: Final = {
+    ("events.py", "_run"),
+    ("base_events.py", "_run_once"),
+    ("base_events.py", "run_forever"),
+    ("base_events.py", "run_until_complete"),
+    ("runners.py", "run"),
+    ("thread.py", "run"),
+    ("thread.py", "_worker"),
+    ("threading.py", "run"),
+    ("threading.py", "_bootstrap_inner"),
+    ("threading.py", "_bootstrap"),
+}
+
+# Keyed by id(code) with the code kept in the value and compared by identity:
+# hashing a code object walks its bytecode on 3.12+.
+_kind_cache: dict[int, tuple[CodeType, int]] = {}
+_line_cache: dict[tuple[int, int], tuple[CodeType, int | None]] = {}
+_CACHE_MAX: Final = 4096
+
+
+def _kind(code: CodeType) -> int:
+    cached = _kind_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    filename = os.path.abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
+    if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
+        key = (os.path.basename(filename), code.co_name)
+        kind = _CUT if key in _ENTRY_POINTS else _SKIP
+    elif filename.startswith(_PACKAGE_DIR) or code.co_name == "<module>":
+        kind = _SKIP
+    else:
+        kind = _USER
+    if len(_kind_cache) >= _CACHE_MAX:
+        _kind_cache.clear()
+    _kind_cache[id(code)] = (code, kind)
+    return kind
+
+
+def _line(code: CodeType, lasti: int) -> int | None:
+    key = (id(code), lasti)
+    cached = _line_cache.get(key)
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    line: int | None = None
+    if lasti >= 0:
+        for start, end, lineno in code.co_lines():
+            if lineno is not None and start <= lasti:
+                line = lineno  # the last line starting at or before lasti
+            if start <= lasti < end:
+                break
+    if line is None:
+        line = code.co_firstlineno
+    if len(_line_cache) >= _CACHE_MAX:
+        _line_cache.clear()
+    _line_cache[key] = (code, line)
+    return line
+
+
+def _frame(name: str, line: int | None, filename: str | None, task: Any, is_executor: bool) -> TraceFrame:
+    return {
+        "name": name,
+        "line": line,
+        "filename": filename,
+        "indent": 0,
+        "task": task,
+        "is_executor": is_executor,
+    }
+
+
+def _elided(count: int, what: str) -> TraceFrame:
+    unit = what if count == 1 else what + "s"
+    return _frame(f"... {count} {unit} elided ...", None, None, None, False)
+
+
+def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -> None:
+    """Append the shown frames of one hop; the first gets ``task``/``is_executor``."""
+    taken = False
+    for i in range(0, len(frames), 2):
+        code = frames[i]
+        lasti = frames[i + 1]
+        if code is None:
+            assert isinstance(lasti, int)
+            out.append(_elided(lasti, "frame"))
+            continue
+        assert isinstance(code, CodeType) and isinstance(lasti, int)
+        kind = _kind(code)
+        if kind == _CUT:
+            if taken:
+                return
+            continue
+        if kind == _SKIP:
+            continue
+        if taken:
+            out.append(_frame(code.co_name, _line(code, lasti), code.co_filename, None, False))
+        else:
+            out.append(_frame(code.co_name, _line(code, lasti), code.co_filename, task, is_executor))
+            taken = True
+
+
+def _deref(node: Node) -> Any:
+    ref = node.task
+    return ref() if ref is not None else None
+
+
+def _valid_for(node: Node | None, task: Any) -> bool:
+    """Whether ``node`` describes the running ``task`` (not one it was copied from)."""
+    if node is None or type(node) is ExecutorNode or type(node) is PendingNode:
+        return False
+    ref = node.task
+    return ref is None or ref() is task
+
+
+def collect(start: FrameType | None) -> TraceData:
+    """Build the trace for code running at ``start`` (see ``collect_async_trace``)."""
+    loop = _get_running_loop()
+    task = _current_task(loop) if loop is not None else None
+    node = CURRENT.get()
+    frames: list[TraceFrame] = []
+    if task is not None:
+        _emit(frames, walk(start, _stop_frame(task)), None, False)
+        if not _valid_for(node, task):
+            # Created before tracing was on, or while it was off: the task is
+            # the root of what we know.
+            frames.append(_frame(task_name(task), None, None, task, False))
+            node = None
+    else:
+        _emit(frames, walk(start, None), None, False)
+    in_executor = loop is None and type(node) is ExecutorNode
+    first = True
+    while node is not None:
+        kind = type(node)
+        if kind is RootNode:
+            assert isinstance(node, RootNode)
+            root_task = _deref(node)
+            if root_task is None and first and task is not None:
+                root_task = task  # the root task's own context, while it is being built
+            name = task_name(root_task) if root_task is not None else node.name
+            frames.append(_frame(name, None, None, root_task, False))
+        elif kind is ElidedNode:
+            assert isinstance(node, ElidedNode)
+            frames.append(_elided(node.count, "task hop"))
+        elif kind is ExecutorNode:
+            _emit(frames, node.frames, None, True)
+        else:
+            child = _deref(node)
+            if child is None and first and task is not None and kind is TaskNode:
+                child = task  # an eager task's first step: the node is not published yet
+            _emit(frames, node.frames, child, False)
+        first = False
+        node = node.parent
+    for indent, frame in enumerate(frames):
+        frame["indent"] = indent
+    return {"frames": frames, "current_task": task, "in_executor": in_executor}

@@ -1,0 +1,351 @@
+"""Hooks into asyncio: where nodes are pushed.
+
+Every stdlib creation path (``asyncio.create_task``, ``ensure_future``,
+``gather``, ``TaskGroup``, ``Runner``, anyio's ``start_soon``) ends in
+``loop.create_task``, so that is the one hook for tasks; it wraps the loop's
+task factory call, so user factories and ``eager_task_factory`` keep working
+and see the node. ``loop.run_in_executor`` is the hook for executor hops
+(``asyncio.to_thread`` goes through it). uvloop implements both methods in
+Cython, so they are patched on ``uvloop.Loop`` as well, when uvloop is
+imported.
+
+Patches are recorded and undone exactly. If someone patched over us, our
+wrapper stays in their chain as a pass-through until tracing is enabled again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import asyncio.tasks
+import concurrent.futures
+import functools
+import importlib.abc
+import importlib.machinery
+import inspect
+import sys
+import threading
+from contextvars import Context, copy_context
+from types import ModuleType
+from typing import Any, Callable, Final, Sequence
+
+from ._chain import CURRENT, ExecutorNode, PendingNode, TaskNode, capture, publish_task, warn_internal
+
+__all__: list[str] = []
+
+_THIS_FILE: Final = __file__.removesuffix("c")  # a .pyc path never shows in tracebacks
+
+#: Read on every hooked call: flipped by enable/disable so that a wrapper left
+#: inside someone else's patch becomes a pass-through.
+_active = False
+_lock: Final = threading.RLock()
+
+
+class _Patch:
+    __slots__ = ("had_own", "name", "original", "owner", "wrapper")
+
+    def __init__(self, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
+        self.owner = owner
+        self.name = name
+        self.had_own = name in vars(owner)
+        self.original = vars(owner)[name] if self.had_own else None
+        self.wrapper = wrapper
+
+
+#: Every wrapper we ever installed, keyed by (id(owner), name).
+_patches: dict[tuple[int, str], _Patch] = {}
+
+
+# --- task creation --------------------------------------------------------
+
+
+def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
+        if not _active:
+            return original(self, coro, **kwargs)
+        try:
+            node = capture(TaskNode, self, sys._getframe(1))
+        except Exception as exc:  # noqa: BLE001 - never break task creation
+            warn_internal(exc, "capturing a task creation")
+            return original(self, coro, **kwargs)
+        context = kwargs.get("context") if kwargs else None
+        if context is None:
+            # The task copies the current context: put the node there for the
+            # duration of the call only.
+            token = CURRENT.set(node)
+            try:
+                task = original(self, coro, **kwargs)
+            finally:
+                CURRENT.reset(token)
+        else:
+            # The caller chose the task's context; our private variable is
+            # set in it, so the task still runs in exactly that Context.
+            try:
+                context.run(CURRENT.set, node)
+            except Exception as exc:  # noqa: BLE001 - e.g. the context is entered elsewhere
+                warn_internal(exc, "entering a caller-supplied context")
+            task = original(self, coro, **kwargs)
+        try:
+            publish_task(node, task)
+            _trim_source_traceback(task)
+        except Exception as exc:  # noqa: BLE001
+            warn_internal(exc, "recording a created task")
+        return task
+
+    create_task.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    return create_task
+
+
+def _trim_source_traceback(obj: Any) -> None:
+    # Debug mode records where a future was created and drops the loop's own
+    # create_task frame; drop ours too so that the last entry stays the user's.
+    tb = getattr(obj, "_source_traceback", None)
+    if tb and type(tb) is list:
+        tb[:] = [entry for entry in tb if entry.filename != _THIS_FILE]
+
+
+# --- executor hops --------------------------------------------------------
+
+_thread_pool_types: tuple[type, ...] = (concurrent.futures.ThreadPoolExecutor,)
+# Executors that pickle the callable (a Context cannot be pickled).
+_excluded_types: tuple[type, ...] = tuple(
+    t
+    for t in (
+        concurrent.futures.ProcessPoolExecutor,
+        getattr(concurrent.futures, "InterpreterPoolExecutor", None),
+    )
+    if isinstance(t, type)
+)
+
+
+def _traceable_executor(loop: Any, executor: Any) -> bool:
+    if executor is None:
+        executor = getattr(loop, "_default_executor", None)
+        if executor is None:
+            return True  # the loop will create a ThreadPoolExecutor
+    return isinstance(executor, _thread_pool_types) and not isinstance(executor, _excluded_types)
+
+
+def _is_context_run(func: Any) -> Context | None:
+    """The Context of ``functools.partial(ctx.run, ...)``, as asyncio.to_thread builds it."""
+    if type(func) is functools.partial:
+        target = func.func
+        owner = getattr(target, "__self__", None)
+        if type(owner) is Context and getattr(target, "__name__", None) == "run":
+            return owner
+    return None
+
+
+def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
+        if not _active or not _traceable_executor(self, executor):
+            return original(self, executor, func, *args)
+        try:
+            if self.get_debug() and (inspect.iscoroutinefunction(func) or asyncio.iscoroutine(func)):
+                # Let the loop's debug check reject it as usual.
+                return original(self, executor, func, *args)
+            node = capture(ExecutorNode, self, sys._getframe(1))
+            ctx = _is_context_run(func)
+            if ctx is not None:
+                # asyncio.to_thread copied the context before calling us:
+                # push the node into that copy, not a new one.
+                ctx.run(CURRENT.set, node)
+            else:
+                ctx = copy_context()
+                ctx.run(CURRENT.set, node)
+                args = (func, *args)
+                func = ctx.run
+        except Exception as exc:  # noqa: BLE001 - never break the hop
+            warn_internal(exc, "capturing an executor call")
+        future = original(self, executor, func, *args)
+        _trim_source_traceback(future)
+        return future
+
+    run_in_executor.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    return run_in_executor
+
+
+# --- run_coroutine_threadsafe ----------------------------------------------
+
+
+def _make_run_coroutine_threadsafe(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def run_coroutine_threadsafe(coro: Any, loop: Any) -> Any:
+        if not _active:
+            return original(coro, loop)
+        try:
+            # The task is created later by a callback on ``loop``; that
+            # callback runs in a copy of this context, where the pending node
+            # tells create_task which line submitted it.
+            here = asyncio.events._get_running_loop()
+            node = capture(PendingNode, here, sys._getframe(1))
+            ctx = copy_context()
+            ctx.run(CURRENT.set, node)
+        except Exception as exc:  # noqa: BLE001
+            warn_internal(exc, "capturing run_coroutine_threadsafe")
+            return original(coro, loop)
+        return ctx.run(original, coro, loop)
+
+    run_coroutine_threadsafe.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    return run_coroutine_threadsafe
+
+
+# --- installing -----------------------------------------------------------
+
+Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+#: One wrapper per original, so that names bound to the same function
+#: (``asyncio.run_coroutine_threadsafe`` and ``asyncio.tasks.…``) stay one.
+_wrappers: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+
+
+def _wrapper_for(original: Callable[..., Any], make: Maker) -> Callable[..., Any]:
+    cached = _wrappers.get(id(original))
+    if cached is not None and cached[0] is original:
+        return cached[1]
+    wrapper = make(original)
+    _wrappers[id(original)] = (original, wrapper)
+    return wrapper
+
+
+def _in_chain(obj: Any, wrapper: Callable[..., Any]) -> bool:
+    # Patches made with functools.wraps keep the patched object in __wrapped__.
+    for _ in range(16):
+        if obj is wrapper:
+            return True
+        obj = getattr(obj, "__wrapped__", None)
+        if obj is None:
+            return False
+    return False
+
+
+def _install(owner: Any, name: str, make: Maker) -> None:
+    key = (id(owner), name)
+    patch = _patches.get(key)
+    if patch is not None:
+        current = vars(owner).get(name)
+        if current is patch.wrapper or (current is not None and _in_chain(current, patch.wrapper)):
+            return  # still in place, or inside someone else's patch: _active re-arms it
+        del _patches[key]  # we were dropped from the chain: wrap what is there now
+    patch = _Patch(owner, name, _wrapper_for(getattr(owner, name), make))
+    _patches[key] = patch
+    setattr(owner, name, patch.wrapper)
+
+
+def _uninstall_all() -> None:
+    for key, patch in list(_patches.items()):
+        if vars(patch.owner).get(patch.name) is patch.wrapper:
+            if patch.had_own:
+                setattr(patch.owner, patch.name, patch.original)
+            else:
+                delattr(patch.owner, patch.name)
+            del _patches[key]
+        # else: someone patched over us; leave their patch (and our
+        # pass-through wrapper inside it) in place.
+
+
+def _targets() -> list[tuple[Any, str, Maker]]:
+    targets: list[tuple[Any, str, Maker]] = [
+        (asyncio.base_events.BaseEventLoop, "create_task", _make_create_task),
+        (asyncio.base_events.BaseEventLoop, "run_in_executor", _make_run_in_executor),
+        (asyncio.tasks, "run_coroutine_threadsafe", _make_run_coroutine_threadsafe),
+        (asyncio, "run_coroutine_threadsafe", _make_run_coroutine_threadsafe),
+    ]
+    uvloop = sys.modules.get("uvloop")
+    loop_cls = getattr(uvloop, "Loop", None) if uvloop is not None else None
+    if isinstance(loop_cls, type):
+        targets.append((loop_cls, "create_task", _make_create_task))
+        targets.append((loop_cls, "run_in_executor", _make_run_in_executor))
+    return targets
+
+
+def _install_targets() -> None:
+    for owner, name, make in _targets():
+        _install(owner, name, make)
+
+
+def patched_attributes() -> list[tuple[Any, str]]:
+    """The (owner, name) pairs tracing replaces (for tests of exact restore)."""
+    return [(owner, name) for owner, name, _ in _targets()]
+
+
+def enable() -> None:
+    global _active
+    with _lock:
+        _install_targets()
+        _ImportHook.install()
+        _active = True
+
+
+def disable() -> None:
+    global _active
+    with _lock:
+        _active = False
+        _uninstall_all()
+        _ImportHook.uninstall()
+
+
+def is_active() -> bool:
+    return _active
+
+
+# --- uvloop imported after us ----------------------------------------------
+
+
+class _ImportHook(importlib.abc.MetaPathFinder):
+    """Patches ``uvloop.Loop`` right after uvloop is imported."""
+
+    _instance: _ImportHook | None = None
+
+    @classmethod
+    def install(cls) -> None:
+        if "uvloop" in sys.modules or cls._instance is not None:
+            return
+        cls._instance = cls()
+        sys.meta_path.insert(0, cls._instance)
+
+    @classmethod
+    def uninstall(cls) -> None:
+        if cls._instance is not None:
+            try:
+                sys.meta_path.remove(cls._instance)
+            except ValueError:
+                pass
+            cls._instance = None
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "uvloop":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return None
+
+        def exec_and_patch(module: ModuleType) -> None:
+            exec_module(module)
+            try:
+                with _lock:
+                    if _active:
+                        _install_targets()
+            except Exception as exc:  # noqa: BLE001
+                warn_internal(exc, "patching uvloop")
+
+        try:
+            loader.exec_module = exec_and_patch  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a read-only loader: leave uvloop untraced
+            return None
+        _ImportHook.uninstall()
+        return spec
+

@@ -1,0 +1,44 @@
+"""Public data types: the trace dict shape and the warning category."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypedDict
+
+__all__ = ["AsyncTraceWarning", "TraceData", "TraceFrame"]
+
+
+class TraceFrame(TypedDict):
+    """One frame of an async trace, as returned in ``TraceData["frames"]``."""
+
+    #: Bare function name, or the root task's name, or an elision marker.
+    name: str
+    #: Line number; ``None`` for the root frame and elision markers.
+    line: int | None
+    #: Full path of the source file; ``None`` where ``line`` is ``None``.
+    filename: str | None
+    #: Nesting level: 0 for the innermost frame, +1 per frame outwards.
+    indent: int
+    #: The task created at this line (task boundaries), or the root task.
+    task: asyncio.Task[Any] | None
+    #: True for the coroutine frame that handed work to an executor thread.
+    is_executor: bool
+
+
+class TraceData(TypedDict):
+    """What :func:`async_trace.collect_async_trace` returns."""
+
+    #: Innermost frame first.
+    frames: list[TraceFrame]
+    #: The task that asked, or ``None`` outside a task (executor thread, callback).
+    current_task: asyncio.Task[Any] | None
+    #: True when collected in an executor thread reached through a traced hop.
+    in_executor: bool
+
+
+class AsyncTraceWarning(RuntimeWarning):
+    """Emitted once when async_trace meets an internal error and falls back.
+
+    Filter it like any warning, e.g.
+    ``warnings.simplefilter("ignore", async_trace.AsyncTraceWarning)``.
+    """
