@@ -14,36 +14,24 @@ code object walks its bytecode on 3.12+), no string work.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
-import weakref
 from asyncio import current_task as _current_task
 from collections import deque
 from contextvars import ContextVar
 from types import CodeType, FrameType
-from typing import Any, Callable, Final, Union
+from typing import Any, Final
 
 from ._types import AsyncTraceWarning
 
 __all__: list[str] = []
 
-#: A weak reference to a created task, ``None`` while the task is being
-#: constructed (an eager task's first step), or ``_NO_REF`` when the object the
-#: task factory returned cannot be weakly referenced.
-TaskRef = Union["weakref.ReferenceType[Any]", Callable[[], None], None]
-
 #: Flat stack data: ``(code, lasti, code, lasti, ...)``, innermost first. A
 #: ``(None, n)`` pair marks ``n`` frames elided by ``max_frames``.
-Frames = tuple[Union[CodeType, int, None], ...]
+Frames = tuple[CodeType | int | None, ...]
 
 _EMPTY: Final[Frames] = ()
-
-
-def _no_ref() -> None:
-    return None
-
-
-_NO_REF: Final = _no_ref
 
 DEFAULT_MAX_FRAMES: Final = 64
 DEFAULT_MAX_DEPTH: Final = 256
@@ -61,42 +49,61 @@ class _Config:
 
 config: Final = _Config()
 
+_tuple_new: Final = tuple.__new__
 
-class Node:
-    """One hop of the chain. Frozen once published (see ``task`` below)."""
 
-    __slots__ = ("depth", "frames", "parent", "task")
+class Node(tuple):  # type: ignore[type-arg]
+    """One hop of the chain: ``(parent, depth, tag, frames)``, immutable.
 
-    parent: Node | None
-    frames: Frames
-    #: Set once, right after the task is constructed: the node must already be
-    #: in the context the task copies (eager tasks run their first step in the
-    #: constructor), so the task cannot exist when the node is made.
-    task: TaskRef
-    #: Number of nodes in the chain ending here (an elision node counts one).
-    depth: int
+    A tuple subclass: made by one C call, compared by identity. ``tag`` is
+    kind-specific (see the subclasses); ``depth`` counts the nodes of the
+    chain ending here. Nodes never reference tasks, frames or locals: the
+    task a node created is found among the live tasks when a trace is
+    collected (see ``_collect``).
+    """
 
-    def __init__(self, parent: Node | None, frames: Frames, task: TaskRef, depth: int) -> None:
-        self.parent = parent
-        self.frames = frames
-        self.task = task
-        self.depth = depth
+    __slots__ = ()
+
+    @property
+    def parent(self) -> Node | None:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def depth(self) -> int:
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def tag(self) -> Any:
+        return self[2]
+
+    @property
+    def frames(self) -> Frames:
+        return self[3]  # type: ignore[no-any-return]
 
     def clone(self, parent: Node | None, depth: int) -> Node:
-        return type(self)(parent, self.frames, self.task, depth)
+        return _tuple_new(type(self), (parent, depth, *self[2:]))
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} depth={self.depth} frames={len(self.frames) // 2}>"
+        return f"<{type(self).__name__} depth={self[1]} frames={len(self[3]) // 2}>"
 
 
 class TaskNode(Node):
-    """A task created at ``frames[0]``; ``frames`` run up to the parent task's coroutine."""
+    """A task created at ``frames[0]``; ``frames`` run up to the creator's coroutine.
+
+    ``tag`` is the code object of the created coroutine (or ``None``): a task
+    whose coroutine has another code did not get this node from us but
+    inherited it, untraced, from its creator.
+    """
 
     __slots__ = ()
 
 
 class ExecutorNode(Node):
-    """A call handed to an executor thread by the coroutine at ``frames[0]``."""
+    """A call handed to an executor thread by the coroutine at ``frames[0]``.
+
+    ``tag`` is a weak reference to the loop (tasks are looked up there when a
+    trace is collected in the worker thread), or ``None``.
+    """
 
     __slots__ = ()
 
@@ -108,34 +115,40 @@ class PendingNode(Node):
 
 
 class RootNode(Node):
-    """A task with no traced parent: the root of its chain (``frames`` is empty)."""
+    """A task with no traced parent: the root of its chain (``frames`` is empty).
 
-    __slots__ = ("name",)
+    ``tag`` is the code of the root task's coroutine; ``self[4]`` is a
+    one-item list holding the task's name, filled in once the task exists,
+    for traces collected after the task is gone.
+    """
 
-    #: The task's name when it was seen; used once the task is gone.
-    name: str
+    __slots__ = ()
 
-    def __init__(self, parent: Node | None, frames: Frames, task: TaskRef, depth: int, name: str = "") -> None:
-        super().__init__(parent, frames, task, depth)
-        self.name = name
-
-    def clone(self, parent: Node | None, depth: int) -> Node:
-        return RootNode(parent, self.frames, self.task, depth, self.name)
+    @property
+    def name(self) -> str:
+        return self[4][0]  # type: ignore[no-any-return]
 
 
 class ElidedNode(Node):
-    """Stands for ``count`` hops dropped to keep the chain within ``max_depth``."""
+    """Stands for ``tag`` hops dropped to keep the chain within ``max_depth``."""
 
-    __slots__ = ("count",)
+    __slots__ = ()
 
-    count: int
+    @property
+    def hops(self) -> int:
+        return self[2]  # type: ignore[no-any-return]
 
-    def __init__(self, parent: Node | None, count: int) -> None:
-        super().__init__(parent, _EMPTY, None, 1 if parent is None else parent.depth + 1)
-        self.count = count
 
-    def clone(self, parent: Node | None, depth: int) -> Node:
-        return ElidedNode(parent, self.count)
+def make(kind: type[Node], parent: Node | None, depth: int, tag: Any, frames: Frames) -> Node:
+    return _tuple_new(kind, (parent, depth, tag, frames))
+
+
+def make_root(code: Any, name: str = "") -> RootNode:
+    return _tuple_new(RootNode, (None, 1, code, _EMPTY, [name]))
+
+
+def make_elided(parent: Node | None, count: int) -> ElidedNode:
+    return _tuple_new(ElidedNode, (parent, 1 if parent is None else parent[1] + 1, count, _EMPTY))
 
 
 #: The node of the innermost hop of the code running in this context.
@@ -153,15 +166,14 @@ def warn_internal(exc: BaseException, where: str) -> None:
     if _warned:
         return
     _warned = True
-    try:
+    # A warnings filter set to "error" must not turn this into an exception.
+    with contextlib.suppress(Exception):
         warnings.warn(
             f"async_trace: internal error while {where}; this call falls back to "
             f"untraced behaviour ({type(exc).__name__}: {exc})",
             AsyncTraceWarning,
             stacklevel=3,
         )
-    except Exception:  # noqa: BLE001 - warnings turned into errors must not escape
-        pass
 
 
 def reset_warned() -> None:
@@ -172,6 +184,12 @@ def reset_warned() -> None:
 
 # --- capture --------------------------------------------------------------
 
+#: The frames tuple of the latest capture. Consecutive spawns from the same
+#: place (a loop of create_task, gather of many coroutines) share it: the
+#: capture compares the stack against it instead of building a new tuple.
+#: Threads race on it harmlessly: it is only ever replaced, never mutated.
+_last: Frames = _EMPTY
+
 
 def walk(frame: FrameType | None, stop: FrameType | None) -> Frames:
     """Flatten ``frame`` and its callers up to and including ``stop``.
@@ -181,28 +199,48 @@ def walk(frame: FrameType | None, stop: FrameType | None) -> Frames:
     frames are kept: the innermost ones and a quarter from the outer end, with
     a ``(None, n)`` marker for the ``n`` in between.
     """
-    out: list[CodeType | int | None] = []
+    global _last
+    last = _last
+    n = len(last)
+    i = 0
+    f = frame
+    # Fast path: the stack matches the previous capture.
+    while f is not None and i < n and f.f_code is last[i] and f.f_lasti == last[i + 1]:
+        i += 2
+        f = None if f is stop else f.f_back
+    if f is None:
+        # The whole stack matched the previous capture, or a prefix of it.
+        if i == n:
+            return last
+        _last = last[:i]
+        return _last
+    # Slow path: copy the matched prefix, walk the rest.
+    out: list[CodeType | int | None] = list(last[:i])
     append = out.append
-    remaining = config.max_frames
-    while frame is not None:
-        append(frame.f_code)
-        append(frame.f_lasti)
-        if frame is stop:
+    remaining = config.max_frames - i // 2
+    while f is not None:
+        append(f.f_code)
+        append(f.f_lasti)
+        if f is stop:
             break
-        frame = frame.f_back
+        f = f.f_back
         remaining -= 1
-        if remaining == 0 and frame is not None:
-            return _walk_elided(out, frame, stop)
-    return tuple(out)
+        if remaining <= 0 and f is not None:
+            return _walk_elided(out, f, stop)
+    result = tuple(out)
+    _last = result
+    return result
 
 
-def _walk_elided(head: list[CodeType | int | None], frame: FrameType | None, stop: FrameType | None) -> Frames:
+def _walk_elided(
+    head: list[CodeType | int | None], frame: FrameType | None, stop: FrameType | None
+) -> Frames:
     # Slow path for stacks deeper than max_frames: keep walking to the
     # boundary, remembering only the outermost frames.
     keep_outer = max(1, config.max_frames // 4)
     cut = 2 * (config.max_frames - keep_outer)
     tail: deque[tuple[CodeType | int | None, CodeType | int | None]] = deque(
-        zip(head[cut::2], head[cut + 1 :: 2]), maxlen=keep_outer
+        zip(head[cut::2], head[cut + 1 :: 2], strict=True), maxlen=keep_outer
     )
     del head[cut:]
     pushed = len(tail)
@@ -220,9 +258,15 @@ def _walk_elided(head: list[CodeType | int | None], frame: FrameType | None, sto
     return tuple(head)
 
 
-def _stop_frame(task: Any) -> FrameType | None:
-    """The coroutine frame of ``task``: where its own stack ends."""
-    coro = task.get_coro()
+def _coro_code(coro: Any) -> Any:
+    try:
+        return coro.cr_code
+    except AttributeError:
+        return getattr(coro, "gi_code", None)
+
+
+def _stop_frame(coro: Any) -> FrameType | None:
+    """The frame of a task's coroutine: where the task's own stack ends."""
     try:
         return coro.cr_frame  # type: ignore[no-any-return]
     except AttributeError:
@@ -237,7 +281,13 @@ def task_name(task: Any) -> str:
         return f"<{type(task).__name__} at {id(task):#x}>"
 
 
-def adopt_root(task: Any) -> RootNode:
+def valid_for(node: Node | None, coro: Any) -> bool:
+    """Whether ``node`` was pushed for the task running ``coro`` (not inherited)."""
+    kind = type(node)
+    return (kind is TaskNode or kind is RootNode) and node[2] is _coro_code(coro)  # type: ignore[index]
+
+
+def adopt_root(task: Any, coro: Any) -> RootNode:
     """Make ``task`` the root of the chain seen from its own context.
 
     Used when the running task was created while tracing was off (or before
@@ -245,23 +295,17 @@ def adopt_root(task: Any) -> RootNode:
     creator that would claim the creator's origin. The node is stored in the
     task's context so later captures from it reuse it.
     """
-    root = RootNode(None, _EMPTY, _ref(task), 1, task_name(task))
+    root = make_root(_coro_code(coro), task_name(task))
     CURRENT.set(root)
     return root
 
 
-def _ref(obj: Any) -> TaskRef:
-    try:
-        return weakref.ref(obj)
-    except TypeError:
-        return _NO_REF
-
-
-def capture(kind: type[Node], loop: Any, frame: FrameType | None) -> Node:
+def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = None) -> Node:
     """Make the node for a task creation or executor hop called from ``frame``.
 
-    ``loop`` is the loop whose current task is the creator. The caller puts the
-    node in the context of what it starts and, for tasks, sets ``node.task``.
+    ``loop`` is the loop whose current task is the creator (``None``: no
+    loop runs here). For tasks ``tag`` is the code of the created coroutine.
+    The caller puts the node in the context of what it starts.
     """
     parent = CURRENT.get()
     task = _current_task(loop) if loop is not None else None
@@ -271,38 +315,31 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None) -> Node:
                 # Created from outside any traced task (asyncio.run, a
                 # callback of untraced origin): a root. Its name is filled in
                 # by the caller once the task exists.
-                return RootNode(None, _EMPTY, None, 1)
-            stop = None
-        elif type(parent) is PendingNode:
+                return make_root(tag)
+        elif type(parent) is PendingNode and kind is TaskNode:
             # The callback of run_coroutine_threadsafe: the creation point is
             # the submitting thread's line, captured by the pending node.
-            if kind is TaskNode:
-                return TaskNode(parent.parent, parent.frames, None, parent.depth)
-            stop = None
-        else:
-            stop = None
+            return _tuple_new(TaskNode, (parent[0], parent[1], tag, parent[3]))
+        stop = None
     else:
-        if parent is None:
-            parent = adopt_root(task)
-        else:
-            ref = parent.task
-            if ref is not None and ref() is not task or type(parent) is ExecutorNode:
-                # Stale: this task was created untraced and inherited its
-                # creator's node. Do not let its children claim that origin.
-                parent = adopt_root(task)
-        stop = _stop_frame(task)
-    depth = parent.depth + 1 if parent is not None else 1
-    if depth > config.max_depth and parent is not None:
+        coro = task.get_coro()
+        if parent is None or not valid_for(parent, coro):
+            # Created untraced: do not let its children claim its creator's origin.
+            parent = adopt_root(task, coro)
+        stop = _stop_frame(coro)
+    if parent is None:
+        return _tuple_new(kind, (None, 1, tag, walk(frame, stop)))
+    depth = parent[1] + 1
+    if depth > config.max_depth:
         parent = compact(parent)
-        depth = parent.depth + 1
-    return kind(parent, walk(frame, stop), None, depth)
+        depth = parent[1] + 1
+    return _tuple_new(kind, (parent, depth, tag, walk(frame, stop)))
 
 
-def publish_task(node: Node, task: Any) -> None:
-    """Point ``node`` at the task it created (after construction)."""
-    node.task = _ref(task)
+def publish_root(node: Node, task: Any) -> None:
+    """Record the root task's name, once the task exists."""
     if type(node) is RootNode:
-        node.name = task_name(task)
+        node[4][0] = task_name(task)
 
 
 def compact(parent: Node) -> Node:
@@ -322,24 +359,23 @@ def compact(parent: Node) -> Node:
         if type(node) is ElidedNode and elided_at < 0:
             elided_at = len(chain)
         chain.append(node)
-        node = node.parent
+        node = node[0]
     if len(chain) <= keep_inner + keep_outer + 1:
         return parent
     if elided_at >= keep_inner:
         marker = chain[elided_at]
-        assert isinstance(marker, ElidedNode)
-        outer = marker.parent
-        count = marker.count + (elided_at - keep_inner)
+        outer = marker[0]
+        count = marker[2] + (elided_at - keep_inner)
     else:
         outer_start = len(chain) - keep_outer
         outer = chain[outer_start]
         count = outer_start - keep_inner
         for n in chain[keep_inner:outer_start]:
-            if isinstance(n, ElidedNode):
-                count += n.count - 1
-    rebuilt: Node = ElidedNode(outer, count)
+            if type(n) is ElidedNode:
+                count += n[2] - 1
+    rebuilt: Node = make_elided(outer, count)
     for n in reversed(chain[:keep_inner]):
-        rebuilt = n.clone(rebuilt, rebuilt.depth + 1)
+        rebuilt = n.clone(rebuilt, rebuilt[1] + 1)
     return rebuilt
 
 

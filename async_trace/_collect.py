@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import concurrent.futures
+import gc
 import os
 import threading
+from contextvars import Context
 from types import CodeType, FrameType
 from typing import Any, Final
 
@@ -21,11 +23,11 @@ from ._chain import (
     ExecutorNode,
     Frames,
     Node,
-    PendingNode,
     RootNode,
     TaskNode,
     _stop_frame,
     task_name,
+    valid_for,
     walk,
 )
 from ._types import TraceData, TraceFrame
@@ -136,7 +138,8 @@ def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -
             assert isinstance(lasti, int)
             out.append(_elided(lasti, "frame"))
             continue
-        assert isinstance(code, CodeType) and isinstance(lasti, int)
+        assert isinstance(code, CodeType)
+        assert isinstance(lasti, int)
         kind = _kind(code)
         if kind == _CUT:
             if taken:
@@ -151,17 +154,64 @@ def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -
             taken = True
 
 
-def _deref(node: Node) -> Any:
-    ref = node.task
-    return ref() if ref is not None else None
+def context_of(task: Any) -> Context | None:
+    """The ``contextvars.Context`` a task runs in (without entering it)."""
+    get_context = getattr(task, "get_context", None)  # 3.12+
+    if get_context is not None:
+        ctx = get_context()
+        return ctx if type(ctx) is Context else None
+    ctx = getattr(task, "_context", None)  # the pure-Python Task
+    if type(ctx) is Context:
+        return ctx
+    # 3.10/3.11's C Task does not expose its context, but reports it to the
+    # garbage collector, first among its referents.
+    for obj in gc.get_referents(task):
+        if type(obj) is Context:
+            return obj
+    return None
 
 
-def _valid_for(node: Node | None, task: Any) -> bool:
-    """Whether ``node`` describes the running ``task`` (not one it was copied from)."""
-    if node is None or type(node) is ExecutorNode or type(node) is PendingNode:
-        return False
-    ref = node.task
-    return ref is None or ref() is task
+def node_of_task(task: Any) -> Node | None:
+    """The chain node in ``task``'s context, or ``None``."""
+    ctx = context_of(task)
+    node = ctx.get(CURRENT) if ctx is not None else None
+    return node if isinstance(node, Node) else None
+
+
+class _TaskIndex:
+    """Finds the live task a node created, by looking among a loop's tasks.
+
+    Nodes hold no reference to their task (see ``_chain``), so the task of an
+    ancestor hop is found, when asked, among the live tasks of its loop: the
+    one whose context holds the node and whose coroutine the node describes.
+    Built once per collection, per loop, and only if an ancestor is needed.
+    """
+
+    __slots__ = ("_by_loop",)
+
+    def __init__(self) -> None:
+        self._by_loop: dict[int, tuple[Any, dict[int, list[Any]]]] = {}
+
+    def task_for(self, node: Node, loop: Any) -> Any:
+        if loop is None:
+            return None
+        entry = self._by_loop.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            index: dict[int, list[Any]] = {}
+            try:
+                tasks = asyncio.all_tasks(loop)
+            except RuntimeError:
+                tasks = set()
+            for task in tasks:
+                found = node_of_task(task)
+                if found is not None:
+                    index.setdefault(id(found), []).append(task)
+            entry = (loop, index)
+            self._by_loop[id(loop)] = entry
+        for task in entry[1].get(id(node), ()):
+            if valid_for(node, task.get_coro()):
+                return task
+        return None
 
 
 def collect(start: FrameType | None) -> TraceData:
@@ -171,8 +221,9 @@ def collect(start: FrameType | None) -> TraceData:
     node = CURRENT.get()
     frames: list[TraceFrame] = []
     if task is not None:
-        _emit(frames, walk(start, _stop_frame(task)), None, False)
-        if not _valid_for(node, task):
+        coro = task.get_coro()
+        _emit(frames, walk(start, _stop_frame(coro)), None, False)
+        if node is None or not valid_for(node, coro):
             # Created before tracing was on, or while it was off: the task is
             # the root of what we know.
             frames.append(_frame(task_name(task), None, None, task, False))
@@ -180,28 +231,27 @@ def collect(start: FrameType | None) -> TraceData:
     else:
         _emit(frames, walk(start, None), None, False)
     in_executor = loop is None and type(node) is ExecutorNode
+    index = _TaskIndex()
     first = True
     while node is not None:
         kind = type(node)
-        if kind is RootNode:
-            assert isinstance(node, RootNode)
-            root_task = _deref(node)
-            if root_task is None and first and task is not None:
-                root_task = task  # the root task's own context, while it is being built
-            name = task_name(root_task) if root_task is not None else node.name
-            frames.append(_frame(name, None, None, root_task, False))
+        if kind is ExecutorNode:
+            _emit(frames, node[3], None, True)
+            loop_ref = node[2]
+            loop = loop_ref() if loop_ref is not None else None
+        elif kind is TaskNode:
+            child = task if first and task is not None else index.task_for(node, loop)
+            _emit(frames, node[3], child, False)
+        elif kind is RootNode:
+            root = task if first and task is not None else index.task_for(node, loop)
+            name = task_name(root) if root is not None else node[4][0]
+            frames.append(_frame(name or "<finished task>", None, None, root, False))
         elif kind is ElidedNode:
-            assert isinstance(node, ElidedNode)
-            frames.append(_elided(node.count, "task hop"))
-        elif kind is ExecutorNode:
-            _emit(frames, node.frames, None, True)
-        else:
-            child = _deref(node)
-            if child is None and first and task is not None and kind is TaskNode:
-                child = task  # an eager task's first step: the node is not published yet
-            _emit(frames, node.frames, child, False)
+            frames.append(_elided(node[2], "task hop"))
+        # A PendingNode only lives in the context of the callback that
+        # creates its task; there is nothing of it to show.
         first = False
-        node = node.parent
+        node = node[0]
     for indent, frame in enumerate(frames):
         frame["indent"] = indent
     return {"frames": frames, "current_task": task, "in_executor": in_executor}

@@ -19,17 +19,33 @@ import asyncio
 import asyncio.base_events
 import asyncio.tasks
 import concurrent.futures
+import contextlib
 import functools
 import importlib.abc
 import importlib.machinery
 import inspect
 import sys
 import threading
+import weakref
+from collections.abc import Callable, Sequence
 from contextvars import Context, copy_context
 from types import ModuleType
-from typing import Any, Callable, Final, Sequence
+from typing import Any, Final
 
-from ._chain import CURRENT, ExecutorNode, PendingNode, TaskNode, capture, publish_task, warn_internal
+from ._chain import (
+    CURRENT,
+    ExecutorNode,
+    Node,
+    PendingNode,
+    RootNode,
+    TaskNode,
+    _coro_code,
+    capture,
+    config,
+    publish_root,
+    walk,
+    warn_internal,
+)
 
 __all__: list[str] = []
 
@@ -65,44 +81,84 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _active:
             return original(self, coro, **kwargs)
         try:
-            node = capture(TaskNode, self, sys._getframe(1))
+            # The common case inlined (a traced task creating a child); every
+            # other case goes through capture(). See _chain for the layout.
+            parent = _get_current()
+            creator: Any = _current_task(self) if parent is not None else None
+            node: Node
+            if creator is not None and (type(parent) is TaskNode or type(parent) is RootNode):
+                creator_coro: Any = creator.get_coro()
+                if parent[2] is creator_coro.cr_code and parent[1] < _config.max_depth:
+                    frames = walk(sys._getframe(1), creator_coro.cr_frame)
+                    node = _tuple_new(TaskNode, (parent, parent[1] + 1, _coro_code(coro), frames))
+                else:
+                    node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
+            else:
+                node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
         except Exception as exc:  # noqa: BLE001 - never break task creation
             warn_internal(exc, "capturing a task creation")
             return original(self, coro, **kwargs)
         context = kwargs.get("context") if kwargs else None
-        if context is None:
+        if context is not None:
+            # The caller chose the task's context; our private variable is
+            # set in it, so the task still runs in exactly that Context.
+            try:
+                context.run(_set_current, node)
+            except Exception as exc:  # noqa: BLE001 - e.g. the context is entered elsewhere
+                warn_internal(exc, "entering a caller-supplied context")
+            task = original(self, coro, **kwargs)
+        elif not kwargs and _HAS_CONTEXT_ARG and getattr(self, "_task_factory", _UNKNOWN) is None:
+            # 3.11+: build the task's context ourselves. The task would copy
+            # the current context anyway; this saves a set/reset pair on the
+            # current one (two HAMT allocations, and GC pressure).
+            ctx = _copy_context()
+            ctx.run(_set_current, node)
+            task = original(self, coro, context=ctx)
+        else:
             # The task copies the current context: put the node there for the
             # duration of the call only.
-            token = CURRENT.set(node)
+            token = _set_current(node)
             try:
                 task = original(self, coro, **kwargs)
             finally:
                 CURRENT.reset(token)
-        else:
-            # The caller chose the task's context; our private variable is
-            # set in it, so the task still runs in exactly that Context.
-            try:
-                context.run(CURRENT.set, node)
-            except Exception as exc:  # noqa: BLE001 - e.g. the context is entered elsewhere
-                warn_internal(exc, "entering a caller-supplied context")
-            task = original(self, coro, **kwargs)
-        try:
-            publish_task(node, task)
-            _trim_source_traceback(task)
-        except Exception as exc:  # noqa: BLE001
-            warn_internal(exc, "recording a created task")
+        if type(node) is RootNode:
+            publish_root(node, task)
+        _trim_source_traceback(task)
         return task
 
     create_task.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return create_task
 
 
+#: 3.11+ ``create_task`` takes ``context=``. We only pass it when the loop
+#: calls Task() itself: a factory written for 3.10 may not accept it.
+_HAS_CONTEXT_ARG: Final = sys.version_info >= (3, 11)
+_UNKNOWN: Final = object()
+_copy_context: Final = copy_context
+_set_current: Final = CURRENT.set
+_get_current: Final = CURRENT.get
+_current_task: Final = asyncio.current_task
+_tuple_new: Final = tuple.__new__
+_config: Final = config
+
+
+def _weak(obj: Any) -> Any:
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return None
+
+
 def _trim_source_traceback(obj: Any) -> None:
     # Debug mode records where a future was created and drops the loop's own
     # create_task frame; drop ours too so that the last entry stays the user's.
-    tb = getattr(obj, "_source_traceback", None)
-    if tb and type(tb) is list:
-        tb[:] = [entry for entry in tb if entry.filename != _THIS_FILE]
+    try:
+        tb = obj._source_traceback
+        if tb and type(tb) is list:
+            tb[:] = [entry for entry in tb if entry.filename != _THIS_FILE]
+    except Exception:  # noqa: BLE001 - a Future-like object from a custom factory
+        pass
 
 
 # --- executor hops --------------------------------------------------------
@@ -146,7 +202,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
             if self.get_debug() and (inspect.iscoroutinefunction(func) or asyncio.iscoroutine(func)):
                 # Let the loop's debug check reject it as usual.
                 return original(self, executor, func, *args)
-            node = capture(ExecutorNode, self, sys._getframe(1))
+            node = capture(ExecutorNode, self, sys._getframe(1), _weak(self))
             ctx = _is_context_run(func)
             if ctx is not None:
                 # asyncio.to_thread copied the context before calling us:
@@ -309,10 +365,8 @@ class _ImportHook(importlib.abc.MetaPathFinder):
     @classmethod
     def uninstall(cls) -> None:
         if cls._instance is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 sys.meta_path.remove(cls._instance)
-            except ValueError:
-                pass
             cls._instance = None
 
     def find_spec(
@@ -343,7 +397,7 @@ class _ImportHook(importlib.abc.MetaPathFinder):
                 warn_internal(exc, "patching uvloop")
 
         try:
-            loader.exec_module = exec_and_patch  # type: ignore[union-attr]
+            loader.exec_module = exec_and_patch  # type: ignore[union-attr,method-assign]
         except Exception:  # noqa: BLE001 - a read-only loader: leave uvloop untraced
             return None
         _ImportHook.uninstall()
