@@ -202,6 +202,16 @@ def walk(frame: FrameType | None, stop: FrameType | None) -> Frames:
     global _last
     last = _last
     n = len(last)
+    # Fastest path, for the usual one or two frames (asyncio.create_task and
+    # the coroutine calling it): no loop.
+    if frame is not None and n >= 2 and frame.f_code is last[0] and frame.f_lasti == last[1]:
+        if frame is stop:
+            if n == 2:
+                return last
+        elif n == 4:
+            up = frame.f_back
+            if up is stop and up is not None and up.f_code is last[2] and up.f_lasti == last[3]:
+                return last
     i = 0
     f = frame
     # Fast path: the stack matches the previous capture.

@@ -75,9 +75,29 @@ _patches: dict[tuple[int, str], _Patch] = {}
 # --- task creation --------------------------------------------------------
 
 
+#: The latest task node and the context it was pushed into, for sharing with
+#: the next sibling: ``(node, creator_snapshot, template)``. Consecutive
+#: spawns from the same place by the same creator (a loop of create_task, a
+#: gather of many coroutines) have identical nodes, so they share one node
+#: and one template context; each task then gets ``template.copy()``, which
+#: shares the template's variables (an O(1) copy) instead of allocating new
+#: ones. ``creator_snapshot`` is the creator's context when the template was
+#: made: ``Context.__eq__`` is O(1) while the creator's variables are
+#: unchanged. Replaced whole, never mutated, so threads race on it harmlessly.
+#: It holds one context's variables until the next creation or until
+#: ``disable_tracing()``.
+_hot: tuple[Any, Context, Context] = ((None, 0, None, None), Context(), Context())
+
+
+def clear_caches() -> None:
+    global _hot
+    _hot = ((None, 0, None, None), Context(), Context())
+
+
 def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
+        global _hot
         if not _active:
             return original(self, coro, **kwargs)
         try:
@@ -89,8 +109,20 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             if creator is not None and (type(parent) is TaskNode or type(parent) is RootNode):
                 creator_coro: Any = creator.get_coro()
                 if parent[2] is creator_coro.cr_code and parent[1] < _config.max_depth:
-                    frames = walk(sys._getframe(1), creator_coro.cr_frame)
-                    node = _tuple_new(TaskNode, (parent, parent[1] + 1, _coro_code(coro), frames))
+                    if _frame_module is not None:
+                        # 3.12+: step over asyncio's own callers (create_task,
+                        # gather...) without materialising their frame objects;
+                        # collection would drop them anyway.
+                        depth = 1
+                        while _frame_module(depth) in _ASYNCIO_CALLERS:
+                            depth += 1
+                        frames = walk(sys._getframe(depth), creator_coro.cr_frame)
+                    else:
+                        frames = walk(sys._getframe(1), creator_coro.cr_frame)
+                    tag = getattr(coro, "cr_code", None)
+                    node = _hot[0]
+                    if node[0] is not parent or node[3] is not frames or node[2] is not tag:
+                        node = _tuple_new(TaskNode, (parent, parent[1] + 1, tag, frames))
                 else:
                     node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
             else:
@@ -107,12 +139,21 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             except Exception as exc:  # noqa: BLE001 - e.g. the context is entered elsewhere
                 warn_internal(exc, "entering a caller-supplied context")
             task = original(self, coro, **kwargs)
-        elif not kwargs and _HAS_CONTEXT_ARG and getattr(self, "_task_factory", _UNKNOWN) is None:
-            # 3.11+: build the task's context ourselves. The task would copy
-            # the current context anyway; this saves a set/reset pair on the
-            # current one (two HAMT allocations, and GC pressure).
-            ctx = _copy_context()
-            ctx.run(_set_current, node)
+        elif (
+            not kwargs
+            and _HAS_CONTEXT_ARG
+            and (getattr(self, "_task_factory", _UNKNOWN) is None or _passes_context(self))
+        ):
+            # 3.11+: hand the task its context (see _hot).
+            current = _copy_context()
+            hot = _hot
+            if hot[0] is node and hot[1] == current:
+                ctx = hot[2].copy()
+            else:
+                template = current.copy()
+                template.run(_set_current, node)
+                _hot = (node, current, template)
+                ctx = template.copy()
             task = original(self, coro, context=ctx)
         else:
             # The task copies the current context: put the node there for the
@@ -124,23 +165,42 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 CURRENT.reset(token)
         if type(node) is RootNode:
             publish_root(node, task)
-        _trim_source_traceback(task)
+        if getattr(task, "_source_traceback", None):
+            _trim_source_traceback(task)
         return task
 
     create_task.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return create_task
 
 
-#: 3.11+ ``create_task`` takes ``context=``. We only pass it when the loop
-#: calls Task() itself: a factory written for 3.10 may not accept it.
+#: 3.11+ ``create_task`` takes ``context=`` and hands it to the task factory.
 _HAS_CONTEXT_ARG: Final = sys.version_info >= (3, 11)
 _UNKNOWN: Final = object()
+_CONTEXT_FACTORIES: Final = tuple(f for f in (getattr(asyncio, "eager_task_factory", None),) if f is not None)
 _copy_context: Final = copy_context
 _set_current: Final = CURRENT.set
 _get_current: Final = CURRENT.get
 _current_task: Final = asyncio.current_task
 _tuple_new: Final = tuple.__new__
 _config: Final = config
+_frame_module: Final[Callable[[int], str | None] | None] = getattr(sys, "_getframemodulename", None)
+#: Modules whose frames lead from a user's call to loop.create_task.
+_ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
+
+
+def _passes_context(loop: Any) -> bool:
+    """Whether ``loop.create_task(coro, context=ctx)`` is safe to call.
+
+    Only when the loop calls Task() itself, or its factory is asyncio's
+    eager_task_factory: a factory written for 3.10 may not accept ``context=``.
+    """
+    factory = getattr(loop, "_task_factory", _UNKNOWN)
+    if factory is _UNKNOWN:  # not a BaseEventLoop (uvloop)
+        try:
+            factory = loop.get_task_factory()
+        except Exception:  # noqa: BLE001 - an exotic loop: do not guess
+            return False
+    return factory is None or factory in _CONTEXT_FACTORIES
 
 
 def _weak(obj: Any) -> Any:
@@ -340,6 +400,7 @@ def disable() -> None:
     with _lock:
         _active = False
         _uninstall_all()
+        clear_caches()
         _ImportHook.uninstall()
 
 
