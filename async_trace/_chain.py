@@ -22,6 +22,7 @@ from collections import deque
 from contextvars import ContextVar
 from types import CodeType, FrameType
 from typing import Any, Final
+from weakref import ref as _weakref
 
 from ._types import AsyncTraceWarning
 
@@ -53,13 +54,15 @@ _tuple_new: Final = tuple.__new__
 
 
 class Node(tuple):  # type: ignore[type-arg]
-    """One hop of the chain: ``(parent, depth, tag, frames)``, immutable.
+    """One hop of the chain: ``(parent, depth, tag, frames, creator)``, immutable.
 
     A tuple subclass: made by one C call, compared by identity. ``tag`` is
     kind-specific (see the subclasses); ``depth`` counts the nodes of the
-    chain ending here. Nodes never reference tasks, frames or locals: the
-    task a node created is found among the live tasks when a trace is
-    collected (see ``_collect``).
+    chain ending here; ``creator`` is a weak reference to the task that was
+    running where the node was captured (``None`` outside a task). Nodes never
+    hold tasks, frames or locals. The task a node created is the creator of
+    the node below it (or the running task), so consecutive siblings created
+    by one task from one place can share one node.
     """
 
     __slots__ = ()
@@ -79,6 +82,12 @@ class Node(tuple):  # type: ignore[type-arg]
     @property
     def frames(self) -> Frames:
         return self[3]  # type: ignore[no-any-return]
+
+    @property
+    def creator(self) -> Any:
+        """The task running where this node was captured, if still alive."""
+        ref = self[4]
+        return ref() if ref is not None else None
 
     def clone(self, parent: Node | None, depth: int) -> Node:
         return _tuple_new(type(self), (parent, depth, *self[2:]))
@@ -101,8 +110,7 @@ class TaskNode(Node):
 class ExecutorNode(Node):
     """A call handed to an executor thread by the coroutine at ``frames[0]``.
 
-    ``tag`` is a weak reference to the loop (tasks are looked up there when a
-    trace is collected in the worker thread), or ``None``.
+    ``tag`` is ``None``; ``creator`` is the task that made the call.
     """
 
     __slots__ = ()
@@ -117,7 +125,7 @@ class PendingNode(Node):
 class RootNode(Node):
     """A task with no traced parent: the root of its chain (``frames`` is empty).
 
-    ``tag`` is the code of the root task's coroutine; ``self[4]`` is a
+    ``tag`` is the code of the root task's coroutine; ``self[5]`` is a
     one-item list holding the task's name, filled in once the task exists,
     for traces collected after the task is gone.
     """
@@ -126,11 +134,15 @@ class RootNode(Node):
 
     @property
     def name(self) -> str:
-        return self[4][0]  # type: ignore[no-any-return]
+        return self[5][0]  # type: ignore[no-any-return]
 
 
 class ElidedNode(Node):
-    """Stands for ``tag`` hops dropped to keep the chain within ``max_depth``."""
+    """Stands for ``tag`` hops dropped to keep the chain within ``max_depth``.
+
+    ``creator`` is that of the outermost dropped hop: the task created by the
+    node above this one.
+    """
 
     __slots__ = ()
 
@@ -139,16 +151,19 @@ class ElidedNode(Node):
         return self[2]  # type: ignore[no-any-return]
 
 
-def make(kind: type[Node], parent: Node | None, depth: int, tag: Any, frames: Frames) -> Node:
-    return _tuple_new(kind, (parent, depth, tag, frames))
+def make(
+    kind: type[Node], parent: Node | None, depth: int, tag: Any, frames: Frames, creator: Any = None
+) -> Node:
+    return _tuple_new(kind, (parent, depth, tag, frames, creator))
 
 
 def make_root(code: Any, name: str = "") -> RootNode:
-    return _tuple_new(RootNode, (None, 1, code, _EMPTY, [name]))
+    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, [name]))
 
 
-def make_elided(parent: Node | None, count: int) -> ElidedNode:
-    return _tuple_new(ElidedNode, (parent, 1 if parent is None else parent[1] + 1, count, _EMPTY))
+def make_elided(parent: Node | None, count: int, creator: Any) -> ElidedNode:
+    depth = 1 if parent is None else parent[1] + 1
+    return _tuple_new(ElidedNode, (parent, depth, count, _EMPTY, creator))
 
 
 #: The node of the innermost hop of the code running in this context.
@@ -310,6 +325,15 @@ def adopt_root(task: Any, coro: Any) -> RootNode:
     return root
 
 
+def _ref(task: Any) -> Any:
+    # weakref.ref returns the existing reference when there is one, so every
+    # node captured in one task shares a single weakref object.
+    try:
+        return _weakref(task)
+    except TypeError:  # a Future-like object from a custom factory
+        return None
+
+
 def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = None) -> Node:
     """Make the node for a task creation or executor hop called from ``frame``.
 
@@ -329,27 +353,29 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
         elif type(parent) is PendingNode and kind is TaskNode:
             # The callback of run_coroutine_threadsafe: the creation point is
             # the submitting thread's line, captured by the pending node.
-            return _tuple_new(TaskNode, (parent[0], parent[1], tag, parent[3]))
+            return _tuple_new(TaskNode, (parent[0], parent[1], tag, parent[3], parent[4]))
         stop = None
+        creator = None
     else:
         coro = task.get_coro()
         if parent is None or not valid_for(parent, coro):
             # Created untraced: do not let its children claim its creator's origin.
             parent = adopt_root(task, coro)
         stop = _stop_frame(coro)
+        creator = _ref(task)
     if parent is None:
-        return _tuple_new(kind, (None, 1, tag, walk(frame, stop)))
+        return _tuple_new(kind, (None, 1, tag, walk(frame, stop), creator))
     depth = parent[1] + 1
     if depth > config.max_depth:
         parent = compact(parent)
         depth = parent[1] + 1
-    return _tuple_new(kind, (parent, depth, tag, walk(frame, stop)))
+    return _tuple_new(kind, (parent, depth, tag, walk(frame, stop), creator))
 
 
 def publish_root(node: Node, task: Any) -> None:
     """Record the root task's name, once the task exists."""
     if type(node) is RootNode:
-        node[4][0] = task_name(task)
+        node[5][0] = task_name(task)
 
 
 def compact(parent: Node) -> Node:
@@ -376,6 +402,7 @@ def compact(parent: Node) -> Node:
         marker = chain[elided_at]
         outer = marker[0]
         count = marker[2] + (elided_at - keep_inner)
+        creator = marker[4]
     else:
         outer_start = len(chain) - keep_outer
         outer = chain[outer_start]
@@ -383,7 +410,8 @@ def compact(parent: Node) -> Node:
         for n in chain[keep_inner:outer_start]:
             if type(n) is ElidedNode:
                 count += n[2] - 1
-    rebuilt: Node = make_elided(outer, count)
+        creator = chain[outer_start - 1][4]
+    rebuilt: Node = make_elided(outer, count, creator)
     for n in reversed(chain[:keep_inner]):
         rebuilt = n.clone(rebuilt, rebuilt[1] + 1)
     return rebuilt

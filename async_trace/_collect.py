@@ -179,12 +179,12 @@ def node_of_task(task: Any) -> Node | None:
 
 
 class _TaskIndex:
-    """Finds the live task a node created, by looking among a loop's tasks.
+    """Fallback: the live task a node created, looked up among a loop's tasks.
 
-    Nodes hold no reference to their task (see ``_chain``), so the task of an
-    ancestor hop is found, when asked, among the live tasks of its loop: the
-    one whose context holds the node and whose coroutine the node describes.
-    Built once per collection, per loop, and only if an ancestor is needed.
+    Used only where the chain does not say (a task created by a callback has
+    no creator task): the one live task whose context holds the node and
+    whose coroutine the node describes; ``None`` if there is not exactly one.
+    Built once per collection, per loop, and only if needed.
     """
 
     __slots__ = ("_by_loop",)
@@ -208,14 +208,27 @@ class _TaskIndex:
                     index.setdefault(id(found), []).append(task)
             entry = (loop, index)
             self._by_loop[id(loop)] = entry
-        for task in entry[1].get(id(node), ()):
-            if valid_for(node, task.get_coro()):
-                return task
+        matches = [task for task in entry[1].get(id(node), ()) if valid_for(node, task.get_coro())]
+        return matches[0] if len(matches) == 1 else None
+
+
+def _deref(ref: Any) -> Any:
+    return ref() if ref is not None else None
+
+
+def _loop_of(task: Any) -> Any:
+    try:
+        return task.get_loop()
+    except Exception:  # noqa: BLE001 - a Future-like object without get_loop
         return None
 
 
 def collect(start: FrameType | None) -> TraceData:
-    """Build the trace for code running at ``start`` (see ``collect_async_trace``)."""
+    """Build the trace for code running at ``start`` (see ``collect_async_trace``).
+
+    Walking outwards, the task created at each task boundary is the creator
+    recorded by the node below it (the running task for the innermost one).
+    """
     loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
     node = CURRENT.get()
@@ -231,26 +244,31 @@ def collect(start: FrameType | None) -> TraceData:
     else:
         _emit(frames, walk(start, None), None, False)
     in_executor = loop is None and type(node) is ExecutorNode
-    index = _TaskIndex()
-    first = True
+    index: _TaskIndex | None = None
+    created = task  # the task created at the next boundary outwards
+    known = True  # whether ``created`` is known (None may mean "finished")
     while node is not None:
         kind = type(node)
-        if kind is ExecutorNode:
+        if (kind is TaskNode or kind is RootNode) and not known:
+            if index is None:
+                index = _TaskIndex()
+            created = index.task_for(node, loop)
+        if kind is TaskNode:
+            _emit(frames, node[3], created, False)
+        elif kind is ExecutorNode:
             _emit(frames, node[3], None, True)
-            loop_ref = node[2]
-            loop = loop_ref() if loop_ref is not None else None
-        elif kind is TaskNode:
-            child = task if first and task is not None else index.task_for(node, loop)
-            _emit(frames, node[3], child, False)
         elif kind is RootNode:
-            root = task if first and task is not None else index.task_for(node, loop)
-            name = task_name(root) if root is not None else node[4][0]
-            frames.append(_frame(name or "<finished task>", None, None, root, False))
+            name = task_name(created) if created is not None else node[5][0]
+            frames.append(_frame(name or "<finished task>", None, None, created, False))
         elif kind is ElidedNode:
             frames.append(_elided(node[2], "task hop"))
         # A PendingNode only lives in the context of the callback that
         # creates its task; there is nothing of it to show.
-        first = False
+        ref = node[4]
+        known = ref is not None
+        created = ref() if known else None
+        if created is not None:
+            loop = _loop_of(created)
         node = node[0]
     for indent, frame in enumerate(frames):
         frame["indent"] = indent

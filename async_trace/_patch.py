@@ -26,11 +26,11 @@ import importlib.machinery
 import inspect
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from contextvars import Context, copy_context
 from types import ModuleType
 from typing import Any, Final
+from weakref import ref as _weakref
 
 from ._chain import (
     CURRENT,
@@ -86,12 +86,13 @@ _patches: dict[tuple[int, str], _Patch] = {}
 #: unchanged. Replaced whole, never mutated, so threads race on it harmlessly.
 #: It holds one context's variables until the next creation or until
 #: ``disable_tracing()``.
-_hot: tuple[Any, Context, Context] = ((None, 0, None, None), Context(), Context())
+_NO_NODE: Final = (None, 0, None, None, None)
+_hot: tuple[Any, Context, Context] = (_NO_NODE, Context(), Context())
 
 
 def clear_caches() -> None:
     global _hot
-    _hot = ((None, 0, None, None), Context(), Context())
+    _hot = (_NO_NODE, Context(), Context())
 
 
 def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,9 +121,15 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                     else:
                         frames = walk(sys._getframe(1), creator_coro.cr_frame)
                     tag = getattr(coro, "cr_code", None)
+                    creator_ref = _weakref(creator)  # the existing ref when there is one
                     node = _hot[0]
-                    if node[0] is not parent or node[3] is not frames or node[2] is not tag:
-                        node = _tuple_new(TaskNode, (parent, parent[1] + 1, tag, frames))
+                    if (
+                        node[0] is not parent
+                        or node[3] is not frames
+                        or node[2] is not tag
+                        or node[4] is not creator_ref
+                    ):
+                        node = _tuple_new(TaskNode, (parent, parent[1] + 1, tag, frames, creator_ref))
                 else:
                     node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
             else:
@@ -203,13 +210,6 @@ def _passes_context(loop: Any) -> bool:
     return factory is None or factory in _CONTEXT_FACTORIES
 
 
-def _weak(obj: Any) -> Any:
-    try:
-        return weakref.ref(obj)
-    except TypeError:
-        return None
-
-
 def _trim_source_traceback(obj: Any) -> None:
     # Debug mode records where a future was created and drops the loop's own
     # create_task frame; drop ours too so that the last entry stays the user's.
@@ -262,7 +262,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
             if self.get_debug() and (inspect.iscoroutinefunction(func) or asyncio.iscoroutine(func)):
                 # Let the loop's debug check reject it as usual.
                 return original(self, executor, func, *args)
-            node = capture(ExecutorNode, self, sys._getframe(1), _weak(self))
+            node = capture(ExecutorNode, self, sys._getframe(1))
             ctx = _is_context_run(func)
             if ctx is not None:
                 # asyncio.to_thread copied the context before calling us:
