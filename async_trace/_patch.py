@@ -147,8 +147,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 warn_internal(exc, "entering a caller-supplied context")
             task = original(self, coro, **kwargs)
         elif (
-            not kwargs
-            and _HAS_CONTEXT_ARG
+            _HAS_CONTEXT_ARG
+            and (not kwargs or kwargs.keys() <= _NAME_AND_CONTEXT)
             and (getattr(self, "_task_factory", _UNKNOWN) is None or _passes_context(self))
         ):
             # 3.11+: hand the task its context (see _hot).
@@ -161,7 +161,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 template.run(_set_current, node)
                 _hot = (node, current, template)
                 ctx = template.copy()
-            task = original(self, coro, context=ctx)
+            kwargs["context"] = ctx
+            task = original(self, coro, **kwargs)
         else:
             # The task copies the current context: put the node there for the
             # duration of the call only.
@@ -183,6 +184,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
 #: 3.11+ ``create_task`` takes ``context=`` and hands it to the task factory.
 _HAS_CONTEXT_ARG: Final = sys.version_info >= (3, 11)
 _UNKNOWN: Final = object()
+#: What asyncio itself passes (3.13's asyncio.create_task always passes name=).
+_NAME_AND_CONTEXT: Final = frozenset({"name", "context"})
 _CONTEXT_FACTORIES: Final = tuple(f for f in (getattr(asyncio, "eager_task_factory", None),) if f is not None)
 _copy_context: Final = copy_context
 _set_current: Final = CURRENT.set
