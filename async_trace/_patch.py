@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import asyncio.tasks
-import concurrent.futures
 import contextlib
 import functools
 import importlib.abc
@@ -226,24 +225,32 @@ def _trim_source_traceback(obj: Any) -> None:
 
 # --- executor hops --------------------------------------------------------
 
-_thread_pool_types: tuple[type, ...] = (concurrent.futures.ThreadPoolExecutor,)
-# Executors that pickle the callable (a Context cannot be pickled).
-_excluded_types: tuple[type, ...] = tuple(
-    t
-    for t in (
-        concurrent.futures.ProcessPoolExecutor,
-        getattr(concurrent.futures, "InterpreterPoolExecutor", None),
-    )
-    if isinstance(t, type)
-)
+def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
+    return func
 
 
-def _traceable_executor(loop: Any, executor: Any) -> bool:
-    if executor is None:
-        executor = getattr(loop, "_default_executor", None)
-        if executor is None:
-            return True  # the loop will create a ThreadPoolExecutor
-    return isinstance(executor, _thread_pool_types) and not isinstance(executor, _excluded_types)
+class _ContextCall:
+    """``func`` run in ``ctx``, for an executor: what ``to_thread`` does, made picklable.
+
+    A ``contextvars.Context`` cannot be pickled, so an executor that pickles
+    its calls (a process pool, whatever the loop's default executor is) gets
+    the bare function: such hops run untraced instead of failing.
+    """
+
+    __slots__ = ("ctx", "func")
+
+    def __init__(self, ctx: Context, func: Callable[..., Any]) -> None:
+        self.ctx = ctx
+        self.func = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.ctx.run(self.func, *args, **kwargs)
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Callable[..., Any]]]:
+        return _unwrapped, (self.func,)
+
+    def __repr__(self) -> str:
+        return f"{self.func!r} (in an async_trace context)"
 
 
 def _is_context_run(func: Any) -> Context | None:
@@ -259,7 +266,7 @@ def _is_context_run(func: Any) -> Context | None:
 def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
-        if not _active or not _traceable_executor(self, executor):
+        if not _active:
             return original(self, executor, func, *args)
         try:
             if self.get_debug() and (inspect.iscoroutinefunction(func) or asyncio.iscoroutine(func)):
@@ -270,12 +277,11 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
             if ctx is not None:
                 # asyncio.to_thread copied the context before calling us:
                 # push the node into that copy, not a new one.
-                ctx.run(CURRENT.set, node)
+                ctx.run(_set_current, node)
             else:
                 ctx = copy_context()
-                ctx.run(CURRENT.set, node)
-                args = (func, *args)
-                func = ctx.run
+                ctx.run(_set_current, node)
+                func = _ContextCall(ctx, func)
         except Exception as exc:  # noqa: BLE001 - never break the hop
             warn_internal(exc, "capturing an executor call")
         future = original(self, executor, func, *args)
