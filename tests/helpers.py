@@ -1,0 +1,39 @@
+"""Helpers shared by the tests: computed line numbers and compact trace shapes."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable
+
+from async_trace import TraceData
+
+Row = tuple[str, "int | None", "str | None", "str | None", bool]
+
+
+def line_of(func: Callable[..., Any], marker: str) -> int:
+    """The line number of the line in ``func``'s source that contains ``# <marker>``."""
+    lines, start = inspect.getsourcelines(func)
+    hits = [start + i for i, text in enumerate(lines) if f"# {marker}" in text]
+    assert len(hits) == 1, f"marker {marker!r} found {len(hits)} times in {func.__qualname__}"
+    return hits[0]
+
+
+def rows(trace: TraceData) -> list[Row]:
+    """``(name, line, basename, name of task, is_executor)`` per frame, innermost first."""
+    out: list[Row] = []
+    for frame in trace["frames"]:
+        task = frame["task"]
+        out.append(
+            (
+                frame["name"],
+                frame["line"],
+                os.path.basename(frame["filename"]) if frame["filename"] else None,
+                task.get_name() if task is not None else None,
+                frame["is_executor"],
+            )
+        )
+    return out
+
+
+HERE = "test_collect.py"
