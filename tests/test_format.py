@@ -1,0 +1,128 @@
+"""The printed form: the README's arrows, traceback's format/print conventions."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from typing import Any
+
+import pytest
+
+from async_trace import (
+    TraceData,
+    TraceFrame,
+    collect_async_trace,
+    format_async_trace,
+    format_trace,
+    print_async_trace,
+    print_trace,
+)
+
+from .helpers import line_of
+
+F = os.path.basename(__file__)
+
+
+def _frame(name: str, line: int | None, indent: int, *, executor: bool = False) -> TraceFrame:
+    return {
+        "name": name,
+        "line": line,
+        "filename": None if line is None else "/some/where/app.py",
+        "indent": indent,
+        "task": None,
+        "is_executor": executor,
+    }
+
+
+SAMPLE: TraceData = {
+    "frames": [
+        _frame("blocking_work", 7, 0),
+        _frame("worker", 14, 1, executor=True),
+        _frame("main", 19, 2),
+        _frame("Task-1", None, 3),
+    ],
+    "current_task": None,
+    "in_executor": True,
+}
+SAMPLE_LINES = [
+    "↑ blocking_work() at line 7 [app.py]\n",
+    "  ↑ worker() at line 14 [app.py] [EXECUTOR]\n",
+    "    ↑ main() at line 19 [app.py]\n",
+    "      ↑ Task-1\n",
+]
+
+
+def test_format_async_trace_lines() -> None:
+    """One line per frame, basename only, two spaces per level, [EXECUTOR], bare root name."""
+    assert format_async_trace(SAMPLE) == SAMPLE_LINES
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [(None, SAMPLE_LINES), (2, SAMPLE_LINES[:2]), (0, []), (-1, SAMPLE_LINES[-1:]), (-3, SAMPLE_LINES[1:]), (9, SAMPLE_LINES)],
+)
+def test_limit_like_traceback(limit: int | None, expected: list[str]) -> None:
+    """limit > 0 keeps the innermost frames, limit < 0 the outermost, None all."""
+    assert format_async_trace(SAMPLE, limit=limit) == expected
+
+
+def test_print_async_trace_to_file() -> None:
+    """print_async_trace writes exactly the formatted lines to file=."""
+    buf = io.StringIO()
+    print_async_trace(SAMPLE, file=buf, limit=-2)
+    assert buf.getvalue() == "".join(SAMPLE_LINES[-2:])
+
+
+def test_print_defaults_to_stdout_at_call_time(capsys: pytest.CaptureFixture[str]) -> None:
+    """file=None means the sys.stdout of the moment of the call."""
+    print_async_trace(SAMPLE)
+    assert capsys.readouterr().out == "".join(SAMPLE_LINES)
+
+
+def test_ascii_stream_gets_a_caret() -> None:
+    """A stream that cannot encode the arrow gets '^' instead, not an exception."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    print_async_trace(SAMPLE, file=stream)
+    stream.flush()
+    assert raw.getvalue().decode("ascii").splitlines()[0] == "^ blocking_work() at line 7 [app.py]"
+
+
+async def _worker(buf: io.StringIO) -> list[str]:
+    print_trace(file=buf)  # print-here
+    return format_trace()  # format-here
+
+
+async def _main(buf: io.StringIO) -> tuple[list[str], Any]:
+    return await asyncio.create_task(_worker(buf)), asyncio.current_task()  # spawn
+
+
+def test_print_trace_and_format_trace_in_a_task() -> None:
+    """print_trace/format_trace show the caller's trace, skipping async_trace's own frames."""
+    buf = io.StringIO()
+    lines, root = asyncio.run(_main(buf))
+    spawn = line_of(_main, "spawn")
+    assert buf.getvalue() == (
+        f"↑ _worker() at line {line_of(_worker, 'print-here')} [{F}]\n"
+        f"  ↑ _main() at line {spawn} [{F}]\n"
+        f"    ↑ {root.get_name()}\n"
+    )
+    assert lines == [
+        f"↑ _worker() at line {line_of(_worker, 'format-here')} [{F}]\n",
+        f"  ↑ _main() at line {spawn} [{F}]\n",
+        f"    ↑ {root.get_name()}\n",
+    ]
+
+
+def test_format_async_trace_of_a_collected_trace() -> None:
+    """format_async_trace(collect_async_trace()) equals format_trace() at the same place."""
+
+    async def main() -> tuple[list[str], list[str]]:
+        a = format_async_trace(collect_async_trace())
+        b = format_trace()
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert [x.split(" at line")[0] for x in a] == [x.split(" at line")[0] for x in b]
+    assert len(a) == 2

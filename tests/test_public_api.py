@@ -1,0 +1,59 @@
+"""The public namespace is what README.md documents; import turns tracing on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import version
+
+import async_trace
+
+CORE = {
+    "print_trace",
+    "format_trace",
+    "collect_async_trace",
+    "format_async_trace",
+    "print_async_trace",
+    "enable_tracing",
+    "disable_tracing",
+    "TraceData",
+    "TraceFrame",
+    "AsyncTraceWarning",
+}
+
+
+def test_all_has_the_documented_names() -> None:
+    """__all__ holds the README's API, every name in it exists, none is private."""
+    assert set(async_trace.__all__) >= CORE
+    for name in async_trace.__all__:
+        assert hasattr(async_trace, name)
+        assert not name.startswith("_")
+
+
+def test_public_functions_are_documented_in_readme() -> None:
+    """Every public name appears in README.md."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for name in async_trace.__all__:
+        assert f"`{name}" in readme, name
+
+
+def test_version_matches_metadata() -> None:
+    """__version__ is the installed distribution's version."""
+    assert async_trace.__version__ == version("async-trace")
+
+
+def test_warning_category() -> None:
+    """AsyncTraceWarning is a RuntimeWarning, so it can be filtered as one."""
+    assert issubclass(async_trace.AsyncTraceWarning, RuntimeWarning)
+
+
+def test_import_turns_tracing_on() -> None:
+    """In a fresh interpreter, importing async_trace replaces loop.create_task."""
+    code = (
+        "import asyncio.base_events as b; before = b.BaseEventLoop.create_task; "
+        "import async_trace; assert b.BaseEventLoop.create_task is not before; print('on')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "on\n"

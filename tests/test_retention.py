@@ -1,0 +1,87 @@
+"""Nothing is kept alive: finished tasks, frames, locals."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import types
+import weakref
+from typing import Any
+
+from async_trace import TraceData, collect_async_trace
+from async_trace._chain import CURRENT
+
+
+def _reachable(root: Any, limit: int = 20000) -> list[Any]:
+    """Objects reachable from root through gc.get_referents, not entering modules or classes."""
+    seen: dict[int, Any] = {}
+    stack = [root]
+    while stack and len(seen) < limit:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (types.ModuleType, type)):
+            continue
+        seen[id(obj)] = obj
+        stack.extend(gc.get_referents(obj))
+    return list(seen.values())
+
+
+def test_finished_tasks_are_not_kept_alive() -> None:
+    """Tasks that created children, ran executor calls or finished are freed like without tracing."""
+    refs: list[weakref.ref[Any]] = []
+
+    async def leaf() -> None:
+        await asyncio.to_thread(lambda: None)
+
+    async def parent() -> None:
+        t = asyncio.create_task(leaf())
+        refs.append(weakref.ref(t))
+        await t
+
+    async def main() -> None:
+        for _ in range(20):
+            t = asyncio.create_task(parent())
+            refs.append(weakref.ref(t))
+            await t
+        del t
+
+    asyncio.run(main())
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+
+
+def test_trace_holds_no_frames() -> None:
+    """A collected trace references no frame objects and no coroutine locals."""
+    marker = object()
+
+    async def worker(secret: object) -> TraceData:
+        local_secret = secret  # noqa: F841 - the local the trace must not reach
+        return collect_async_trace()
+
+    async def main() -> TraceData:
+        return await asyncio.create_task(worker(marker))
+
+    trace = asyncio.run(main())
+    found = _reachable({k: v for k, v in trace.items() if k != "current_task"} | {"frames": [
+        {k: v for k, v in f.items() if k != "task"} for f in trace["frames"]
+    ]})
+    assert not any(isinstance(o, types.FrameType) for o in found)
+    assert not any(o is marker for o in found)
+
+
+def test_nodes_hold_no_tasks_frames_or_locals() -> None:
+    """The chain nodes reach no task, frame, coroutine or local variable."""
+    marker = object()
+    holder: dict[str, Any] = {}
+
+    async def worker(secret: object) -> None:
+        local_secret = secret  # noqa: F841
+        holder["node"] = CURRENT.get()
+
+    async def main() -> None:
+        await asyncio.create_task(worker(marker))
+
+    asyncio.run(main())
+    found = _reachable(holder["node"])
+    kinds = (types.FrameType, asyncio.Task, types.CoroutineType, asyncio.AbstractEventLoop)
+    assert not [o for o in found if isinstance(o, kinds)]
+    assert not any(o is marker for o in found)
