@@ -141,6 +141,7 @@ def test_loop_create_task() -> None:
 
     trace, t = run(main)
     assert _boundary(trace) == ("main", line_of(main, "loop-ct"), "c")
+    assert trace["frames"][1]["task"] is t
 
 
 def test_ensure_future() -> None:
@@ -204,7 +205,7 @@ def test_runner() -> None:
 
     with asyncio.Runner() as runner:  # type: ignore[attr-defined]
         trace = runner.run(main())
-    assert [r[:2] for r in rows(trace)][0] == ("main", line_of(main, "runner-ask"))
+    assert rows(trace)[0][:2] == ("main", line_of(main, "runner-ask"))
     assert rows(trace)[-1][1] is None
     assert len(trace["frames"]) == 2
 
@@ -403,7 +404,7 @@ def test_run_coroutine_threadsafe_from_executor_thread() -> None:
 
     trace = run(main)
     root = holder["root"].get_name()
-    assert [r[:2] + (r[4],) for r in rows(trace)] == [
+    assert [(*r[:2], r[4]) for r in rows(trace)] == [
         ("back_on_loop", line_of(back_on_loop, "back-ask"), False),
         ("in_thread", line_of(in_thread, "rcts"), False),
         ("main", line_of(main, "hop"), True),
@@ -429,7 +430,7 @@ def test_nested_hops() -> None:
         return await asyncio.to_thread(first, loop), asyncio.current_task()  # first-hop
 
     trace, root = run(main)
-    assert [r[:2] + (r[4],) for r in rows(trace)] == [
+    assert [(*r[:2], r[4]) for r in rows(trace)] == [
         ("deepest", line_of(deepest, "deepest"), False),
         ("back", line_of(back, "second-hop"), True),
         ("first", line_of(first, "submit"), False),
@@ -550,7 +551,10 @@ def test_max_depth_elides_task_hops() -> None:
     assert trace["frames"][-2]["name"] == "main"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"max_frames": 3}, "max_frames"), ({"max_depth": 7}, "max_depth"), ({"max_frames": 2.5}, "max_frames")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"max_frames": 3}, "max_frames"), ({"max_depth": 7}, "max_depth"), ({"max_frames": 2.5}, "max_frames")],
+)
 def test_enable_tracing_validates_bounds(kwargs: dict[str, Any], message: str) -> None:
     """Bounds below their minimum, or not ints, are a ValueError naming the argument."""
     with pytest.raises(ValueError, match=message):

@@ -60,7 +60,14 @@ def test_format_async_trace_lines() -> None:
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [(None, SAMPLE_LINES), (2, SAMPLE_LINES[:2]), (0, []), (-1, SAMPLE_LINES[-1:]), (-3, SAMPLE_LINES[1:]), (9, SAMPLE_LINES)],
+    [
+        (None, SAMPLE_LINES),
+        (2, SAMPLE_LINES[:2]),
+        (0, []),
+        (-1, SAMPLE_LINES[-1:]),
+        (-3, SAMPLE_LINES[1:]),
+        (9, SAMPLE_LINES),
+    ],
 )
 def test_limit_like_traceback(limit: int | None, expected: list[str]) -> None:
     """limit > 0 keeps the innermost frames, limit < 0 the outermost, None all."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
-from typing import Any, Union
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -89,9 +89,12 @@ def _line(edge: str) -> int:
     return line_of(getattr(Run, "via_" + edge), edge)
 
 
-def expected_boundaries(path: tuple[str, ...], edges: tuple[str, ...]) -> list[tuple[str, int, Union[str, None], bool]]:
+Boundary = tuple[str, int, "str | None", bool]
+
+
+def expected_boundaries(path: tuple[str, ...], edges: tuple[str, ...]) -> list[Boundary]:
     """(function, line, created task's name, is_executor) per boundary, innermost first."""
-    out: list[tuple[str, int, Union[str, None], bool]] = []
+    out: list[Boundary] = []
     for depth in range(len(edges), 0, -1):
         edge = edges[depth - 1]
         child = "t" + ".".join(path[:depth])
@@ -106,15 +109,16 @@ def expected_boundaries(path: tuple[str, ...], edges: tuple[str, ...]) -> list[t
     return out
 
 
-def actual_boundaries(trace: TraceData) -> list[tuple[str, int, Union[str, None], bool]]:
-    out: list[tuple[str, int, Union[str, None], bool]] = []
+def actual_boundaries(trace: TraceData) -> list[Boundary]:
+    out: list[Boundary] = []
     for frame in trace["frames"]:
         task = frame["task"]
         if frame["line"] is None:
             assert task is not None
             out.append((frame["name"], -1, task.get_name(), False))
         elif task is not None or frame["is_executor"]:
-            out.append((frame["name"], frame["line"], task.get_name() if task else None, frame["is_executor"]))
+            name = task.get_name() if task else None
+            out.append((frame["name"], frame["line"], name, frame["is_executor"]))
     return out
 
 
@@ -142,10 +146,8 @@ def test_every_leaf_sees_its_path(tree: Tree) -> None:
         assert names[0] == "node"
         assert "<module>" not in names
         assert trace["in_executor"] is False
-        leaf_task = "t" + ".".join(path) if any(e != "await" for e in edges) else "root"
+        # The leaf runs in the task made by the last edge that made one.
+        made = [i + 1 for i, e in enumerate(edges) if e != "await"]
+        expected_task = "t" + ".".join(path[: made[-1]]) if made else "root"
         assert trace["current_task"] is not None
-        assert trace["current_task"].get_name() == (
-            "t" + ".".join(path[: max(i + 1 for i, e in enumerate(edges) if e != "await")])
-            if leaf_task != "root"
-            else "root"
-        )
+        assert trace["current_task"].get_name() == expected_task
