@@ -206,13 +206,14 @@ def reset_warned() -> None:
 _last: Frames = _EMPTY
 
 
-def walk(frame: FrameType | None, stop: FrameType | None) -> Frames:
+def walk(frame: FrameType | None, stop: FrameType | None, *, remember: bool = True) -> Frames:
     """Flatten ``frame`` and its callers up to and including ``stop``.
 
     Without ``stop`` (or if it is never met) the walk runs to the outermost
     frame; collection cuts it at the event loop. At most ``config.max_frames``
     frames are kept: the innermost ones and a quarter from the outer end, with
-    a ``(None, n)`` marker for the ``n`` in between.
+    a ``(None, n)`` marker for the ``n`` in between. ``remember=False`` (for
+    collection) leaves the capture cache alone.
     """
     global _last
     last = _last
@@ -237,8 +238,10 @@ def walk(frame: FrameType | None, stop: FrameType | None) -> Frames:
         # The whole stack matched the previous capture, or a prefix of it.
         if i == n:
             return last
-        _last = last[:i]
-        return _last
+        prefix = last[:i]
+        if remember:
+            _last = prefix
+        return prefix
     # Slow path: copy the matched prefix, walk the rest.
     out: list[CodeType | int | None] = list(last[:i])
     append = out.append
@@ -253,7 +256,8 @@ def walk(frame: FrameType | None, stop: FrameType | None) -> Frames:
         if remaining <= 0 and f is not None:
             return _walk_elided(out, f, stop)
     result = tuple(out)
-    _last = result
+    if remember:
+        _last = result
     return result
 
 

@@ -112,46 +112,98 @@ def _line(code: CodeType, lasti: int) -> int | None:
     return line
 
 
-def _frame(name: str, line: int | None, filename: str | None, task: Any, is_executor: bool) -> TraceFrame:
+def _frame(
+    name: str, line: int | None, filename: str | None, task: Any, is_executor: bool, indent: int
+) -> TraceFrame:
     return {
         "name": name,
         "line": line,
         "filename": filename,
-        "indent": 0,
+        "indent": indent,
         "task": task,
         "is_executor": is_executor,
     }
 
 
-def _elided(count: int, what: str) -> TraceFrame:
+def _elided(count: int, what: str) -> str:
     unit = what if count == 1 else what + "s"
-    return _frame(f"... {count} {unit} elided ...", None, None, None, False)
+    return f"... {count} {unit} elided ..."
+
+
+#: One hop's shown frames: ``(name, line, filename)``, innermost first; elision
+#: markers have ``line`` None.
+Resolved = tuple[tuple[str, "int | None", "str | None"], ...]
+
+# Frame tuples are immutable and shared between sibling nodes, so what they
+# resolve to is cached (by identity, the tuple kept in the value).
+_resolved_cache: dict[int, tuple[Frames, Resolved]] = {}
+_resolved_get: Final = _resolved_cache.get
+
+
+def _resolve(frames: Frames) -> Resolved:
+    out: list[tuple[str, int | None, str | None]] = []
+    append = out.append
+    kind_get = _kind_cache.get
+    line_get = _line_cache.get
+    taken = False
+    for i in range(0, len(frames), 2):
+        code: Any = frames[i]
+        lasti: Any = frames[i + 1]
+        if code is None:
+            append((_elided(lasti, "frame"), None, None))
+            continue
+        # _kind() and _line(), their cache hits inlined: this runs for every shown frame.
+        hit = kind_get(id(code))
+        kind = hit[1] if hit is not None and hit[0] is code else _kind(code)
+        if kind:
+            if kind == _CUT and taken:
+                break
+            continue
+        hit2 = line_get((id(code), lasti))
+        line = hit2[1] if hit2 is not None and hit2[0] is code else _line(code, lasti)
+        append((code.co_name, line, code.co_filename))
+        taken = True
+    return tuple(out)
+
+
+def resolve(frames: Frames) -> Resolved:
+    """The frames of one hop as shown: asyncio's own dropped, cut at the event loop."""
+    cached = _resolved_cache.get(id(frames))
+    if cached is not None and cached[0] is frames:
+        return cached[1]
+    result = _resolve(frames)
+    if len(_resolved_cache) >= _CACHE_MAX:
+        _resolved_cache.clear()
+    _resolved_cache[id(frames)] = (frames, result)
+    return result
+
+
+def _append(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool) -> None:
+    """Append one hop's frames; the first real frame gets ``task``/``is_executor``."""
+    indent = len(out)
+    for name, line, filename in shown:
+        out.append(
+            {
+                "name": name,
+                "line": line,
+                "filename": filename,
+                "indent": indent,
+                "task": task,
+                "is_executor": is_executor,
+            }
+        )
+        if line is not None:
+            task = None
+            is_executor = False
+        else:  # an elision marker does not take the boundary
+            out[-1]["task"] = None
+            out[-1]["is_executor"] = False
+        indent += 1
 
 
 def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -> None:
-    """Append the shown frames of one hop; the first gets ``task``/``is_executor``."""
-    taken = False
-    for i in range(0, len(frames), 2):
-        code = frames[i]
-        lasti = frames[i + 1]
-        if code is None:
-            assert isinstance(lasti, int)
-            out.append(_elided(lasti, "frame"))
-            continue
-        assert isinstance(code, CodeType)
-        assert isinstance(lasti, int)
-        kind = _kind(code)
-        if kind == _CUT:
-            if taken:
-                return
-            continue
-        if kind == _SKIP:
-            continue
-        if taken:
-            out.append(_frame(code.co_name, _line(code, lasti), code.co_filename, None, False))
-        else:
-            out.append(_frame(code.co_name, _line(code, lasti), code.co_filename, task, is_executor))
-            taken = True
+    """Append the shown frames of one (shared, immutable) hop."""
+    _append(out, resolve(frames), task, is_executor)
 
 
 def context_of(task: Any) -> Context | None:
@@ -235,41 +287,58 @@ def collect(start: FrameType | None) -> TraceData:
     frames: list[TraceFrame] = []
     if task is not None:
         coro = task.get_coro()
-        _emit(frames, walk(start, _stop_frame(coro)), None, False)
+        _append(frames, _resolve(walk(start, _stop_frame(coro), remember=False)), None, False)
         if node is None or not valid_for(node, coro):
             # Created before tracing was on, or while it was off: the task is
             # the root of what we know.
-            frames.append(_frame(task_name(task), None, None, task, False))
+            frames.append(_frame(task_name(task), None, None, task, False, len(frames)))
             node = None
     else:
-        _emit(frames, walk(start, None), None, False)
+        _append(frames, _resolve(walk(start, None, remember=False)), None, False)
     in_executor = loop is None and type(node) is ExecutorNode
     index: _TaskIndex | None = None
     created = task  # the task created at the next boundary outwards
     known = True  # whether ``created`` is known (None may mean "finished")
+    last_seen = task  # the latest task met, whose loop the fallback searches
     while node is not None:
         kind = type(node)
         if (kind is TaskNode or kind is RootNode) and not known:
             if index is None:
                 index = _TaskIndex()
-            created = index.task_for(node, loop)
+            created = index.task_for(node, _loop_of(last_seen) if last_seen is not None else loop)
         if kind is TaskNode:
-            _emit(frames, node[3], created, False)
+            # _emit() inlined: the common hop.
+            hop = node[3]
+            hit = _resolved_get(id(hop))
+            shown = hit[1] if hit is not None and hit[0] is hop else resolve(hop)
+            for name, line, filename in shown:
+                if line is None:  # an elision marker does not take the boundary
+                    frames.append(_frame(name, None, None, None, False, len(frames)))
+                    continue
+                frames.append(
+                    {
+                        "name": name,
+                        "line": line,
+                        "filename": filename,
+                        "indent": len(frames),
+                        "task": created,
+                        "is_executor": False,
+                    }
+                )
+                created = None
         elif kind is ExecutorNode:
             _emit(frames, node[3], None, True)
         elif kind is RootNode:
             name = task_name(created) if created is not None else node[5][0]
-            frames.append(_frame(name or "<finished task>", None, None, created, False))
+            frames.append(_frame(name or "<finished task>", None, None, created, False, len(frames)))
         elif kind is ElidedNode:
-            frames.append(_elided(node[2], "task hop"))
+            frames.append(_frame(_elided(node[2], "task hop"), None, None, None, False, len(frames)))
         # A PendingNode only lives in the context of the callback that
         # creates its task; there is nothing of it to show.
         ref = node[4]
         known = ref is not None
         created = ref() if known else None
         if created is not None:
-            loop = _loop_of(created)
+            last_seen = created
         node = node[0]
-    for indent, frame in enumerate(frames):
-        frame["indent"] = indent
     return {"frames": frames, "current_task": task, "in_executor": in_executor}

@@ -1,0 +1,178 @@
+"""Benchmarks: async_trace against plain asyncio (and asyncio debug mode), measured in the same run.
+
+    python benchmarks/run.py            # full run (about 10 minutes)
+    python benchmarks/run.py --quick    # under two minutes
+    python benchmarks/run.py --json out.json --rounds 5 --workloads spawn_flat,memory
+
+Every workload runs in a fresh subprocess per contender; contenders alternate round by round
+(their order rotates), and each ratio is taken against ``plain`` from the same round. The
+table shows medians over rounds. Stdlib only, plus the package itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CONTENDERS = ["plain", "debug", "async_trace"]
+TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "realistic"]
+COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
+ALL = [*TIMED, *COLLECT, "memory"]
+
+#: Targets from the performance issue: ratio to plain (timed), to extract_stack (collect).
+TARGETS: dict[str, float] = {
+    "spawn_flat": 1.3,
+    "spawn_chain": 1.2,
+    "spawn_deep_stack": 2.0,
+    "executor": 1.05,
+    "realistic": 1.10,
+    "collect_d10": 0.25,
+    "collect_d100": 1.5,
+}
+LIVE_BYTES_TARGET = 250
+
+
+def measure(workload: str, contender: str, quick: bool) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "workloads.py"), workload, contender]
+    if quick:
+        cmd.append("--quick")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, timeout=900)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_timed(workload: str, rounds: int, quick: bool, contenders: list[str]) -> dict[str, Any]:
+    values: dict[str, list[float]] = {c: [] for c in contenders}
+    ratios: dict[str, list[float]] = {c: [] for c in contenders if c != "plain"}
+    for r in range(rounds):
+        order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
+        got = {c: measure(workload, c, quick)["value"] for c in order}
+        for c, v in got.items():
+            values[c].append(v)
+            if c != "plain":
+                ratios[c].append(v / got["plain"])
+    unit = "us/task" if workload.startswith("spawn") else ("us/call" if workload == "executor" else "us/request")
+    return {
+        "unit": unit,
+        "median": {c: statistics.median(v) for c, v in values.items()},
+        "ratio": {c: statistics.median(v) for c, v in ratios.items()},
+        "values": values,
+    }
+
+
+def run_collect(workload: str, rounds: int, quick: bool) -> dict[str, Any]:
+    ours, base, ratios = [], [], []
+    for _ in range(rounds):
+        got = measure(workload, "async_trace", quick)
+        ours.append(got["value"])
+        base.append(got["baseline"])
+        ratios.append(got["value"] / got["baseline"])
+    return {
+        "unit": "us/trace",
+        "median": {"async_trace": statistics.median(ours), "extract_stack": statistics.median(base)},
+        "ratio": {"async_trace": statistics.median(ratios)},
+    }
+
+
+def run_memory(quick: bool, contenders: list[str]) -> dict[str, Any]:
+    return {c: measure("memory", c, quick) for c in contenders}
+
+
+def verdict(value: float, target: float) -> str:
+    return "PASS" if value <= target else "MISS"
+
+
+def report(results: dict[str, Any], header: str) -> str:
+    lines = [header, ""]
+    lines.append(f"{'workload':<18} {'plain':>10} {'debug':>10} {'async_trace':>12} {'unit':<11}"
+                 f" {'debug/plain':>11} {'trace/plain':>11} {'target':>7}  ")
+    for w in TIMED:
+        if w not in results:
+            continue
+        m, r = results[w]["median"], results[w]["ratio"]
+        lines.append(
+            f"{w:<18} {m.get('plain', 0):>10.2f} {m.get('debug', float('nan')):>10.2f} "
+            f"{m['async_trace']:>12.2f} {results[w]['unit']:<11} {r.get('debug', float('nan')):>10.2f}x "
+            f"{r['async_trace']:>10.2f}x {TARGETS[w]:>6.2f}x  {verdict(r['async_trace'], TARGETS[w])}"
+        )
+    collect_rows = [w for w in COLLECT if w in results]
+    if collect_rows:
+        lines += ["", f"{'collection':<18} {'extract_stack':>14} {'collect':>10} {'unit':<9} {'ratio':>7} {'target':>7}"]
+        for w in collect_rows:
+            m, r = results[w]["median"], results[w]["ratio"]["async_trace"]
+            target = TARGETS.get(w)
+            tail = f"{target:>6.2f}x  {verdict(r, target)}" if target else f"{'-':>7}"
+            lines.append(f"{w:<18} {m['extract_stack']:>14.2f} {m['async_trace']:>10.2f} {'us/trace':<9} {r:>6.2f}x {tail}")
+    if "memory" in results:
+        mem = results["memory"]
+        plain = mem.get("plain")
+        lines += ["", f"{'memory':<34} " + " ".join(f"{c:>12}" for c in mem) + "   added by async_trace"]
+        for key, label in [
+            ("live_bytes_per_task", "bytes per live task (flat)"),
+            ("chain_bytes_per_task", "bytes per live task (chain)"),
+            ("retained_bytes_per_task", "bytes retained per finished task"),
+            ("finished_alive", "finished tasks still alive"),
+        ]:
+            row = f"{label:<34} " + " ".join(f"{mem[c][key]:>12.0f}" for c in mem)
+            if plain is not None and "async_trace" in mem:
+                added = mem["async_trace"][key] - plain[key]
+                row += f"   {added:+.0f}"
+                if key == "live_bytes_per_task":
+                    row += f" (target <= {LIVE_BYTES_TARGET}: {verdict(added, LIVE_BYTES_TARGET)})"
+                if key == "finished_alive":
+                    row += f" (target 0: {verdict(mem['async_trace'][key], 0)})"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller workloads and 3 rounds (< 2 minutes)")
+    parser.add_argument("--rounds", type=int, help="rounds per workload (default 3 quick, 7 full)")
+    parser.add_argument("--workloads", help="comma-separated subset of: " + ",".join(ALL))
+    parser.add_argument("--no-debug", action="store_true", help="skip the asyncio debug-mode contender")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 7)
+    chosen = args.workloads.split(",") if args.workloads else ALL
+    unknown = set(chosen) - set(ALL)
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    contenders = [c for c in CONTENDERS if not (args.no_debug and c == "debug")]
+
+    started = time.time()
+    results: dict[str, Any] = {}
+    for w in chosen:
+        print(f"... {w}", file=sys.stderr, flush=True)
+        if w in TIMED:
+            results[w] = run_timed(w, rounds, args.quick, contenders)
+        elif w in COLLECT:
+            results[w] = run_collect(w, rounds, args.quick)
+        else:
+            results[w] = run_memory(args.quick, contenders)
+    header = (
+        f"async_trace benchmarks: Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{datetime.date.today().isoformat()}, {'quick' if args.quick else 'full'}, {rounds} rounds, "
+        f"{time.time() - started:.0f}s"
+    )
+    print(report(results, header))
+    if args.json:
+        meta = {"python": platform.python_version(), "date": datetime.date.today().isoformat(), "rounds": rounds}
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""One benchmark workload, run once in this process: ``python workloads.py WORKLOAD CONTENDER [--quick]``.
+
+Prints one JSON object. Contenders: ``plain`` (async_trace not imported), ``debug``
+(``asyncio.run(..., debug=True)``, async_trace not imported) and ``async_trace``
+(imported, tracing on). Timed values are medians of repetitions inside this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import statistics
+import sys
+import time
+import traceback
+import tracemalloc
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+WORKLOAD, CONTENDER = sys.argv[1], sys.argv[2]
+QUICK = "--quick" in sys.argv
+DEBUG = CONTENDER == "debug"
+if CONTENDER == "async_trace":
+    import async_trace
+
+    collect = async_trace.collect_async_trace
+elif CONTENDER not in ("plain", "debug"):
+    raise SystemExit(f"unknown contender {CONTENDER!r}")
+
+now = time.perf_counter_ns
+
+
+def run(main: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(main(), debug=DEBUG)  # type: ignore[arg-type]
+
+
+def median_of(reps: int, measure: Callable[[], float]) -> float:
+    measure()  # warm-up
+    return statistics.median(measure() for _ in range(reps))
+
+
+async def noop() -> None:
+    pass
+
+
+# --- spawning -------------------------------------------------------------------------
+
+
+def spawn_flat() -> dict[str, Any]:
+    n = 5000 if QUICK else 20000
+
+    async def main() -> float:
+        t0 = now()
+        tasks = [asyncio.create_task(noop()) for _ in range(n)]
+        await asyncio.gather(*tasks)
+        return (now() - t0) / n / 1000
+
+    return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/task"}
+
+
+def spawn_chain() -> dict[str, Any]:
+    depth, repeat = 200, 10 if QUICK else 40
+
+    async def link(n: int) -> None:
+        if n:
+            await asyncio.create_task(link(n - 1))
+
+    async def main() -> float:
+        t0 = now()
+        for _ in range(repeat):
+            await link(depth)
+        return (now() - t0) / (depth * repeat) / 1000
+
+    return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/task"}
+
+
+def spawn_deep_stack() -> dict[str, Any]:
+    n = 2000 if QUICK else 10000
+
+    async def deep(level: int) -> float:
+        if level:
+            return await deep(level - 1)
+        t0 = now()
+        tasks = [asyncio.create_task(noop()) for _ in range(n)]
+        await asyncio.gather(*tasks)
+        return (now() - t0) / n / 1000
+
+    async def main() -> float:
+        return await deep(28)  # with main and the list comprehension: 30 frames deep
+
+    return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/task"}
+
+
+def executor() -> dict[str, Any]:
+    n = 500 if QUICK else 2000
+
+    def f() -> None:
+        return None
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        for _ in range(50):
+            await loop.run_in_executor(None, f)
+        t0 = now()
+        for _ in range(n):
+            await loop.run_in_executor(None, f)
+        return (now() - t0) / n / 1000
+
+    return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/call"}
+
+
+# --- collection against traceback.extract_stack -------------------------------------------
+
+
+def collect_at_depth(depth: int) -> dict[str, Any]:
+    if CONTENDER != "async_trace":
+        raise SystemExit("collect_* workloads only run for the async_trace contender")
+    reps = 200 if QUICK else 2000
+
+    async def leaf() -> tuple[float, float]:
+        collect()
+        traceback.extract_stack()
+        ours, theirs = [], []
+        for _ in range(15):
+            t0 = now()
+            for _ in range(reps):
+                collect()
+            t1 = now()
+            for _ in range(reps):
+                traceback.extract_stack()
+            t2 = now()
+            ours.append((t1 - t0) / reps / 1000)
+            theirs.append((t2 - t1) / reps / 1000)
+        return statistics.median(ours), statistics.median(theirs)
+
+    async def link(n: int) -> tuple[float, float]:
+        if n > 1:
+            return await asyncio.create_task(link(n - 1))
+        return await leaf()
+
+    async def main() -> tuple[float, float]:
+        return await link(depth)
+
+    ours, baseline = run(main)
+    return {"value": ours, "baseline": baseline, "unit": "us/trace", "vs": "extract_stack"}
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+def memory() -> dict[str, Any]:
+    """Bytes per live task (flat spawns and a chain), bytes and tasks left after tasks finish.
+
+    Each part runs in its own event loop, measured from inside it after a warm-up, so that
+    the loop's own allocations and what earlier parts free do not count.
+    """
+    n = 10000
+
+    async def live() -> float:
+        ev = asyncio.Event()
+
+        async def waiter() -> None:
+            await ev.wait()
+
+        warm = [asyncio.create_task(waiter()) for _ in range(100)]
+        await asyncio.sleep(0)
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        tasks = [asyncio.create_task(waiter()) for _ in range(n)]
+        await asyncio.sleep(0)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        ev.set()
+        await asyncio.gather(*warm, *tasks)
+        return (after - before) / n
+
+    async def chain_live() -> float:
+        ev = asyncio.Event()
+        depth = 1000
+        started = 0
+
+        async def link(k: int) -> None:
+            nonlocal started
+            started += 1
+            if k:
+                await asyncio.create_task(link(k - 1))
+            else:
+                await ev.wait()
+
+        await asyncio.create_task(asyncio.sleep(0))
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        top = asyncio.create_task(link(depth))
+        while started <= depth:
+            await asyncio.sleep(0)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        ev.set()
+        await top
+        return (after - before) / depth
+
+    refs: list[weakref.ref[Any]] = []
+
+    async def finished() -> float:
+        await asyncio.gather(*(asyncio.create_task(noop()) for _ in range(100)))
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(n // 10):
+            batch = [asyncio.create_task(noop()) for _ in range(10)]
+            refs.extend(weakref.ref(t) for t in batch)
+            await asyncio.gather(*batch)
+        del batch
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / n
+
+    tracemalloc.start()
+    result = {
+        "live_bytes_per_task": run(live),
+        "chain_bytes_per_task": run(chain_live),
+        "retained_bytes_per_task": run(finished),
+    }
+    gc.collect()
+    # Counted once the loop is closed: nothing of asyncio's may hold them any more.
+    result["finished_alive"] = sum(r() is not None for r in refs)
+    return {**result, "unit": "bytes"}
+
+
+# --- a server-like mix ---------------------------------------------------------------------
+
+
+def realistic() -> dict[str, Any]:
+    requests, in_flight = (500 if QUICK else 2000), 64
+
+    def blocking(x: int) -> int:
+        return x + 1
+
+    async def sub(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    async def handler(i: int) -> int:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        a, b = await asyncio.gather(sub(i), sub(i + 1))
+        return await asyncio.get_running_loop().run_in_executor(None, blocking, a + b)
+
+    async def middleware3(i: int) -> int:
+        return await handler(i)
+
+    async def middleware2(i: int) -> int:
+        return await middleware3(i)
+
+    async def middleware1(i: int) -> int:
+        return await middleware2(i)
+
+    async def main() -> float:
+        sem = asyncio.Semaphore(in_flight)
+
+        async def request(i: int) -> int:
+            async with sem:
+                return await middleware1(i)
+
+        t0 = now()
+        await asyncio.gather(*(asyncio.create_task(request(i)) for i in range(requests)))
+        return (now() - t0) / requests / 1000
+
+    return {"value": median_of(5 if QUICK else 7, lambda: run(main)), "unit": "us/request"}
+
+
+WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
+    "spawn_flat": spawn_flat,
+    "spawn_chain": spawn_chain,
+    "spawn_deep_stack": spawn_deep_stack,
+    "executor": executor,
+    "collect_d1": lambda: collect_at_depth(1),
+    "collect_d10": lambda: collect_at_depth(10),
+    "collect_d100": lambda: collect_at_depth(100),
+    "memory": memory,
+    "realistic": realistic,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(WORKLOADS[WORKLOAD]()))
