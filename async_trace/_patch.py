@@ -217,7 +217,7 @@ def _trim_source_traceback(obj: Any) -> None:
     # create_task frame; drop ours too so that the last entry stays the user's.
     try:
         tb = obj._source_traceback
-        if tb and type(tb) is list:
+        if tb and isinstance(tb, list):  # a traceback.StackSummary
             tb[:] = [entry for entry in tb if entry.filename != _THIS_FILE]
     except Exception:  # noqa: BLE001 - a Future-like object from a custom factory
         pass
