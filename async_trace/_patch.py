@@ -22,7 +22,6 @@ import contextlib
 import functools
 import importlib.abc
 import importlib.machinery
-import inspect
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -225,6 +224,13 @@ def _trim_source_traceback(obj: Any) -> None:
 
 # --- executor hops --------------------------------------------------------
 
+# asyncio's own predicates, as its debug-mode check uses them (public before 3.14).
+_is_coroutine: Final = asyncio.coroutines.iscoroutine
+_is_coroutine_function: Final[Callable[[Any], bool]] = getattr(
+    asyncio.coroutines, "_iscoroutinefunction", None
+) or asyncio.coroutines.iscoroutinefunction
+
+
 def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
@@ -269,8 +275,9 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _active:
             return original(self, executor, func, *args)
         try:
-            if self.get_debug() and (inspect.iscoroutinefunction(func) or asyncio.iscoroutine(func)):
-                # Let the loop's debug check reject it as usual.
+            debug_rejects = self.get_debug() and (_is_coroutine(func) or _is_coroutine_function(func))
+            if debug_rejects or not callable(func):
+                # Leave it to the loop: its checks must see exactly what they see untraced.
                 return original(self, executor, func, *args)
             node = capture(ExecutorNode, self, sys._getframe(1))
             ctx = _is_context_run(func)
