@@ -108,12 +108,15 @@ def report(results: dict[str, Any], header: str) -> str:
         )
     collect_rows = [w for w in COLLECT if w in results]
     if collect_rows:
-        lines += ["", f"{'collection':<18} {'extract_stack':>14} {'collect':>10} {'unit':<9} {'ratio':>7} {'target':>7}"]
+        head = f"{'collection':<18} {'extract_stack':>14} {'collect':>10} {'unit':<9} {'ratio':>7} {'target':>7}"
+        lines += ["", head]
         for w in collect_rows:
             m, r = results[w]["median"], results[w]["ratio"]["async_trace"]
             target = TARGETS.get(w)
             tail = f"{target:>6.2f}x  {verdict(r, target)}" if target else f"{'-':>7}"
-            lines.append(f"{w:<18} {m['extract_stack']:>14.2f} {m['async_trace']:>10.2f} {'us/trace':<9} {r:>6.2f}x {tail}")
+            lines.append(
+                f"{w:<18} {m['extract_stack']:>14.2f} {m['async_trace']:>10.2f} {'us/trace':<9} {r:>6.2f}x {tail}"
+            )
     if "memory" in results:
         mem = results["memory"]
         plain = mem.get("plain")
