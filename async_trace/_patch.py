@@ -74,7 +74,8 @@ _patches: dict[tuple[int, str], _Patch] = {}
 
 
 #: The latest task node and the context it was pushed into, for sharing with
-#: the next sibling: ``(node, creator_snapshot, template)``. Consecutive
+#: the next sibling: ``(node, creator_snapshot, template)``, the last two
+#: ``None`` until a second sibling is created. Consecutive
 #: spawns from the same place by the same creator (a loop of create_task, a
 #: gather of many coroutines) have identical nodes, so they share one node
 #: and one template context; each task then gets ``template.copy()``, which
@@ -85,12 +86,12 @@ _patches: dict[tuple[int, str], _Patch] = {}
 #: It holds one context's variables until the next creation or until
 #: ``disable_tracing()``.
 _NO_NODE: Final = (None, 0, None, None, None)
-_hot: tuple[Any, Context, Context] = (_NO_NODE, Context(), Context())
+_hot: tuple[Any, Context | None, Context | None] = (_NO_NODE, None, None)
 
 
 def clear_caches() -> None:
     global _hot
-    _hot = (_NO_NODE, Context(), Context())
+    _hot = (_NO_NODE, None, None)
 
 
 def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,14 +151,19 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             and (getattr(self, "_task_factory", _UNKNOWN) is None or _passes_context(self))
         ):
             # 3.11+: hand the task its context (see _hot).
-            current = _copy_context()
+            ctx = _copy_context()
             hot = _hot
-            if hot[0] is node and hot[1] == current:
+            if hot[0] is not node:
+                # A new node: this copy becomes the task's context. A template
+                # is only made if a sibling follows (see _hot).
+                ctx.run(_set_current, node)
+                _hot = (node, None, None)
+            elif hot[1] is not None and hot[1] == ctx and hot[2] is not None:
                 ctx = hot[2].copy()
             else:
-                template = current.copy()
+                template = ctx.copy()
                 template.run(_set_current, node)
-                _hot = (node, current, template)
+                _hot = (node, ctx, template)
                 ctx = template.copy()
             kwargs["context"] = ctx
             task = original(self, coro, **kwargs)
