@@ -37,6 +37,8 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def median_of(reps: int, measure: Callable[[], float]) -> float:
+    if DEBUG:
+        reps = min(reps, 3)  # debug mode is 15-40x slower; it is here for scale only
     measure()  # warm-up
     return statistics.median(measure() for _ in range(reps))
 
