@@ -7,7 +7,7 @@ from typing import TextIO
 from . import _chain, _patch
 from ._chain import current_frame, warn_internal
 from ._collect import collect
-from ._format import format_trace_data, write
+from ._format import Style, format_trace_data, write
 from ._types import TraceData
 
 __all__ = [
@@ -46,40 +46,54 @@ def collect_async_trace() -> TraceData:
     return _safe_collect(1)
 
 
-def format_async_trace(trace: TraceData, *, limit: int | None = None) -> list[str]:
+def format_async_trace(trace: TraceData, *, limit: int | None = None, style: Style = "arrows") -> list[str]:
     """Format a trace from :func:`collect_async_trace` as lines of text.
 
     Args:
         trace: the dict to format.
         limit: as in :mod:`traceback`: ``N > 0`` keeps the innermost ``N``
             frames, ``N < 0`` the outermost ``|N|``; ``None`` keeps all.
+        style: ``"arrows"`` (the default): ``↑ name() at line N [file.py]``,
+            innermost first. ``"traceback"``: like a Python traceback, most
+            recent call last, ``File "/path", line N, in name`` with the source
+            line, and a separator line at each task boundary and executor hop.
 
     Returns:
-        One string per frame, innermost first, each ending in a newline.
+        One string per frame, each ending in a newline (the traceback style
+        starts with a header line, and a frame's string may hold several lines).
+
+    Raises:
+        ValueError: an unknown ``style``.
     """
-    return format_trace_data(trace, limit)
+    return format_trace_data(trace, limit, style)
 
 
-def format_trace(*, limit: int | None = None) -> list[str]:
+def format_trace(*, limit: int | None = None, style: Style = "arrows") -> list[str]:
     """Collect and format the async call trace of the caller.
 
-    Same as ``format_async_trace(collect_async_trace(), limit=limit)``.
+    Same as ``format_async_trace(collect_async_trace(), limit=limit, style=style)``.
     """
-    return format_trace_data(_safe_collect(1), limit)
+    return format_trace_data(_safe_collect(1), limit, style)
 
 
-def print_async_trace(trace: TraceData, *, file: TextIO | None = None, limit: int | None = None) -> None:
-    """Print a trace from :func:`collect_async_trace` to ``file`` (default: ``sys.stdout``)."""
-    write(format_trace_data(trace, limit), file)
+def print_async_trace(
+    trace: TraceData, *, file: TextIO | None = None, limit: int | None = None, style: Style = "arrows"
+) -> None:
+    """Print a trace from :func:`collect_async_trace` to ``file`` (default: ``sys.stdout``).
+
+    ``limit`` and ``style`` as in :func:`format_async_trace`.
+    """
+    write(format_trace_data(trace, limit, style), file)
 
 
-def print_trace(*, file: TextIO | None = None, limit: int | None = None) -> None:
+def print_trace(*, file: TextIO | None = None, limit: int | None = None, style: Style = "arrows") -> None:
     """Print the async call trace of the caller to ``file`` (default: ``sys.stdout``).
 
     Like ``traceback.print_stack()``, for asyncio: from the calling line back
     through every task creation point and executor hop to the root task.
+    ``limit`` and ``style`` as in :func:`format_async_trace`.
     """
-    write(format_trace_data(_safe_collect(1), limit), file)
+    write(format_trace_data(_safe_collect(1), limit, style), file)
 
 
 def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = None) -> None:

@@ -1,12 +1,13 @@
-"""Formatting: trace dicts to lines of text (the README's arrow format)."""
+"""Formatting: trace dicts to lines of text, as arrows (the README's) or as a traceback."""
 
 from __future__ import annotations
 
+import linecache
 import os
 import sys
 from collections import deque
 from itertools import islice
-from typing import TextIO
+from typing import Literal, TextIO
 
 from ._types import TraceData, TraceFrame
 
@@ -36,8 +37,52 @@ def limited(frames: list[TraceFrame], limit: int | None) -> list[TraceFrame]:
     return list(deque(frames, maxlen=-limit))
 
 
-def format_trace_data(trace: TraceData, limit: int | None) -> list[str]:
-    return [format_frame(frame) for frame in limited(trace["frames"], limit)]
+Style = Literal["arrows", "traceback"]
+STYLES: tuple[Style, ...] = ("arrows", "traceback")
+
+#: The traceback style's fixed wording (documented in README.md; keep it stable).
+TRACEBACK_HEADER = "Async trace (most recent call last):\n"
+
+
+def format_traceback_frame(frame: TraceFrame) -> str:
+    """One frame the way ``traceback`` prints it, plus the separator of its boundary.
+
+    ``File "...", line N, in name`` (which editors and terminals link), the
+    stripped source line read through ``linecache``, then, for a task
+    boundary, ``--- task 'NAME' created here ---`` and, for an executor hop,
+    ``--- executor thread started here ---``.
+    """
+    line = frame["line"]
+    filename = frame["filename"]
+    task = frame["task"]
+    if line is None or filename is None:
+        if task is not None:
+            return f"  Root task {_task_label(task, frame['name'])}\n"
+        return f"  {frame['name']}\n"
+    text = f'  File "{filename}", line {line}, in {frame["name"]}\n'
+    source = linecache.getline(filename, line).strip()
+    if source:
+        text += f"    {source}\n"
+    if task is not None:
+        text += f"  --- task {_task_label(task, None)} created here ---\n"
+    if frame["is_executor"]:
+        text += "  --- executor thread started here ---\n"
+    return text
+
+
+def _task_label(task: object, fallback: str | None) -> str:
+    get_name = getattr(task, "get_name", None)
+    name = get_name() if callable(get_name) else fallback
+    return repr(str(name))
+
+
+def format_trace_data(trace: TraceData, limit: int | None, style: Style = "arrows") -> list[str]:
+    frames = limited(trace["frames"], limit)
+    if style == "arrows":
+        return [format_frame(frame) for frame in frames]
+    if style == "traceback":
+        return [TRACEBACK_HEADER, *(format_traceback_frame(frame) for frame in reversed(frames))]
+    raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
 
 
 def write(lines: list[str], file: TextIO | None) -> None:

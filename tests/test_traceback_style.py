@@ -1,0 +1,120 @@
+"""style="traceback": most recent call last, editor-linkable File lines, stable separators."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import linecache
+import re
+
+import pytest
+
+from async_trace import collect_async_trace, format_async_trace, format_trace, print_trace
+
+from .helpers import line_of
+
+FILE_LINE = re.compile(r'File "(.+)", line (\d+), in (\S+)')
+
+
+def _in_thread() -> list[str]:
+    return format_trace(style="traceback")  # thread-here
+
+
+async def _worker() -> tuple[list[str], list[str]]:
+    here = format_trace(style="traceback")  # worker-here
+    there = await asyncio.to_thread(_in_thread)  # hop
+    return here, there
+
+
+async def _main() -> tuple[list[str], list[str], str, str]:
+    child = asyncio.create_task(_worker(), name="the-worker")  # spawn
+    here, there = await child
+    root = asyncio.current_task()
+    assert root is not None
+    return here, there, child.get_name(), root.get_name()
+
+
+def _src(line: int) -> str:
+    return linecache.getline(__file__, line).strip()
+
+
+def test_traceback_style_in_a_task() -> None:
+    """Outermost first: root task, creating frame, separator naming the task, the asking frame."""
+    here, _, child, root = asyncio.run(_main())
+    spawn, ask = line_of(_main, "spawn"), line_of(_worker, "worker-here")
+    assert here == [
+        "Async trace (most recent call last):\n",
+        f"  Root task {root!r}\n",
+        f'  File "{__file__}", line {spawn}, in _main\n    {_src(spawn)}\n'
+        f"  --- task {child!r} created here ---\n",
+        f'  File "{__file__}", line {ask}, in _worker\n    {_src(ask)}\n',
+    ]
+
+
+def test_traceback_style_across_an_executor_hop() -> None:
+    """An executor hop gets its own separator after the coroutine line that made it."""
+    _, there, _, _ = asyncio.run(_main())
+    hop, ask = line_of(_worker, "hop"), line_of(_in_thread, "thread-here")
+    assert there[-2:] == [
+        f'  File "{__file__}", line {hop}, in _worker\n    {_src(hop)}\n  --- executor thread started here ---\n',
+        f'  File "{__file__}", line {ask}, in _in_thread\n    {_src(ask)}\n',
+    ]
+
+
+def test_editor_regex_finds_every_frame_and_real_lines() -> None:
+    """`File "(.+)", line (\\d+)` matches once per frame, each pointing at the line shown under it."""
+    trace = asyncio.run(_run_collect())
+    text = "".join(format_async_trace(trace, style="traceback"))
+    matches = FILE_LINE.findall(text)
+    framed = [f for f in trace["frames"] if f["line"] is not None]
+    assert len(matches) == len(framed)
+    assert [(m[0], int(m[1]), m[2]) for m in matches] == [
+        (f["filename"], f["line"], f["name"]) for f in reversed(framed)
+    ]
+    for filename, line, _ in matches:
+        source = linecache.getline(filename, int(line)).strip()
+        assert f"\n    {source}\n" in text
+
+
+async def _run_collect() -> object:
+    async def inner() -> object:
+        return collect_async_trace()
+
+    return await asyncio.create_task(inner())
+
+
+def test_print_trace_traceback_style_to_file() -> None:
+    """print_trace(style="traceback") writes the same lines as format_trace."""
+
+    async def main() -> tuple[str, list[str]]:
+        buf = io.StringIO()
+        print_trace(file=buf, style="traceback")
+        lines = format_trace(style="traceback")
+        return buf.getvalue(), lines
+
+    printed, lines = asyncio.run(main())
+    assert printed.splitlines()[:2] == "".join(lines).splitlines()[:2]
+    assert printed.startswith("Async trace (most recent call last):\n")
+
+
+def test_limit_applies_before_reversing() -> None:
+    """limit keeps the innermost frames, which the traceback style then prints last."""
+    here, _, _, _ = asyncio.run(_main())
+    assert len(here) == 4
+
+    async def main() -> list[str]:
+        return await asyncio.create_task(_limited())
+
+    lines = asyncio.run(main())
+    assert len(lines) == 2
+    assert "in _limited" in lines[1]
+
+
+async def _limited() -> list[str]:
+    return format_trace(style="traceback", limit=1)
+
+
+def test_unknown_style_is_a_value_error() -> None:
+    """An unknown style is rejected with a clear ValueError."""
+    with pytest.raises(ValueError, match="style must be one of 'arrows', 'traceback'"):
+        format_async_trace({"frames": [], "current_task": None, "in_executor": False}, style="json")  # type: ignore[arg-type]
