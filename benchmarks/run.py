@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 CONTENDERS = ["plain", "debug", "async_trace"]
 TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "realistic"]
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
-ALL = [*TIMED, *COLLECT, "memory"]
+ALL = [*TIMED, *COLLECT, "memory", "respawn"]
 
 #: Targets from the performance issue: ratio to plain (timed), to extract_stack (collect).
 TARGETS: dict[str, float] = {
@@ -136,6 +136,15 @@ def report(results: dict[str, Any], header: str) -> str:
                 if key == "finished_alive":
                     row += f" (target 0: {verdict(mem['async_trace'][key], 0)})"
             lines.append(row)
+    if "respawn" in results:
+        rs = results["respawn"]
+        gens = next(iter(rs.values()))["generations"]
+        lines += ["", f"respawn: {gens:,} generations of a task creating its successor"]
+        for c, r in rs.items():
+            lines.append(
+                f"  {c:<12} memory growth after the first tenth {r['growth_bytes']:>+10.0f} bytes"
+                f"  ({r['us_per_generation']:.1f} us/generation under tracemalloc)"
+            )
     return "\n".join(lines)
 
 
@@ -162,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             results[w] = run_timed(w, rounds, args.quick, contenders)
         elif w in COLLECT:
             results[w] = run_collect(w, rounds, args.quick)
-        else:
+        elif w == "memory":
             results[w] = run_memory(args.quick, contenders)
+        else:
+            results[w] = {c: measure("respawn", c, args.quick) for c in contenders if c != "debug"}
     header = (
         f"async_trace benchmarks: Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "

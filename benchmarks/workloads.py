@@ -229,6 +229,47 @@ def memory() -> dict[str, Any]:
     return {**result, "unit": "bytes"}
 
 
+def respawn() -> dict[str, Any]:
+    """A task that creates its successor and ends, for 1,000,000 generations (200,000 quick).
+
+    Reports traced memory after the first tenth and at the end: flat means the chains are capped.
+    """
+    generations = 200_000 if QUICK else 1_000_000
+    early = generations // 10
+    marks: dict[str, float] = {}
+
+    async def main() -> None:
+        finished = asyncio.Event()
+
+        def generation(n: int) -> Any:
+            async def body() -> None:
+                if n in (early, generations):
+                    gc.collect()
+                    marks["early" if n == early else "end"] = tracemalloc.get_traced_memory()[0]
+                if n == generations:
+                    finished.set()
+                    return
+                asyncio.get_running_loop().create_task(generation(n + 1))
+
+            return body()
+
+        asyncio.get_running_loop().create_task(generation(1))
+        await finished.wait()
+
+    tracemalloc.start()
+    t0 = now()
+    run(main)
+    seconds = (now() - t0) / 1e9
+    return {
+        "generations": generations,
+        "bytes_after_first_tenth": marks["early"],
+        "bytes_at_end": marks["end"],
+        "growth_bytes": marks["end"] - marks["early"],
+        "us_per_generation": seconds * 1e6 / generations,
+        "unit": "bytes",
+    }
+
+
 # --- a server-like mix ---------------------------------------------------------------------
 
 
@@ -280,6 +321,7 @@ WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
     "collect_d10": lambda: collect_at_depth(10),
     "collect_d100": lambda: collect_at_depth(100),
     "memory": memory,
+    "respawn": respawn,
     "realistic": realistic,
 }
 
