@@ -180,25 +180,13 @@ def resolve(frames: Frames) -> Resolved:
 
 def _append(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool) -> None:
     """Append one hop's frames; the first real frame gets ``task``/``is_executor``."""
-    indent = len(out)
     for name, line, filename in shown:
-        out.append(
-            {
-                "name": name,
-                "line": line,
-                "filename": filename,
-                "indent": indent,
-                "task": task,
-                "is_executor": is_executor,
-            }
-        )
-        if line is not None:
-            task = None
-            is_executor = False
-        else:  # an elision marker does not take the boundary
-            out[-1]["task"] = None
-            out[-1]["is_executor"] = False
-        indent += 1
+        if line is None:  # an elision marker does not take the boundary
+            out.append(_frame(name, None, None, None, False, len(out)))
+            continue
+        out.append(_frame(name, line, filename, task, is_executor, len(out)))
+        task = None
+        is_executor = False
 
 
 def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -> None:
@@ -307,7 +295,7 @@ def collect(start: FrameType | None) -> TraceData:
                 index = _TaskIndex()
             created = index.task_for(node, _loop_of(last_seen) if last_seen is not None else loop)
         if kind is TaskNode:
-            # _emit() inlined: the common hop.
+            # _emit() inlined, dict literal and all: this runs once per task hop.
             hop = node[3]
             hit = _resolved_get(id(hop))
             shown = hit[1] if hit is not None and hit[0] is hop else resolve(hop)
