@@ -2,7 +2,8 @@
 
 Each task-creation point and executor hop pushes one node. A node holds its
 parent node, the creating stack as cheap data and a weak reference to the task
-it created. The creating stack is a flat tuple ``(code, lasti, code, lasti,
+that was running there (its creator); the task a node created is the creator
+recorded by the node below it. The creating stack is a flat tuple ``(code, lasti, code, lasti,
 ...)``, innermost first: code objects and instruction offsets only, never
 frame objects or locals, and no line numbers (decoding them on 3.11+ costs
 about 40% of a frame walk, so :mod:`._collect` resolves them on demand).

@@ -252,10 +252,6 @@ class _TaskIndex:
         return matches[0] if len(matches) == 1 else None
 
 
-def _deref(ref: Any) -> Any:
-    return ref() if ref is not None else None
-
-
 def _loop_of(task: Any) -> Any:
     try:
         return task.get_loop()
