@@ -12,6 +12,11 @@ from ._api import format_async_trace as format_async_trace
 from ._api import format_trace as format_trace
 from ._api import print_async_trace as print_async_trace
 from ._api import print_trace as print_trace
+from ._json import JSONFrame as JSONFrame
+from ._json import JSONTask as JSONTask
+from ._json import JSONTrace as JSONTrace
+from ._json import trace_to_dict as trace_to_dict
+from ._json import trace_to_json as trace_to_json
 from ._types import AsyncTraceWarning as AsyncTraceWarning
 from ._types import TraceData as TraceData
 from ._types import TraceFrame as TraceFrame
@@ -20,6 +25,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncTraceWarning",
+    "JSONFrame",
+    "JSONTask",
+    "JSONTrace",
     "TraceData",
     "TraceFrame",
     "collect_async_trace",
@@ -29,6 +37,8 @@ __all__ = [
     "format_trace",
     "print_async_trace",
     "print_trace",
+    "trace_to_dict",
+    "trace_to_json",
 ]
 
 enable_tracing()
