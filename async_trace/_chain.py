@@ -126,16 +126,16 @@ class PendingNode(Node):
 class RootNode(Node):
     """A task with no traced parent: the root of its chain (``frames`` is empty).
 
-    ``tag`` is the code of the root task's coroutine; ``self[5]`` is a
-    one-item list holding the task's name, filled in once the task exists,
-    for traces collected after the task is gone.
+    ``tag`` is the code of the root task's coroutine; ``self[5]`` is a list
+    that receives the task's name once the task exists (empty until then), for
+    traces collected after the task is gone.
     """
 
     __slots__ = ()
 
     @property
     def name(self) -> str:
-        return self[5][0]  # type: ignore[no-any-return]
+        return self[5][0] if self[5] else ""
 
 
 class ElidedNode(Node):
@@ -158,8 +158,8 @@ def make(
     return _tuple_new(kind, (parent, depth, tag, frames, creator))
 
 
-def make_root(code: Any, name: str = "") -> RootNode:
-    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, [name]))
+def make_root(code: Any, name: str | None = None) -> RootNode:
+    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, [] if name is None else [name]))
 
 
 def make_elided(parent: Node | None, count: int, creator: Any) -> ElidedNode:
@@ -380,7 +380,7 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
 def publish_root(node: Node, task: Any) -> None:
     """Record the root task's name, once the task exists."""
     if type(node) is RootNode:
-        node[5][0] = task_name(task)
+        node[5][:] = [task_name(task)]
 
 
 def compact(parent: Node) -> Node:

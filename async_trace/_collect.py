@@ -313,7 +313,7 @@ def collect(start: FrameType | None) -> TraceData:
         elif kind is ExecutorNode:
             _emit(frames, node[3], None, True)
         elif kind is RootNode:
-            name = task_name(created) if created is not None else node[5][0]
+            name = task_name(created) if created is not None else (node[5][0] if node[5] else "")
             frames.append(_frame(name or "<finished task>", None, None, created, False, len(frames)))
         elif kind is ElidedNode:
             frames.append(_frame(_elided(node[2], "task hop"), None, None, None, False, len(frames)))

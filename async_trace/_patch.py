@@ -83,15 +83,24 @@ _patches: dict[tuple[int, str], _Patch] = {}
 #: ones. ``creator_snapshot`` is the creator's context when the template was
 #: made: ``Context.__eq__`` is O(1) while the creator's variables are
 #: unchanged. Replaced whole, never mutated, so threads race on it harmlessly.
-#: It holds one context's variables until the next creation or until
-#: ``disable_tracing()``.
+#: The contexts hold the creator's variables, so the entry also holds a weak
+#: reference to the creator whose callback drops the entry when the creator
+#: dies: nothing a finished task kept in a ContextVar (its loop, a request)
+#: outlives it here. ``disable_tracing()`` clears it too.
 _NO_NODE: Final = (None, 0, None, None, None)
-_hot: tuple[Any, Context | None, Context | None] = (_NO_NODE, None, None)
+_hot: tuple[Any, Context | None, Context | None, Any] = (_NO_NODE, None, None, None)
 
 
 def clear_caches() -> None:
     global _hot
-    _hot = (_NO_NODE, None, None)
+    _hot = (_NO_NODE, None, None, None)
+
+
+def _drop_hot(ref: Any) -> None:
+    # Called by the garbage collector, in any thread, when the creator dies.
+    global _hot
+    if _hot[3] is ref:
+        _hot = (_NO_NODE, None, None, None)
 
 
 def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,6 +114,10 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             # other case goes through capture(). See _chain for the layout.
             parent = _get_current()
             creator: Any = _current_task(self) if parent is not None else None
+            if _pushed_by_outer_wrapper(parent, creator):
+                # Our wrapper inside another of ours (a third-party patch that
+                # kept the one it replaced): the outer one traces this call.
+                return original(self, coro, **kwargs)
             node: Node
             if creator is not None and (type(parent) is TaskNode or type(parent) is RootNode):
                 creator_coro: Any = creator.get_coro()
@@ -157,13 +170,15 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 # A new node: this copy becomes the task's context. A template
                 # is only made if a sibling follows (see _hot).
                 ctx.run(_set_current, node)
-                _hot = (node, None, None)
+                _hot = (node, None, None, None)
             elif hot[1] is not None and hot[1] == ctx and hot[2] is not None:
                 ctx = hot[2].copy()
             else:
+                owner = creator if creator is not None else _current_task(self)
                 template = ctx.copy()
                 template.run(_set_current, node)
-                _hot = (node, ctx, template)
+                if owner is not None:
+                    _hot = (node, ctx, template, _weakref(owner, _drop_hot))
                 ctx = template.copy()
             kwargs["context"] = ctx
             task = original(self, coro, **kwargs)
@@ -200,6 +215,19 @@ _config: Final = config
 _frame_module: Final[Callable[[int], str | None] | None] = getattr(sys, "_getframemodulename", None)
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
+
+
+def _pushed_by_outer_wrapper(parent: Any, creator: Any) -> bool:
+    """Whether ``parent`` was pushed by a create_task wrapper still on the stack.
+
+    A task's own node never names that task as its creator, and a root's name
+    is published only once its create_task call returns.
+    """
+    kind = type(parent)
+    if kind is TaskNode:
+        ref = parent[4]
+        return creator is not None and ref is not None and ref() is creator
+    return kind is RootNode and creator is None and not parent[5]
 
 
 def _passes_context(loop: Any) -> bool:
@@ -367,7 +395,17 @@ def _install(owner: Any, name: str, make: Maker) -> None:
         if current is patch.wrapper or (current is not None and _in_chain(current, patch.wrapper)):
             return  # still in place, or inside someone else's patch: _active re-arms it
         del _patches[key]  # we were dropped from the chain: wrap what is there now
-    patch = _Patch(owner, name, _wrapper_for(getattr(owner, name), make))
+    current = getattr(owner, name)
+    if getattr(current, "__async_trace_wrapper__", False):
+        # One of our wrappers, put back by someone (a mock.patch exiting):
+        # register it again instead of wrapping it twice.
+        original = current.__wrapped__
+        patch = _Patch(owner, name, current)
+        patch.had_own = not any(vars(base).get(name) is original for base in getattr(owner, "__mro__", ())[1:])
+        patch.original = original if patch.had_own else None
+        _patches[key] = patch
+        return
+    patch = _Patch(owner, name, _wrapper_for(current, make))
     _patches[key] = patch
     setattr(owner, name, patch.wrapper)
 
