@@ -1,16 +1,20 @@
-"""Tracing never breaks the program: internal failures fall back and warn once."""
+"""Tracing never breaks the program: internal failures fall back to untraced behaviour and warn once."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
+import multiprocessing
+import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import async_trace
-from async_trace import AsyncTraceWarning, _chain, _collect, _patch, collect_async_trace
+from async_trace import AsyncTraceWarning, _chain, _patch, collect_async_trace
 from async_trace._chain import CURRENT
 
 
@@ -22,170 +26,420 @@ async def _value() -> int:
     return 42
 
 
-def test_capture_failure_falls_back_and_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """If capturing raises, tasks are still created and run; one AsyncTraceWarning, no exception."""
-    monkeypatch.setattr(_patch, "walk", _boom)
+def _ours(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    return [w for w in caught if issubclass(w.category, AsyncTraceWarning)]
+
+
+@pytest.fixture
+def caught() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning raised in the test, recorded instead of turned into an error."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        yield record
+
+
+async def _workload() -> list[int]:
+    """Every traced path: create_task, gather, to_thread, run_in_executor, run_coroutine_threadsafe."""
+    loop = asyncio.get_running_loop()
+    results = [await asyncio.create_task(_value())]
+    results += await asyncio.gather(_value(), _value())
+    results.append(await asyncio.to_thread(int, "7"))
+    results.append(await loop.run_in_executor(None, int, "8"))
+
+    def submit() -> int:
+        return asyncio.run_coroutine_threadsafe(_value(), loop).result(timeout=30)
+
+    results.append(await asyncio.to_thread(submit))
+    return results
+
+
+WORKLOAD_RESULT = [42, 42, 42, 7, 8, 42]
+
+
+def test_warning_category_is_a_runtime_warning() -> None:
+    """AsyncTraceWarning is a RuntimeWarning subclass exported at the top level."""
+    assert issubclass(async_trace.AsyncTraceWarning, RuntimeWarning)
+
+
+def test_workload_runs_clean_without_faults(caught: list[warnings.WarningMessage]) -> None:
+    """The fault-injection workload itself runs without any warning when nothing is broken."""
+    assert asyncio.run(_workload()) == WORKLOAD_RESULT
+    assert caught == []
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(_patch, "capture"), (_patch, "walk"), (_chain, "walk"), (_chain, "make_root")],
+    ids=["_patch.capture", "_patch.walk", "_chain.walk", "_chain.make_root"],
+)
+def test_capture_failure_falls_back_and_warns_once(
+    monkeypatch: pytest.MonkeyPatch, caught: list[warnings.WarningMessage], module: Any, name: str
+) -> None:
+    """If a capture step raises, every task and hop still runs; exactly one AsyncTraceWarning."""
+    monkeypatch.setattr(module, name, _boom)
+    assert asyncio.run(_workload()) == WORKLOAD_RESULT
+    assert asyncio.run(_workload()) == WORKLOAD_RESULT  # later failures stay silent
+    ours = _ours(caught)
+    assert len(ours) == 1
+    assert issubclass(ours[0].category, RuntimeWarning)
+    assert "RuntimeError: injected" in str(ours[0].message)
+    assert [w for w in caught if w not in ours] == []
+
+
+def test_capture_failure_under_an_error_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With warnings turned into errors, a capture failure still raises nothing into user code."""
     monkeypatch.setattr(_patch, "capture", _boom)
+    monkeypatch.setattr(_patch, "walk", _boom)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert asyncio.run(_workload()) == WORKLOAD_RESULT
+
+
+def test_capture_failure_leaves_the_context_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a failed capture the creator's context holds exactly what it held before."""
+    monkeypatch.setattr(_patch, "capture", _boom)
+    monkeypatch.setattr(_patch, "walk", _boom)
+
+    async def main() -> bool:
+        before = CURRENT.get()
+        await asyncio.create_task(_value())
+        await asyncio.to_thread(int)
+        return CURRENT.get() is before
+
+    with pytest.warns(AsyncTraceWarning):
+        assert asyncio.run(main()) is True
+
+
+def test_tracing_recovers_after_a_capture_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the fault is gone, tasks are traced again (the fallback is per call, not permanent)."""
+
+    async def leaf() -> async_trace.TraceData:
+        return collect_async_trace()
+
+    async def main() -> async_trace.TraceData:
+        return await asyncio.create_task(leaf(), name="child")
+
+    monkeypatch.setattr(_patch, "capture", _boom)
+    monkeypatch.setattr(_patch, "walk", _boom)
+    with pytest.warns(AsyncTraceWarning):
+        asyncio.run(main())
+    monkeypatch.undo()
+    trace = asyncio.run(main())
+    assert [(f["name"], f["task"] and f["task"].get_name()) for f in trace["frames"][:2]] == [
+        ("leaf", None),
+        ("main", "child"),
+    ]
+
+
+# --- corrupted chains -------------------------------------------------------------
+
+
+def _corrupt(parent: Any, frames: Any, depth: Any = 2) -> None:
+    """Push a node that claims the running task (so collection walks it) with broken fields."""
+    code = asyncio.current_task().get_coro().cr_code  # type: ignore[union-attr]
+    CURRENT.set(_chain.make(_chain.TaskNode, parent, depth, code, frames))
+
+
+CORRUPTIONS: dict[str, dict[str, Any]] = {
+    "garbage frames": {"parent": None, "frames": ("garbage", "x")},
+    "frames not a tuple": {"parent": None, "frames": None},
+    "parent not a node (str)": {"parent": "not a node", "frames": ()},
+    "parent not a node (int)": {"parent": 12345, "frames": ()},
+    "parent an empty tuple": {"parent": (), "frames": ()},
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_collection_meets_a_corrupted_chain(corruption: str, caught: list[warnings.WarningMessage]) -> None:
+    """collect_async_trace over a corrupted chain returns a trace dict and warns once."""
+
+    async def main() -> Any:
+        _corrupt(**CORRUPTIONS[corruption])
+        first = collect_async_trace()
+        second = collect_async_trace()
+        return first, second
+
+    first, second = asyncio.run(main())
+    for trace in (first, second):
+        assert set(trace) == {"frames", "current_task", "in_executor"}
+        assert isinstance(trace["frames"], list)
+    assert len(_ours(caught)) == 1
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_print_trace_meets_a_corrupted_chain(corruption: str, caught: list[warnings.WarningMessage]) -> None:
+    """print_trace and format_trace over a corrupted chain raise nothing."""
+
+    async def main() -> tuple[str, list[str]]:
+        _corrupt(**CORRUPTIONS[corruption])
+        out = io.StringIO()
+        async_trace.print_trace(file=out)
+        return out.getvalue(), async_trace.format_trace()
+
+    printed, formatted = asyncio.run(main())
+    assert printed == "".join(formatted)
+    assert len(_ours(caught)) == 1
+
+
+def test_creation_under_a_corrupted_chain(caught: list[warnings.WarningMessage]) -> None:
+    """Creating tasks and hops from a context holding a corrupted node works untraced, with one warning."""
 
     async def main() -> list[int]:
-        return await asyncio.gather(*(asyncio.create_task(_value()) for _ in range(5)))
+        _corrupt(parent=None, frames=(), depth="not an int")
+        return [await asyncio.create_task(_value()), await asyncio.to_thread(int, "3")]
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert asyncio.run(main()) == [42] * 5
-    ours = [w for w in caught if issubclass(w.category, AsyncTraceWarning)]
-    assert len(ours) == 1
-    assert "injected" in str(ours[0].message)
+    assert asyncio.run(main()) == [42, 3]
+    assert len(_ours(caught)) == 1
 
 
-def test_executor_capture_failure_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    """If capturing an executor hop raises, the call still runs in the pool."""
-    monkeypatch.setattr(_patch, "capture", _boom)
+def test_creation_under_a_foreign_object_in_the_variable(caught: list[warnings.WarningMessage]) -> None:
+    """A non-node object in the ContextVar is ignored: the creating task becomes a root."""
 
-    async def main() -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: 7)
-
-    with pytest.warns(AsyncTraceWarning):
-        assert asyncio.run(main()) == 7
-
-
-def test_corrupted_chain_collection_does_not_raise() -> None:
-    """A chain whose node is garbage yields a trace (or an empty one) and one warning."""
-
-    async def main() -> Any:
-        # Valid for this task (so collection walks it), with garbage frames and parent.
-        code = asyncio.current_task().get_coro().cr_code  # type: ignore[union-attr]
-        bad = _chain.make(_chain.TaskNode, "not a node", 2, code, ("garbage", "x"))  # type: ignore[arg-type]
-        CURRENT.set(bad)
+    async def leaf() -> async_trace.TraceData:
         return collect_async_trace()
 
-    with pytest.warns(AsyncTraceWarning):
-        trace = asyncio.run(main())
-    assert set(trace) == {"frames", "current_task", "in_executor"}
+    async def main() -> async_trace.TraceData:
+        asyncio.current_task().set_name("root")  # type: ignore[union-attr]
+        CURRENT.set("not a node")  # type: ignore[arg-type]
+        return await asyncio.create_task(leaf(), name="child")
+
+    trace = asyncio.run(main())
+    assert [(f["name"], f["task"] and f["task"].get_name()) for f in trace["frames"]] == [
+        ("leaf", None),
+        ("main", "child"),
+        ("root", "root"),
+    ]
+    assert _ours(caught) == []
 
 
-def test_collection_failure_returns_empty_trace(monkeypatch: pytest.MonkeyPatch) -> None:
-    """If collection itself raises, print_trace prints nothing and warns; nothing escapes."""
-    monkeypatch.setattr(_collect, "walk", _boom)
-    import async_trace._api as api
-
-    monkeypatch.setattr(api, "collect", _boom)
-    with pytest.warns(AsyncTraceWarning):
-        assert async_trace.format_trace() == []
+# --- odd objects ----------------------------------------------------------------------
 
 
-def test_non_coroutine_raises_the_same_type_error() -> None:
-    """create_task with a non-coroutine raises asyncio's own TypeError; no node is left behind."""
+class _CoroLike:
+    """Has the coroutine protocol (so asyncio accepts it) but is not a coroutine: no cr_code, cr_frame."""
 
-    async def main(traced: bool) -> tuple[str, Any]:
-        if not traced:
-            async_trace.disable_tracing()
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Any:
+        return self._coro.__await__()
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+async def _child() -> async_trace.TraceData:
+    await asyncio.sleep(0)
+    return collect_async_trace()
+
+
+def test_coroutine_like_object_through_a_factory(caught: list[warnings.WarningMessage]) -> None:
+    """A factory that wraps the coroutine in a coroutine-like object keeps working, untraced for that task."""
+
+    def factory(loop: Any, coro: Any, **kw: Any) -> Any:
+        return asyncio.Task(_CoroLike(coro), loop=loop, **kw)
+
+    async def main() -> async_trace.TraceData:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(factory)
+        try:
+            return await asyncio.create_task(_child(), name="wrapped")
+        finally:
+            loop.set_task_factory(None)
+
+    trace = asyncio.run(main())
+    assert trace["frames"][0]["name"] == "_child"
+    # The task's coroutine is not the one the node was made for: it is its own root.
+    assert (trace["frames"][-1]["name"], trace["frames"][-1]["line"]) == ("wrapped", None)
+    assert caught == []
+
+
+def test_coroutine_like_object_passed_to_create_task(caught: list[warnings.WarningMessage]) -> None:
+    """loop.create_task accepts a coroutine-like object with tracing on, as without."""
+
+    async def main() -> async_trace.TraceData:
+        return await asyncio.get_running_loop().create_task(_CoroLike(_child()))
+
+    trace = asyncio.run(main())
+    assert trace["frames"][0]["name"] == "_child"
+    assert trace["frames"][-1]["line"] is None
+    assert caught == []
+
+
+class _DoneFuture(asyncio.Future):  # type: ignore[type-arg]
+    """A Future subclass a task factory returns instead of a Task (no get_name, no coroutine)."""
+
+    def set_name(self, name: object) -> None:  # 3.13.0's create_task names what the factory returns
+        pass
+
+
+def _future_factory(loop: Any, coro: Any, **kw: Any) -> Any:
+    coro.close()
+    fut = _DoneFuture(loop=loop)
+    fut.set_result("from factory")
+    return fut
+
+
+def test_factory_returning_a_future_subclass(caught: list[warnings.WarningMessage]) -> None:
+    """A task factory may return a Future subclass for a child task; tracing copes silently."""
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(_future_factory)
+        try:
+            result: Any = await asyncio.ensure_future(_value())
+            return result
+        finally:
+            loop.set_task_factory(None)
+
+    assert asyncio.run(main()) == "from factory"
+    assert caught == []
+
+
+def test_factory_returning_a_future_subclass_for_the_root(caught: list[warnings.WarningMessage]) -> None:
+    """The root task's creation (no traced parent) may get a Future subclass from the factory too."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.set_task_factory(_future_factory)
+        result: Any = loop.run_until_complete(_value())
+        assert result == "from factory"
+    finally:
+        loop.close()
+    assert caught == []
+
+
+# --- errors that must propagate unchanged ------------------------------------------------------
+
+
+def _error_of(func: Any) -> tuple[type[BaseException], tuple[Any, ...], str, bool]:
+    """Run ``func`` in a task; return its exception's type, args and text, and whether CURRENT is unchanged."""
+
+    async def main() -> tuple[type[BaseException], tuple[Any, ...], str, bool]:
         before = CURRENT.get()
-        with pytest.raises(TypeError) as info:
-            asyncio.get_running_loop().create_task("not a coroutine")  # type: ignore[arg-type]
-        after = CURRENT.get()
-        async_trace.enable_tracing()
-        assert after is before
-        return str(info.value), after
-
-    plain_msg, _ = asyncio.run(main(False))
-    traced_msg, _ = asyncio.run(main(True))
-    assert traced_msg == plain_msg
-
-
-def test_factory_returning_a_future_subclass() -> None:
-    """A task factory may return any Future; tracing copes."""
-
-    class MyFuture(asyncio.Future):  # type: ignore[type-arg]
-        def set_name(self, name: object) -> None:  # 3.13's create_task names what it gets
-            pass
-
-    def factory(loop: Any, coro: Any, **kw: Any) -> Any:
-        coro.close()
-        fut = MyFuture(loop=loop)
-        fut.set_result("from factory")
-        return fut
-
-    async def main() -> Any:
-        asyncio.get_running_loop().set_task_factory(factory)
         try:
-            return await asyncio.ensure_future(_value())
-        finally:
-            asyncio.get_running_loop().set_task_factory(None)
+            await func()
+        except Exception as exc:  # compared with the untraced run
+            return type(exc), exc.args, str(exc), CURRENT.get() is before
+        raise AssertionError("no exception")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", AsyncTraceWarning)
-        assert asyncio.run(main()) == "from factory"
+    traced = asyncio.run(main())
+    async_trace.disable_tracing()
+    try:
+        plain = asyncio.run(main())
+    finally:
+        async_trace.enable_tracing()
+    assert traced == plain
+    return traced
 
 
-def test_coroutine_like_object_through_a_factory() -> None:
-    """A factory that wraps a coroutine-like object (not a real coroutine) keeps working."""
+@pytest.mark.parametrize("via", ["loop.create_task", "asyncio.create_task", "asyncio.ensure_future"])
+@pytest.mark.parametrize("obj", [None, 1, "not a coroutine", _value], ids=repr)
+def test_non_coroutine_raises_the_same_type_error(via: str, obj: Any) -> None:
+    """create_task(non-coroutine) raises exactly the TypeError of untraced asyncio; no node is left set."""
 
-    class CoroLike:
-        def __init__(self, coro: Any) -> None:
-            self._coro = coro
+    async def create() -> None:
+        if via == "loop.create_task":
+            asyncio.get_running_loop().create_task(obj)
+        elif via == "asyncio.create_task":
+            asyncio.create_task(obj)  # noqa: RUF006 - raises
+        else:
+            asyncio.ensure_future(obj)  # noqa: RUF006 - raises
 
-        def send(self, value: Any) -> Any:
-            return self._coro.send(value)
+    kind, _, _, clean = _error_of(create)
+    assert kind is TypeError
+    assert clean is True
 
-        def throw(self, *args: Any) -> Any:
-            return self._coro.throw(*args)
 
-        def close(self) -> None:
-            self._coro.close()
+def test_non_coroutine_leaves_the_next_creation_traced() -> None:
+    """After a rejected create_task, the next task from the same line is traced as usual."""
 
-        def __await__(self) -> Any:
-            return self._coro.__await__()
-
-        def __iter__(self) -> Any:
-            return self
-
-        def __next__(self) -> Any:
-            return self.send(None)
-
-    def factory(loop: Any, coro: Any, **kw: Any) -> Any:
-        return asyncio.Task(CoroLike(coro), loop=loop, **kw)  # type: ignore[arg-type]
-
-    async def child() -> Any:
+    async def leaf() -> async_trace.TraceData:
         return collect_async_trace()
 
-    async def main() -> Any:
-        asyncio.get_running_loop().set_task_factory(factory)
-        try:
-            return await asyncio.create_task(child())
-        finally:
-            asyncio.get_running_loop().set_task_factory(None)
+    async def main() -> async_trace.TraceData:
+        for item in ("bad", leaf()):
+            try:
+                return await asyncio.create_task(item, name="child")  # type: ignore[arg-type]
+            except TypeError:
+                pass
+        raise AssertionError("unreachable")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", AsyncTraceWarning)
-        try:
-            trace = asyncio.run(main())
-        except TypeError:
-            pytest.skip("this Python's Task refuses non-coroutines")
-    assert trace["frames"][0]["name"] == "child"
+    trace = asyncio.run(main())
+    assert [(f["name"], f["task"] and f["task"].get_name()) for f in trace["frames"][:2]] == [
+        ("leaf", None),
+        ("main", "child"),
+    ]
+
+
+class _BrokenPool(concurrent.futures.ThreadPoolExecutor):
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(24, "pool is broken")
 
 
 def test_pool_whose_submit_raises() -> None:
-    """An executor whose submit raises propagates that error exactly; the context stays clean."""
+    """run_in_executor on a pool whose submit raises propagates that error exactly, context clean."""
 
-    class Broken(concurrent.futures.ThreadPoolExecutor):
-        def submit(self, *args: Any, **kwargs: Any) -> Any:
-            raise OSError("pool is broken")
+    async def call() -> None:
+        with _BrokenPool(1) as pool:
+            await asyncio.get_running_loop().run_in_executor(pool, int)
 
-    async def main() -> Any:
-        before = CURRENT.get()
-        with Broken(1) as pool, pytest.raises(OSError, match="pool is broken"):
-            await asyncio.get_running_loop().run_in_executor(pool, lambda: 1)
-        assert CURRENT.get() is before
-        return await asyncio.create_task(_value())
-
-    assert asyncio.run(main()) == 42
+    assert _error_of(call) == (OSError, (24, "pool is broken"), "[Errno 24] pool is broken", True)
 
 
-def test_warning_is_filterable() -> None:
-    """AsyncTraceWarning can be silenced with an ordinary filter."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        warnings.filterwarnings("ignore", category=AsyncTraceWarning)
-        _chain.warn_internal(RuntimeError("x"), "testing")
+def test_default_pool_whose_submit_raises() -> None:
+    """to_thread with a default executor whose submit raises propagates that error exactly, context clean."""
+
+    async def call() -> None:
+        pool = _BrokenPool(1)
+        asyncio.get_running_loop().set_default_executor(pool)
+        await asyncio.to_thread(int)
+
+    assert _error_of(call) == (OSError, (24, "pool is broken"), "[Errno 24] pool is broken", True)
+
+
+def test_process_pool_hop_runs(caught: list[warnings.WarningMessage]) -> None:
+    """A pool that pickles its calls runs them (untraced there: a Context cannot be pickled)."""
+
+    async def main() -> list[int]:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            loop = asyncio.get_running_loop()
+            return [await loop.run_in_executor(pool, abs, -3), await loop.run_in_executor(pool, abs, -4)]
+
+    assert asyncio.run(main()) == [3, 4]
     assert caught == []
+
+
+def test_warning_is_filterable(caught: list[warnings.WarningMessage]) -> None:
+    """AsyncTraceWarning can be silenced with an ordinary filter."""
+    warnings.filterwarnings("ignore", category=AsyncTraceWarning)
+    _chain.warn_internal(RuntimeError("x"), "testing")
+    assert caught == []
+
+
+def test_warning_is_emitted_once_across_threads(
+    monkeypatch: pytest.MonkeyPatch, caught: list[warnings.WarningMessage]
+) -> None:
+    """Failures in loops running in several threads at once still warn once in total."""
+    monkeypatch.setattr(_patch, "capture", _boom)
+    monkeypatch.setattr(_patch, "walk", _boom)
+    results: list[list[int]] = []
+    threads = [threading.Thread(target=lambda: results.append(asyncio.run(_workload()))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [WORKLOAD_RESULT] * 4
+    assert len(_ours(caught)) == 1
