@@ -152,9 +152,7 @@ class ElidedNode(Node):
         return self[2]  # type: ignore[no-any-return]
 
 
-def make(
-    kind: type[Node], parent: Node | None, depth: int, tag: Any, frames: Frames, creator: Any = None
-) -> Node:
+def make(kind: type[Node], parent: Node | None, depth: int, tag: Any, frames: Frames, creator: Any = None) -> Node:
     return _tuple_new(kind, (parent, depth, tag, frames, creator))
 
 
@@ -262,9 +260,7 @@ def walk(frame: FrameType | None, stop: FrameType | None, *, remember: bool = Tr
     return result
 
 
-def _walk_elided(
-    head: list[CodeType | int | None], frame: FrameType | None, stop: FrameType | None
-) -> Frames:
+def _walk_elided(head: list[CodeType | int | None], frame: FrameType | None, stop: FrameType | None) -> Frames:
     # Slow path for stacks deeper than max_frames: keep walking to the
     # boundary, remembering only the outermost frames.
     keep_outer = max(1, config.max_frames // 4)

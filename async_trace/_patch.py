@@ -260,9 +260,9 @@ def _trim_source_traceback(obj: Any) -> None:
 
 # asyncio's own predicates, as its debug-mode check uses them (public before 3.14).
 _is_coroutine: Final = asyncio.coroutines.iscoroutine
-_is_coroutine_function: Final[Callable[[Any], bool]] = getattr(
-    asyncio.coroutines, "_iscoroutinefunction", None
-) or asyncio.coroutines.iscoroutinefunction
+_is_coroutine_function: Final[Callable[[Any], bool]] = (
+    getattr(asyncio.coroutines, "_iscoroutinefunction", None) or asyncio.coroutines.iscoroutinefunction
+)
 
 
 def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -523,4 +523,3 @@ class _ImportHook(importlib.abc.MetaPathFinder):
             return None
         _ImportHook.uninstall()
         return spec
-

@@ -12,9 +12,7 @@ import async_trace
 from async_trace import _chain, _patch
 
 settings.register_profile("default", max_examples=50, deadline=None)
-settings.register_profile(
-    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 collect_ignore = ["stdlib"]
@@ -23,13 +21,9 @@ collect_ignore = ["stdlib"]
 @pytest.fixture(autouse=True)
 def _tracing_on_with_defaults() -> Iterator[None]:
     """Each test starts and ends with tracing on, default bounds and a fresh warn-once state."""
-    async_trace.enable_tracing(
-        max_frames=_chain.DEFAULT_MAX_FRAMES, max_depth=_chain.DEFAULT_MAX_DEPTH
-    )
+    async_trace.enable_tracing(max_frames=_chain.DEFAULT_MAX_FRAMES, max_depth=_chain.DEFAULT_MAX_DEPTH)
     _chain.reset_warned()
     yield
-    async_trace.enable_tracing(
-        max_frames=_chain.DEFAULT_MAX_FRAMES, max_depth=_chain.DEFAULT_MAX_DEPTH
-    )
+    async_trace.enable_tracing(max_frames=_chain.DEFAULT_MAX_FRAMES, max_depth=_chain.DEFAULT_MAX_DEPTH)
     _chain.reset_warned()
     assert _patch.is_active()

@@ -305,9 +305,7 @@ def test_create_task_imported_before_async_trace() -> None:
         check=True,
         env={**os.environ, "PYTHONIOENCODING": "utf-8"},
     ).stdout
-    assert out == (
-        "↑ leaf() at line 6 [<string>]\n  ↑ main() at line 9 [<string>]\n    ↑ Task-1\n"
-    )
+    assert out == ("↑ leaf() at line 6 [<string>]\n  ↑ main() at line 9 [<string>]\n    ↑ Task-1\n")
 
 
 # --- executor hops ------------------------------------------------------------

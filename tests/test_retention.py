@@ -61,9 +61,10 @@ def test_trace_holds_no_frames() -> None:
         return await asyncio.create_task(worker(marker))
 
     trace = asyncio.run(main())
-    found = _reachable({k: v for k, v in trace.items() if k != "current_task"} | {"frames": [
-        {k: v for k, v in f.items() if k != "task"} for f in trace["frames"]
-    ]})
+    found = _reachable(
+        {k: v for k, v in trace.items() if k != "current_task"}
+        | {"frames": [{k: v for k, v in f.items() if k != "task"} for f in trace["frames"]]}
+    )
     assert not any(isinstance(o, types.FrameType) for o in found)
     assert not any(o is marker for o in found)
 

@@ -59,8 +59,17 @@ def run(python: str, label: str, traced: bool, jobs: int, timeout: int, markers:
         env["ASYNC_TRACE_MARKER_DIR"] = str(markers)
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        cmd = [python, "-m", "test", "test_asyncio", f"-j{jobs}", "--timeout", str(timeout // 2),
-               "--junit-xml", str(junit)]
+        cmd = [
+            python,
+            "-m",
+            "test",
+            "test_asyncio",
+            f"-j{jobs}",
+            "--timeout",
+            str(timeout // 2),
+            "--junit-xml",
+            str(junit),
+        ]
         started = time.monotonic()
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp)
@@ -81,8 +90,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=1200, help="seconds for each whole run")
     args = parser.parse_args()
-    version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [args.python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as markers_dir:
         markers = Path(markers_dir)
         plain = run(args.python, "plain", False, args.jobs, args.timeout, markers)
