@@ -50,6 +50,8 @@ _PACKAGE_DIR: Final = _dir_of(__file__)
 _ASYNCIO_DIR: Final = _dir_of(asyncio.__file__)
 _FUTURES_DIR: Final = _dir_of(concurrent.futures.__file__)
 _THREADING_FILE: Final = os.path.abspath(threading.__file__ or "")
+#: ``uvloop.run()`` runs the user's coroutine inside its own ``wrapper()`` coroutine.
+_UVLOOP_RUNNER: Final = os.sep + os.path.join("uvloop", "__init__.py")
 
 #: Frames where the event loop or a worker thread starts running user code.
 #: Everything from one of these outwards is machinery (or the program that
@@ -82,7 +84,11 @@ def _kind(code: CodeType) -> int:
     if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
         key = (os.path.basename(filename), code.co_name)
         kind = _CUT if key in _ENTRY_POINTS else _SKIP
-    elif filename.startswith(_PACKAGE_DIR) or code.co_name == "<module>":
+    elif (
+        filename.startswith(_PACKAGE_DIR)
+        or code.co_name == "<module>"
+        or (code.co_name == "wrapper" and filename.endswith(_UVLOOP_RUNNER))
+    ):
         kind = _SKIP
     else:
         kind = _USER
@@ -112,9 +118,7 @@ def _line(code: CodeType, lasti: int) -> int | None:
     return line
 
 
-def _frame(
-    name: str, line: int | None, filename: str | None, task: Any, is_executor: bool, indent: int
-) -> TraceFrame:
+def _frame(name: str, line: int | None, filename: str | None, task: Any, is_executor: bool, indent: int) -> TraceFrame:
     return {
         "name": name,
         "line": line,
@@ -280,10 +284,27 @@ def collect(start: FrameType | None) -> TraceData:
     else:
         _append(frames, _resolve(walk(start, None, remember=False)), None, False)
     in_executor = loop is None and type(node) is ExecutorNode
+    chain_frames(frames, node, task, True, task, loop)
+    return {"frames": frames, "current_task": task, "in_executor": in_executor}
+
+
+def chain_frames(
+    frames: list[TraceFrame], node: Node | None, created: Any, known: bool, last_seen: Any, loop: Any
+) -> tuple[list[int], int]:
+    """Append the frames of ``node``'s chain to ``frames``, innermost first.
+
+    ``created`` is the task ``node`` belongs to (the task created at the
+    next boundary outwards); ``known`` says whether ``created`` is known
+    (``None`` may mean "finished"); ``last_seen`` is the latest task met,
+    whose loop the fallback searches (else ``loop``). Walking outwards, the
+    task created at each boundary is the creator recorded by the node below.
+
+    Returns the indices of the task boundaries (whether or not their task is
+    still alive) and of the root (-1 if the chain has no root: elided).
+    """
+    boundaries: list[int] = []
+    root = -1
     index: _TaskIndex | None = None
-    created = task  # the task created at the next boundary outwards
-    known = True  # whether ``created`` is known (None may mean "finished")
-    last_seen = task  # the latest task met, whose loop the fallback searches
     while node is not None:
         kind = type(node)
         if (kind is TaskNode or kind is RootNode) and not known:
@@ -295,10 +316,14 @@ def collect(start: FrameType | None) -> TraceData:
             hop = node[3]
             hit = _resolved_get(id(hop))
             shown = hit[1] if hit is not None and hit[0] is hop else resolve(hop)
+            boundary = True
             for name, line, filename in shown:
                 if line is None:  # an elision marker does not take the boundary
                     frames.append(_frame(name, None, None, None, False, len(frames)))
                     continue
+                if boundary:
+                    boundaries.append(len(frames))
+                    boundary = False
                 frames.append(
                     {
                         "name": name,
@@ -314,7 +339,8 @@ def collect(start: FrameType | None) -> TraceData:
             _emit(frames, node[3], None, True)
         elif kind is RootNode:
             name = task_name(created) if created is not None else (node[5][0] if node[5] else "")
-            frames.append(_frame(name or "<finished task>", None, None, created, False, len(frames)))
+            root = len(frames)
+            frames.append(_frame(name or "<finished task>", None, None, created, False, root))
         elif kind is ElidedNode:
             frames.append(_frame(_elided(node[2], "task hop"), None, None, None, False, len(frames)))
         # A PendingNode only lives in the context of the callback that
@@ -325,4 +351,4 @@ def collect(start: FrameType | None) -> TraceData:
         if created is not None:
             last_seen = created
         node = node[0]
-    return {"frames": frames, "current_task": task, "in_executor": in_executor}
+    return boundaries, root

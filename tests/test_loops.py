@@ -90,6 +90,21 @@ def test_uvloop_create_task() -> None:
     ]
 
 
+@pytest.mark.skipif(not hasattr(uvloop, "run"), reason="uvloop.run() is uvloop 0.18+")
+def test_uvloop_run_wrapper_is_not_a_frame() -> None:
+    """uvloop.run() wraps main() in a coroutine of its own: the trace ends at main(), then the root."""
+
+    async def main() -> TraceData:
+        asyncio.current_task().set_name("root")  # type: ignore[union-attr]
+        return await asyncio.create_task(_leaf(), name="a")  # uv-run
+
+    assert _shape(uvloop.run(main())) == [
+        LEAF,
+        ("main", line_of(main, "uv-run"), "a", False),
+        ("root", None, "root", False),
+    ]
+
+
 def test_uvloop_gather() -> None:
     """gather on uvloop marks each child with the gather line."""
 
