@@ -12,6 +12,9 @@ from ._api import format_async_trace as format_async_trace
 from ._api import format_trace as format_trace
 from ._api import print_async_trace as print_async_trace
 from ._api import print_trace as print_trace
+from ._exceptions import exception_trace as exception_trace
+from ._exceptions import format_exception as format_exception
+from ._exceptions import print_exception as print_exception
 from ._json import JSONFrame as JSONFrame
 from ._json import JSONTask as JSONTask
 from ._json import JSONTrace as JSONTrace
@@ -33,9 +36,12 @@ __all__ = [
     "collect_async_trace",
     "disable_tracing",
     "enable_tracing",
+    "exception_trace",
     "format_async_trace",
+    "format_exception",
     "format_trace",
     "print_async_trace",
+    "print_exception",
     "print_trace",
     "trace_to_dict",
     "trace_to_json",

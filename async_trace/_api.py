@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from . import _chain, _patch
+from . import _chain, _exceptions, _patch
 from ._chain import current_frame, warn_internal
 from ._collect import collect
 from ._format import Style, format_trace_data, write
@@ -123,6 +123,7 @@ def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = Non
             raise ValueError(f"max_depth must be an int >= 8, got {max_depth!r}")
         _chain.config.max_depth = max_depth
     _patch.enable()
+    _exceptions.install()
 
 
 def disable_tracing() -> None:
@@ -131,6 +132,5 @@ def disable_tracing() -> None:
     Tasks created while tracing is off show up as roots of their own traces.
     Idempotent and thread-safe.
     """
+    _exceptions.uninstall()
     _patch.disable()
-
-

@@ -27,7 +27,9 @@ HERE = Path(__file__).resolve().parent
 CONTENDERS = ["plain", "debug", "async_trace"]
 TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "realistic"]
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
-ALL = [*TIMED, *COLLECT, "memory", "respawn"]
+#: What the exception hooks cost: each with tracing on, hooks on against hooks off.
+EXCEPTIONS = ["spawn_flat", "raise_in_task", "task_fails"]
+ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions"]
 
 #: Targets from the performance issue: ratio to plain (timed), to extract_stack (collect).
 TARGETS: dict[str, float] = {
@@ -85,6 +87,26 @@ def run_collect(workload: str, rounds: int, quick: bool) -> dict[str, Any]:
     }
 
 
+def run_exceptions(rounds: int, quick: bool) -> dict[str, Any]:
+    """Tracing on with the exception hooks off vs on, and plain, alternating round by round."""
+    contenders = ["plain", "async_trace_noexc", "async_trace"]
+    out: dict[str, Any] = {}
+    for workload in EXCEPTIONS:
+        values: dict[str, list[float]] = {c: [] for c in contenders}
+        hooks: list[float] = []
+        for r in range(rounds):
+            order = contenders[r % 3 :] + contenders[: r % 3]
+            got = {c: measure(workload, c, quick)["value"] for c in order}
+            for c, v in got.items():
+                values[c].append(v)
+            hooks.append(got["async_trace"] / got["async_trace_noexc"])
+        out[workload] = {
+            "median": {c: statistics.median(v) for c, v in values.items()},
+            "hooks_ratio": statistics.median(hooks),
+        }
+    return out
+
+
 def run_memory(quick: bool, contenders: list[str]) -> dict[str, Any]:
     return {c: measure("memory", c, quick) for c in contenders}
 
@@ -95,8 +117,10 @@ def verdict(value: float, target: float) -> str:
 
 def report(results: dict[str, Any], header: str) -> str:
     lines = [header, ""]
-    lines.append(f"{'workload':<18} {'plain':>10} {'debug':>10} {'async_trace':>12} {'unit':<11}"
-                 f" {'debug/plain':>11} {'trace/plain':>11} {'target':>7}  ")
+    lines.append(
+        f"{'workload':<18} {'plain':>10} {'debug':>10} {'async_trace':>12} {'unit':<11}"
+        f" {'debug/plain':>11} {'trace/plain':>11} {'target':>7}  "
+    )
     for w in TIMED:
         if w not in results:
             continue
@@ -136,6 +160,18 @@ def report(results: dict[str, Any], header: str) -> str:
                 if key == "finished_alive":
                     row += f" (target 0: {verdict(mem['async_trace'][key], 0)})"
             lines.append(row)
+    if "exceptions" in results:
+        lines += [
+            "",
+            "exception hooks: tracing on, hooks off vs on (ratio = on / off, same round)",
+            f"{'workload':<18} {'plain':>10} {'hooks off':>10} {'hooks on':>10} {'on/off':>8}",
+        ]
+        for w, r in results["exceptions"].items():
+            m = r["median"]
+            lines.append(
+                f"{w:<18} {m['plain']:>10.2f} {m['async_trace_noexc']:>10.2f} {m['async_trace']:>10.2f}"
+                f" {r['hooks_ratio']:>7.2f}x"
+            )
     if "respawn" in results:
         rs = results["respawn"]
         gens = next(iter(rs.values()))["generations"]
@@ -171,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             results[w] = run_timed(w, rounds, args.quick, contenders)
         elif w in COLLECT:
             results[w] = run_collect(w, rounds, args.quick)
+        elif w == "exceptions":
+            results[w] = run_exceptions(rounds, args.quick)
         elif w == "memory":
             results[w] = run_memory(args.quick, contenders)
         else:

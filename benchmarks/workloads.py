@@ -1,8 +1,9 @@
 """One benchmark workload, run once in this process: ``python workloads.py WORKLOAD CONTENDER [--quick]``.
 
 Prints one JSON object. Contenders: ``plain`` (async_trace not imported), ``debug``
-(``asyncio.run(..., debug=True)``, async_trace not imported) and ``async_trace``
-(imported, tracing on). Timed values are medians of repetitions inside this process.
+(``asyncio.run(..., debug=True)``, async_trace not imported), ``async_trace``
+(imported, tracing on) and ``async_trace_noexc`` (tracing on, the exception hooks off:
+against ``async_trace`` it isolates what the exception origins cost). Timed values are medians of repetitions inside this process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ DEBUG = CONTENDER == "debug"
 if CONTENDER == "async_trace":
     import async_trace
 
+    collect = async_trace.collect_async_trace
+elif CONTENDER == "async_trace_noexc":
+    import async_trace
+    from async_trace import _exceptions
+
+    _exceptions.uninstall()  # tracing on, exception hooks (and sys.monitoring) off
     collect = async_trace.collect_async_trace
 elif CONTENDER not in ("plain", "debug"):
     raise SystemExit(f"unknown contender {CONTENDER!r}")
@@ -312,6 +319,59 @@ def realistic() -> dict[str, Any]:
     return {"value": median_of(5 if QUICK else 7, lambda: run(main)), "unit": "us/request"}
 
 
+# --- exceptions ---------------------------------------------------------------------------
+
+
+async def _raise3() -> None:
+    raise KeyError(1)
+
+
+async def _raise2() -> None:
+    await _raise3()
+
+
+async def _raise1() -> None:
+    await _raise2()
+
+
+def raise_in_task() -> dict[str, Any]:
+    """An exception through three coroutine frames, caught in the same task: never printed."""
+    n = 5000 if QUICK else 20000
+
+    async def main() -> float:
+        t0 = now()
+        for _ in range(n):
+            try:
+                await _raise1()
+            except KeyError:
+                pass
+        return (now() - t0) / n / 1000
+
+    return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/exception"}
+
+
+def task_fails() -> dict[str, Any]:
+    """A task that raises, awaited (and the exception caught) by the task that created it."""
+    n = 500 if QUICK else 2000
+
+    async def failing() -> None:
+        raise ValueError("x")
+
+    async def child() -> None:
+        try:
+            await asyncio.create_task(failing())
+        except ValueError:
+            pass
+
+    async def main() -> float:
+        t0 = now()
+        for _ in range(n):
+            await asyncio.create_task(child())
+        return (now() - t0) / n / 1000
+
+    return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/task"}
+
+
 WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
     "spawn_flat": spawn_flat,
     "spawn_chain": spawn_chain,
@@ -323,6 +383,8 @@ WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
     "memory": memory,
     "respawn": respawn,
     "realistic": realistic,
+    "raise_in_task": raise_in_task,
+    "task_fails": task_fails,
 }
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from async_trace import collect_async_trace, format_async_trace, format_trace, print_trace
+import async_trace
+from async_trace import TraceData, TraceFrame, collect_async_trace, format_async_trace, format_trace, print_trace
 
 from .helpers import line_of
 
@@ -45,8 +46,7 @@ def test_traceback_style_in_a_task() -> None:
     assert here == [
         "Async trace (most recent call last):\n",
         f"  Root task {root!r}\n",
-        f'  File "{__file__}", line {spawn}, in _main\n    {_src(spawn)}\n'
-        f"  --- task {child!r} created here ---\n",
+        f'  File "{__file__}", line {spawn}, in _main\n    {_src(spawn)}\n  --- task {child!r} created here ---\n',
         f'  File "{__file__}", line {ask}, in _worker\n    {_src(ask)}\n',
     ]
 
@@ -118,3 +118,64 @@ def test_unknown_style_is_a_value_error() -> None:
     """An unknown style is rejected with a clear ValueError."""
     with pytest.raises(ValueError, match="style must be one of 'arrows', 'traceback'"):
         format_async_trace({"frames": [], "current_task": None, "in_executor": False}, style="json")  # type: ignore[arg-type]
+
+
+def _sync_leaf() -> tuple[list[str], TraceData]:
+    return format_trace(style="traceback"), collect_async_trace()  # leaf
+
+
+async def _task_b() -> tuple[list[str], TraceData]:
+    return await asyncio.to_thread(_sync_leaf)  # hop-b
+
+
+async def _task_a() -> tuple[list[str], TraceData]:
+    return await asyncio.create_task(_task_b(), name="b")  # spawn-b
+
+
+async def _deep_main() -> tuple[list[str], TraceData]:
+    return await asyncio.create_task(_task_a(), name="a")  # spawn-a
+
+
+def _assert_linkable(text: str, frames: list[TraceFrame]) -> None:
+    """Each framed frame is one `File` line, outermost first, followed by its real source line."""
+    framed = [f for f in reversed(frames) if f["line"] is not None]
+    matches = FILE_LINE.findall(text)
+    assert [(m[0], int(m[1]), m[2]) for m in matches] == [(f["filename"], f["line"], f["name"]) for f in framed]
+    for filename, line, name in matches:
+        source = linecache.getline(filename, int(line)).strip()
+        assert source
+        assert f'File "{filename}", line {line}, in {name}\n    {source}\n' in text
+
+
+def test_editor_regex_across_tasks_and_an_executor_hop() -> None:
+    """Through two tasks and a to_thread hop, the regex finds every frame, each at a real line."""
+    lines, trace = asyncio.run(_deep_main())
+    text = "".join(lines)
+    _assert_linkable(text, trace["frames"])
+    hop, spawn_b, spawn_a = line_of(_task_b, "hop-b"), line_of(_task_a, "spawn-b"), line_of(_deep_main, "spawn-a")
+    assert text.index(f"line {spawn_a},") < text.index("--- task 'a' created here ---")
+    assert text.index("--- task 'a' created here ---") < text.index(f"line {spawn_b},")
+    assert text.index("--- task 'b' created here ---") < text.index(f"line {hop},")
+    assert text.endswith(
+        f'  File "{__file__}", line {hop}, in _task_b\n    {_src(hop)}\n'
+        "  --- executor thread started here ---\n"
+        f'  File "{__file__}", line {line_of(_sync_leaf, "leaf")}, in _sync_leaf\n'
+        f"    {_src(line_of(_sync_leaf, 'leaf'))}\n"
+    )
+
+
+async def _chain_link(n: int) -> tuple[list[str], TraceData]:
+    if n:
+        return await asyncio.create_task(_chain_link(n - 1))
+    return format_trace(style="traceback"), collect_async_trace()
+
+
+def test_elided_hops_are_not_taken_for_frames() -> None:
+    """With hops elided by max_depth, the marker line is no File line and every frame still links."""
+    async_trace.enable_tracing(max_depth=8)
+    lines, trace = asyncio.run(_chain_link(20))
+    text = "".join(lines)
+    markers = [f["name"] for f in trace["frames"] if f["line"] is None and "elided" in f["name"]]
+    assert len(markers) == 1
+    assert [line for line in text.splitlines() if "elided" in line] == [f"  {markers[0]}"]
+    _assert_linkable(text, trace["frames"])

@@ -1,0 +1,193 @@
+"""``python -m async_trace``: run a script or module with async origins on every crash.
+
+Like ``python -m cProfile`` or ``python -m pdb``::
+
+    python -m async_trace [--style traceback|arrows] script.py [args ...]
+    python -m async_trace [--style traceback|arrows] -m package.module [args ...]
+
+Tracing is on before the first line of the program runs, and exception notes
+are eager (see :func:`async_trace._exceptions.configure`). The program sees the
+``sys.argv`` and ``sys.path[0]`` that ``python script.py`` / ``python -m
+module`` would give it; its output, and its exit status, are its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import importlib.machinery
+import io
+import os
+import runpy
+import sys
+import types
+from collections.abc import Sequence
+from types import TracebackType
+from typing import NoReturn
+
+from . import __version__, _exceptions
+from ._format import STYLES
+
+__all__ = ["build_parser", "main"]
+
+PROG = "python -m async_trace"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options (the program and its arguments are split off before parsing)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        usage=f"{PROG} [options] (script.py | -m module) [args ...]",
+        description=(
+            "Run a Python program with async-trace on from its first line: an exception raised\n"
+            "in an asyncio task or executor function is printed with the chain of task creation\n"
+            "points that led to it, and so are the tasks the event loop reports."
+        ),
+        epilog=(
+            "examples:\n"
+            f"  {PROG} app.py --port 8080\n"
+            f"  {PROG} --style arrows -m mypackage.server\n"
+            "\n"
+            "Options go before the program; everything after it is passed to it."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--style",
+        choices=STYLES,
+        default="traceback",
+        help=(
+            "how an exception's async origin is printed: 'traceback' (File \"...\", line N lines, "
+            "most recent call last; the default) or 'arrows' (innermost first)"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"async-trace {__version__}")
+    # More options (e.g. --dump-signal SIG) are added here and applied in _apply().
+    return parser
+
+
+def _value_options(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """Option strings that take a value, so that the value is not taken for the script."""
+    return frozenset(
+        option
+        for action in parser._actions  # argparse has no public list of its actions
+        if action.nargs != 0
+        for option in action.option_strings
+    )
+
+
+def _split(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[str], str | None, str | None, list[str]]:
+    """``(our options, script, module, program arguments)``: options end at the program."""
+    takes_value = _value_options(parser)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            if i + 1 < len(argv):
+                return list(argv[:i]), argv[i + 1], None, list(argv[i + 2 :])
+            break
+        if arg == "-m":
+            if i + 1 < len(argv):
+                return list(argv[:i]), None, argv[i + 1], list(argv[i + 2 :])
+            parser.error("argument -m: expected a module name")
+        if arg.startswith("-m") and not arg.startswith("--"):  # -mpkg.mod, as python accepts
+            return list(argv[:i]), None, arg[2:], list(argv[i + 1 :])
+        if not arg.startswith("-") or arg == "-":
+            return list(argv[:i]), arg, None, list(argv[i + 1 :])
+        i += 2 if arg in takes_value else 1
+    return list(argv), None, None, []
+
+
+def _apply(options: argparse.Namespace) -> None:
+    """Configure the library from the parsed options, before the program starts."""
+    _exceptions.configure(style=options.style, notes_on_exit=True)
+
+
+def _program_tb(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback without its leading frames of this module and runpy: from the program's first."""
+    while tb is not None and (tb.tb_frame.f_globals is globals() or tb.tb_frame.f_globals is vars(runpy)):
+        tb = tb.tb_next
+    return tb
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    sys.stderr.write(f"{PROG}: {message}\n")
+    raise SystemExit(status)
+
+
+def _run(script: str | None, module: str | None, args: list[str]) -> None:
+    if module is not None:
+        # As `python -m module`: sys.path[0] stays the working directory,
+        # sys.argv[0] becomes the module's file (run_module sets it).
+        sys.argv[:] = [module, *args]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return
+    assert script is not None
+    sys.argv[:] = [script, *args]
+    if not os.path.isfile(script):
+        # A directory or zip file with a __main__.py: run_path puts it first on sys.path.
+        del sys.path[0]
+        runpy.run_path(script, run_name="__main__")
+        return
+    # As `python script.py` does: the script's directory first on sys.path,
+    # an absolute __file__ and code filename (so that traces name it in
+    # full), and a fresh __main__ module that stays in sys.modules.
+    path = os.path.abspath(script)
+    sys.path[0] = os.path.dirname(os.path.realpath(script))
+    with io.open_code(path) as f:
+        source = f.read()
+    code = compile(source, path, "exec", dont_inherit=True)
+    main_module = types.ModuleType("__main__")
+    main_module.__dict__.update(
+        __file__=path,
+        __cached__=None,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", path),
+        __builtins__=builtins,
+    )
+    sys.modules["__main__"] = main_module
+    exec(code, main_module.__dict__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    The program's own ``SystemExit`` propagates. Any other exception it lets
+    out is printed by ``sys.excepthook`` (with its async origin) from the
+    program's first frame on, and the status is 1, as for ``python script.py``.
+    """
+    parser = build_parser()
+    ours, script, module, args = _split(parser, sys.argv[1:] if argv is None else argv)
+    options = parser.parse_args(ours)
+    if script is None and module is None:
+        parser.error("a script or -m module is required")
+    _apply(options)
+    try:
+        _run(script, module, args)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        raise  # Python's own handling: the traceback, then exit by SIGINT
+    except BaseException as exc:  # noqa: BLE001 - the program's crash, reported as Python would
+        tb = _program_tb(exc.__traceback__)
+        if tb is None:
+            # Nothing of the program ran: the script or module could not be found.
+            if module is not None and isinstance(exc, ImportError):
+                _fail(str(exc), 1)
+            if script is not None and isinstance(exc, OSError):
+                _fail(f"can't open file {script!r}: [Errno {exc.errno}] {exc.strerror}", 2)
+        exc = exc.with_traceback(tb)
+        sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
+        if sys.version_info >= (3, 12):
+            sys.last_exc = exc
+        sys.excepthook(type(exc), exc, tb)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run main() from the module async_trace.__main__, not from this __main__,
+    # which the program's own __main__ module replaces in sys.modules (as pdb does).
+    from async_trace.__main__ import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,724 @@
+"""Exceptions that carry their async origin: where the task that raised them came from.
+
+An exception's traceback shows the frames of the task it was raised in (and of
+the tasks it travelled through by ``await``). This module adds the chain above
+the raising task: the line that created it, the line that created its creator,
+and so on to the root task, across executor hops; rendered like
+:func:`async_trace.format_async_trace` (traceback style by default) and shown
+
+- on 3.11+ as a PEP 678 note, added once per exception; on 3.10 the same lines
+  follow the exception line wherever :mod:`traceback` formats it (the loop's
+  exception handler, ``logging``, ``traceback.print_exc``, the top level);
+- for a task destroyed while pending (no exception to annotate), as a
+  ``task_trace:`` entry of the loop's default exception handler.
+
+Mechanism; nothing of it runs on the path without exceptions:
+
+- *Which task raised it.* 3.12+: a ``sys.monitoring`` ``PY_UNWIND`` callback
+  records on the exception the chain node of the first task it leaves (the
+  one that raised it), or of the executor hop in whose thread it was raised.
+  Every frame an exception leaves costs one call of it (about 0.12 us), which
+  returns after a flag test, a ContextVar read and an identity test unless
+  the frame is a task's coroutine. 3.10/3.11 have no such hook short of
+  ``sys.settrace``; there the task is found when the exception is printed:
+  the task in the loop's handler context, else the deepest of the live tasks
+  storing the exception, else the running task if the exception was raised
+  and caught in it.
+- *When the note is added.* When the exception is printed: the loop's
+  ``default_exception_handler``, ``sys.excepthook`` and
+  ``traceback.TracebackException`` (what ``logging`` and every
+  :mod:`traceback` function use) are wrapped, and restored exactly by
+  ``disable_tracing()``. With eager notes (``python -m async_trace``; 3.12+)
+  also as the exception leaves the task that raised it, for tools that read
+  ``__notes__`` themselves.
+
+The record is stored on the exception as ``_async_trace_origin`` (exceptions
+cannot be weakly referenced); it pickles and deep-copies as ``None``, so an
+exception crossing a process boundary stays picklable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import asyncio.events
+import asyncio.tasks
+import contextlib
+import functools
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from types import CodeType, FrameType
+from typing import Any, Final, TextIO, cast
+
+from . import _collect
+from ._chain import (
+    CURRENT,
+    ExecutorNode,
+    Node,
+    _ref,
+    task_name,
+    valid_for,
+    warn_internal,
+)
+from ._collect import node_of_task
+from ._format import STYLES, TRACEBACK_HEADER, Style, format_frame, format_traceback_frame
+from ._types import TraceData, TraceFrame
+
+__all__ = ["exception_trace", "format_exception", "print_exception"]
+
+#: 3.11+: PEP 678 notes. 3.10: the same lines, added by the TracebackException hook.
+_HAS_NOTES: Final = sys.version_info >= (3, 11)
+_HAS_MONITORING: Final = sys.version_info >= (3, 12)
+
+#: Attribute holding an exception's :class:`_Origin`.
+_KEY: Final = "_async_trace_origin"
+#: The ``default_exception_handler`` context key for a task destroyed while pending.
+CONTEXT_KEY: Final = "task_trace"
+#: Header of the arrows style when it stands under an exception.
+ARROWS_HEADER: Final = "Async trace:\n"
+#: Separator for a task boundary whose task is gone and whose name is not known.
+GONE_SEPARATOR: Final = "  --- task created here ---\n"
+
+_CORO_FLAGS: Final = 0x80 | 0x100  # inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE
+#: Exceptions that are iteration, not failures: never recorded.
+_NOT_FAILURES: Final = (StopIteration, StopAsyncIteration)
+
+_get_current: Final = CURRENT.get
+_get_running_loop: Final = asyncio.events._get_running_loop
+_current_task: Final = asyncio.current_task
+_tuple_new: Final = tuple.__new__
+
+#: Style of notes and handler entries (``python -m async_trace --style`` sets it).
+_style: Style = "traceback"
+#: 3.12+: also add the note as the exception leaves its task (``python -m async_trace``).
+_eager = False
+
+
+def configure(*, style: Style | None = None, notes_on_exit: bool | None = None) -> None:
+    """Set the style of async origins and whether notes are added eagerly (3.12+).
+
+    Eager notes are in ``__notes__`` as soon as the exception leaves the task
+    that raised it, so tools that read ``__notes__`` themselves (pytest's
+    report, error trackers) show them. The cost: formatting the chain once
+    per exception leaving a task; and ``pytest.raises(match=...)``, which
+    matches notes too, sees it. Otherwise the note is added when
+    :mod:`traceback`, the loop's exception handler or ``sys.excepthook``
+    prints the exception.
+    """
+    global _style, _eager
+    if style is not None:
+        _check_style(style)
+        _style = style
+    if notes_on_exit is not None:
+        _eager = bool(notes_on_exit)
+
+
+def _check_style(style: object) -> None:
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+
+
+# --- the record -------------------------------------------------------------
+
+
+class _Origin(tuple):  # type: ignore[type-arg]
+    """Where an exception was raised: ``(node, weak ref to the raising task, its name)``.
+
+    A tuple subclass, made by one C call on the exception path. ``node`` is
+    ``None`` when the origin is known to be unknown (a task created untraced).
+    The name is kept for the trace printed after the task is gone.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[None], tuple[()]]:
+        # Nodes hold code objects: a pickled or deep-copied exception drops its origin.
+        return type(None), ()
+
+
+class _Shown(_Origin):
+    """An origin whose note was added (3.11+)."""
+
+    __slots__ = ()
+
+
+_UNKNOWN: Final = _tuple_new(_Shown, (None, None, None))
+
+#: ``(node, raising task or None, its name or None)``.
+Found = tuple[Node, Any, "str | None"]
+
+
+def _make(node: Node | None, task: Any, kind: type[_Origin] = _Origin) -> _Origin:
+    if task is None:
+        return _tuple_new(kind, (node, None, None))
+    return _tuple_new(kind, (node, _ref(task), task_name(task)))
+
+
+def _store(exc: BaseException, origin: _Origin) -> None:
+    # An exception type refusing attributes: nothing is recorded.
+    with contextlib.suppress(Exception):
+        setattr(exc, _KEY, origin)
+
+
+def _origin_of_task(task: Any) -> _Origin | None:
+    """The origin of code running in ``task``: the node in its context, if ours."""
+    if not hasattr(task, "get_coro"):  # a plain Future
+        return None
+    node = node_of_task(task)
+    if node is None or not valid_for(node, task.get_coro()):
+        return None  # created while tracing was off: no origin known
+    return _make(node, task)
+
+
+def _coroutine_frames(exc: BaseException) -> int:
+    count = 0
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_flags & _CORO_FLAGS:
+            count += 1
+        tb = tb.tb_next
+    return count
+
+
+def _task_registry() -> list[Any]:
+    # 3.10/3.11: every live task; 3.12+: every live task not started eagerly.
+    registry: Any = getattr(asyncio.tasks, "_all_tasks", None)
+    if registry is None:
+        registry = getattr(asyncio.tasks, "_scheduled_tasks", ())
+    try:
+        return list(registry)
+    except RuntimeError:  # changed size while copied (another thread): give up
+        return []
+
+
+def _search_done(exc: BaseException) -> _Origin | None:
+    """The live task that raised ``exc``: of those storing it, the one deepest in the chain."""
+    best: _Origin | None = None
+    for task in _task_registry():
+        # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
+        if getattr(task, "_exception", None) is not exc:
+            continue
+        origin = _origin_of_task(task)
+        if origin is not None and (best is None or origin[0].depth > best[0].depth):
+            best = origin
+    return best
+
+
+def _caught_here(exc: BaseException) -> _Origin | None:
+    """The running task, if ``exc`` was raised in it and is caught on the current stack.
+
+    With the unwind hook on, an exception that left another task was recorded
+    as it did. Without it (3.10/3.11), only if the catching frame is the one
+    coroutine frame in the traceback: otherwise the exception came through an
+    ``await``, maybe of another task.
+    """
+    tb = exc.__traceback__
+    if tb is None or (_tool is None and _coroutine_frames(exc) > 1):
+        return None
+    loop = _get_running_loop()
+    task = _current_task(loop) if loop is not None else None
+    if task is None:
+        return None
+    stop = getattr(task.get_coro(), "cr_frame", None)
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame is not tb.tb_frame:
+        frame = None if frame is stop else frame.f_back
+    return _origin_of_task(task) if frame is not None else None
+
+
+def origin_of(exc: BaseException) -> Found | None:
+    """Where ``exc`` was raised, from its record or found now (and then recorded)."""
+    origin = getattr(exc, _KEY, None)
+    if not isinstance(origin, _Origin):
+        origin = _search_done(exc) if _coroutine_frames(exc) else None
+        if origin is None:
+            origin = _caught_here(exc)
+        if origin is None:
+            return None
+        _store(exc, origin)
+    node, ref, name = origin
+    if node is None:
+        return None
+    task = ref() if ref is not None else None
+    if task is not None and type(node) is not ExecutorNode and not valid_for(node, task.get_coro()):
+        # Recorded in a task created while tracing was off: the node is its creator's.
+        _store(exc, _UNKNOWN)
+        return None
+    return node, task, name
+
+
+# --- the chain --------------------------------------------------------------
+
+
+def chain_frames(node: Node | None, created: Any) -> tuple[list[TraceFrame], list[int], int]:
+    """The frames of ``node``'s chain, the indices of its task boundaries and of its root.
+
+    ``created`` is the task ``node`` belongs to, ``None`` if gone or unknown.
+    """
+    frames: list[TraceFrame] = []
+    boundaries, root = _collect.chain_frames(frames, node, created, created is not None, created, _get_running_loop())
+    return frames, boundaries, root
+
+
+def _trace(found: Found) -> TraceData:
+    node, task, _ = found
+    return {
+        "frames": chain_frames(node, task)[0],
+        "current_task": task,
+        "in_executor": type(node) is ExecutorNode,
+    }
+
+
+def _block(found: Found, style: Style) -> str | None:
+    """The chain as one note, or ``None`` if it holds no line (raised in a root task)."""
+    node, task, name = found
+    frames, boundaries, root = chain_frames(node, task)
+    if all(frame["line"] is None for frame in frames):
+        return None
+    if style == "arrows":
+        lines = [ARROWS_HEADER, *(format_frame(frame) for frame in frames)]
+    else:
+        lines = [TRACEBACK_HEADER]
+        innermost = boundaries[0] if boundaries and type(node) is not ExecutorNode else -1
+        for i in range(len(frames) - 1, -1, -1):
+            if i == root and frames[i]["task"] is None:
+                lines.append(f"  Root task {frames[i]['name']!r}\n")  # gone, but its name is known
+                continue
+            text = format_traceback_frame(frames[i])
+            if i in boundaries and frames[i]["task"] is None:
+                # The task is gone: its separator all the same, named if the record knows it.
+                text += f"  --- task {name!r} created here ---\n" if i == innermost and name else GONE_SEPARATOR
+            lines.append(text)
+    return "".join(lines).rstrip("\n")
+
+
+def _note_text(exc: BaseException, style: Style) -> str | None:
+    found = origin_of(exc)
+    return _block(found, style) if found is not None else None
+
+
+def _note(exc: BaseException, style: Style) -> None:
+    """Add the note to ``exc`` unless it was added before (3.11+)."""
+    if type(getattr(exc, _KEY, None)) is _Shown:
+        return
+    found = origin_of(exc)
+    if found is None:
+        return
+    node, task, name = found
+    _store(exc, _tuple_new(_Shown, (node, _ref(task) if task is not None else None, name)))
+    text = _block(found, style)
+    if text is not None:
+        # An exception type refusing attributes refuses __notes__ too: no note then.
+        with contextlib.suppress(Exception):
+            exc.add_note(text)  # type: ignore[attr-defined,unused-ignore]  # 3.11+
+
+
+def _family(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its causes and contexts, and the members of exception groups, once each."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        for other in (e.__cause__, e.__context__, *getattr(e, "exceptions", ())):
+            if isinstance(other, BaseException):
+                todo.append(other)
+
+
+# --- public functions -------------------------------------------------------
+
+
+def exception_trace(exc: BaseException) -> TraceData | None:
+    """The async trace of the place where ``exc`` was raised, above the raising task.
+
+    Returns:
+        A :class:`TraceData` like :func:`collect_async_trace`'s without the
+        frames the exception's own traceback shows: ``frames`` (innermost
+        first) start at the line that created the task that raised ``exc``
+        (for an executor function, at the coroutine line that handed it to the
+        thread) and end at the root task; ``current_task`` is the raising task
+        (``None`` once it is gone, and for an executor thread);
+        ``in_executor`` is true for an exception raised in an executor thread.
+        ``None`` when the origin is not known: not raised in a traced task, or
+        on 3.10/3.11 when the raising task is no longer alive. Never raises.
+    """
+    try:
+        found = origin_of(exc)
+        return _trace(found) if found is not None else None
+    except Exception as err:  # noqa: BLE001 - a debugging aid must not raise
+        warn_internal(err, "finding an exception's origin")
+        return None
+
+
+# traceback's own wording (its private _cause_message / _context_message), 3.10 to 3.13.
+_CAUSE: Final = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT: Final = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _chain(exc: BaseException) -> list[tuple[str | None, BaseException]]:
+    """``traceback``'s chain order: the earliest cause first, each with the message before it."""
+    out: list[tuple[str | None, BaseException]] = []
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if e.__cause__ is not None:
+            out.append((_CAUSE, e))
+            e = e.__cause__
+        elif e.__context__ is not None and not e.__suppress_context__:
+            out.append((_CONTEXT, e))
+            e = e.__context__
+        else:
+            out.append((None, e))
+            e = None
+    out.reverse()
+    return out
+
+
+def _format_310(exc: BaseException, style: Style) -> list[str]:
+    # 3.10 has no notes: format each exception of the chain alone (with the
+    # unwrapped format_exception_only, so the hook adds nothing) and put the
+    # trace where 3.11 prints notes, right after the exception line.
+    lines: list[str] = []
+    for msg, e in _chain(exc):
+        if msg is not None:
+            lines.append(msg)
+        te = traceback.TracebackException(type(e), e, e.__traceback__, compact=True)
+        if te.stack:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(te.stack.format())
+        lines.extend(_FORMAT_EXCEPTION_ONLY(te))
+        text = _note_text(e, style)
+        if text is not None:
+            lines.extend(line + "\n" for line in text.split("\n"))
+    return lines
+
+
+def format_exception(exc: BaseException, *, style: Style | None = None) -> list[str]:
+    """Format ``exc`` like :func:`traceback.format_exception`, with its async origin.
+
+    Each exception of the chain (causes, contexts, and on 3.11+ the members of
+    exception groups) whose origin is known is followed by its async trace
+    (:func:`exception_trace`) where Python prints notes, right after its
+    ``Type: message`` line. On 3.11+ the trace is added to ``__notes__``, once:
+    an exception that already carries it keeps it, in the style it was
+    added with, and later prints show it too.
+
+    Args:
+        exc: the exception.
+        style: ``"traceback"`` (``File "...", line N`` lines, most recent call
+            last) or ``"arrows"``; default: ``"traceback"``, or what
+            ``python -m async_trace --style`` chose.
+
+    Returns:
+        Lines, each ending in a newline, as :func:`traceback.format_exception`.
+
+    Raises:
+        ValueError: an unknown ``style``.
+    """
+    chosen = _style if style is None else style
+    _check_style(chosen)
+    try:
+        if not _HAS_NOTES:
+            return _format_310(exc, chosen)
+        for e in _family(exc):
+            _note(e, chosen)
+    except Exception as err:  # noqa: BLE001 - fall back to the plain traceback
+        warn_internal(err, "formatting an exception's origin")
+    return traceback.format_exception(type(exc), exc, exc.__traceback__)
+
+
+def print_exception(exc: BaseException, *, file: TextIO | None = None, style: Style | None = None) -> None:
+    """Print :func:`format_exception`'s lines to ``file`` (default: ``sys.stderr``)."""
+    out = sys.stderr if file is None else file
+    out.write("".join(format_exception(exc, style=style)))
+
+
+# --- 3.12+: sys.monitoring --------------------------------------------------
+
+
+def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
+    """``PY_UNWIND``: record where ``exc`` was raised as it leaves the task's coroutine.
+
+    Runs for every frame an exception leaves, in every thread, so the common
+    cases return after a flag test, a ContextVar read and an identity test:
+    a task's node holds the code of the task's coroutine, so leaving the
+    task is leaving a frame of that code (in a recursion, maybe an inner
+    one: the same task all the same). The first task left is the one that
+    raised it; later ones see the record. In an executor thread the record
+    is made at the first frame left, whose context holds the hop's node.
+    An exception caught inside its task is never recorded: when it is
+    printed there, the running task is its origin (see :func:`_caught_here`).
+    """
+    if code.co_flags & _CORO_FLAGS:
+        node = _get_current()
+        if node is None or node[2] is not code:
+            return  # not leaving a traced task
+        origin = getattr(exc, _KEY, None)
+        if origin is not None and (not _eager or type(origin) is _Shown):
+            return  # recorded when it left an inner task
+        try:
+            if origin is None:
+                if not isinstance(exc, Exception) or isinstance(exc, _NOT_FAILURES):
+                    return  # cancellation, exits, iteration: not failures
+                loop = _get_running_loop()
+                task = _current_task(loop) if loop is not None else None
+                _store(exc, _make(node, task))
+            if _eager:
+                _note(exc, _style)
+        except Exception as err:  # noqa: BLE001 - never disturb the exception in flight
+            warn_internal(err, "recording an exception's origin")
+    elif (
+        type(_get_current()) is ExecutorNode
+        and getattr(exc, _KEY, None) is None
+        and isinstance(exc, Exception)
+        and not isinstance(exc, _NOT_FAILURES)
+    ):
+        _store(exc, _tuple_new(_Origin, (_get_current(), None, None)))
+
+
+#: Ids sys.monitoring leaves unassigned (0 debugger, 1 coverage, 2 profiler, 5 optimizer).
+_TOOL_IDS: Final = (4, 3)
+_tool: int | None = None
+
+
+def _monitoring_install() -> None:
+    global _tool
+    if not _HAS_MONITORING or _tool is not None:
+        return
+    mon: Any = getattr(sys, "monitoring")  # noqa: B009 - not in 3.10's stubs
+    for tool in _TOOL_IDS:
+        if mon.get_tool(tool) is None:
+            mon.use_tool_id(tool, "async_trace")
+            break
+    else:
+        return  # every free id is taken: the task is found when printing, as on 3.11
+    mon.register_callback(tool, mon.events.PY_UNWIND, _on_unwind)
+    mon.set_events(tool, mon.events.PY_UNWIND)
+    _tool = tool
+
+
+def _monitoring_uninstall() -> None:
+    global _tool
+    if _tool is None:
+        return
+    mon: Any = getattr(sys, "monitoring")  # noqa: B009
+    mon.set_events(_tool, 0)
+    mon.register_callback(_tool, mon.events.PY_UNWIND, None)
+    mon.free_tool_id(_tool)
+    _tool = None
+
+
+# --- where exceptions are shown -----------------------------------------------
+
+
+class _Text:
+    """A handler context value shown as is (the default handler prints ``repr(value)``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _with_trace(context: dict[str, Any]) -> dict[str, Any]:
+    """The handler's context: the origin recorded on the exception, or a ``task_trace`` entry."""
+    task = context.get("task", context.get("future"))
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        if task is not None and origin_of(exc) is None:
+            origin = _origin_of_task(task)
+            if origin is not None:
+                _store(exc, origin)
+        return context  # the exception's traceback shows it, as a note
+    if task is None or CONTEXT_KEY in context:
+        return context
+    origin = _origin_of_task(task)
+    text = _block((origin[0], task, origin[2]), _style) if origin is not None else None
+    return context if text is None else {**context, CONTEXT_KEY: _Text(text)}
+
+
+def _make_default_exception_handler(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def default_exception_handler(self: Any, context: dict[str, Any]) -> Any:
+        if _active:
+            try:
+                context = _with_trace(context)
+            except Exception as err:  # noqa: BLE001 - the report itself must go out
+                warn_internal(err, "adding a task's origin to the loop's report")
+        return original(self, context)
+
+    return default_exception_handler
+
+
+def _make_excepthook(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> Any:
+        if _active:
+            try:
+                if _HAS_NOTES:
+                    for e in _family(exc):
+                        _note(e, _style)
+                elif original is sys.__excepthook__ and sys.stderr is not None:
+                    # 3.10's default hook is C code that never reaches the
+                    # TracebackException hook; print what it prints, through it.
+                    traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+                    return None
+            except Exception as err:  # noqa: BLE001 - the crash report itself must go out
+                warn_internal(err, "adding an exception's origin at the top level")
+        return original(exc_type, exc, tb)
+
+    return excepthook
+
+
+_NOTE_ATTR: Final = "_async_trace_note"
+
+
+def _make_te_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def __init__(self: Any, exc_type: Any, exc_value: Any = None, *args: Any, **kwargs: Any) -> None:
+        if _active and isinstance(exc_value, BaseException):
+            try:
+                if _HAS_NOTES:
+                    _note(exc_value, _style)
+                else:
+                    setattr(self, _NOTE_ATTR, _note_text(exc_value, _style))
+            except Exception as err:  # noqa: BLE001 - the traceback itself comes first
+                warn_internal(err, "adding an exception's origin to a traceback")
+        original(self, exc_type, exc_value, *args, **kwargs)
+
+    return __init__
+
+
+def _make_format_exception_only(original: Callable[..., Any]) -> Callable[..., Any]:
+    # 3.10: the note, printed where 3.11 prints notes.
+    @functools.wraps(original)
+    def format_exception_only(self: Any) -> Iterator[str]:
+        yield from original(self)
+        text = getattr(self, _NOTE_ATTR, None)
+        if text:
+            yield from (line + "\n" for line in text.split("\n"))
+
+    return format_exception_only
+
+
+_TracebackException: Final = traceback.TracebackException
+_FORMAT_EXCEPTION_ONLY: Final = cast(
+    "Callable[[traceback.TracebackException], Iterator[str]]",
+    vars(_TracebackException)["format_exception_only"],
+)
+
+
+# --- installing -------------------------------------------------------------
+
+Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+#: Read by every wrapper: off turns a wrapper left inside someone else's patch into a pass-through.
+_active = False
+_lock: Final = threading.RLock()
+
+
+class _Patch:
+    __slots__ = ("had_own", "name", "original", "owner", "wrapper")
+
+    def __init__(self, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
+        self.owner = owner
+        self.name = name
+        self.had_own = name in vars(owner)
+        self.original = vars(owner)[name] if self.had_own else None
+        self.wrapper = wrapper
+
+
+_patches: dict[tuple[int, str], _Patch] = {}
+#: One wrapper per original, so that enabling again reuses it.
+_wrappers: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+
+
+def _targets() -> list[tuple[Any, str, Maker]]:
+    targets: list[tuple[Any, str, Maker]] = [
+        (asyncio.base_events.BaseEventLoop, "default_exception_handler", _make_default_exception_handler),
+        (sys, "excepthook", _make_excepthook),
+        (_TracebackException, "__init__", _make_te_init),
+    ]
+    if not _HAS_NOTES:
+        targets.append((_TracebackException, "format_exception_only", _make_format_exception_only))
+    uvloop = sys.modules.get("uvloop")
+    loop_cls = getattr(uvloop, "Loop", None) if uvloop is not None else None
+    if isinstance(loop_cls, type):
+        # uvloop's call_exception_handler (Cython) looks the method up on the loop.
+        targets.append((loop_cls, "default_exception_handler", _make_default_exception_handler))
+    return targets
+
+
+def patched_attributes() -> list[tuple[Any, str]]:
+    """The (owner, name) pairs the exception hooks replace (for tests of exact restore)."""
+    return [(owner, name) for owner, name, _ in _targets()]
+
+
+def _in_chain(obj: Any, wrapper: Callable[..., Any]) -> bool:
+    # Patches made with functools.wraps keep the patched object in __wrapped__.
+    for _ in range(16):
+        if obj is wrapper:
+            return True
+        obj = getattr(obj, "__wrapped__", None)
+        if obj is None:
+            return False
+    return False
+
+
+def _install_one(owner: Any, name: str, make: Maker) -> None:
+    key = (id(owner), name)
+    patch = _patches.get(key)
+    if patch is not None:
+        current = vars(owner).get(name)
+        if current is patch.wrapper or (current is not None and _in_chain(current, patch.wrapper)):
+            return  # still in place, or inside someone else's patch: _active re-arms it
+        del _patches[key]  # we were dropped from the chain: wrap what is there now
+    original = getattr(owner, name)
+    cached = _wrappers.get(id(original))
+    if cached is not None and cached[0] is original:
+        wrapper = cached[1]
+    else:
+        wrapper = make(original)
+        _wrappers[id(original)] = (original, wrapper)
+    patch = _Patch(owner, name, wrapper)
+    _patches[key] = patch
+    setattr(owner, name, wrapper)
+
+
+def install() -> None:
+    """Turn the exception hooks on (``enable_tracing`` calls it); idempotent, thread-safe."""
+    global _active
+    with _lock:
+        for owner, name, make in _targets():
+            _install_one(owner, name, make)
+        _monitoring_install()
+        _active = True
+
+
+def uninstall() -> None:
+    """Turn them off and restore what they replaced exactly (``disable_tracing`` calls it)."""
+    global _active
+    with _lock:
+        _active = False
+        _monitoring_uninstall()
+        for key, patch in list(_patches.items()):
+            if vars(patch.owner).get(patch.name) is patch.wrapper:
+                if patch.had_own:
+                    setattr(patch.owner, patch.name, patch.original)
+                else:
+                    delattr(patch.owner, patch.name)
+                del _patches[key]
+            # else: someone patched over us; our wrapper stays in their chain, inactive.
+
+
+def is_active() -> bool:
+    return _active
