@@ -12,6 +12,9 @@ from ._api import format_async_trace as format_async_trace
 from ._api import format_trace as format_trace
 from ._api import print_async_trace as print_async_trace
 from ._api import print_trace as print_trace
+from ._dump import cancel_dump_tasks_on_signal as cancel_dump_tasks_on_signal
+from ._dump import dump_tasks as dump_tasks
+from ._dump import dump_tasks_on_signal as dump_tasks_on_signal
 from ._exceptions import exception_trace as exception_trace
 from ._exceptions import format_exception as format_exception
 from ._exceptions import print_exception as print_exception
@@ -20,6 +23,14 @@ from ._json import JSONTask as JSONTask
 from ._json import JSONTrace as JSONTrace
 from ._json import trace_to_dict as trace_to_dict
 from ._json import trace_to_json as trace_to_json
+from ._tree import ExecutorThread as ExecutorThread
+from ._tree import TaskInfo as TaskInfo
+from ._tree import TaskOrigin as TaskOrigin
+from ._tree import TaskState as TaskState
+from ._tree import TaskTree as TaskTree
+from ._tree import format_task_tree as format_task_tree
+from ._tree import print_task_tree as print_task_tree
+from ._tree import task_tree as task_tree
 from ._types import AsyncTraceWarning as AsyncTraceWarning
 from ._types import TraceData as TraceData
 from ._types import TraceFrame as TraceFrame
@@ -28,21 +39,32 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncTraceWarning",
+    "ExecutorThread",
     "JSONFrame",
     "JSONTask",
     "JSONTrace",
+    "TaskInfo",
+    "TaskOrigin",
+    "TaskState",
+    "TaskTree",
     "TraceData",
     "TraceFrame",
+    "cancel_dump_tasks_on_signal",
     "collect_async_trace",
     "disable_tracing",
+    "dump_tasks",
+    "dump_tasks_on_signal",
     "enable_tracing",
     "exception_trace",
     "format_async_trace",
     "format_exception",
+    "format_task_tree",
     "format_trace",
     "print_async_trace",
     "print_exception",
+    "print_task_tree",
     "print_trace",
+    "task_tree",
     "trace_to_dict",
     "trace_to_json",
 ]

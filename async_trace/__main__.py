@@ -2,8 +2,8 @@
 
 Like ``python -m cProfile`` or ``python -m pdb``::
 
-    python -m async_trace [--style traceback|arrows] script.py [args ...]
-    python -m async_trace [--style traceback|arrows] -m package.module [args ...]
+    python -m async_trace [--style traceback|arrows] [--dump-signal SIG] script.py [args ...]
+    python -m async_trace [--style traceback|arrows] [--dump-signal SIG] -m package.module [args ...]
 
 Tracing is on before the first line of the program runs, and exception notes
 are eager (see :func:`async_trace._exceptions.configure`). The program sees the
@@ -19,6 +19,7 @@ import importlib.machinery
 import io
 import os
 import runpy
+import signal
 import sys
 import types
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import NoReturn
 
 from . import __version__, _exceptions
+from ._dump import dump_tasks_on_signal
 from ._format import STYLES
 
 __all__ = ["build_parser", "main"]
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             f"  {PROG} app.py --port 8080\n"
             f"  {PROG} --style arrows -m mypackage.server\n"
+            f"  {PROG} --dump-signal USR1 app.py      # then: kill -USR1 <pid>\n"
             "\n"
             "Options go before the program; everything after it is passed to it."
         ),
@@ -62,9 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
             "most recent call last; the default) or 'arrows' (innermost first)"
         ),
     )
+    parser.add_argument(
+        "--dump-signal",
+        metavar="SIG",
+        type=_signal_number,
+        help=(
+            "print the task tree of every running event loop to stderr when the program receives "
+            "SIG (a name such as USR1 or SIGUSR1, or a number; POSIX only)"
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"async-trace {__version__}")
-    # More options (e.g. --dump-signal SIG) are added here and applied in _apply().
     return parser
+
+
+def _signal_number(text: str) -> int:
+    """``USR1``, ``SIGUSR1`` or ``10`` -> the signal number (argparse reports a ValueError as invalid)."""
+    if text.isdigit():
+        return int(text)
+    name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
+    number = getattr(signal, name, None)
+    if not isinstance(number, int) or name.startswith("SIG_"):
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}")
+    return number
 
 
 def _value_options(parser: argparse.ArgumentParser) -> frozenset[str]:
@@ -102,6 +124,11 @@ def _split(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[s
 def _apply(options: argparse.Namespace) -> None:
     """Configure the library from the parsed options, before the program starts."""
     _exceptions.configure(style=options.style, notes_on_exit=True)
+    if options.dump_signal is not None:
+        try:
+            dump_tasks_on_signal(options.dump_signal, style=options.style)
+        except (ValueError, OSError) as exc:
+            _fail(f"--dump-signal: {exc}", 2)
 
 
 def _program_tb(tb: TracebackType | None) -> TracebackType | None:

@@ -128,7 +128,8 @@ class RootNode(Node):
 
     ``tag`` is the code of the root task's coroutine; ``self[5]`` is a list
     that receives the task's name once the task exists (empty until then), for
-    traces collected after the task is gone.
+    traces collected after the task is gone; a second item marks a root
+    adopted for a task created untraced (see :func:`adopt_root`).
     """
 
     __slots__ = ()
@@ -156,8 +157,18 @@ def make(kind: type[Node], parent: Node | None, depth: int, tag: Any, frames: Fr
     return _tuple_new(kind, (parent, depth, tag, frames, creator))
 
 
-def make_root(code: Any, name: str | None = None) -> RootNode:
-    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, [] if name is None else [name]))
+#: Second item of an adopted root's name list: a task created untraced (origin unknown).
+ADOPTED: Final = "adopted"
+
+
+def make_root(code: Any, name: str | None = None, *, adopted: bool = False) -> RootNode:
+    names: list[str] = [] if name is None else [name, ADOPTED] if adopted else [name]
+    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, names))
+
+
+def is_adopted(node: Node) -> bool:
+    """Whether ``node`` is the root made for a task created while tracing was off."""
+    return type(node) is RootNode and len(node[5]) > 1
 
 
 def make_elided(parent: Node | None, count: int, creator: Any) -> ElidedNode:
@@ -321,7 +332,7 @@ def adopt_root(task: Any, coro: Any) -> RootNode:
     creator that would claim the creator's origin. The node is stored in the
     task's context so later captures from it reuse it.
     """
-    root = make_root(_coro_code(coro), task_name(task))
+    root = make_root(_coro_code(coro), task_name(task), adopted=True)
     CURRENT.set(root)
     return root
 

@@ -3,12 +3,14 @@
 Prints one JSON object. Contenders: ``plain`` (async_trace not imported), ``debug``
 (``asyncio.run(..., debug=True)``, async_trace not imported), ``async_trace``
 (imported, tracing on) and ``async_trace_noexc`` (tracing on, the exception hooks off:
-against ``async_trace`` it isolates what the exception origins cost). Timed values are medians of repetitions inside this process.
+against ``async_trace`` it isolates what the exception origins cost). Timed values are medians
+of repetitions inside this process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import statistics
@@ -341,10 +343,8 @@ def raise_in_task() -> dict[str, Any]:
     async def main() -> float:
         t0 = now()
         for _ in range(n):
-            try:
+            with contextlib.suppress(KeyError):
                 await _raise1()
-            except KeyError:
-                pass
         return (now() - t0) / n / 1000
 
     return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/exception"}
@@ -358,10 +358,8 @@ def task_fails() -> dict[str, Any]:
         raise ValueError("x")
 
     async def child() -> None:
-        try:
+        with contextlib.suppress(ValueError):
             await asyncio.create_task(failing())
-        except ValueError:
-            pass
 
     async def main() -> float:
         t0 = now()

@@ -57,9 +57,9 @@ def _respawn(generations: int, marks_at: tuple[int, ...] = ()) -> tuple[dict[int
                 last["trace"] = collect_async_trace()
                 finished.set()
                 return
-            loop.create_task(generation(n + 1))  # noqa: RUF006 - the loop holds it while it runs
+            loop.create_task(generation(n + 1))
 
-        loop.create_task(generation(1))  # noqa: RUF006 - as above
+        loop.create_task(generation(1))
         await finished.wait()
 
     asyncio.run(main())

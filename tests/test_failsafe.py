@@ -353,9 +353,9 @@ def test_non_coroutine_raises_the_same_type_error(via: str, obj: Any) -> None:
         if via == "loop.create_task":
             asyncio.get_running_loop().create_task(obj)
         elif via == "asyncio.create_task":
-            asyncio.create_task(obj)  # noqa: RUF006 - raises
+            asyncio.create_task(obj)
         else:
-            asyncio.ensure_future(obj)  # noqa: RUF006 - raises
+            asyncio.ensure_future(obj)
 
     kind, _, _, clean = _error_of(create)
     assert kind is TypeError

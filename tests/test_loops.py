@@ -538,7 +538,7 @@ def test_eager_factory_on_uvloop_fails_as_untraced() -> None:
         asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         coro = _leaf()
         try:
-            asyncio.create_task(coro)  # noqa: RUF006 - raises
+            asyncio.create_task(coro)
         finally:
             coro.close()
 

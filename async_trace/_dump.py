@@ -1,0 +1,118 @@
+"""Dump every running loop's task tree on demand, like :mod:`faulthandler`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, TextIO
+
+from ._chain import warn_internal
+from ._format import STYLES, Style, write
+from ._tree import format_task_tree, running_loops, task_tree
+
+__all__ = ["cancel_dump_tasks_on_signal", "dump_tasks", "dump_tasks_on_signal"]
+
+Handler = Callable[[int, FrameType | None], Any] | int | None
+
+#: signum -> (handler we replaced, our handler).
+_registered: dict[int, tuple[Handler, Callable[[int, FrameType | None], None]]] = {}
+_lock = threading.Lock()
+_dumping = threading.local()
+
+
+def _check_style(style: object) -> None:
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+
+
+def format_dump(*, style: Style = "arrows") -> list[str]:
+    """The lines :func:`dump_tasks` writes."""
+    _check_style(style)
+    loops = running_loops()
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    out = [f"Async task dump: {len(loops)} running event loop{'s' if len(loops) != 1 else ''}\n"]
+    for loop in loops:
+        ident = getattr(loop, "_thread_id", None)
+        thread = names.get(ident, "?") if isinstance(ident, int) else "?"
+        out.append(f"\nLoop {type(loop).__name__} at {id(loop):#x} in thread {thread!r}:\n")
+        out.extend(format_task_tree(task_tree(loop), style=style))
+    return out
+
+
+def dump_tasks(file: TextIO | None = None, *, style: Style = "arrows") -> None:
+    """Write the task tree of every running event loop, in any thread, to ``file`` (default ``sys.stderr``).
+
+    Each tree shows the executor threads working for its tasks with their
+    current stacks. Safe to call from any thread, e.g. a watchdog.
+    """
+    out = sys.stderr if file is None else file
+    write(format_dump(style=style), out)
+    out.flush()
+
+
+def _default_signal() -> int:
+    signum = getattr(signal, "SIGUSR1", None)
+    if signum is None:
+        raise ValueError("this platform has no SIGUSR1 (dumping on a signal is POSIX-only); pass signum")
+    return int(signum)
+
+
+def dump_tasks_on_signal(
+    signum: int | None = None, file: TextIO | None = None, *, style: Style = "arrows", chain: bool = False
+) -> None:
+    """Dump every running loop's task tree (:func:`dump_tasks`) when ``signum`` arrives.
+
+    Like ``faulthandler.register``: ``signum`` defaults to ``SIGUSR1`` (POSIX
+    only), ``file`` to ``sys.stderr`` at the time of the signal. Python runs
+    the handler in the main thread between two bytecodes, so the dump comes
+    while a task in the main thread's loop is busy, too (not while one C call
+    runs that never returns to Python). ``chain=True`` calls the handler that
+    was there before after the dump. Registering again replaces the options.
+    Must be called from the main thread (``signal.signal``'s rule).
+
+    Raises:
+        ValueError: not the main thread, an invalid signal, or an unknown ``style``.
+    """
+    _check_style(style)
+    number = _default_signal() if signum is None else int(signum)
+
+    def handler(received: int, frame: FrameType | None) -> None:
+        if getattr(_dumping, "active", False):
+            return  # a signal during our own dump
+        _dumping.active = True
+        try:
+            dump_tasks(file, style=style)
+        except Exception as exc:  # noqa: BLE001 - never raise into the interrupted program
+            warn_internal(exc, "dumping the task trees on a signal")
+        finally:
+            _dumping.active = False
+        if chain:
+            previous = _registered.get(number, (None, None))[0]
+            if callable(previous):
+                previous(received, frame)
+
+    with _lock:
+        current = signal.getsignal(number)
+        previous = _registered[number][0] if number in _registered else current
+        signal.signal(number, handler)
+        _registered[number] = (previous, handler)
+
+
+def cancel_dump_tasks_on_signal(signum: int | None = None) -> bool:
+    """Undo :func:`dump_tasks_on_signal` for ``signum`` (default ``SIGUSR1``): put back the handler it replaced.
+
+    Returns ``False`` if no dump was registered for the signal. If another
+    handler was installed over ours since, it is left in place.
+    """
+    number = _default_signal() if signum is None else int(signum)
+    with _lock:
+        entry = _registered.pop(number, None)
+        if entry is None:
+            return False
+        previous, ours = entry
+        if signal.getsignal(number) is ours:
+            signal.signal(number, previous if previous is not None else signal.SIG_DFL)
+        return True

@@ -1,0 +1,551 @@
+"""The live task tree: every task of a loop under the task that created it.
+
+``asyncio.all_tasks()`` gives the tasks; the chain node in each task's context
+gives its parent: the creator recorded by the node (a weak reference, so a
+parent that finished still has an identity), else the one live task whose
+node is the parent node. A finished parent becomes a placeholder, hung under
+its own parent found the same way from its node. Nothing here runs until
+:func:`task_tree` is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures.thread
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Any, Final, Literal, TextIO
+
+from . import _collect, _patch
+from ._chain import CURRENT, ElidedNode, ExecutorNode, Node, PendingNode, RootNode, is_adopted, valid_for
+from ._collect import node_of_task, resolve
+from ._format import STYLES, Style, format_frame, format_traceback_frame, write
+from ._types import TraceFrame
+
+__all__ = [
+    "ExecutorThread",
+    "TaskInfo",
+    "TaskOrigin",
+    "TaskState",
+    "TaskTree",
+    "format_task_tree",
+    "print_task_tree",
+    "task_tree",
+]
+
+#: ``running``: the loop's current task; ``pending``: waiting; ``done``,
+#: ``failed``, ``cancelled``: finished, the task object still alive;
+#: ``finished``: the task object is gone (known only as a parent).
+TaskState = Literal["running", "pending", "done", "failed", "cancelled", "finished"]
+#: ``root``: a task created outside any task (``asyncio.run``'s); ``traced``:
+#: created by a traced task, callback or thread; ``unknown``: created while
+#: tracing was off (or before it was on); ``elided``: stands for task hops
+#: dropped by ``max_depth``.
+TaskOrigin = Literal["root", "traced", "unknown", "elided"]
+
+
+@dataclass(frozen=True)
+class ExecutorThread:
+    """A thread running an executor call (``run_in_executor``, ``to_thread``) for a task."""
+
+    #: The thread's name and ``threading.get_ident()``.
+    name: str
+    ident: int
+    #: Where it is now, innermost first, from the executor function on (no pool machinery).
+    frames: tuple[TraceFrame, ...]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task of a :class:`TaskTree`, with the tasks it created as ``children``."""
+
+    #: ``task.get_name()``; ``None`` for a finished task whose name is not known.
+    name: str | None
+    #: ``id(task)``; ``None`` once the task object is gone.
+    id: int | None
+    state: TaskState
+    origin: TaskOrigin
+    #: The task itself; ``None`` once it is gone. Holding the tree holds the tasks.
+    task: asyncio.Task[Any] | None = field(repr=False)
+    #: Where it was created, innermost first: the creating line (``task`` set on
+    #: it), up the creator's stack; then, for a task created in an executor
+    #: thread, the coroutine line that started the thread (``is_executor``).
+    #: Empty for roots and tasks of unknown origin.
+    created_at: tuple[TraceFrame, ...]
+    #: Where it is suspended now (running: where it runs), innermost first,
+    #: following the ``await`` chain of its coroutine (asyncio's frames dropped).
+    suspended_at: tuple[TraceFrame, ...]
+    #: Executor threads running a call made by this task, now.
+    executor_threads: tuple[ExecutorThread, ...]
+    children: tuple[TaskInfo, ...]
+
+    def walk(self) -> list[tuple[int, TaskInfo]]:
+        """``(depth, info)`` for this task and every task below it, depth first (this one is depth 0)."""
+        out: list[tuple[int, TaskInfo]] = []
+        todo: list[tuple[int, TaskInfo]] = [(0, self)]
+        while todo:
+            depth, info = todo.pop()
+            out.append((depth, info))
+            todo.extend((depth + 1, child) for child in reversed(info.children))
+        return out
+
+
+@dataclass(frozen=True)
+class TaskTree:
+    """The live tasks of one loop, by creation parent (see :func:`task_tree`)."""
+
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+    #: Top-level entries: root tasks, then tasks of unknown origin.
+    roots: tuple[TaskInfo, ...]
+
+    def walk(self) -> list[tuple[int, TaskInfo]]:
+        """``(depth, info)`` for every entry, depth first; roots are depth 0."""
+        return [item for root in self.roots for item in root.walk()]
+
+    def find(self, name: str) -> TaskInfo | None:
+        """The first entry named ``name``, or ``None``."""
+        return next((info for _, info in self.walk() if info.name == name), None)
+
+    @property
+    def live_count(self) -> int:
+        """How many entries are live tasks (not finished placeholders)."""
+        return sum(1 for _, info in self.walk() if info.state != "finished")
+
+
+# --- building ---------------------------------------------------------------
+
+
+class _Entry:
+    """A :class:`TaskInfo` under construction (parents are found after all entries exist)."""
+
+    __slots__ = ("children", "created_at", "id", "name", "origin", "spec", "state", "suspended_at", "task", "threads")
+
+    def __init__(self, name: str | None, task: Any, state: TaskState, origin: TaskOrigin) -> None:
+        self.name = name
+        self.task = task
+        self.id = id(task) if task is not None else None
+        self.state = state
+        self.origin = origin
+        self.created_at: list[TraceFrame] = []
+        self.suspended_at: list[TraceFrame] = []
+        self.threads: list[ExecutorThread] = []
+        self.children: list[_Entry] = []
+        #: ``(parent node, reference to its owner)``; ``None``: top level.
+        self.spec: tuple[Node, Any] | None = None
+
+
+def _state(task: Any, running: Any) -> TaskState:
+    if task is running:
+        return "running"
+    if not task.done():
+        return "pending"
+    if task.cancelled():
+        return "cancelled"
+    # Not task.exception(): that would mark the exception retrieved.
+    return "failed" if getattr(task, "_exception", None) is not None else "done"
+
+
+def _name(task: Any) -> str:
+    try:
+        return str(task.get_name())
+    except Exception:  # noqa: BLE001 - a Future-like task from a custom factory
+        return f"<{type(task).__name__} at {id(task):#x}>"
+
+
+def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] | None]:
+    """Frames from ``node`` up to the parent task's node, and ``(parent node, its owner's ref)``."""
+    frames: list[TraceFrame] = []
+    _collect._append(frames, resolve(node[3]), created, False)
+    ref = node[4]
+    parent = node[0]
+    while type(parent) is ExecutorNode or type(parent) is PendingNode:
+        _collect._append(frames, resolve(parent[3]), None, type(parent) is ExecutorNode)
+        ref = parent[4]
+        parent = parent[0]
+    return frames, (None if parent is None else (parent, ref))
+
+
+def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
+    """Where the running task runs now: its thread's stack down to the task's coroutine frame.
+
+    (A running coroutine reports no ``cr_await``.) ``None`` if its frame is not on that stack.
+    """
+    stop = getattr(task.get_coro(), "cr_frame", None)
+    ident = getattr(loop, "_thread_id", None)
+    frame: FrameType | None
+    frame = sys._getframe(1) if ident is None or ident == threading.get_ident() else sys._current_frames().get(ident)
+    shown: list[tuple[str, int | None, str]] = []
+    while frame is not None:
+        code = frame.f_code
+        if _collect._kind(code) == _collect._USER:
+            shown.append((code.co_name, frame.f_lineno, code.co_filename))
+        if frame is stop:
+            out: list[TraceFrame] = []
+            _collect._append(out, tuple(shown), None, False)
+            return out
+        frame = frame.f_back
+    return None
+
+
+def _suspended(task: Any) -> list[TraceFrame]:
+    """The coroutine's ``await`` chain, innermost first, as trace frames."""
+    shown: list[tuple[str, int | None, str]] = []
+    coro = task.get_coro()
+    for _ in range(1000):  # a cycle cannot happen, but a debugging aid must not hang
+        frame: FrameType | None = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        if _collect._kind(code) == _collect._USER:
+            shown.append((code.co_name, frame.f_lineno, code.co_filename))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if coro is None:
+            break
+    out: list[TraceFrame] = []
+    _collect._append(out, tuple(reversed(shown)), None, False)
+    return out
+
+
+class _Builder:
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.running = asyncio.current_task(loop)
+        self.entries: dict[tuple[str, int], _Entry] = {}
+        self.order: list[_Entry] = []
+        self.todo: list[_Entry] = []
+        self._owners: dict[int, list[Any]] | None = None
+        self._tasks: list[Any] = []
+
+    def build(self, tasks: list[Any]) -> list[_Entry]:
+        self._tasks = tasks
+        for task in tasks:
+            self.of_task(task)
+        roots: list[_Entry] = []
+        while self.todo:
+            entry = self.todo.pop()
+            spec = entry.spec
+            parent = self.owner(*spec) if spec is not None else None
+            if parent is None or parent is entry:
+                roots.append(entry)
+            else:
+                parent.children.append(entry)
+        self.attach_threads()
+        return roots
+
+    def of_task(self, task: Any) -> _Entry:
+        key = ("t", id(task))
+        entry = self.entries.get(key)
+        if entry is not None:
+            return entry
+        node = node_of_task(task)
+        coro = task.get_coro()
+        if node is None or not valid_for(node, coro):
+            entry = _Entry(_name(task), task, _state(task, self.running), "unknown")
+        elif type(node) is RootNode:
+            entry = _Entry(_name(task), task, _state(task, self.running), "unknown" if is_adopted(node) else "root")
+        else:
+            entry = _Entry(_name(task), task, _state(task, self.running), "traced")
+            entry.created_at, entry.spec = _hops(node, task)
+        if entry.state == "running":
+            running = _running(task, self.loop)
+            entry.suspended_at = running if running is not None else _suspended(task)
+        elif not task.done():
+            entry.suspended_at = _suspended(task)
+        self.add(key, entry)
+        return entry
+
+    def add(self, key: tuple[str, int], entry: _Entry) -> None:
+        self.entries[key] = entry
+        self.order.append(entry)
+        self.todo.append(entry)
+
+    def owner(self, node: Node, ref: Any) -> _Entry | None:
+        """The entry of the task that ran with ``node`` as its own (``ref`` refers to it, if known)."""
+        task = ref() if ref is not None else None
+        if task is None and ref is None:
+            task = self.unique_owner(node)
+        if task is not None:
+            return self.of_task(task)
+        key = ("r", id(ref)) if ref is not None else ("n", id(node))
+        entry = self.entries.get(key)
+        if entry is not None:
+            return entry
+        kind = type(node)
+        if kind is RootNode:
+            name = node[5][0] if node[5] else None
+            entry = _Entry(name, None, "finished", "unknown" if is_adopted(node) else "root")
+        elif kind is ElidedNode:
+            entry = _Entry(f"... {node[2]} task hops elided ...", None, "finished", "elided")
+            if node[0] is not None:
+                entry.spec = (node[0], node[4])
+        else:
+            entry = _Entry(None, None, "finished", "traced")
+            entry.created_at, entry.spec = _hops(node, None)
+        self.add(key, entry)
+        return entry
+
+    def unique_owner(self, node: Node) -> Any:
+        # A task created by a callback records no creator: the parent is the
+        # one live task of this loop whose own node is the callback's.
+        if self._owners is None:
+            self._owners = {}
+            for task in self._tasks:
+                own = node_of_task(task)
+                if own is not None and valid_for(own, task.get_coro()):
+                    self._owners.setdefault(id(own), []).append(task)
+        found = self._owners.get(id(node), [])
+        return found[0] if len(found) == 1 else None
+
+    def attach_threads(self) -> None:
+        for creator, thread in executor_threads():
+            entry = self.entries.get(("t", id(creator)))
+            if entry is not None:
+                entry.threads.append(thread)
+
+
+def _natural(name: str | None) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name or "")]
+
+
+def _sort_key(entry: _Entry) -> tuple[Any, ...]:
+    created = next((f for f in entry.created_at if f["line"] is not None), None)
+    where = (created["filename"] or "", created["line"] or 0) if created is not None else ("", 0)
+    return (entry.origin == "unknown", where, entry.state == "finished", _natural(entry.name), entry.id or 0)
+
+
+def _freeze(entry: _Entry) -> TaskInfo:
+    # Iterative, children before parents: a chain of live tasks can be deeper than the recursion limit.
+    done: dict[int, TaskInfo] = {}
+    stack: list[tuple[_Entry, bool]] = [(entry, False)]
+    while stack:
+        current, expanded = stack.pop()
+        if not expanded:
+            stack.append((current, True))
+            stack.extend((child, False) for child in current.children)
+            continue
+        children = tuple(done.pop(id(c)) for c in sorted(current.children, key=_sort_key))
+        done[id(current)] = TaskInfo(
+            name=current.name,
+            id=current.id,
+            state=current.state,
+            origin=current.origin,
+            task=current.task,
+            created_at=tuple(current.created_at),
+            suspended_at=tuple(current.suspended_at),
+            executor_threads=tuple(current.threads),
+            children=children,
+        )
+    return done[id(entry)]
+
+
+def _all_tasks(loop: Any) -> list[Any]:
+    for _ in range(100):
+        try:
+            return list(asyncio.all_tasks(loop))
+        except RuntimeError:  # the set changed size in another thread: try again
+            continue
+    return []
+
+
+def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
+    """The live tasks of ``loop`` (default: the running loop) as a tree by creation parent.
+
+    Each task hangs under the task that created it; a parent that has
+    finished still holds its children, as a ``"finished"`` entry hung under
+    its own parent. Tasks created while tracing was off are top-level entries
+    of ``"unknown"`` origin, after the roots. Children are ordered by where
+    they were created, then by name. Safe to call from any thread (e.g. a
+    watchdog); the tree is a snapshot.
+
+    Raises:
+        RuntimeError: no ``loop`` given and no loop running in this thread.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    builder = _Builder(loop)
+    roots = builder.build(_all_tasks(loop))
+    frozen = tuple(_freeze(root) for root in sorted(roots, key=_sort_key))
+    return TaskTree(loop=loop, roots=frozen)
+
+
+# --- executor threads ---------------------------------------------------------
+
+_CONTEXT_CALL: Final[CodeType] = _patch._ContextCall.__call__.__code__
+_WORK_ITEM_RUN: Final[CodeType | None] = getattr(
+    getattr(getattr(concurrent.futures.thread, "_WorkItem", None), "run", None), "__code__", None
+)
+
+
+def _context_of_frame(frame: FrameType) -> Any:
+    """The Context an executor call runs in, from the frame that entered it."""
+    owner = frame.f_locals.get("self")
+    if frame.f_code is _CONTEXT_CALL:
+        return getattr(owner, "ctx", None)
+    return _patch._is_context_run(getattr(owner, "fn", None))  # asyncio.to_thread's partial(ctx.run, ...)
+
+
+def executor_threads() -> list[tuple[Any, ExecutorThread]]:
+    """``(task that made the call, thread)`` for every thread running a traced executor call now."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    out: list[tuple[Any, ExecutorThread]] = []
+    me = threading.get_ident()
+    for ident, top in sys._current_frames().items():
+        if ident == me:
+            continue
+        shown: list[tuple[str, int | None, str]] = []
+        frame: FrameType | None = top
+        ctx = None
+        while frame is not None:
+            code = frame.f_code
+            if code is _CONTEXT_CALL or code is _WORK_ITEM_RUN:
+                ctx = _context_of_frame(frame)
+                break
+            if _collect._kind(code) == _collect._USER:
+                shown.append((code.co_name, frame.f_lineno, code.co_filename))
+            frame = frame.f_back
+        del frame, top
+        node = ctx.get(CURRENT) if ctx is not None else None
+        if type(node) is not ExecutorNode:
+            continue
+        creator = node.creator
+        if creator is None:
+            continue
+        frames: list[TraceFrame] = []
+        _collect._append(frames, tuple(shown), None, False)
+        out.append((creator, ExecutorThread(names.get(ident, f"<thread {ident}>"), ident, tuple(frames))))
+    return out
+
+
+def running_loops() -> list[asyncio.AbstractEventLoop]:
+    """Every event loop running now, in any thread, found through the live tasks' loops."""
+    registries: list[Any] = []
+    for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        registry = getattr(asyncio.tasks, name, None)
+        if registry is not None:
+            registries.append(registry)
+    loops: dict[int, Any] = {}
+    here = asyncio.events._get_running_loop()
+    if here is not None:
+        loops[id(here)] = here
+    for registry in registries:
+        for _ in range(100):
+            try:
+                tasks = list(registry)
+                break
+            except RuntimeError:  # changed size in another thread
+                continue
+        else:
+            tasks = []
+        for task in tasks:
+            try:
+                loop = task.get_loop()
+            except Exception:  # noqa: BLE001 - a Future-like object without a loop
+                continue
+            if id(loop) not in loops and loop.is_running():
+                loops[id(loop)] = loop
+    return list(loops.values())
+
+
+# --- formatting ---------------------------------------------------------------
+
+
+def _title(info: TaskInfo, quote: bool) -> str:
+    if info.origin == "elided":
+        return str(info.name)
+    extra = ", unknown origin" if info.origin == "unknown" else ""
+    if info.name is None:
+        return f"<finished task>{' (unknown origin)' if extra else ''}"
+    return f"{repr(info.name) if quote else info.name} ({info.state}{extra})"
+
+
+def _where(frame: TraceFrame) -> str:
+    bare = frame.copy()
+    bare["indent"], bare["task"] = 0, None
+    return format_frame(bare)[2:-1]  # drop "↑ " and the newline
+
+
+def _arrows_entry(info: TaskInfo, lead: str, rest: str, out: list[str]) -> None:
+    """``lead`` starts the entry's own line; ``rest`` starts every line below it."""
+    title = _title(info, quote=False)
+    boundaries = [f for i, f in enumerate(info.created_at) if f["line"] is not None and (i == 0 or f["is_executor"])]
+    if not boundaries and info.created_at:
+        boundaries = [f for f in info.created_at if f["line"] is not None][:1]
+    created = "".join(f" ← {_where(f)}" for f in boundaries)
+    out.append(f"{lead}{title}{created}\n")
+    detail = rest + ("│   " if info.children else "    ")
+    out.extend(f"{detail}↑ {_where(f)}\n" for f in info.suspended_at)
+    for thread in info.executor_threads:
+        out.append(f"{detail}executor thread {thread.name!r}:\n")
+        out.extend(f"{detail}  ↑ {_where(f)}\n" for f in thread.frames)
+    for i, child in enumerate(info.children):
+        last = i == len(info.children) - 1
+        _arrows_entry(child, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), out)
+
+
+def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
+    lines: list[str] = []
+    for frame in reversed(frames):
+        bare = frame.copy()
+        bare["task"] = None  # its own separator would repeat the title
+        text = format_traceback_frame(bare)
+        lines.extend(pad + line + "\n" for line in text.splitlines())
+    return lines
+
+
+def _traceback_entry(info: TaskInfo, level: int, out: list[str]) -> None:
+    pad = "  " * level
+    if info.origin == "elided":
+        out.append(f"{pad}{info.name}\n")
+    else:
+        out.append(f"{pad}Task {_title(info, quote=True)}\n")
+    if info.created_at:
+        out.append(f"{pad}  Created at (most recent call last):\n")
+        out.extend(_traceback_frames(info.created_at, pad + "  "))
+    if info.suspended_at:
+        out.append(f"{pad}  {'Running' if info.state == 'running' else 'Suspended'} at (most recent call last):\n")
+        out.extend(_traceback_frames(info.suspended_at, pad + "  "))
+    for thread in info.executor_threads:
+        out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
+        out.extend(_traceback_frames(thread.frames, pad + "  "))
+    for child in info.children:
+        _traceback_entry(child, level + 1, out)
+
+
+def _header(tree: TaskTree, style: Style) -> str:
+    count = tree.live_count
+    tasks = f"{count} live task{'s' if count != 1 else ''}"
+    return f"Task tree ({tasks}; most recent call last):\n" if style == "traceback" else f"Task tree ({tasks}):\n"
+
+
+def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -> list[str]:
+    """The lines of ``tree`` (default: :func:`task_tree` of the running loop), like ``pstree``.
+
+    ``style="arrows"``: one line per task, ``name (state) ← creating line``,
+    its suspended frames as ``↑`` lines under it, children joined by tree
+    branches. ``style="traceback"``: per task, ``Created at`` and
+    ``Suspended at`` blocks of ``File "...", line N, in name`` lines (most
+    recent call last), children indented two spaces.
+
+    Raises:
+        ValueError: an unknown ``style``.
+        RuntimeError: no ``tree`` given and no loop running in this thread.
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+    if tree is None:
+        tree = task_tree()
+    out = [_header(tree, style)]
+    for root in tree.roots:
+        if style == "arrows":
+            _arrows_entry(root, "", "", out)
+        else:
+            _traceback_entry(root, 0, out)
+    return out
+
+
+def print_task_tree(tree: TaskTree | None = None, *, file: TextIO | None = None, style: Style = "arrows") -> None:
+    """Print :func:`format_task_tree`'s lines to ``file`` (default: ``sys.stdout``, looked up at call time)."""
+    write(format_task_tree(tree, style=style), file)
