@@ -29,7 +29,7 @@ TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "realistic
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
 #: What the exception hooks cost: each with tracing on, hooks on against hooks off.
 EXCEPTIONS = ["spawn_flat", "raise_in_task", "task_fails"]
-ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions"]
+ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions", "task_tree"]
 
 #: Targets from the performance issue: ratio to plain (timed), to extract_stack (collect).
 TARGETS: dict[str, float] = {
@@ -107,6 +107,15 @@ def run_exceptions(rounds: int, quick: bool) -> dict[str, Any]:
     return out
 
 
+def run_tree(rounds: int, quick: bool) -> dict[str, Any]:
+    got = [measure("task_tree", "async_trace", quick) for _ in range(rounds)]
+    return {
+        "tasks": got[0]["tasks"],
+        "median": {k: statistics.median(g[k] for g in got) for k in ("tree_ms", "format_ms", "baseline_ms")},
+        "ratio": statistics.median(g["tree_ms"] / g["baseline_ms"] for g in got),
+    }
+
+
 def run_memory(quick: bool, contenders: list[str]) -> dict[str, Any]:
     return {c: measure("memory", c, quick) for c in contenders}
 
@@ -172,6 +181,15 @@ def report(results: dict[str, Any], header: str) -> str:
                 f"{w:<18} {m['plain']:>10.2f} {m['async_trace_noexc']:>10.2f} {m['async_trace']:>10.2f}"
                 f" {r['hooks_ratio']:>7.2f}x"
             )
+    if "task_tree" in results:
+        t = results["task_tree"]
+        m = t["median"]
+        lines += [
+            "",
+            f"task_tree over {t['tasks']:,.0f} live tasks: task_tree() {m['tree_ms']:.1f} ms, "
+            f"format_task_tree() {m['format_ms']:.1f} ms; all_tasks() + get_stack() of each "
+            f"{m['baseline_ms']:.1f} ms (task_tree / that: {t['ratio']:.2f}x)",
+        ]
     if "respawn" in results:
         rs = results["respawn"]
         gens = next(iter(rs.values()))["generations"]
@@ -207,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             results[w] = run_timed(w, rounds, args.quick, contenders)
         elif w in COLLECT:
             results[w] = run_collect(w, rounds, args.quick)
+        elif w == "task_tree":
+            results[w] = run_tree(rounds, args.quick)
         elif w == "exceptions":
             results[w] = run_exceptions(rounds, args.quick)
         elif w == "memory":

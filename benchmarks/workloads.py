@@ -370,6 +370,63 @@ def task_fails() -> dict[str, Any]:
     return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/task"}
 
 
+# --- the task tree ------------------------------------------------------------------------
+
+
+def tree_10k() -> dict[str, Any]:
+    """task_tree() and format_task_tree() over 10,000 live tasks (100 parents x 99 children, waiting).
+
+    Baseline: what one does without async_trace, ``asyncio.all_tasks()`` and ``get_stack()`` of each.
+    """
+    if CONTENDER != "async_trace":
+        raise SystemExit("the tree workload only runs for the async_trace contender")
+    parents, children = 100, 99
+    reps = 3 if QUICK else 7
+
+    async def main() -> dict[str, float]:
+        stop = asyncio.Event()
+        ready = asyncio.Semaphore(0)
+
+        async def child() -> None:
+            await stop.wait()
+
+        async def parent() -> None:
+            for _ in range(children):
+                asyncio.create_task(child())  # noqa: RUF006 - they wait on stop
+            ready.release()
+            await stop.wait()
+
+        tasks = [asyncio.create_task(parent()) for _ in range(parents)]
+        for _ in range(parents):
+            await ready.acquire()
+        await asyncio.sleep(0)
+        tree, ours, text, theirs = None, [], [], []
+        for _ in range(reps):
+            t0 = now()
+            tree = async_trace.task_tree()
+            t1 = now()
+            async_trace.format_task_tree(tree)
+            t2 = now()
+            [t.get_stack() for t in asyncio.all_tasks()]
+            t3 = now()
+            ours.append((t1 - t0) / 1e6)
+            text.append((t2 - t1) / 1e6)
+            theirs.append((t3 - t2) / 1e6)
+        assert tree is not None
+        assert tree.live_count == 1 + parents * (1 + children), tree.live_count
+        stop.set()
+        await asyncio.gather(*tasks)
+        return {
+            "tasks": float(tree.live_count),
+            "tree_ms": statistics.median(ours),
+            "format_ms": statistics.median(text),
+            "baseline_ms": statistics.median(theirs),
+        }
+
+    result = run(main)
+    return {"value": result["tree_ms"], "baseline": result["baseline_ms"], **result}
+
+
 WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
     "spawn_flat": spawn_flat,
     "spawn_chain": spawn_chain,
@@ -383,6 +440,7 @@ WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
     "realistic": realistic,
     "raise_in_task": raise_in_task,
     "task_fails": task_fails,
+    "task_tree": tree_10k,
 }
 
 if __name__ == "__main__":
