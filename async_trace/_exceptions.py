@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
 from typing import Any, Final, TextIO, cast
 
-from . import _collect
+from . import _collect, _patch
 from ._chain import (
     CURRENT,
     ExecutorNode,
@@ -556,6 +556,7 @@ def _make_default_exception_handler(original: Callable[..., Any]) -> Callable[..
                 warn_internal(err, "adding a task's origin to the loop's report")
         return original(self, context)
 
+    default_exception_handler.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return default_exception_handler
 
 
@@ -576,6 +577,7 @@ def _make_excepthook(original: Callable[..., Any]) -> Callable[..., Any]:
                 warn_internal(err, "adding an exception's origin at the top level")
         return original(exc_type, exc, tb)
 
+    excepthook.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return excepthook
 
 
@@ -595,6 +597,7 @@ def _make_te_init(original: Callable[..., Any]) -> Callable[..., Any]:
                 warn_internal(err, "adding an exception's origin to a traceback")
         original(self, exc_type, exc_value, *args, **kwargs)
 
+    __init__.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return __init__
 
 
@@ -607,6 +610,7 @@ def _make_format_exception_only(original: Callable[..., Any]) -> Callable[..., A
         if text:
             yield from (line + "\n" for line in text.split("\n"))
 
+    format_exception_only.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return format_exception_only
 
 
@@ -619,27 +623,14 @@ _FORMAT_EXCEPTION_ONLY: Final = cast(
 
 # --- installing -------------------------------------------------------------
 
-Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
+Maker = _patch.Maker
 
 #: Read by every wrapper: off turns a wrapper left inside someone else's patch into a pass-through.
 _active = False
 _lock: Final = threading.RLock()
 
 
-class _Patch:
-    __slots__ = ("had_own", "name", "original", "owner", "wrapper")
-
-    def __init__(self, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
-        self.owner = owner
-        self.name = name
-        self.had_own = name in vars(owner)
-        self.original = vars(owner)[name] if self.had_own else None
-        self.wrapper = wrapper
-
-
-_patches: dict[tuple[int, str], _Patch] = {}
-#: One wrapper per original, so that enabling again reuses it.
-_wrappers: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+_patcher: Final = _patch.Patcher()
 
 
 def _targets() -> list[tuple[Any, str, Maker]]:
@@ -663,43 +654,13 @@ def patched_attributes() -> list[tuple[Any, str]]:
     return [(owner, name) for owner, name, _ in _targets()]
 
 
-def _in_chain(obj: Any, wrapper: Callable[..., Any]) -> bool:
-    # Patches made with functools.wraps keep the patched object in __wrapped__.
-    for _ in range(16):
-        if obj is wrapper:
-            return True
-        obj = getattr(obj, "__wrapped__", None)
-        if obj is None:
-            return False
-    return False
-
-
-def _install_one(owner: Any, name: str, make: Maker) -> None:
-    key = (id(owner), name)
-    patch = _patches.get(key)
-    if patch is not None:
-        current = vars(owner).get(name)
-        if current is patch.wrapper or (current is not None and _in_chain(current, patch.wrapper)):
-            return  # still in place, or inside someone else's patch: _active re-arms it
-        del _patches[key]  # we were dropped from the chain: wrap what is there now
-    original = getattr(owner, name)
-    cached = _wrappers.get(id(original))
-    if cached is not None and cached[0] is original:
-        wrapper = cached[1]
-    else:
-        wrapper = make(original)
-        _wrappers[id(original)] = (original, wrapper)
-    patch = _Patch(owner, name, wrapper)
-    _patches[key] = patch
-    setattr(owner, name, wrapper)
-
-
 def install() -> None:
     """Turn the exception hooks on (``enable_tracing`` calls it); idempotent, thread-safe."""
     global _active
     with _lock:
         for owner, name, make in _targets():
-            _install_one(owner, name, make)
+            _patcher.install(owner, name, make)
+        _patch.on_uvloop_import(_install_if_active)
         _monitoring_install()
         _active = True
 
@@ -710,14 +671,15 @@ def uninstall() -> None:
     with _lock:
         _active = False
         _monitoring_uninstall()
-        for key, patch in list(_patches.items()):
-            if vars(patch.owner).get(patch.name) is patch.wrapper:
-                if patch.had_own:
-                    setattr(patch.owner, patch.name, patch.original)
-                else:
-                    delattr(patch.owner, patch.name)
-                del _patches[key]
-            # else: someone patched over us; our wrapper stays in their chain, inactive.
+        _patcher.uninstall_all()
+
+
+def _install_if_active() -> None:
+    # uvloop imported after us: its loop's default_exception_handler too.
+    with _lock:
+        if _active:
+            for owner, name, make in _targets():
+                _patcher.install(owner, name, make)
 
 
 def is_active() -> bool:

@@ -66,10 +66,6 @@ class _Patch:
         self.wrapper = wrapper
 
 
-#: Every wrapper we ever installed, keyed by (id(owner), name).
-_patches: dict[tuple[int, str], _Patch] = {}
-
-
 # --- task creation --------------------------------------------------------
 
 
@@ -387,39 +383,53 @@ def _in_chain(obj: Any, wrapper: Callable[..., Any]) -> bool:
     return False
 
 
-def _install(owner: Any, name: str, make: Maker) -> None:
-    key = (id(owner), name)
-    patch = _patches.get(key)
-    if patch is not None:
-        current = vars(owner).get(name)
-        if current is patch.wrapper or (current is not None and _in_chain(current, patch.wrapper)):
-            return  # still in place, or inside someone else's patch: _active re-arms it
-        del _patches[key]  # we were dropped from the chain: wrap what is there now
-    current = getattr(owner, name)
-    if getattr(current, "__async_trace_wrapper__", False):
-        # One of our wrappers, put back by someone (a mock.patch exiting):
-        # register it again instead of wrapping it twice.
-        original = current.__wrapped__
-        patch = _Patch(owner, name, current)
-        patch.had_own = not any(vars(base).get(name) is original for base in getattr(owner, "__mro__", ())[1:])
-        patch.original = original if patch.had_own else None
-        _patches[key] = patch
-        return
-    patch = _Patch(owner, name, _wrapper_for(current, make))
-    _patches[key] = patch
-    setattr(owner, name, patch.wrapper)
+class Patcher:
+    """The attributes one part of the library replaces, and how to put each back exactly.
+
+    Shared by the tracing hooks and the exception hooks (:mod:`._exceptions`).
+    """
+
+    __slots__ = ("patches",)
+
+    def __init__(self) -> None:
+        #: Every wrapper installed and not yet removed, keyed by (id(owner), name).
+        self.patches: dict[tuple[int, str], _Patch] = {}
+
+    def install(self, owner: Any, name: str, make: Maker) -> None:
+        key = (id(owner), name)
+        patch = self.patches.get(key)
+        if patch is not None:
+            current = vars(owner).get(name)
+            if current is patch.wrapper or (current is not None and _in_chain(current, patch.wrapper)):
+                return  # still in place, or inside someone else's patch: _active re-arms it
+            del self.patches[key]  # we were dropped from the chain: wrap what is there now
+        current = getattr(owner, name)
+        if getattr(current, "__async_trace_wrapper__", False):
+            # One of our wrappers, put back by someone (a mock.patch exiting):
+            # register it again instead of wrapping it twice.
+            original = current.__wrapped__
+            patch = _Patch(owner, name, current)
+            patch.had_own = not any(vars(base).get(name) is original for base in getattr(owner, "__mro__", ())[1:])
+            patch.original = original if patch.had_own else None
+            self.patches[key] = patch
+            return
+        patch = _Patch(owner, name, _wrapper_for(current, make))
+        self.patches[key] = patch
+        setattr(owner, name, patch.wrapper)
+
+    def uninstall_all(self) -> None:
+        for key, patch in list(self.patches.items()):
+            if vars(patch.owner).get(patch.name) is patch.wrapper:
+                if patch.had_own:
+                    setattr(patch.owner, patch.name, patch.original)
+                else:
+                    delattr(patch.owner, patch.name)
+                del self.patches[key]
+            # else: someone patched over us; leave their patch (and our
+            # pass-through wrapper inside it) in place.
 
 
-def _uninstall_all() -> None:
-    for key, patch in list(_patches.items()):
-        if vars(patch.owner).get(patch.name) is patch.wrapper:
-            if patch.had_own:
-                setattr(patch.owner, patch.name, patch.original)
-            else:
-                delattr(patch.owner, patch.name)
-            del _patches[key]
-        # else: someone patched over us; leave their patch (and our
-        # pass-through wrapper inside it) in place.
+_patcher: Final = Patcher()
 
 
 def _targets() -> list[tuple[Any, str, Maker]]:
@@ -439,7 +449,7 @@ def _targets() -> list[tuple[Any, str, Maker]]:
 
 def _install_targets() -> None:
     for owner, name, make in _targets():
-        _install(owner, name, make)
+        _patcher.install(owner, name, make)
 
 
 def patched_attributes() -> list[tuple[Any, str]]:
@@ -459,7 +469,7 @@ def disable() -> None:
     global _active
     with _lock:
         _active = False
-        _uninstall_all()
+        _patcher.uninstall_all()
         clear_caches()
         _ImportHook.uninstall()
 
@@ -469,6 +479,15 @@ def is_active() -> bool:
 
 
 # --- uvloop imported after us ----------------------------------------------
+
+#: Called once uvloop is imported after us (the exception hooks patch its loop too).
+_on_uvloop: list[Callable[[], None]] = []
+
+
+def on_uvloop_import(callback: Callable[[], None]) -> None:
+    """Call ``callback`` after uvloop is imported, if that happens after us."""
+    if callback not in _on_uvloop:
+        _on_uvloop.append(callback)
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):
@@ -514,6 +533,8 @@ class _ImportHook(importlib.abc.MetaPathFinder):
                 with _lock:
                     if _active:
                         _install_targets()
+                for callback in _on_uvloop:
+                    callback()
             except Exception as exc:  # noqa: BLE001
                 warn_internal(exc, "patching uvloop")
 

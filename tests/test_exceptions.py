@@ -125,22 +125,29 @@ DEEP = """\
 """
 
 
-def _on_uvloop(source: str) -> str:
-    """``source`` run on uvloop, imported before async_trace."""
+def _on_uvloop(source: str, late: bool = False) -> str:
+    """``source`` run on uvloop, imported before async_trace (or after it, ``late``)."""
     pytest.importorskip("uvloop")
-    source = source.replace("    import async_trace\n", "    import uvloop\n\n    import async_trace\n")
+    if late:
+        source = source.replace("    import async_trace\n", "    import async_trace\n\n    import uvloop\n")
+    else:
+        source = source.replace("    import async_trace\n", "    import uvloop\n\n    import async_trace\n")
     # Not uvloop.run(): its own wrapper coroutine would be a frame of the root task.
     source = source.replace("    asyncio.run(main())\n", "    uvloop.new_event_loop().run_until_complete(main())\n")
     return source.replace("asyncio.new_event_loop()", "uvloop.new_event_loop()")
 
 
-LOOPS = ["asyncio", "uvloop"]
+def _on(loop: str, source: str) -> str:
+    return source if loop == "asyncio" else _on_uvloop(source, late=loop == "uvloop-late")
+
+
+LOOPS = ["asyncio", "uvloop", "uvloop-late"]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_never_retrieved_four_deep_prints_four_creation_points(tmp_path: Path, loop: str) -> None:
     """'Task exception was never retrieved' shows the four lines that created the four tasks, no debug mode."""
-    path, result = run_script(tmp_path, DEEP if loop == "asyncio" else _on_uvloop(DEEP))
+    path, result = run_script(tmp_path, _on(loop, DEEP))
     expected = script_block(
         path,
         "Task-1",
@@ -314,7 +321,7 @@ PENDING = """\
 @pytest.mark.parametrize("loop", LOOPS)
 def test_task_destroyed_pending_shows_where_it_was_created(tmp_path: Path, loop: str) -> None:
     """'Task was destroyed but it is pending!' gains a task_trace entry naming the creating line."""
-    path, result = run_script(tmp_path, PENDING if loop == "asyncio" else _on_uvloop(PENDING))
+    path, result = run_script(tmp_path, _on(loop, PENDING))
     expected = script_block(path, "spawner", [("spawn", "spawner", task_sep("stuck"))])
     assert result.returncode == 0
     assert result.stderr.startswith("Task was destroyed but it is pending!\ntask: <Task pending name='stuck' ")
