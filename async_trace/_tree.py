@@ -21,7 +21,17 @@ from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final, Literal, TextIO
 
 from . import _collect, _patch
-from ._chain import CURRENT, ElidedNode, ExecutorNode, Node, PendingNode, RootNode, is_adopted, valid_for
+from ._chain import (
+    CURRENT,
+    ElidedNode,
+    ExecutorNode,
+    Node,
+    PendingNode,
+    RootNode,
+    is_adopted,
+    valid_for,
+    warn_internal,
+)
 from ._collect import node_of_task, resolve
 from ._format import STYLES, Style, format_traceback_frame, write
 from ._types import TraceFrame
@@ -414,34 +424,44 @@ def _context_of_frame(frame: FrameType) -> Any:
 
 def executor_threads() -> list[tuple[Any, ExecutorThread]]:
     """``(task that made the call, thread)`` for every thread running a traced executor call now."""
-    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    names: dict[int | None, str] = {thread.ident: thread.name for thread in threading.enumerate()}
     out: list[tuple[Any, ExecutorThread]] = []
     me = threading.get_ident()
     for ident, top in sys._current_frames().items():
         if ident == me:
             continue
-        shown: list[tuple[str, int | None, str]] = []
-        frame: FrameType | None = top
-        ctx = None
-        while frame is not None:
-            code = frame.f_code
-            if code is _CONTEXT_CALL or code is _WORK_ITEM_RUN:
-                ctx = _context_of_frame(frame)
-                break
-            if _collect._kind(code) == _collect._USER:
-                shown.append((code.co_name, frame.f_lineno, code.co_filename))
-            frame = frame.f_back
-        del frame, top
-        node = ctx.get(CURRENT) if ctx is not None else None
-        if type(node) is not ExecutorNode:
+        try:
+            found = _executor_call(top, ident, names)
+        except Exception as exc:  # noqa: BLE001 - another thread's frames change under us: skip it
+            warn_internal(exc, "reading an executor thread's stack")
             continue
-        creator = node.creator
-        if creator is None:
-            continue
-        frames: list[TraceFrame] = []
-        _collect._append(frames, tuple(shown), None, False)
-        out.append((creator, ExecutorThread(names.get(ident, f"<thread {ident}>"), ident, tuple(frames))))
+        if found is not None:
+            out.append(found)
     return out
+
+
+def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> tuple[Any, ExecutorThread] | None:
+    """``(task that made the call, thread)`` if the thread with frame ``top`` runs a traced executor call."""
+    shown: list[tuple[str, int | None, str]] = []
+    frame: FrameType | None = top
+    ctx = None
+    while frame is not None:
+        code = frame.f_code
+        if code is _CONTEXT_CALL or code is _WORK_ITEM_RUN:
+            ctx = _context_of_frame(frame)
+            break
+        if _collect._kind(code) == _collect._USER:
+            shown.append((code.co_name, frame.f_lineno, code.co_filename))
+        frame = frame.f_back
+    node = ctx.get(CURRENT) if ctx is not None else None
+    if type(node) is not ExecutorNode:
+        return None
+    creator = node.creator
+    if creator is None:
+        return None
+    frames: list[TraceFrame] = []
+    _collect._append(frames, tuple(shown), None, False)
+    return creator, ExecutorThread(names.get(ident, f"<thread {ident}>"), ident, tuple(frames))
 
 
 def running_loops() -> list[asyncio.AbstractEventLoop]:
