@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from async_trace import TraceData
@@ -38,3 +41,17 @@ def rows(trace: TraceData) -> list[Row]:
 
 
 HERE = "test_collect.py"
+
+
+def run_python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a fresh interpreter (this one's), UTF-8 output captured, in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )

@@ -14,22 +14,15 @@ import pytest
 
 from async_trace.__main__ import build_parser
 
+from .helpers import run_python
+
 HEADER = "Async trace (most recent call last):"
 MONITORING = sys.version_info >= (3, 12)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m async_trace ARGS`` in ``cwd``."""
-    return subprocess.run(
-        [sys.executable, "-m", "async_trace", *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    return run_python("-m", "async_trace", *args, cwd=cwd)
 
 
 def write(path: Path, source: str) -> Path:

@@ -8,7 +8,6 @@ import copy
 import io
 import linecache
 import logging
-import os
 import pickle
 import re
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 import async_trace
 from async_trace import _exceptions, exception_trace, format_exception, print_exception
 
-from .helpers import line_of
+from .helpers import line_of, run_python
 
 HEADER = "Async trace (most recent call last):"
 FILE_LINE = re.compile(r'File "(.+)", line (\d+), in (\S+)')
@@ -67,17 +66,7 @@ def run_script(tmp_path: Path, source: str) -> tuple[str, subprocess.CompletedPr
     """Write ``source`` to a file and run it in a fresh interpreter; return its path and the result."""
     path = tmp_path / "crash.py"
     path.write_text(textwrap.dedent(source), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
-    return str(path), result
+    return str(path), run_python(str(path), cwd=tmp_path)
 
 
 def script_block(path: str, root: str, hops: list[tuple[str, str, str | None]]) -> str:
