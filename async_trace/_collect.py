@@ -256,6 +256,28 @@ class _TaskIndex:
         return matches[0] if len(matches) == 1 else None
 
 
+#: asyncio's registries of live tasks, every loop's: 3.10/3.11 ``_all_tasks``;
+#: 3.12+ ``_scheduled_tasks`` plus ``_eager_tasks`` (those in their first, eager step).
+_REGISTRIES: Final = tuple(
+    registry
+    for registry in (getattr(asyncio.tasks, name, None) for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"))
+    if registry is not None
+)
+
+
+def registered_tasks() -> list[Any]:
+    """Every live task asyncio knows of, of every loop (weak sets copied from any thread)."""
+    out: list[Any] = []
+    for registry in _REGISTRIES:
+        for _ in range(100):
+            try:
+                out.extend(list(registry))
+                break
+            except RuntimeError:  # changed size while copied, in another thread: again
+                continue
+    return out
+
+
 def _loop_of(task: Any) -> Any:
     try:
         return task.get_loop()

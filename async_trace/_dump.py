@@ -10,7 +10,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ._chain import warn_internal
-from ._format import STYLES, Style, write
+from ._format import Style, check_style, write
 from ._tree import format_task_tree, running_loops, task_tree
 
 __all__ = ["cancel_dump_tasks_on_signal", "dump_tasks", "dump_tasks_on_signal"]
@@ -23,14 +23,9 @@ _lock = threading.Lock()
 _dumping = threading.local()
 
 
-def _check_style(style: object) -> None:
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
-
-
 def format_dump(*, style: Style = "arrows") -> list[str]:
     """The lines :func:`dump_tasks` writes."""
-    _check_style(style)
+    check_style(style)
     loops = running_loops()
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     out = [f"Async task dump: {len(loops)} running event loop{'s' if len(loops) != 1 else ''}\n"]
@@ -76,7 +71,7 @@ def dump_tasks_on_signal(
     Raises:
         ValueError: not the main thread, an invalid signal, or an unknown ``style``.
     """
-    _check_style(style)
+    check_style(style)
     number = _default_signal() if signum is None else int(signum)
 
     def handler(received: int, frame: FrameType | None) -> None:

@@ -63,7 +63,7 @@ from ._chain import (
     warn_internal,
 )
 from ._collect import node_of_task
-from ._format import STYLES, TRACEBACK_HEADER, Style, format_frame, format_traceback_frame
+from ._format import TRACEBACK_HEADER, Style, check_style, format_frame, format_traceback_frame
 from ._types import TraceData, TraceFrame
 
 __all__ = ["exception_trace", "format_exception", "print_exception"]
@@ -109,15 +109,10 @@ def configure(*, style: Style | None = None, notes_on_exit: bool | None = None) 
     """
     global _style, _eager
     if style is not None:
-        _check_style(style)
+        check_style(style)
         _style = style
     if notes_on_exit is not None:
         _eager = bool(notes_on_exit)
-
-
-def _check_style(style: object) -> None:
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
 
 
 # --- the record -------------------------------------------------------------
@@ -182,21 +177,10 @@ def _coroutine_frames(exc: BaseException) -> int:
     return count
 
 
-def _task_registry() -> list[Any]:
-    # 3.10/3.11: every live task; 3.12+: every live task not started eagerly.
-    registry: Any = getattr(asyncio.tasks, "_all_tasks", None)
-    if registry is None:
-        registry = getattr(asyncio.tasks, "_scheduled_tasks", ())
-    try:
-        return list(registry)
-    except RuntimeError:  # changed size while copied (another thread): give up
-        return []
-
-
 def _search_done(exc: BaseException) -> _Origin | None:
     """The live task that raised ``exc``: of those storing it, the one deepest in the chain."""
     best: _Origin | None = None
-    for task in _task_registry():
+    for task in _collect.registered_tasks():
         # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
         if getattr(task, "_exception", None) is not exc:
             continue
@@ -422,7 +406,7 @@ def format_exception(exc: BaseException, *, style: Style | None = None) -> list[
         ValueError: an unknown ``style``.
     """
     chosen = _style if style is None else style
-    _check_style(chosen)
+    check_style(chosen)
     try:
         if not _HAS_NOTES:
             return _format_310(exc, chosen)
@@ -678,8 +662,7 @@ def _install_if_active() -> None:
     # uvloop imported after us: its loop's default_exception_handler too.
     with _lock:
         if _active:
-            for owner, name, make in _targets():
-                _patcher.install(owner, name, make)
+            install()
 
 
 def is_active() -> bool:

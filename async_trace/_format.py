@@ -14,18 +14,26 @@ from ._types import TraceData, TraceFrame
 __all__: list[str] = []
 
 
-def format_frame(frame: TraceFrame) -> str:
-    """``↑ name() at line N [file.py]``, indented two spaces per level."""
-    pad = "  " * frame["indent"]
+def frame_text(frame: TraceFrame) -> str:
+    """``name() at line N [file.py]`` (`` [EXECUTOR]`` for a hop), or the bare name of a line-less frame."""
     line = frame["line"]
     filename = frame["filename"]
     if line is None or filename is None:
-        text = f"{pad}↑ {frame['name']}"
+        text = frame["name"]
     else:
-        text = f"{pad}↑ {frame['name']}() at line {line} [{os.path.basename(filename)}]"
-    if frame["is_executor"]:
-        text += " [EXECUTOR]"
-    return text + "\n"
+        base = _basenames.get(filename)
+        if base is None:
+            base = _basenames[filename] = os.path.basename(filename)
+        text = f"{frame['name']}() at line {line} [{base}]"
+    return text + " [EXECUTOR]" if frame["is_executor"] else text
+
+
+_basenames: dict[str, str] = {}
+
+
+def format_frame(frame: TraceFrame) -> str:
+    """``↑ name() at line N [file.py]``, indented two spaces per level."""
+    return f"{'  ' * frame['indent']}↑ {frame_text(frame)}\n"
 
 
 def limited(frames: list[TraceFrame], limit: int | None) -> list[TraceFrame]:
@@ -39,6 +47,13 @@ def limited(frames: list[TraceFrame], limit: int | None) -> list[TraceFrame]:
 
 Style = Literal["arrows", "traceback"]
 STYLES: tuple[Style, ...] = ("arrows", "traceback")
+
+
+def check_style(style: object) -> None:
+    """``ValueError`` unless ``style`` is one of :data:`STYLES`."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+
 
 #: The traceback style's fixed wording (documented in README.md; keep it stable).
 TRACEBACK_HEADER = "Async trace (most recent call last):\n"
@@ -77,12 +92,11 @@ def _task_label(task: object, fallback: str | None) -> str:
 
 
 def format_trace_data(trace: TraceData, limit: int | None, style: Style = "arrows") -> list[str]:
+    check_style(style)
     frames = limited(trace["frames"], limit)
     if style == "arrows":
         return [format_frame(frame) for frame in frames]
-    if style == "traceback":
-        return [TRACEBACK_HEADER, *(format_traceback_frame(frame) for frame in reversed(frames))]
-    raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+    return [TRACEBACK_HEADER, *(format_traceback_frame(frame) for frame in reversed(frames))]
 
 
 def write(lines: list[str], file: TextIO | None) -> None:

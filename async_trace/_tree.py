@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures.thread
 import gc
-import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -29,11 +28,13 @@ from ._chain import (
     PendingNode,
     RootNode,
     is_adopted,
+    task_name,
     valid_for,
+    walk,
     warn_internal,
 )
 from ._collect import node_of_task, resolve
-from ._format import STYLES, Style, format_traceback_frame, write
+from ._format import Style, check_style, format_traceback_frame, frame_text, write
 from ._types import TraceFrame
 
 __all__ = [
@@ -159,13 +160,6 @@ def _state(task: Any, running: Any) -> TaskState:
     return "failed" if getattr(task, "_exception", None) is not None else "done"
 
 
-def _name(task: Any) -> str:
-    try:
-        return str(task.get_name())
-    except Exception:  # noqa: BLE001 - a Future-like task from a custom factory
-        return f"<{type(task).__name__} at {id(task):#x}>"
-
-
 def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] | None]:
     """Frames from ``node`` up to the parent task's node, and ``(parent node, its owner's ref)``."""
     frames: list[TraceFrame] = []
@@ -188,17 +182,11 @@ def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
     ident = getattr(loop, "_thread_id", None)
     frame: FrameType | None
     frame = sys._getframe(1) if ident is None or ident == threading.get_ident() else sys._current_frames().get(ident)
-    shown: list[tuple[str, int | None, str]] = []
-    while frame is not None:
-        code = frame.f_code
-        if _collect._kind(code) == _collect._USER:
-            shown.append((code.co_name, frame.f_lineno, code.co_filename))
-        if frame is stop:
-            out: list[TraceFrame] = []
-            _collect._append(out, tuple(shown), None, False)
-            return out
-        frame = frame.f_back
-    return None
+    if frame is None or stop is None:
+        return None
+    out: list[TraceFrame] = []
+    _collect._append(out, _collect._resolve(walk(frame, stop, remember=False)), None, False)
+    return out
 
 
 def _suspended(task: Any) -> list[TraceFrame]:
@@ -236,11 +224,9 @@ class _Builder:
         self.entries: dict[tuple[str, int], _Entry] = {}
         self.order: list[_Entry] = []
         self.todo: list[_Entry] = []
-        self._owners: dict[int, list[Any]] | None = None
-        self._tasks: list[Any] = []
+        self._index: _collect._TaskIndex | None = None
 
     def build(self, tasks: list[Any]) -> list[_Entry]:
-        self._tasks = tasks
         for task in tasks:
             self.of_task(task)
         roots: list[_Entry] = []
@@ -263,11 +249,11 @@ class _Builder:
         node = node_of_task(task)
         coro = task.get_coro()
         if node is None or not valid_for(node, coro):
-            entry = _Entry(_name(task), task, _state(task, self.running), "unknown")
+            entry = _Entry(task_name(task), task, _state(task, self.running), "unknown")
         elif type(node) is RootNode:
-            entry = _Entry(_name(task), task, _state(task, self.running), "unknown" if is_adopted(node) else "root")
+            entry = _Entry(task_name(task), task, _state(task, self.running), "unknown" if is_adopted(node) else "root")
         else:
-            entry = _Entry(_name(task), task, _state(task, self.running), "traced")
+            entry = _Entry(task_name(task), task, _state(task, self.running), "traced")
             entry.created_at, entry.spec = _hops(node, task)
         if entry.state == "running":
             running = _running(task, self.loop)
@@ -310,14 +296,9 @@ class _Builder:
     def unique_owner(self, node: Node) -> Any:
         # A task created by a callback records no creator: the parent is the
         # one live task of this loop whose own node is the callback's.
-        if self._owners is None:
-            self._owners = {}
-            for task in self._tasks:
-                own = node_of_task(task)
-                if own is not None and valid_for(own, task.get_coro()):
-                    self._owners.setdefault(id(own), []).append(task)
-        found = self._owners.get(id(node), [])
-        return found[0] if len(found) == 1 else None
+        if self._index is None:
+            self._index = _collect._TaskIndex()
+        return self._index.task_for(node, self.loop)
 
     def attach_threads(self) -> None:
         for creator, thread in executor_threads():
@@ -369,10 +350,12 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
 
 
 def _all_tasks(loop: Any) -> list[Any]:
-    for _ in range(100):
+    # all_tasks() retries its copy of the scheduled tasks, not (3.12+) of the
+    # eager ones, which another thread's loop may change meanwhile.
+    for _ in range(10):
         try:
             return list(asyncio.all_tasks(loop))
-        except RuntimeError:  # the set changed size in another thread: try again
+        except RuntimeError:
             continue
     return []
 
@@ -442,55 +425,32 @@ def executor_threads() -> list[tuple[Any, ExecutorThread]]:
 
 def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> tuple[Any, ExecutorThread] | None:
     """``(task that made the call, thread)`` if the thread with frame ``top`` runs a traced executor call."""
-    shown: list[tuple[str, int | None, str]] = []
     frame: FrameType | None = top
-    ctx = None
-    while frame is not None:
-        code = frame.f_code
-        if code is _CONTEXT_CALL or code is _WORK_ITEM_RUN:
-            ctx = _context_of_frame(frame)
-            break
-        if _collect._kind(code) == _collect._USER:
-            shown.append((code.co_name, frame.f_lineno, code.co_filename))
+    while frame is not None and frame.f_code is not _CONTEXT_CALL and frame.f_code is not _WORK_ITEM_RUN:
         frame = frame.f_back
+    ctx = _context_of_frame(frame) if frame is not None else None
     node = ctx.get(CURRENT) if ctx is not None else None
     if type(node) is not ExecutorNode:
         return None
     creator = node.creator
     if creator is None:
         return None
+    # The thread's frames down to the pool's, which collection cuts at.
     frames: list[TraceFrame] = []
-    _collect._append(frames, tuple(shown), None, False)
+    _collect._append(frames, _collect._resolve(walk(top, frame, remember=False)), None, False)
     return creator, ExecutorThread(names.get(ident, f"<thread {ident}>"), ident, tuple(frames))
 
 
 def running_loops() -> list[asyncio.AbstractEventLoop]:
     """Every event loop running now, in any thread, found through the live tasks' loops."""
-    registries: list[Any] = []
-    for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
-        registry = getattr(asyncio.tasks, name, None)
-        if registry is not None:
-            registries.append(registry)
     loops: dict[int, Any] = {}
     here = asyncio.events._get_running_loop()
     if here is not None:
         loops[id(here)] = here
-    for registry in registries:
-        for _ in range(100):
-            try:
-                tasks = list(registry)
-                break
-            except RuntimeError:  # changed size in another thread
-                continue
-        else:
-            tasks = []
-        for task in tasks:
-            try:
-                loop = task.get_loop()
-            except Exception:  # noqa: BLE001 - a Future-like object without a loop
-                continue
-            if id(loop) not in loops and loop.is_running():
-                loops[id(loop)] = loop
+    for task in _collect.registered_tasks():
+        loop = _collect._loop_of(task)
+        if loop is not None and id(loop) not in loops and loop.is_running():
+            loops[id(loop)] = loop
     return list(loops.values())
 
 
@@ -506,33 +466,19 @@ def _title(info: TaskInfo, quote: bool) -> str:
     return f"{repr(info.name) if quote else info.name} ({info.state}{extra})"
 
 
-def _where(frame: TraceFrame) -> str:
-    """``name() at line N [file.py]``: an arrows line without its arrow."""
-    line, filename = frame["line"], frame["filename"]
-    if line is None or filename is None:
-        return frame["name"]
-    base = _basenames.get(filename)
-    if base is None:
-        base = _basenames[filename] = os.path.basename(filename)
-    return f"{frame['name']}() at line {line} [{base}]" + (" [EXECUTOR]" if frame["is_executor"] else "")
-
-
-_basenames: dict[str, str] = {}
-
-
 def _arrows_entry(info: TaskInfo, lead: str, rest: str, out: list[str]) -> None:
     """``lead`` starts the entry's own line; ``rest`` starts every line below it."""
     title = _title(info, quote=False)
     boundaries = [f for i, f in enumerate(info.created_at) if f["line"] is not None and (i == 0 or f["is_executor"])]
     if not boundaries and info.created_at:
         boundaries = [f for f in info.created_at if f["line"] is not None][:1]
-    created = "".join(f" ← {_where(f)}" for f in boundaries)
+    created = "".join(f" ← {frame_text(f)}" for f in boundaries)
     out.append(f"{lead}{title}{created}\n")
     detail = rest + ("│   " if info.children else "    ")
-    out.extend(f"{detail}↑ {_where(f)}\n" for f in info.suspended_at)
+    out.extend(f"{detail}↑ {frame_text(f)}\n" for f in info.suspended_at)
     for thread in info.executor_threads:
         out.append(f"{detail}executor thread {thread.name!r}:\n")
-        out.extend(f"{detail}  ↑ {_where(f)}\n" for f in thread.frames)
+        out.extend(f"{detail}  ↑ {frame_text(f)}\n" for f in thread.frames)
     for i, child in enumerate(info.children):
         last = i == len(info.children) - 1
         _arrows_entry(child, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), out)
@@ -586,8 +532,7 @@ def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -
         ValueError: an unknown ``style``.
         RuntimeError: no ``tree`` given and no loop running in this thread.
     """
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+    check_style(style)
     if tree is None:
         tree = task_tree()
     out = [_header(tree, style)]

@@ -54,17 +54,22 @@ def measure(workload: str, contender: str, quick: bool) -> dict[str, Any]:
     return result
 
 
-def run_timed(workload: str, rounds: int, quick: bool, contenders: list[str]) -> dict[str, Any]:
+def run_timed(
+    workload: str, rounds: int, quick: bool, contenders: list[str], baseline: str = "plain"
+) -> dict[str, Any]:
+    """Contenders alternating round by round; ratios against ``baseline`` from the same round."""
     values: dict[str, list[float]] = {c: [] for c in contenders}
-    ratios: dict[str, list[float]] = {c: [] for c in contenders if c != "plain"}
+    ratios: dict[str, list[float]] = {c: [] for c in contenders if c != baseline}
+    unit = ""
     for r in range(rounds):
         order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
-        got = {c: measure(workload, c, quick)["value"] for c in order}
+        results = {c: measure(workload, c, quick) for c in order}
+        unit = next(iter(results.values()))["unit"]
+        got = {c: r["value"] for c, r in results.items()}
         for c, v in got.items():
             values[c].append(v)
-            if c != "plain":
-                ratios[c].append(v / got["plain"])
-    unit = "us/task" if workload.startswith("spawn") else ("us/call" if workload == "executor" else "us/request")
+            if c != baseline:
+                ratios[c].append(v / got[baseline])
     return {
         "unit": unit,
         "median": {c: statistics.median(v) for c, v in values.items()},
@@ -90,21 +95,7 @@ def run_collect(workload: str, rounds: int, quick: bool) -> dict[str, Any]:
 def run_exceptions(rounds: int, quick: bool) -> dict[str, Any]:
     """Tracing on with the exception hooks off vs on, and plain, alternating round by round."""
     contenders = ["plain", "async_trace_noexc", "async_trace"]
-    out: dict[str, Any] = {}
-    for workload in EXCEPTIONS:
-        values: dict[str, list[float]] = {c: [] for c in contenders}
-        hooks: list[float] = []
-        for r in range(rounds):
-            order = contenders[r % 3 :] + contenders[: r % 3]
-            got = {c: measure(workload, c, quick)["value"] for c in order}
-            for c, v in got.items():
-                values[c].append(v)
-            hooks.append(got["async_trace"] / got["async_trace_noexc"])
-        out[workload] = {
-            "median": {c: statistics.median(v) for c, v in values.items()},
-            "hooks_ratio": statistics.median(hooks),
-        }
-    return out
+    return {w: run_timed(w, rounds, quick, contenders, baseline="async_trace_noexc") for w in EXCEPTIONS}
 
 
 def run_tree(rounds: int, quick: bool) -> dict[str, Any]:
@@ -179,7 +170,7 @@ def report(results: dict[str, Any], header: str) -> str:
             m = r["median"]
             lines.append(
                 f"{w:<18} {m['plain']:>10.2f} {m['async_trace_noexc']:>10.2f} {m['async_trace']:>10.2f}"
-                f" {r['hooks_ratio']:>7.2f}x"
+                f" {r['ratio']['async_trace']:>7.2f}x"
             )
     if "task_tree" in results:
         t = results["task_tree"]
