@@ -45,6 +45,7 @@ import asyncio.events
 import asyncio.tasks
 import contextlib
 import functools
+import gc
 import sys
 import threading
 import traceback
@@ -177,10 +178,22 @@ def _coroutine_frames(exc: BaseException) -> int:
     return count
 
 
+#: 3.14+: C tasks are in no Python-visible registry (``_scheduled_tasks`` holds pure-Python ones).
+_C_TASK_LISTS: Final = sys.version_info >= (3, 14)
+
+
 def _search_done(exc: BaseException) -> _Origin | None:
     """The live task that raised ``exc``: of those storing it, the one deepest in the chain."""
     best: _Origin | None = None
-    for task in _collect.registered_tasks():
+    if _C_TASK_LISTS:
+        # 3.14+ keeps C tasks in per-thread lists, and all_tasks() leaves out
+        # done ones: the tasks storing ``exc`` are among its referrers. A heap
+        # scan, but only for an exception with no record (no monitoring tool
+        # id was free) when it is printed.
+        tasks = [r for r in gc.get_referrers(exc) if isinstance(r, asyncio.Future)]
+    else:
+        tasks = _collect.registered_tasks()
+    for task in tasks:
         # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
         if getattr(task, "_exception", None) is not exc:
             continue

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from contextvars import Context, copy_context
 from types import ModuleType
 from typing import Any, Final
+from weakref import WeakSet
 from weakref import ref as _weakref
 
 from ._chain import (
@@ -85,6 +86,29 @@ class _Patch:
 #: outlives it here. ``disable_tracing()`` clears it too.
 _NO_NODE: Final = (None, 0, None, None, None)
 _hot: tuple[Any, Context | None, Context | None, Any] = (_NO_NODE, None, None, None)
+
+
+#: Loops that created a root task while tracing was on (``asyncio.run``,
+#: ``run_until_complete``, a loop in a thread). From 3.14 C tasks live in
+#: per-thread lists that Python cannot enumerate, so this is how a dump finds
+#: a loop running in another thread when no Python frame of it shows (uvloop,
+#: which runs its loop in C). Roots are rare: the hot path never touches it.
+_loops: Final[WeakSet[Any]] = WeakSet()
+
+
+def _note_loop(loop: Any) -> None:
+    with contextlib.suppress(TypeError):  # a loop type without weak references
+        _loops.add(loop)
+
+
+def seen_loops() -> list[Any]:
+    """The loops :data:`_loops` holds (copied, retried if another thread changes it meanwhile)."""
+    for _ in range(100):
+        try:
+            return list(_loops)
+        except RuntimeError:
+            continue
+    return []
 
 
 def clear_caches() -> None:
@@ -188,6 +212,7 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 CURRENT.reset(token)
         if type(node) is RootNode:
             publish_root(node, task)
+            _note_loop(self)
         if getattr(task, "_source_traceback", None):
             _trim_source_traceback(task)
         return task

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures.thread
+import contextlib
 import gc
 import sys
 import threading
@@ -402,7 +403,13 @@ def _context_of_frame(frame: FrameType) -> Any:
     owner = frame.f_locals.get("self")
     if frame.f_code is _CONTEXT_CALL:
         return getattr(owner, "ctx", None)
-    return _patch._is_context_run(getattr(owner, "fn", None))  # asyncio.to_thread's partial(ctx.run, ...)
+    # asyncio.to_thread's partial(ctx.run, ...): the work item's ``fn`` up to
+    # 3.13; from 3.14 its ``task``, the ``(fn, args, kwargs)`` of WorkerContext.
+    fn = getattr(owner, "fn", None)
+    if fn is None:
+        task = getattr(owner, "task", None)
+        fn = task[0] if type(task) is tuple and task else None
+    return _patch._is_context_run(fn)
 
 
 def executor_threads() -> list[tuple[Any, ExecutorThread]]:
@@ -442,16 +449,53 @@ def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> 
 
 
 def running_loops() -> list[asyncio.AbstractEventLoop]:
-    """Every event loop running now, in any thread, found through the live tasks' loops."""
+    """Every event loop running now, in any thread.
+
+    Found through the live tasks' loops (asyncio's task registries: every
+    task up to 3.13, only pure-Python tasks from 3.14, which keeps C tasks in
+    per-thread lists), the loops that started a traced root task, and the
+    ``run_forever`` frames on every thread's stack (loops started before
+    tracing was on).
+    """
     loops: dict[int, Any] = {}
-    here = asyncio.events._get_running_loop()
-    if here is not None:
-        loops[id(here)] = here
+
+    def add(loop: Any) -> None:
+        if loop is not None and id(loop) not in loops and isinstance(loop, asyncio.AbstractEventLoop):
+            with contextlib.suppress(Exception):  # a broken third-party loop: leave it out
+                if loop.is_running() and not loop.is_closed():
+                    loops[id(loop)] = loop
+
+    add(asyncio.events._get_running_loop())
     for task in _collect.registered_tasks():
-        loop = _collect._loop_of(task)
-        if loop is not None and id(loop) not in loops and loop.is_running():
-            loops[id(loop)] = loop
+        add(_collect._loop_of(task))
+    for loop in _patch.seen_loops():
+        add(loop)
+    for loop in _loops_on_stacks():
+        add(loop)
     return list(loops.values())
+
+
+_RUN_FOREVER: Final = frozenset({"run_forever", "_run_once"})
+
+
+def _loops_on_stacks() -> list[Any]:
+    """The ``self`` of every ``run_forever`` / ``_run_once`` frame of an event loop, in any thread."""
+    found: list[Any] = []
+    for top in sys._current_frames().values():
+        frame: FrameType | None = top
+        for _ in range(10_000):  # a debugging aid must not hang on a strange stack
+            if frame is None:
+                break
+            if frame.f_code.co_name in _RUN_FOREVER:
+                try:
+                    owner = frame.f_locals.get("self")
+                except Exception:  # noqa: BLE001 - another thread's frame changes under us
+                    owner = None
+                if isinstance(owner, asyncio.AbstractEventLoop):
+                    found.append(owner)
+                    break
+            frame = frame.f_back
+    return found
 
 
 # --- formatting ---------------------------------------------------------------
