@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from ._chain import warn_internal
 from ._format import Style, check_style, write
-from ._tree import format_task_tree, running_loops, task_tree
+from ._tree import format_task_tree, loop_thread, running_loops, task_tree
 
 __all__ = ["cancel_dump_tasks_on_signal", "dump_tasks", "dump_tasks_on_signal"]
 
@@ -30,8 +30,8 @@ def format_dump(*, style: Style = "arrows") -> list[str]:
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     out = [f"Async task dump: {len(loops)} running event loop{'s' if len(loops) != 1 else ''}\n"]
     for loop in loops:
-        ident = getattr(loop, "_thread_id", None)
-        thread = names.get(ident, "?") if isinstance(ident, int) else "?"
+        ident = loop_thread(loop)
+        thread = names.get(ident, "?") if ident is not None else "?"
         out.append(f"\nLoop {type(loop).__name__} at {id(loop):#x} in thread {thread!r}:\n")
         out.extend(format_task_tree(task_tree(loop), style=style))
     return out

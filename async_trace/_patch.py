@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from contextvars import Context, copy_context
 from types import ModuleType
 from typing import Any, Final
-from weakref import WeakSet
+from weakref import WeakKeyDictionary
 from weakref import ref as _weakref
 
 from ._chain import (
@@ -89,23 +89,25 @@ _hot: tuple[Any, Context | None, Context | None, Any] = (_NO_NODE, None, None, N
 
 
 #: Loops that created a root task while tracing was on (``asyncio.run``,
-#: ``run_until_complete``, a loop in a thread). From 3.14 C tasks live in
-#: per-thread lists that Python cannot enumerate, so this is how a dump finds
-#: a loop running in another thread when no Python frame of it shows (uvloop,
-#: which runs its loop in C). Roots are rare: the hot path never touches it.
-_loops: Final[WeakSet[Any]] = WeakSet()
+#: ``run_until_complete``, a loop in a thread), with the thread they did it
+#: in. From 3.14 C tasks live in per-thread lists that Python cannot
+#: enumerate, so this is how a dump finds a loop running in another thread
+#: when no Python frame of it shows (uvloop runs its loop in C, and keeps its
+#: thread id where Python cannot read it). Roots are rare: the hot path never
+#: touches it.
+_loops: Final[WeakKeyDictionary[Any, int]] = WeakKeyDictionary()
 
 
 def _note_loop(loop: Any) -> None:
     with contextlib.suppress(TypeError):  # a loop type without weak references
-        _loops.add(loop)
+        _loops[loop] = threading.get_ident()
 
 
-def seen_loops() -> list[Any]:
-    """The loops :data:`_loops` holds (copied, retried if another thread changes it meanwhile)."""
+def seen_loops() -> list[tuple[Any, int]]:
+    """``(loop, thread id)`` for the loops :data:`_loops` holds (copied; retried if another thread changes it)."""
     for _ in range(100):
         try:
-            return list(_loops)
+            return list(_loops.items())
         except RuntimeError:
             continue
     return []

@@ -180,7 +180,7 @@ def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
     (A running coroutine reports no ``cr_await``.) ``None`` if its frame is not on that stack.
     """
     stop = getattr(task.get_coro(), "cr_frame", None)
-    ident = getattr(loop, "_thread_id", None)
+    ident = loop_thread(loop)
     frame: FrameType | None
     frame = sys._getframe(1) if ident is None or ident == threading.get_ident() else sys._current_frames().get(ident)
     if frame is None or stop is None:
@@ -468,20 +468,33 @@ def running_loops() -> list[asyncio.AbstractEventLoop]:
     add(asyncio.events._get_running_loop())
     for task in _collect.registered_tasks():
         add(_collect._loop_of(task))
-    for loop in _patch.seen_loops():
+    for loop, _ in _patch.seen_loops():
         add(loop)
-    for loop in _loops_on_stacks():
+    for loop, _ in _loops_on_stacks():
         add(loop)
     return list(loops.values())
+
+
+def loop_thread(loop: Any) -> int | None:
+    """The ``threading.get_ident()`` of the thread running ``loop``, if known."""
+    ident = getattr(loop, "_thread_id", None)
+    if isinstance(ident, int):
+        return ident
+    if loop is asyncio.events._get_running_loop():
+        return threading.get_ident()
+    for seen, thread in _patch.seen_loops():
+        if seen is loop:
+            return thread
+    return None
 
 
 _RUN_FOREVER: Final = frozenset({"run_forever", "_run_once"})
 
 
-def _loops_on_stacks() -> list[Any]:
-    """The ``self`` of every ``run_forever`` / ``_run_once`` frame of an event loop, in any thread."""
-    found: list[Any] = []
-    for top in sys._current_frames().values():
+def _loops_on_stacks() -> list[tuple[Any, int]]:
+    """``(loop, thread id)`` for every ``run_forever`` / ``_run_once`` frame of an event loop, in any thread."""
+    found: list[tuple[Any, int]] = []
+    for ident, top in sys._current_frames().items():
         frame: FrameType | None = top
         for _ in range(10_000):  # a debugging aid must not hang on a strange stack
             if frame is None:
@@ -492,7 +505,7 @@ def _loops_on_stacks() -> list[Any]:
                 except Exception:  # noqa: BLE001 - another thread's frame changes under us
                     owner = None
                 if isinstance(owner, asyncio.AbstractEventLoop):
-                    found.append(owner)
+                    found.append((owner, ident))
                     break
             frame = frame.f_back
     return found
