@@ -496,6 +496,37 @@ def test_eager_task_that_finishes_in_create_task() -> None:
     assert _shape(trace)[:2] == [LEAF, ("main", line_of(main, "eager-done"), "eager", False)]
 
 
+needs_314 = pytest.mark.skipif(sys.version_info < (3, 14), reason="create_task passes eager_start= from 3.14")
+
+
+@needs_314
+def test_create_task_eager_start_keyword() -> None:
+    """3.14+ ``create_task(..., eager_start=)`` (as aiohttp calls it): traced like any creation, eager or not."""
+    seen: list[dict[str, Any]] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        seen.append(kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main() -> list[tuple[TraceData, bool]]:
+        eager = asyncio.create_task(_leaf(), eager_start=True, name="eager")  # type: ignore[call-arg]  # eager-kw
+        started = eager.done()
+        lazy = asyncio.get_running_loop().create_task(_leaf(), eager_start=False)  # type: ignore[call-arg]  # lazy-kw
+        out = [(await eager, started), (await lazy, lazy.done())]
+        asyncio.get_running_loop().set_task_factory(factory)
+        made = asyncio.create_task(_leaf(), eager_start=True)  # type: ignore[call-arg]  # factory-kw
+        return [*out, (await made, made.done())]
+
+    (eager, started), (lazy, _), (made, _) = asyncio.run(main())
+    assert started
+    assert _shape(eager)[:2] == [LEAF, ("main", line_of(main, "eager-kw"), "eager", False)]
+    assert len(_shape(eager)) == 3 and _shape(eager)[2][1] is None  # then the root
+    assert _shape(lazy)[1][:2] == ("main", line_of(main, "lazy-kw"))
+    assert _shape(made)[1][:2] == ("main", line_of(main, "factory-kw"))
+    # The factory got the caller's keyword (then asyncio.run's own shutdown tasks, without it).
+    assert seen[0].get("eager_start") is True
+
+
 @needs_312
 def test_eager_grandchild() -> None:
     """A task created during an eager first step chains to the eager task's creation line."""
