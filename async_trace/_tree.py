@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures.thread
+import functools
 import gc
 import sys
 import threading
@@ -93,6 +94,18 @@ class TaskInfo:
     #: Executor threads running a call made by this task, now.
     executor_threads: tuple[ExecutorThread, ...]
     children: tuple[TaskInfo, ...]
+    #: The ``id`` of every live task of the same tree awaiting this one now,
+    #: in tree order (see :meth:`TaskTree.by_id`). What each Python version
+    #: can see is in README.md ("Who awaits whom").
+    awaited_by: tuple[int, ...] = ()
+
+    def __repr__(self) -> str:
+        # Short: the frames and the whole subtree are one attribute away.
+        ident = "None" if self.id is None else f"{self.id:#x}"
+        return (
+            f"TaskInfo(name={self.name!r}, id={ident}, state={self.state!r}, origin={self.origin!r}, "
+            f"children={len(self.children)}, awaited_by={len(self.awaited_by)})"
+        )
 
     def walk(self) -> list[tuple[int, TaskInfo]]:
         """``(depth, info)`` for this task and every task below it, depth first (this one is depth 0)."""
@@ -121,6 +134,14 @@ class TaskTree:
         """The first entry named ``name``, or ``None``."""
         return next((info for _, info in self.walk() if info.name == name), None)
 
+    def by_id(self, id: int) -> TaskInfo | None:
+        """The entry of the live task whose ``id`` is ``id`` (as in :attr:`TaskInfo.awaited_by`), or ``None``."""
+        return self._ids.get(id)
+
+    @functools.cached_property
+    def _ids(self) -> dict[int, TaskInfo]:
+        return {info.id: info for _, info in self.walk() if info.id is not None}
+
     @property
     def live_count(self) -> int:
         """How many entries are live tasks (not finished placeholders)."""
@@ -133,7 +154,19 @@ class TaskTree:
 class _Entry:
     """A :class:`TaskInfo` under construction (parents are found after all entries exist)."""
 
-    __slots__ = ("children", "created_at", "id", "name", "origin", "spec", "state", "suspended_at", "task", "threads")
+    __slots__ = (
+        "awaiters",
+        "children",
+        "created_at",
+        "id",
+        "name",
+        "origin",
+        "spec",
+        "state",
+        "suspended_at",
+        "task",
+        "threads",
+    )
 
     def __init__(self, name: str | None, task: Any, state: TaskState, origin: TaskOrigin) -> None:
         self.name = name
@@ -145,6 +178,8 @@ class _Entry:
         self.suspended_at: list[TraceFrame] = []
         self.threads: list[ExecutorThread] = []
         self.children: list[_Entry] = []
+        #: Entries of the live tasks awaiting this one.
+        self.awaiters: list[_Entry] = []
         #: ``(parent node, reference to its owner)``; ``None``: top level.
         self.spec: tuple[Node, Any] | None = None
 
@@ -239,6 +274,7 @@ class _Builder:
             else:
                 parent.children.append(entry)
         self.attach_threads()
+        self.attach_awaiters(tasks)
         return roots
 
     def of_task(self, task: Any) -> _Entry:
@@ -306,6 +342,22 @@ class _Builder:
             if entry is not None:
                 entry.threads.append(thread)
 
+    def attach_awaiters(self, tasks: list[Any]) -> None:
+        try:
+            edges = awaiter_edges(tasks)
+        except Exception as exc:  # noqa: BLE001 - private asyncio attributes changed: no edges, still a tree
+            warn_internal(exc, "finding which tasks await which")
+            return
+        entries = self.entries
+        for awaited_id, waiters in edges.items():
+            entry = entries.get(("t", awaited_id))
+            if entry is None:
+                continue
+            for waiter in waiters:
+                found = entries.get(("t", id(waiter)))
+                if found is not None and found is not entry and found.state in ("running", "pending"):
+                    entry.awaiters.append(found)
+
 
 _DIGITS: Final = "0123456789"
 
@@ -333,6 +385,7 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
         if len(entry.children) > 1:
             entry.children.sort(key=_sort_key)
         order.extend(entry.children)
+    position = _tree_positions(order[: len(roots)])
     done: dict[int, TaskInfo] = {}
     for entry in reversed(order):
         done[id(entry)] = TaskInfo(
@@ -345,8 +398,27 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
             suspended_at=tuple(entry.suspended_at),
             executor_threads=tuple(entry.threads),
             children=tuple([done.pop(id(c)) for c in entry.children]),
+            awaited_by=_awaited_by(entry, position),
         )
     return tuple(done[id(root)] for root in order[: len(roots)])
+
+
+def _tree_positions(roots: list[_Entry]) -> dict[int, int]:
+    """``id(entry)`` -> its index in the tree's depth-first order (:meth:`TaskTree.walk`'s)."""
+    position: dict[int, int] = {}
+    todo = list(reversed(roots))
+    while todo:
+        entry = todo.pop()
+        position[id(entry)] = len(position)
+        todo.extend(reversed(entry.children))
+    return position
+
+
+def _awaited_by(entry: _Entry, position: dict[int, int]) -> tuple[int, ...]:
+    if not entry.awaiters:
+        return ()
+    unique = {id(e): e for e in entry.awaiters}.values()
+    return tuple(e.id for e in sorted(unique, key=lambda e: position.get(id(e), 0)) if e.id is not None)
 
 
 def _all_tasks(loop: Any) -> list[Any]:
@@ -387,6 +459,149 @@ def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
         if was_enabled:
             gc.enable()
     return TaskTree(loop=loop, roots=frozen)
+
+
+# --- who awaits whom ------------------------------------------------------------
+#
+# Read from asyncio's private attributes, each through getattr with a default:
+# ``task._fut_waiter`` (the future a pending task's coroutine waits on, every
+# version), a gather's ``_GatheringFuture._children``, shield's callbacks (the
+# closures hold the inner and outer futures), a TaskGroup's ``_on_task_done``
+# callback on each of its tasks (its ``_parent_task``), and on 3.14+ asyncio's
+# own bookkeeping, ``future._asyncio_awaited_by`` (what
+# ``asyncio.capture_call_graph`` reads). Nothing found here is kept.
+
+_GATHERING: Final[type | None] = getattr(asyncio.tasks, "_GatheringFuture", None)
+_TASK_GROUP: Final[type | None] = getattr(asyncio, "TaskGroup", None)
+_ON_TASK_DONE: Final[Any] = getattr(_TASK_GROUP, "_on_task_done", None)
+#: Futures followed from one waiting task, at most (a debugging aid must not hang).
+_MAX_FOLLOWED: Final = 10_000
+
+
+def _nested_code(func: Any, name: str) -> CodeType | None:
+    code = getattr(func, "__code__", None)
+    for const in getattr(code, "co_consts", ()):
+        if type(const) is CodeType and const.co_name == name:
+            return const
+    return None
+
+
+#: shield()'s callbacks: on the outer future (holds ``inner``), on the inner one (holds ``outer``).
+_SHIELD_OUTER_DONE: Final = _nested_code(asyncio.tasks.shield, "_outer_done_callback")
+_SHIELD_INNER_DONE: Final = _nested_code(asyncio.tasks.shield, "_inner_done_callback")
+#: asyncio.wait()'s callback on each awaited future (holds the ``waiter`` future its caller awaits).
+_WAIT_COMPLETION: Final = _nested_code(getattr(asyncio.tasks, "_wait", None), "_on_completion")
+#: ``functools.partial(_release_waiter, waiter)``: wait_for() on 3.10/3.11 (and asyncio's cancel-and-wait).
+_RELEASE_WAITER: Final[Any] = getattr(asyncio.tasks, "_release_waiter", None)
+
+
+def _callbacks(fut: Any) -> list[Any]:
+    """The callables of ``fut``'s done callbacks (``(callback, context)`` pairs in asyncio)."""
+    out = []
+    for item in getattr(fut, "_callbacks", None) or ():
+        out.append(item[0] if type(item) is tuple and item else item)
+    return out
+
+
+def _closure_value(func: Any, code: CodeType | None, name: str) -> Any:
+    """The value of the free variable ``name`` of ``func`` if ``func`` runs ``code``, else ``None``."""
+    if code is None or name not in code.co_freevars:
+        return None
+    index = code.co_freevars.index(name)
+    if getattr(func, "__code__", None) is not code:
+        return None
+    cells = getattr(func, "__closure__", None) or ()
+    if index >= len(cells):
+        return None
+    try:
+        return cells[index].cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+def _awaited_tasks(fut: Any) -> list[Any]:
+    """The tasks a task waiting on ``fut`` (its ``_fut_waiter``) is awaiting through it.
+
+    A task is itself; a gather's future, its children; shield's outer
+    future, the inner one; any of these nested. Another future: none.
+    """
+    out: list[Any] = []
+    seen: set[int] = set()
+    todo = [fut]
+    while todo and len(seen) < _MAX_FOLLOWED:
+        fut = todo.pop()
+        if id(fut) in seen:
+            continue
+        seen.add(id(fut))
+        if isinstance(fut, asyncio.Task):
+            out.append(fut)
+        elif _GATHERING is not None and isinstance(fut, _GATHERING):
+            todo.extend(getattr(fut, "_children", None) or ())
+        else:
+            for callback in _callbacks(fut):
+                inner = _closure_value(callback, _SHIELD_OUTER_DONE, "inner")
+                if inner is not None:
+                    todo.append(inner)
+    return out
+
+
+def _registered_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
+    """The tasks asyncio's 3.14+ bookkeeping says await ``task``, a waiting future resolved to its tasks."""
+    out: list[Any] = []
+    seen: set[int] = set()
+    todo = list(getattr(task, "_asyncio_awaited_by", None) or ())
+    while todo and len(seen) < _MAX_FOLLOWED:
+        waiter = todo.pop()
+        if id(waiter) in seen:
+            continue
+        seen.add(id(waiter))
+        if isinstance(waiter, asyncio.Task):
+            out.append(waiter)
+        else:  # a future standing between: whoever awaits it
+            todo.extend(getattr(waiter, "_asyncio_awaited_by", None) or ())
+            todo.extend(waiting_on.get(id(waiter), ()))
+    return out
+
+
+def _callback_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
+    """Awaiters found through ``task``'s done callbacks: its TaskGroup's parent; who awaits shield, wait, wait_for."""
+    out: list[Any] = []
+    for callback in _callbacks(task):
+        group = getattr(callback, "__self__", None)
+        if _TASK_GROUP is not None and isinstance(group, _TASK_GROUP):
+            if getattr(callback, "__func__", None) is _ON_TASK_DONE:
+                parent = getattr(group, "_parent_task", None)
+                if parent is not None:
+                    out.append(parent)
+            continue
+        # A future the awaiter waits on, which this task's end completes.
+        between = _closure_value(callback, _SHIELD_INNER_DONE, "outer")
+        if between is None:
+            between = _closure_value(callback, _WAIT_COMPLETION, "waiter")
+        if between is None and type(callback) is functools.partial and callback.func is _RELEASE_WAITER:
+            between = callback.args[0] if callback.args else None
+        if between is not None:
+            out.extend(waiting_on.get(id(between), ()))
+    return out
+
+
+def awaiter_edges(tasks: list[Any]) -> dict[int, list[Any]]:
+    """``id(task)`` -> the tasks awaiting it now, for ``tasks`` (a loop's). May repeat a waiter."""
+    edges: dict[int, list[Any]] = {}
+    waiting_on: dict[int, list[Any]] = {}  # id(future) -> the tasks whose _fut_waiter it is
+    for waiter in tasks:
+        fut = getattr(waiter, "_fut_waiter", None)
+        if fut is None:
+            continue
+        waiting_on.setdefault(id(fut), []).append(waiter)
+        for awaited in _awaited_tasks(fut):
+            edges.setdefault(id(awaited), []).append(waiter)
+    for task in tasks:
+        found = _registered_waiters(task, waiting_on)
+        found += _callback_waiters(task, waiting_on)
+        if found:
+            edges.setdefault(id(task), []).extend(found)
+    return edges
 
 
 # --- executor threads ---------------------------------------------------------
