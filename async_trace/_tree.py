@@ -681,14 +681,49 @@ def _title(info: TaskInfo, quote: bool) -> str:
     return f"{repr(info.name) if quote else info.name} ({info.state}{extra})"
 
 
-def _arrows_entry(info: TaskInfo, lead: str, rest: str, out: list[str]) -> None:
+#: Awaiter names shown on one line, at most; then ``and N more``.
+_MAX_AWAITERS_SHOWN: Final = 5
+
+
+def _awaiter_note(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, quote: bool) -> str | None:
+    """``'w-2, not its creator'``: who awaits ``info``, unless none or only its parent in the tree (creator).
+
+    ``not its creator`` when the task has a creator in the tree (a live or
+    finished parent) and no awaiter is it; a root or a task of unknown
+    origin has no creator to compare with.
+    """
+    awaited_by = info.awaited_by
+    if not awaited_by or (parent is not None and parent.id is not None and awaited_by == (parent.id,)):
+        return None
+    names = []
+    for ident in awaited_by[:_MAX_AWAITERS_SHOWN]:
+        found = tree.by_id(ident)
+        name = found.name if found is not None and found.name is not None else f"<task {ident:#x}>"
+        names.append(repr(name) if quote else name)
+    more = len(awaited_by) - len(names)
+    if more:
+        text = f"{', '.join(names)} and {more} more"
+    elif len(names) > 1:
+        text = f"{', '.join(names[:-1])} and {names[-1]}"
+    else:
+        text = names[0]
+    if parent is not None and parent.origin != "elided" and parent.id not in awaited_by:
+        text += ", not its creator"
+    return text
+
+
+def _arrows_entry(
+    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, lead: str, rest: str, out: list[str]
+) -> None:
     """``lead`` starts the entry's own line; ``rest`` starts every line below it."""
     title = _title(info, quote=False)
     boundaries = [f for i, f in enumerate(info.created_at) if f["line"] is not None and (i == 0 or f["is_executor"])]
     if not boundaries and info.created_at:
         boundaries = [f for f in info.created_at if f["line"] is not None][:1]
     created = "".join(f" ← {frame_text(f)}" for f in boundaries)
-    out.append(f"{lead}{title}{created}\n")
+    note = _awaiter_note(info, parent, tree, quote=False)
+    awaited = f"  [awaited by {note}]" if note is not None else ""
+    out.append(f"{lead}{title}{created}{awaited}\n")
     detail = rest + ("│   " if info.children else "    ")
     out.extend(f"{detail}↑ {frame_text(f)}\n" for f in info.suspended_at)
     for thread in info.executor_threads:
@@ -696,7 +731,7 @@ def _arrows_entry(info: TaskInfo, lead: str, rest: str, out: list[str]) -> None:
         out.extend(f"{detail}  ↑ {frame_text(f)}\n" for f in thread.frames)
     for i, child in enumerate(info.children):
         last = i == len(info.children) - 1
-        _arrows_entry(child, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), out)
+        _arrows_entry(child, info, tree, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), out)
 
 
 def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
@@ -709,12 +744,15 @@ def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
     return lines
 
 
-def _traceback_entry(info: TaskInfo, level: int, out: list[str]) -> None:
+def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, out: list[str]) -> None:
     pad = "  " * level
     if info.origin == "elided":
         out.append(f"{pad}{info.name}\n")
     else:
         out.append(f"{pad}Task {_title(info, quote=True)}\n")
+    note = _awaiter_note(info, parent, tree, quote=True)
+    if note is not None:
+        out.append(f"{pad}  Awaited by: {note}\n")
     if info.created_at:
         out.append(f"{pad}  Created at (most recent call last):\n")
         out.extend(_traceback_frames(info.created_at, pad + "  "))
@@ -725,7 +763,7 @@ def _traceback_entry(info: TaskInfo, level: int, out: list[str]) -> None:
         out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
         out.extend(_traceback_frames(thread.frames, pad + "  "))
     for child in info.children:
-        _traceback_entry(child, level + 1, out)
+        _traceback_entry(child, info, tree, level + 1, out)
 
 
 def _header(tree: TaskTree, style: Style) -> str:
@@ -753,9 +791,9 @@ def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -
     out = [_header(tree, style)]
     for root in tree.roots:
         if style == "arrows":
-            _arrows_entry(root, "", "", out)
+            _arrows_entry(root, None, tree, "", "", out)
         else:
-            _traceback_entry(root, 0, out)
+            _traceback_entry(root, None, tree, 0, out)
     return out
 
 

@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 
-from async_trace import AsyncTraceWarning, TaskTree, _tree, task_tree
+import async_trace
+from async_trace import AsyncTraceWarning, TaskTree, _tree, format_task_tree, task_tree
 
-from .test_tree import forever, run, settle
+from .helpers import line_of
+from .test_tree import HERE, RUN_MAIN, forever, run, settle
+
+WAIT = line_of(forever, "wait")
+ME = "test_awaiters.py"
 
 
 def awaiters(tree: TaskTree, name: str) -> list[str | None]:
@@ -223,3 +228,94 @@ def test_repr_stays_short() -> None:
         f"TaskInfo(name='child', id={child.id:#x}, state='pending', origin='traced', children=0, awaited_by=1)"
     )
     assert len(repr(tree.roots[0])) < 150
+
+
+# --- rendering ------------------------------------------------------------------
+
+
+async def _job_and_waiters() -> None:
+    async def waiter(task: asyncio.Task[None]) -> None:
+        await task  # waiter-awaits
+
+    async def own() -> None:
+        await asyncio.create_task(forever(), name="own-child")  # own-child
+
+    job = asyncio.create_task(forever(), name="job")  # spawn-job
+    asyncio.create_task(waiter(job), name="waiter-1")  # spawn-waiter-1
+    asyncio.create_task(own(), name="own")  # spawn-own
+
+
+def test_arrows_show_an_awaiter_only_when_it_is_not_the_creator() -> None:
+    async def main() -> list[str]:
+        await _job_and_waiters()
+        await settle()
+        return format_task_tree()  # fmt
+
+    lines: list[str] = run(main)
+    at = {m: line_of(_job_and_waiters, m) for m in ("spawn-job", "spawn-waiter-1", "spawn-own")}
+    note = "  [awaited by waiter-1, not its creator]"
+    assert lines == [
+        "Task tree (5 live tasks):\n",
+        "root (running)\n",
+        f"│   ↑ main() at line {line_of(main, 'fmt')} [{ME}]\n",
+        f"│   ↑ root() at line {RUN_MAIN} [{HERE}]\n",
+        f"├── job (pending) ← _job_and_waiters() at line {at['spawn-job']} [{ME}]{note}\n",
+        f"│       ↑ forever() at line {WAIT} [{HERE}]\n",
+        f"├── waiter-1 (pending) ← _job_and_waiters() at line {at['spawn-waiter-1']} [{ME}]\n",
+        f"│       ↑ waiter() at line {line_of(_job_and_waiters, 'waiter-awaits')} [{ME}]\n",
+        f"└── own (pending) ← _job_and_waiters() at line {at['spawn-own']} [{ME}]\n",
+        f"    │   ↑ own() at line {line_of(_job_and_waiters, 'own-child')} [{ME}]\n",
+        f"    └── own-child (pending) ← own() at line {line_of(_job_and_waiters, 'own-child')} [{ME}]\n",
+        f"            ↑ forever() at line {WAIT} [{HERE}]\n",
+    ]
+
+
+def test_traceback_style_awaited_by_line() -> None:
+    async def main() -> list[str]:
+        await _job_and_waiters()
+        await settle()
+        return format_task_tree(style="traceback")
+
+    text = "".join(run(main))
+    assert "  Task 'job' (pending)\n    Awaited by: 'waiter-1', not its creator\n    Created at" in text
+    assert text.count("Awaited by:") == 1  # own-child is awaited by its creator: nothing
+
+
+def test_several_awaiters_and_a_root_awaited() -> None:
+    async def waiter(task: asyncio.Task[None]) -> None:
+        await task
+
+    async def main() -> list[str]:
+        job = asyncio.create_task(forever(), name="job")
+        for i in range(7):
+            asyncio.create_task(waiter(job), name=f"w-{i}")  # spawn-w
+        await settle()
+        tree = task_tree()
+        return [
+            *format_task_tree(tree),
+            *(line for line in format_task_tree(tree, style="traceback") if "Awaited by" in line),
+        ]
+
+    lines = run(main)
+    (job_line,) = [line for line in lines if line.startswith("├── job ")]
+    assert job_line.endswith("  [awaited by w-0, w-1, w-2, w-3, w-4 and 2 more, not its creator]\n")
+    assert lines[-1] == "    Awaited by: 'w-0', 'w-1', 'w-2', 'w-3', 'w-4' and 2 more, not its creator\n"
+
+
+def test_a_top_level_task_awaited_names_its_awaiters_without_a_creator_comparison() -> None:
+    async def waiter(task: asyncio.Task[None]) -> None:
+        await task
+
+    async def main() -> list[str]:
+        async_trace.disable_tracing()
+        try:
+            job = asyncio.create_task(forever(), name="untraced-job")
+        finally:
+            async_trace.enable_tracing()
+        asyncio.create_task(waiter(job), name="a")
+        asyncio.create_task(waiter(job), name="b")
+        await settle()
+        return format_task_tree()
+
+    text = "".join(run(main))
+    assert "\nuntraced-job (pending, unknown origin)  [awaited by a and b]\n" in text
