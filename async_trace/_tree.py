@@ -772,14 +772,76 @@ def _header(tree: TaskTree, style: Style) -> str:
     return f"Task tree ({tasks}; most recent call last):\n" if style == "traceback" else f"Task tree ({tasks}):\n"
 
 
-def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -> list[str]:
+def _site(frame: TraceFrame | None) -> tuple[str, str | None, int | None, bool] | None:
+    return None if frame is None else (frame["name"], frame["filename"], frame["line"], frame["is_executor"])
+
+
+def _groups(tree: TaskTree) -> list[tuple[int, TaskInfo]]:
+    """``(count, first member)`` per group of live tasks, largest first, then in tree order.
+
+    A group: the same state, creation site (the first ``created_at`` frame
+    with a line; else the origin) and suspended site (the first
+    ``suspended_at`` frame).
+    """
+    counts: dict[tuple[Any, ...], list[Any]] = {}
+    for _, info in tree.walk():
+        if info.state == "finished":
+            continue
+        created = next((f for f in info.created_at if f["line"] is not None), None)
+        suspended = info.suspended_at[0] if info.suspended_at else None
+        key = (info.state, None if created is not None else info.origin, _site(created), _site(suspended))
+        found = counts.get(key)
+        if found is None:
+            counts[key] = [1, info]
+        else:
+            found[0] += 1
+    order = sorted(counts.values(), key=lambda item: -item[0])  # stable: ties stay in tree order
+    return [(count, info) for count, info in order]
+
+
+def _traceback_site(frame: TraceFrame) -> str:
+    if frame["line"] is None or frame["filename"] is None:
+        return frame["name"]
+    return f'File "{frame["filename"]}", line {frame["line"]}, in {frame["name"]}'
+
+
+def _group_line(count: int, info: TaskInfo, style: Style) -> str:
+    tasks = f"{count} task{'s' if count != 1 else ''}"
+    created = next((f for f in info.created_at if f["line"] is not None), None)
+    suspended = info.suspended_at[0] if info.suspended_at else None
+    site = frame_text if style == "arrows" else _traceback_site
+    if created is not None:
+        origin = f"created at {site(created)}"
+    else:
+        origin = "a root task" if info.origin == "root" else "origin unknown"
+    where = f" at {site(suspended)}" if suspended is not None else ""
+    if style == "arrows":
+        return f"{tasks}  {info.state}{where}, {origin}\n"
+    return f"{tasks} ({info.state}){where}; {origin}\n"
+
+
+def _format_groups(tree: TaskTree, style: Style) -> list[str]:
+    groups = _groups(tree)
+    count = tree.live_count
+    head = f"{count} live task{'s' if count != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}"
+    return [f"Task groups ({head}, largest first):\n", *(_group_line(n, info, style) for n, info in groups)]
+
+
+def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows", group: bool = False) -> list[str]:
     """The lines of ``tree`` (default: :func:`task_tree` of the running loop), like ``pstree``.
 
-    ``style="arrows"``: one line per task, ``name (state) ← creating line``,
-    its suspended frames as ``↑`` lines under it, children joined by tree
-    branches. ``style="traceback"``: per task, ``Created at`` and
-    ``Suspended at`` blocks of ``File "...", line N, in name`` lines (most
-    recent call last), children indented two spaces.
+    ``style="arrows"``: one line per task, ``name (state) ← creating line``
+    (then ``  [awaited by NAME, not its creator]`` when a task other than its
+    creator awaits it), its suspended frames as ``↑`` lines under it,
+    children joined by tree branches. ``style="traceback"``: per task,
+    ``Awaited by`` (as above), ``Created at`` and ``Suspended at`` blocks of
+    ``File "...", line N, in name`` lines (most recent call last), children
+    indented two spaces.
+
+    ``group=True``: instead of the tree, one line per group of live tasks
+    with the same state, creation site and suspended site, with its count,
+    largest group first (for finding leaks: thousands of tasks stuck at one
+    line).
 
     Raises:
         ValueError: an unknown ``style``.
@@ -788,6 +850,8 @@ def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -
     check_style(style)
     if tree is None:
         tree = task_tree()
+    if group:
+        return _format_groups(tree, style)
     out = [_header(tree, style)]
     for root in tree.roots:
         if style == "arrows":
@@ -797,6 +861,8 @@ def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -
     return out
 
 
-def print_task_tree(tree: TaskTree | None = None, *, file: TextIO | None = None, style: Style = "arrows") -> None:
+def print_task_tree(
+    tree: TaskTree | None = None, *, file: TextIO | None = None, style: Style = "arrows", group: bool = False
+) -> None:
     """Print :func:`format_task_tree`'s lines to ``file`` (default: ``sys.stdout``, looked up at call time)."""
-    write(format_task_tree(tree, style=style), file)
+    write(format_task_tree(tree, style=style, group=group), file)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import AsyncTraceWarning, TaskTree, _tree, format_task_tree, task_tree
+from async_trace import AsyncTraceWarning, TaskTree, _tree, format_task_tree, print_task_tree, task_tree
 
 from .helpers import line_of
 from .test_tree import HERE, RUN_MAIN, forever, run, settle
@@ -319,3 +319,72 @@ def test_a_top_level_task_awaited_names_its_awaiters_without_a_creator_compariso
 
     text = "".join(run(main))
     assert "\nuntraced-job (pending, unknown origin)  [awaited by a and b]\n" in text
+
+
+# --- grouped view ---------------------------------------------------------------
+
+
+async def _idle_worker() -> None:
+    await asyncio.sleep(3600)  # worker-idle
+
+
+async def _busy_worker() -> None:
+    await forever()  # worker-busy
+
+
+def test_grouped_view_counts_tasks_per_site_largest_group_first() -> None:
+    async def main() -> tuple[list[str], list[str]]:
+        for i in range(3):
+            asyncio.create_task(_busy_worker(), name=f"busy-{i}")  # spawn-busy
+        for i in range(50):
+            asyncio.create_task(_idle_worker(), name=f"idle-{i}")  # spawn-idle
+        await settle()
+        tree = task_tree()  # take
+        return format_task_tree(tree, group=True), format_task_tree(tree, group=True, style="traceback")
+
+    arrows, traceback = run(main)
+    spawn_idle, spawn_busy, take = (line_of(main, m) for m in ("spawn-idle", "spawn-busy", "take"))
+    idle = line_of(_idle_worker, "worker-idle")
+    assert arrows == [
+        "Task groups (54 live tasks in 3 groups, largest first):\n",
+        f"50 tasks  pending at _idle_worker() at line {idle} [{ME}], created at main() at line {spawn_idle} [{ME}]\n",
+        # The innermost frame of the task's own code: forever(), where all three wait.
+        f"3 tasks  pending at forever() at line {WAIT} [{HERE}], created at main() at line {spawn_busy} [{ME}]\n",
+        f"1 task  running at main() at line {take} [{ME}], a root task\n",
+    ]
+    me, there = __file__, sys.modules[forever.__module__].__file__
+    assert traceback == [
+        "Task groups (54 live tasks in 3 groups, largest first):\n",
+        f'50 tasks (pending) at File "{me}", line {idle}, in _idle_worker; '
+        f'created at File "{me}", line {spawn_idle}, in main\n',
+        f'3 tasks (pending) at File "{there}", line {WAIT}, in forever; '
+        f'created at File "{me}", line {spawn_busy}, in main\n',
+        f'1 task (running) at File "{me}", line {take}, in main; a root task\n',
+    ]
+
+
+def test_grouped_view_of_done_and_unknown_tasks(capsys: pytest.CaptureFixture[str]) -> None:
+    async def starter() -> None:
+        asyncio.create_task(_idle_worker(), name="kid")  # spawn-kid
+
+    async def main() -> asyncio.Task[None]:
+        async_trace.disable_tracing()
+        try:
+            asyncio.create_task(asyncio.sleep(3600), name="untraced")
+        finally:
+            async_trace.enable_tracing()
+        done = asyncio.create_task(starter(), name="starter")  # spawn-starter
+        await settle()
+        print_task_tree(group=True)  # print
+        return done  # a done task still referenced is a live entry (as the kid's parent)
+
+    run(main)
+    at = {m: line_of(main, m) for m in ("spawn-starter", "print")}
+    assert capsys.readouterr().out.splitlines() == [
+        "Task groups (4 live tasks in 4 groups, largest first):",
+        f"1 task  running at main() at line {at['print']} [{ME}], a root task",
+        f"1 task  done, created at main() at line {at['spawn-starter']} [{ME}]",
+        f"1 task  pending at _idle_worker() at line {line_of(_idle_worker, 'worker-idle')} [{ME}], "
+        f"created at starter() at line {line_of(starter, 'spawn-kid')} [{ME}]",
+        "1 task  pending, origin unknown",  # asyncio.sleep: no frame of its own code
+    ]
