@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -388,3 +389,30 @@ def test_grouped_view_of_done_and_unknown_tasks(capsys: pytest.CaptureFixture[st
         f"created at starter() at line {line_of(starter, 'spawn-kid')} [{ME}]",
         "1 task  pending, origin unknown",  # asyncio.sleep: no frame of its own code
     ]
+
+
+def test_awaiter_of_a_task_whose_creator_finished_and_a_creator_among_awaiters() -> None:
+    async def waiter(task: asyncio.Task[None]) -> None:
+        await task
+
+    async def starter(jobs: list[asyncio.Task[None]]) -> None:
+        jobs.append(asyncio.create_task(forever(), name="orphan-job"))
+
+    async def parent() -> None:
+        shared = asyncio.create_task(forever(), name="shared")
+        asyncio.create_task(waiter(shared), name="helper")
+        await shared
+
+    async def main() -> list[str]:
+        jobs: list[asyncio.Task[None]] = []
+        await asyncio.create_task(starter(jobs))
+        asyncio.create_task(waiter(jobs[0]), name="adopter")
+        asyncio.create_task(parent(), name="parent")
+        await settle()
+        gc.collect()
+        return format_task_tree()
+
+    text = "".join(run(main))
+    assert "── orphan-job (pending) ← starter() at line" in text
+    assert "  [awaited by adopter, not its creator]\n" in text  # its creator finished
+    assert "  [awaited by parent and helper]\n" in text  # the creator is one of them: named, no remark
