@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
             "SIG (a name such as USR1 or SIGUSR1, or a number; POSIX only)"
         ),
     )
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="with --dump-signal: print each loop's live tasks grouped by creation and suspended site, with counts",
+    )
     parser.add_argument("--version", action="version", version=f"async-trace {__version__}")
     return parser
 
@@ -123,10 +128,12 @@ def _split(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[s
 
 def _apply(options: argparse.Namespace) -> None:
     """Configure the library from the parsed options, before the program starts."""
+    if options.summary and options.dump_signal is None:
+        _fail("--summary needs --dump-signal", 2)
     _exceptions.configure(style=options.style, notes_on_exit=True)
     if options.dump_signal is not None:
         try:
-            dump_tasks_on_signal(options.dump_signal, style=options.style)
+            dump_tasks_on_signal(options.dump_signal, style=options.style, summary=options.summary)
         except (ValueError, OSError) as exc:
             _fail(f"--dump-signal: {exc}", 2)
 

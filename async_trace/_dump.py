@@ -23,7 +23,7 @@ _lock = threading.Lock()
 _dumping = threading.local()
 
 
-def format_dump(*, style: Style = "arrows") -> list[str]:
+def format_dump(*, style: Style = "arrows", summary: bool = False) -> list[str]:
     """The lines :func:`dump_tasks` writes."""
     check_style(style)
     loops = running_loops()
@@ -33,18 +33,20 @@ def format_dump(*, style: Style = "arrows") -> list[str]:
         ident = loop_thread(loop)
         thread = names.get(ident, "?") if ident is not None else "?"
         out.append(f"\nLoop {type(loop).__name__} at {id(loop):#x} in thread {thread!r}:\n")
-        out.extend(format_task_tree(task_tree(loop), style=style))
+        out.extend(format_task_tree(task_tree(loop), style=style, group=summary))
     return out
 
 
-def dump_tasks(file: TextIO | None = None, *, style: Style = "arrows") -> None:
+def dump_tasks(file: TextIO | None = None, *, style: Style = "arrows", summary: bool = False) -> None:
     """Write the task tree of every running event loop, in any thread, to ``file`` (default ``sys.stderr``).
 
     Each tree shows the executor threads working for its tasks with their
-    current stacks. Safe to call from any thread, e.g. a watchdog.
+    current stacks. ``summary=True``: per loop, the grouped view instead
+    (``format_task_tree(..., group=True)``: counts of tasks per creation and
+    suspended site). Safe to call from any thread, e.g. a watchdog.
     """
     out = sys.stderr if file is None else file
-    write(format_dump(style=style), out)
+    write(format_dump(style=style, summary=summary), out)
     out.flush()
 
 
@@ -56,7 +58,12 @@ def _default_signal() -> int:
 
 
 def dump_tasks_on_signal(
-    signum: int | None = None, file: TextIO | None = None, *, style: Style = "arrows", chain: bool = False
+    signum: int | None = None,
+    file: TextIO | None = None,
+    *,
+    style: Style = "arrows",
+    chain: bool = False,
+    summary: bool = False,
 ) -> None:
     """Dump every running loop's task tree (:func:`dump_tasks`) when ``signum`` arrives.
 
@@ -65,7 +72,8 @@ def dump_tasks_on_signal(
     the handler in the main thread between two bytecodes, so the dump comes
     while a task in the main thread's loop is busy, too (not while one C call
     runs that never returns to Python). ``chain=True`` calls the handler that
-    was there before after the dump. Registering again replaces the options.
+    was there before after the dump. ``summary=True`` dumps the grouped view
+    (see :func:`dump_tasks`). Registering again replaces the options.
     Must be called from the main thread (``signal.signal``'s rule).
 
     Raises:
@@ -79,7 +87,7 @@ def dump_tasks_on_signal(
             return  # a signal during our own dump
         _dumping.active = True
         try:
-            dump_tasks(file, style=style)
+            dump_tasks(file, style=style, summary=summary)
         except Exception as exc:  # noqa: BLE001 - never raise into the interrupted program
             warn_internal(exc, "dumping the task trees on a signal")
         finally:

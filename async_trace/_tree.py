@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures.thread
 import contextlib
+import functools
 import gc
 import sys
 import threading
@@ -94,6 +95,18 @@ class TaskInfo:
     #: Executor threads running a call made by this task, now.
     executor_threads: tuple[ExecutorThread, ...]
     children: tuple[TaskInfo, ...]
+    #: The ``id`` of every live task of the same tree awaiting this one now,
+    #: in tree order (see :meth:`TaskTree.by_id`). What each Python version
+    #: can see is in README.md ("Who awaits whom").
+    awaited_by: tuple[int, ...] = ()
+
+    def __repr__(self) -> str:
+        # Short: the frames and the whole subtree are one attribute away.
+        ident = "None" if self.id is None else f"{self.id:#x}"
+        return (
+            f"TaskInfo(name={self.name!r}, id={ident}, state={self.state!r}, origin={self.origin!r}, "
+            f"children={len(self.children)}, awaited_by={len(self.awaited_by)})"
+        )
 
     def walk(self) -> list[tuple[int, TaskInfo]]:
         """``(depth, info)`` for this task and every task below it, depth first (this one is depth 0)."""
@@ -122,6 +135,14 @@ class TaskTree:
         """The first entry named ``name``, or ``None``."""
         return next((info for _, info in self.walk() if info.name == name), None)
 
+    def by_id(self, id: int) -> TaskInfo | None:
+        """The entry of the live task whose ``id`` is ``id`` (as in :attr:`TaskInfo.awaited_by`), or ``None``."""
+        return self._ids.get(id)
+
+    @functools.cached_property
+    def _ids(self) -> dict[int, TaskInfo]:
+        return {info.id: info for _, info in self.walk() if info.id is not None}
+
     @property
     def live_count(self) -> int:
         """How many entries are live tasks (not finished placeholders)."""
@@ -134,7 +155,19 @@ class TaskTree:
 class _Entry:
     """A :class:`TaskInfo` under construction (parents are found after all entries exist)."""
 
-    __slots__ = ("children", "created_at", "id", "name", "origin", "spec", "state", "suspended_at", "task", "threads")
+    __slots__ = (
+        "awaiters",
+        "children",
+        "created_at",
+        "id",
+        "name",
+        "origin",
+        "spec",
+        "state",
+        "suspended_at",
+        "task",
+        "threads",
+    )
 
     def __init__(self, name: str | None, task: Any, state: TaskState, origin: TaskOrigin) -> None:
         self.name = name
@@ -146,6 +179,8 @@ class _Entry:
         self.suspended_at: list[TraceFrame] = []
         self.threads: list[ExecutorThread] = []
         self.children: list[_Entry] = []
+        #: Entries of the live tasks awaiting this one.
+        self.awaiters: list[_Entry] = []
         #: ``(parent node, reference to its owner)``; ``None``: top level.
         self.spec: tuple[Node, Any] | None = None
 
@@ -240,6 +275,7 @@ class _Builder:
             else:
                 parent.children.append(entry)
         self.attach_threads()
+        self.attach_awaiters(tasks)
         return roots
 
     def of_task(self, task: Any) -> _Entry:
@@ -307,6 +343,22 @@ class _Builder:
             if entry is not None:
                 entry.threads.append(thread)
 
+    def attach_awaiters(self, tasks: list[Any]) -> None:
+        try:
+            edges = awaiter_edges(tasks)
+        except Exception as exc:  # noqa: BLE001 - private asyncio attributes changed: no edges, still a tree
+            warn_internal(exc, "finding which tasks await which")
+            return
+        entries = self.entries
+        for awaited_id, waiters in edges.items():
+            entry = entries.get(("t", awaited_id))
+            if entry is None:
+                continue
+            for waiter in waiters:
+                found = entries.get(("t", id(waiter)))
+                if found is not None and found is not entry and found.state in ("running", "pending"):
+                    entry.awaiters.append(found)
+
 
 _DIGITS: Final = "0123456789"
 
@@ -334,6 +386,7 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
         if len(entry.children) > 1:
             entry.children.sort(key=_sort_key)
         order.extend(entry.children)
+    position = _tree_positions(order[: len(roots)])
     done: dict[int, TaskInfo] = {}
     for entry in reversed(order):
         done[id(entry)] = TaskInfo(
@@ -346,8 +399,27 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
             suspended_at=tuple(entry.suspended_at),
             executor_threads=tuple(entry.threads),
             children=tuple([done.pop(id(c)) for c in entry.children]),
+            awaited_by=_awaited_by(entry, position),
         )
     return tuple(done[id(root)] for root in order[: len(roots)])
+
+
+def _tree_positions(roots: list[_Entry]) -> dict[int, int]:
+    """``id(entry)`` -> its index in the tree's depth-first order (:meth:`TaskTree.walk`'s)."""
+    position: dict[int, int] = {}
+    todo = list(reversed(roots))
+    while todo:
+        entry = todo.pop()
+        position[id(entry)] = len(position)
+        todo.extend(reversed(entry.children))
+    return position
+
+
+def _awaited_by(entry: _Entry, position: dict[int, int]) -> tuple[int, ...]:
+    if not entry.awaiters:
+        return ()
+    unique = {id(e): e for e in entry.awaiters}.values()
+    return tuple(e.id for e in sorted(unique, key=lambda e: position.get(id(e), 0)) if e.id is not None)
 
 
 def _all_tasks(loop: Any) -> list[Any]:
@@ -388,6 +460,149 @@ def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
         if was_enabled:
             gc.enable()
     return TaskTree(loop=loop, roots=frozen)
+
+
+# --- who awaits whom ------------------------------------------------------------
+#
+# Read from asyncio's private attributes, each through getattr with a default:
+# ``task._fut_waiter`` (the future a pending task's coroutine waits on, every
+# version), a gather's ``_GatheringFuture._children``, shield's callbacks (the
+# closures hold the inner and outer futures), a TaskGroup's ``_on_task_done``
+# callback on each of its tasks (its ``_parent_task``), and on 3.14+ asyncio's
+# own bookkeeping, ``future._asyncio_awaited_by`` (what
+# ``asyncio.capture_call_graph`` reads). Nothing found here is kept.
+
+_GATHERING: Final[type | None] = getattr(asyncio.tasks, "_GatheringFuture", None)
+_TASK_GROUP: Final[type | None] = getattr(asyncio, "TaskGroup", None)
+_ON_TASK_DONE: Final[Any] = getattr(_TASK_GROUP, "_on_task_done", None)
+#: Futures followed from one waiting task, at most (a debugging aid must not hang).
+_MAX_FOLLOWED: Final = 10_000
+
+
+def _nested_code(func: Any, name: str) -> CodeType | None:
+    code = getattr(func, "__code__", None)
+    for const in getattr(code, "co_consts", ()):
+        if type(const) is CodeType and const.co_name == name:
+            return const
+    return None
+
+
+#: shield()'s callbacks: on the outer future (holds ``inner``), on the inner one (holds ``outer``).
+_SHIELD_OUTER_DONE: Final = _nested_code(asyncio.tasks.shield, "_outer_done_callback")
+_SHIELD_INNER_DONE: Final = _nested_code(asyncio.tasks.shield, "_inner_done_callback")
+#: asyncio.wait()'s callback on each awaited future (holds the ``waiter`` future its caller awaits).
+_WAIT_COMPLETION: Final = _nested_code(getattr(asyncio.tasks, "_wait", None), "_on_completion")
+#: ``functools.partial(_release_waiter, waiter)``: wait_for() on 3.10/3.11 (and asyncio's cancel-and-wait).
+_RELEASE_WAITER: Final[Any] = getattr(asyncio.tasks, "_release_waiter", None)
+
+
+def _callbacks(fut: Any) -> list[Any]:
+    """The callables of ``fut``'s done callbacks (``(callback, context)`` pairs in asyncio)."""
+    out = []
+    for item in getattr(fut, "_callbacks", None) or ():
+        out.append(item[0] if type(item) is tuple and item else item)
+    return out
+
+
+def _closure_value(func: Any, code: CodeType | None, name: str) -> Any:
+    """The value of the free variable ``name`` of ``func`` if ``func`` runs ``code``, else ``None``."""
+    if code is None or name not in code.co_freevars:
+        return None
+    index = code.co_freevars.index(name)
+    if getattr(func, "__code__", None) is not code:
+        return None
+    cells = getattr(func, "__closure__", None) or ()
+    if index >= len(cells):
+        return None
+    try:
+        return cells[index].cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+def _awaited_tasks(fut: Any) -> list[Any]:
+    """The tasks a task waiting on ``fut`` (its ``_fut_waiter``) is awaiting through it.
+
+    A task is itself; a gather's future, its children; shield's outer
+    future, the inner one; any of these nested. Another future: none.
+    """
+    out: list[Any] = []
+    seen: set[int] = set()
+    todo = [fut]
+    while todo and len(seen) < _MAX_FOLLOWED:
+        fut = todo.pop()
+        if id(fut) in seen:
+            continue
+        seen.add(id(fut))
+        if isinstance(fut, asyncio.Task):
+            out.append(fut)
+        elif _GATHERING is not None and isinstance(fut, _GATHERING):
+            todo.extend(getattr(fut, "_children", None) or ())
+        else:
+            for callback in _callbacks(fut):
+                inner = _closure_value(callback, _SHIELD_OUTER_DONE, "inner")
+                if inner is not None:
+                    todo.append(inner)
+    return out
+
+
+def _registered_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
+    """The tasks asyncio's 3.14+ bookkeeping says await ``task``, a waiting future resolved to its tasks."""
+    out: list[Any] = []
+    seen: set[int] = set()
+    todo = list(getattr(task, "_asyncio_awaited_by", None) or ())
+    while todo and len(seen) < _MAX_FOLLOWED:
+        waiter = todo.pop()
+        if id(waiter) in seen:
+            continue
+        seen.add(id(waiter))
+        if isinstance(waiter, asyncio.Task):
+            out.append(waiter)
+        else:  # a future standing between: whoever awaits it
+            todo.extend(getattr(waiter, "_asyncio_awaited_by", None) or ())
+            todo.extend(waiting_on.get(id(waiter), ()))
+    return out
+
+
+def _callback_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
+    """Awaiters found through ``task``'s done callbacks: its TaskGroup's parent; who awaits shield, wait, wait_for."""
+    out: list[Any] = []
+    for callback in _callbacks(task):
+        group = getattr(callback, "__self__", None)
+        if _TASK_GROUP is not None and isinstance(group, _TASK_GROUP):
+            if getattr(callback, "__func__", None) is _ON_TASK_DONE:
+                parent = getattr(group, "_parent_task", None)
+                if parent is not None:
+                    out.append(parent)
+            continue
+        # A future the awaiter waits on, which this task's end completes.
+        between = _closure_value(callback, _SHIELD_INNER_DONE, "outer")
+        if between is None:
+            between = _closure_value(callback, _WAIT_COMPLETION, "waiter")
+        if between is None and type(callback) is functools.partial and callback.func is _RELEASE_WAITER:
+            between = callback.args[0] if callback.args else None
+        if between is not None:
+            out.extend(waiting_on.get(id(between), ()))
+    return out
+
+
+def awaiter_edges(tasks: list[Any]) -> dict[int, list[Any]]:
+    """``id(task)`` -> the tasks awaiting it now, for ``tasks`` (a loop's). May repeat a waiter."""
+    edges: dict[int, list[Any]] = {}
+    waiting_on: dict[int, list[Any]] = {}  # id(future) -> the tasks whose _fut_waiter it is
+    for waiter in tasks:
+        fut = getattr(waiter, "_fut_waiter", None)
+        if fut is None:
+            continue
+        waiting_on.setdefault(id(fut), []).append(waiter)
+        for awaited in _awaited_tasks(fut):
+            edges.setdefault(id(awaited), []).append(waiter)
+    for task in tasks:
+        found = _registered_waiters(task, waiting_on)
+        found += _callback_waiters(task, waiting_on)
+        if found:
+            edges.setdefault(id(task), []).extend(found)
+    return edges
 
 
 # --- executor threads ---------------------------------------------------------
@@ -523,14 +738,49 @@ def _title(info: TaskInfo, quote: bool) -> str:
     return f"{repr(info.name) if quote else info.name} ({info.state}{extra})"
 
 
-def _arrows_entry(info: TaskInfo, lead: str, rest: str, out: list[str]) -> None:
+#: Awaiter names shown on one line, at most; then ``and N more``.
+_MAX_AWAITERS_SHOWN: Final = 5
+
+
+def _awaiter_note(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, quote: bool) -> str | None:
+    """``'w-2, not its creator'``: who awaits ``info``, unless none or only its parent in the tree (creator).
+
+    ``not its creator`` when the task has a creator in the tree (a live or
+    finished parent) and no awaiter is it; a root or a task of unknown
+    origin has no creator to compare with.
+    """
+    awaited_by = info.awaited_by
+    if not awaited_by or (parent is not None and parent.id is not None and awaited_by == (parent.id,)):
+        return None
+    names = []
+    for ident in awaited_by[:_MAX_AWAITERS_SHOWN]:
+        found = tree.by_id(ident)
+        name = found.name if found is not None and found.name is not None else f"<task {ident:#x}>"
+        names.append(repr(name) if quote else name)
+    more = len(awaited_by) - len(names)
+    if more:
+        text = f"{', '.join(names)} and {more} more"
+    elif len(names) > 1:
+        text = f"{', '.join(names[:-1])} and {names[-1]}"
+    else:
+        text = names[0]
+    if parent is not None and parent.origin != "elided" and parent.id not in awaited_by:
+        text += ", not its creator"
+    return text
+
+
+def _arrows_entry(
+    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, lead: str, rest: str, out: list[str]
+) -> None:
     """``lead`` starts the entry's own line; ``rest`` starts every line below it."""
     title = _title(info, quote=False)
     boundaries = [f for i, f in enumerate(info.created_at) if f["line"] is not None and (i == 0 or f["is_executor"])]
     if not boundaries and info.created_at:
         boundaries = [f for f in info.created_at if f["line"] is not None][:1]
     created = "".join(f" ← {frame_text(f)}" for f in boundaries)
-    out.append(f"{lead}{title}{created}\n")
+    note = _awaiter_note(info, parent, tree, quote=False)
+    awaited = f"  [awaited by {note}]" if note is not None else ""
+    out.append(f"{lead}{title}{created}{awaited}\n")
     detail = rest + ("│   " if info.children else "    ")
     out.extend(f"{detail}↑ {frame_text(f)}\n" for f in info.suspended_at)
     for thread in info.executor_threads:
@@ -538,7 +788,7 @@ def _arrows_entry(info: TaskInfo, lead: str, rest: str, out: list[str]) -> None:
         out.extend(f"{detail}  ↑ {frame_text(f)}\n" for f in thread.frames)
     for i, child in enumerate(info.children):
         last = i == len(info.children) - 1
-        _arrows_entry(child, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), out)
+        _arrows_entry(child, info, tree, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), out)
 
 
 def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
@@ -551,12 +801,15 @@ def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
     return lines
 
 
-def _traceback_entry(info: TaskInfo, level: int, out: list[str]) -> None:
+def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, out: list[str]) -> None:
     pad = "  " * level
     if info.origin == "elided":
         out.append(f"{pad}{info.name}\n")
     else:
         out.append(f"{pad}Task {_title(info, quote=True)}\n")
+    note = _awaiter_note(info, parent, tree, quote=True)
+    if note is not None:
+        out.append(f"{pad}  Awaited by: {note}\n")
     if info.created_at:
         out.append(f"{pad}  Created at (most recent call last):\n")
         out.extend(_traceback_frames(info.created_at, pad + "  "))
@@ -567,7 +820,7 @@ def _traceback_entry(info: TaskInfo, level: int, out: list[str]) -> None:
         out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
         out.extend(_traceback_frames(thread.frames, pad + "  "))
     for child in info.children:
-        _traceback_entry(child, level + 1, out)
+        _traceback_entry(child, info, tree, level + 1, out)
 
 
 def _header(tree: TaskTree, style: Style) -> str:
@@ -576,14 +829,76 @@ def _header(tree: TaskTree, style: Style) -> str:
     return f"Task tree ({tasks}; most recent call last):\n" if style == "traceback" else f"Task tree ({tasks}):\n"
 
 
-def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -> list[str]:
+def _site(frame: TraceFrame | None) -> tuple[str, str | None, int | None, bool] | None:
+    return None if frame is None else (frame["name"], frame["filename"], frame["line"], frame["is_executor"])
+
+
+def _groups(tree: TaskTree) -> list[tuple[int, TaskInfo]]:
+    """``(count, first member)`` per group of live tasks, largest first, then in tree order.
+
+    A group: the same state, creation site (the first ``created_at`` frame
+    with a line; else the origin) and suspended site (the first
+    ``suspended_at`` frame).
+    """
+    counts: dict[tuple[Any, ...], list[Any]] = {}
+    for _, info in tree.walk():
+        if info.state == "finished":
+            continue
+        created = next((f for f in info.created_at if f["line"] is not None), None)
+        suspended = info.suspended_at[0] if info.suspended_at else None
+        key = (info.state, None if created is not None else info.origin, _site(created), _site(suspended))
+        found = counts.get(key)
+        if found is None:
+            counts[key] = [1, info]
+        else:
+            found[0] += 1
+    order = sorted(counts.values(), key=lambda item: -item[0])  # stable: ties stay in tree order
+    return [(count, info) for count, info in order]
+
+
+def _traceback_site(frame: TraceFrame) -> str:
+    if frame["line"] is None or frame["filename"] is None:
+        return frame["name"]
+    return f'File "{frame["filename"]}", line {frame["line"]}, in {frame["name"]}'
+
+
+def _group_line(count: int, info: TaskInfo, style: Style) -> str:
+    tasks = f"{count} task{'s' if count != 1 else ''}"
+    created = next((f for f in info.created_at if f["line"] is not None), None)
+    suspended = info.suspended_at[0] if info.suspended_at else None
+    site = frame_text if style == "arrows" else _traceback_site
+    if created is not None:
+        origin = f"created at {site(created)}"
+    else:
+        origin = "a root task" if info.origin == "root" else "origin unknown"
+    where = f" at {site(suspended)}" if suspended is not None else ""
+    if style == "arrows":
+        return f"{tasks}  {info.state}{where}, {origin}\n"
+    return f"{tasks} ({info.state}){where}; {origin}\n"
+
+
+def _format_groups(tree: TaskTree, style: Style) -> list[str]:
+    groups = _groups(tree)
+    count = tree.live_count
+    head = f"{count} live task{'s' if count != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}"
+    return [f"Task groups ({head}, largest first):\n", *(_group_line(n, info, style) for n, info in groups)]
+
+
+def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows", group: bool = False) -> list[str]:
     """The lines of ``tree`` (default: :func:`task_tree` of the running loop), like ``pstree``.
 
-    ``style="arrows"``: one line per task, ``name (state) ← creating line``,
-    its suspended frames as ``↑`` lines under it, children joined by tree
-    branches. ``style="traceback"``: per task, ``Created at`` and
-    ``Suspended at`` blocks of ``File "...", line N, in name`` lines (most
-    recent call last), children indented two spaces.
+    ``style="arrows"``: one line per task, ``name (state) ← creating line``
+    (then ``  [awaited by NAME, not its creator]`` when a task other than its
+    creator awaits it), its suspended frames as ``↑`` lines under it,
+    children joined by tree branches. ``style="traceback"``: per task,
+    ``Awaited by`` (as above), ``Created at`` and ``Suspended at`` blocks of
+    ``File "...", line N, in name`` lines (most recent call last), children
+    indented two spaces.
+
+    ``group=True``: instead of the tree, one line per group of live tasks
+    with the same state, creation site and suspended site, with its count,
+    largest group first (for finding leaks: thousands of tasks stuck at one
+    line).
 
     Raises:
         ValueError: an unknown ``style``.
@@ -592,15 +907,19 @@ def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows") -
     check_style(style)
     if tree is None:
         tree = task_tree()
+    if group:
+        return _format_groups(tree, style)
     out = [_header(tree, style)]
     for root in tree.roots:
         if style == "arrows":
-            _arrows_entry(root, "", "", out)
+            _arrows_entry(root, None, tree, "", "", out)
         else:
-            _traceback_entry(root, 0, out)
+            _traceback_entry(root, None, tree, 0, out)
     return out
 
 
-def print_task_tree(tree: TaskTree | None = None, *, file: TextIO | None = None, style: Style = "arrows") -> None:
+def print_task_tree(
+    tree: TaskTree | None = None, *, file: TextIO | None = None, style: Style = "arrows", group: bool = False
+) -> None:
     """Print :func:`format_task_tree`'s lines to ``file`` (default: ``sys.stdout``, looked up at call time)."""
-    write(format_task_tree(tree, style=style), file)
+    write(format_task_tree(tree, style=style, group=group), file)

@@ -19,6 +19,8 @@ import pytest
 import async_trace
 from async_trace import cancel_dump_tasks_on_signal, dump_tasks, dump_tasks_on_signal
 
+from .helpers import line_of
+
 POSIX = hasattr(signal, "SIGUSR1")
 needs_posix = pytest.mark.skipif(not POSIX, reason="dumping on a signal is POSIX-only")
 
@@ -279,3 +281,67 @@ def test_cli_rejects_an_unknown_signal(tmp_path: Path) -> None:
 def test_public_names() -> None:
     for name in ("dump_tasks", "dump_tasks_on_signal", "cancel_dump_tasks_on_signal"):
         assert name in async_trace.__all__
+
+
+def test_dump_tasks_summary_groups_each_loops_tasks() -> None:
+    async def idle() -> None:
+        await asyncio.sleep(3600)  # idle
+
+    async def main() -> str:
+        tasks = []
+        for _ in range(5):
+            tasks.append(asyncio.create_task(idle()))  # spawn
+        await asyncio.sleep(0)
+        out = io.StringIO()
+        dump_tasks(out, summary=True)  # dump
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return out.getvalue()
+
+    text = asyncio.run(main())
+    lines = text.splitlines()
+    assert lines[0] == "Async task dump: 1 running event loop"
+    assert lines[3:] == [
+        "Task groups (6 live tasks in 2 groups, largest first):",
+        f"5 tasks  pending at idle() at line {line_of(idle, 'idle')} [test_dump.py], "
+        f"created at main() at line {line_of(main, 'spawn')} [test_dump.py]",
+        f"1 task  running at main() at line {line_of(main, 'dump')} [test_dump.py], a root task",
+    ]
+
+
+@needs_posix
+def test_cli_dump_signal_summary(tmp_path: Path) -> None:
+    """--dump-signal USR1 --summary: the grouped view, one line per creation and suspended site."""
+    path = tmp_path / "busy.py"
+    source = textwrap.dedent(BUSY).replace("async_trace.dump_tasks_on_signal()\n", "")
+    path.write_text(source, encoding="utf-8")
+    cmd = [sys.executable, "-m", "async_trace", "--style", "arrows", "--dump-signal", "USR1", "--summary", str(path)]
+    err = _run_and_signal(cmd, source, tmp_path)
+    line = {m: _marker(source, m) for m in ("spawn-idle", "spawn-offload", "spawn-busy", "idle", "spin")}
+    assert err.startswith("Async task dump: 1 running event loop\n"), err
+    lines = err.splitlines()
+    start = lines.index("Task groups (4 live tasks in 4 groups, largest first):")
+    assert lines[start + 1 : start + 5] == [
+        f"1 task  pending at main() at line {line['spawn-busy']} [busy.py], a root task",
+        f"1 task  pending at idle() at line {line['idle']} [busy.py], "
+        f"created at main() at line {line['spawn-idle']} [busy.py]",
+        # asyncio.to_thread's own coroutine: no frame of the program's.
+        f"1 task  pending, created at main() at line {line['spawn-offload']} [busy.py]",
+        f"1 task  running at busy() at line {line['spin']} [busy.py], "
+        f"created at main() at line {line['spawn-busy']} [busy.py]",
+    ]
+
+
+def test_cli_summary_needs_dump_signal(tmp_path: Path) -> None:
+    script = tmp_path / "ok.py"
+    script.write_text("print('ran')\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "async_trace", "--summary", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "--summary needs --dump-signal" in result.stderr
