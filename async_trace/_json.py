@@ -52,7 +52,7 @@ class JSONLoop(TypedDict):
     type: str
     #: ``id(loop)``.
     id: int
-    #: The ident and name of the thread it runs in (``None``: not running, or not known).
+    #: The ident and name of the thread it runs in when converted (``None``: not running, or not known).
     thread_id: int | None
     thread_name: str | None
 

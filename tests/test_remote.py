@@ -7,6 +7,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -650,3 +651,49 @@ def test_a_script_named_like_a_command_runs_as_a_path(tmp_path: Path) -> None:
             check=False,
         )
         assert (result.returncode, result.stdout, result.stderr) == (0, "the script\n", "")
+
+
+# --- the README's sample ---------------------------------------------------------------
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def readme_block(kind: str, name: str) -> str:
+    blocks = re.findall(rf"<!-- {kind}: {re.escape(name)} -->\n```\w+\n(.*?)```", README, re.S)
+    assert len(blocks) == 1, (kind, name)
+    return str(blocks[0])
+
+
+def root_blocks(text: str) -> list[str]:
+    """asyncio's pstree output as its root trees, sorted (it lists them in the order it reads the tasks)."""
+    return sorted("└── (T)" + block for block in text.split("└── (T)")[1:])
+
+
+@needs_remote
+def test_readme_sample_next_to_asyncio_pstree(tmp_path: Path, tmpdir_for_cli: Path, child: Any) -> None:
+    """README.md's service.py, read by both commands, prints the README's blocks (PID and paths aside)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    script = app / "service.py"
+    script.write_text(readme_block("remote-source", "service.py"), encoding="utf-8")
+    target = child([sys.executable, str(script)], ready=False)
+    assert target.proc.stdout is not None
+    readable, _, _ = select.select([target.proc.stdout], [], [], 60)
+    assert readable
+    assert target.proc.stdout.readline() == f"pid {target.pid}\n"
+    ours = cli("pstree", str(target.pid), tmpdir=tmpdir_for_cli)
+    assert (ours.returncode, ours.stderr) == (0, "")
+    assert ours.stdout.replace(f"process {target.pid}:", "process 12345:") == readme_block(
+        "remote-output", "async_trace pstree"
+    )
+    theirs = subprocess.run(
+        [sys.executable, "-m", "asyncio", "pstree", str(target.pid)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+    assert (theirs.returncode, theirs.stderr) == (0, "")
+    shown = theirs.stdout.replace(str(app), "/srv/app")
+    assert root_blocks(shown) == root_blocks(readme_block("remote-output", "asyncio pstree"))
