@@ -15,6 +15,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,23 @@ def cli(*args: str, tmpdir: Path, prefix: tuple[str, ...] = ()) -> subprocess.Co
         timeout=120,
         check=False,
     )
+
+
+def wait_until_blocked(pid: int) -> None:
+    """Until the process sleeps in the same kernel wait for a while: it has stopped running bytecode."""
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            time.sleep(0.5)  # no /proc: give it time
+            return
+        seen.append(wchan)
+        if len(seen) >= 5 and len(set(seen[-5:])) == 1 and wchan not in ("", "0"):
+            return
+        time.sleep(0.03)
+    raise AssertionError(f"process {pid} did not block: {seen[-5:]}")
 
 
 def python_child(child: Any, path: Path, *options: str, env: dict[str, str] | None = None) -> Child:
@@ -423,6 +441,7 @@ def test_an_idle_loop_never_runs_the_script_so_asyncios_reader_answers(
     """A loop asleep in select() never reaches a safe point: after --timeout, _remote_debugging's graph (status 9)."""
     script = write(tmp_path / "idle.py", IDLE)
     target = python_child(child, script)
+    wait_until_blocked(target.pid)
     result = cli("pstree", str(target.pid), "--timeout", "0.5", tmpdir=tmpdir_for_cli)
     line = functools.partial(marker_line, script)
     assert result.returncode == _pstree.TIMEOUT == 9
@@ -460,6 +479,7 @@ def test_when_asyncios_reader_fails_too(
 ) -> None:
     """No answer in time and the out-of-process reader fails: one line, status 10."""
     target = python_child(child, write(tmp_path / "idle.py", IDLE))
+    wait_until_blocked(target.pid)
 
     class Failing:
         def __init__(self, pid: int) -> None:
@@ -609,6 +629,7 @@ def test_an_idle_process_without_asyncio(tmp_path: Path, tmpdir_for_cli: Path, c
     target = python_child(
         child, write(tmp_path / "idle.py", 'import time\nprint("ready", flush=True)\ntime.sleep(600)\n')
     )
+    wait_until_blocked(target.pid)
     result = cli("pstree", str(target.pid), "--timeout", "0.3", tmpdir=tmpdir_for_cli)
     assert (result.returncode, result.stdout) == (8, "")
     assert result.stderr == (
