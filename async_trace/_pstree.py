@@ -67,6 +67,8 @@ def _async_trace_agent(directory):
             out = []
             for entry in graph.call_stack:
                 code = entry.frame.f_code
+                if code.co_filename == "<string>":
+                    continue  # this script's own frames (remote_exec compiles it so)
                 out.append({"name": code.co_name, "line": entry.frame.f_lineno, "filename": code.co_filename,
                             "indent": len(out), "task": None, "is_executor": False})
             return out
@@ -303,10 +305,21 @@ def _wait(pid: int, path: str, timeout: float) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with open(path, encoding="utf-8") as f:
-                return cast("dict[str, Any]", json.load(f))
+            # Not through a link the target may have put there (it may own the directory).
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise RemoteError(f"cannot read the answer of process {pid}: {exc}", FAILED) from None
+        else:
+            with os.fdopen(fd, encoding="utf-8") as f:
+                try:
+                    data = json.load(f)
+                except ValueError as exc:
+                    raise RemoteError(f"the answer of process {pid} is not valid: {exc}", FAILED) from None
+            if not isinstance(data, dict):
+                raise RemoteError(f"the answer of process {pid} is not valid: {type(data).__name__}", FAILED)
+            return data
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -718,3 +718,29 @@ def test_readme_sample_next_to_asyncio_pstree(tmp_path: Path, tmpdir_for_cli: Pa
     assert (theirs.returncode, theirs.stderr) == (0, "")
     shown = theirs.stdout.replace(str(app), "/srv/app")
     assert root_blocks(shown) == root_blocks(readme_block("remote-output", "asyncio pstree"))
+
+
+# --- the script run in the target -------------------------------------------------------
+
+
+def run_agent(directory: Path) -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    code = compile(_pstree.AGENT.replace("DIRECTORY", repr(str(directory))), "<string>", "exec")
+    exec(code, namespace)
+    return namespace
+
+
+def test_the_script_writes_its_answer_by_rename_and_leaves_no_names(tmp_path: Path) -> None:
+    """One result.json (no temporary file left), and the namespace it ran in is as it was."""
+    namespace = run_agent(tmp_path)
+    assert set(namespace) == {"__builtins__"}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    data = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
+    assert (data["source"], data["loops"]) == ("async_trace", [])  # async_trace is imported here; no loop runs
+
+
+def test_the_script_writes_nothing_once_the_caller_gave_up(tmp_path: Path) -> None:
+    """Its directory removed (the caller timed out): it writes nothing anywhere, and raises nothing."""
+    gone = tmp_path / "gone"
+    run_agent(gone)
+    assert list(tmp_path.iterdir()) == []
