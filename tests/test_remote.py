@@ -92,6 +92,28 @@ def executor_threads_found() -> bool:
     return asyncio.run(main())
 
 
+@functools.cache
+def other_threads_loops_found() -> bool:
+    """Whether running_loops() finds a loop running in another thread (being fixed on 3.14, in another branch)."""
+    from async_trace._tree import running_loops
+
+    started, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        started.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    try:
+        started.wait(10)
+        return len(running_loops()) == 1
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 def awaiting_line(func: Any) -> int:
     """The line of the last ``await`` in a stdlib coroutine function (where its coroutine waits)."""
     lines, start = inspect.getsourcelines(func)
@@ -322,6 +344,41 @@ def test_json_is_the_documented_shape(tmp_path: Path, tmpdir_for_cli: Path, chil
     if executor_threads_found():
         (thread,) = by_name["in-thread"]["executor_threads"]
         assert thread["frames"][0]["line"] == marker_line(script, "blocked")
+
+
+LOOP_IN_A_THREAD = """\
+    import asyncio
+    import threading
+    import time
+
+    import async_trace
+
+
+    async def serve():
+        asyncio.create_task(asyncio.sleep(3600), name="child")  # spawn
+        while True:
+            await asyncio.sleep(0.05)  # tick
+
+
+    threading.Thread(target=asyncio.run, args=(serve(),), daemon=True, name="loop-thread").start()
+    time.sleep(0.2)
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
+"""
+
+
+@needs_remote
+@pytest.mark.xfail(not REMOTE or not other_threads_loops_found(), reason="running_loops() on 3.14: another branch")
+def test_a_loop_in_another_thread(tmp_path: Path, tmpdir_for_cli: Path, child: Any) -> None:
+    """The script runs in the main thread; a loop running in another thread is read from there."""
+    script = write(tmp_path / "threaded.py", LOOP_IN_A_THREAD)
+    target = python_child(child, script)
+    result = cli("pstree", str(target.pid), tmpdir=tmpdir_for_cli)
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert lines[2] == "Loop _UnixSelectorEventLoop in thread 'loop-thread':"
+    assert f"└── child (pending) ← serve() at line {marker_line(script, 'spawn')} [threaded.py]" in lines
 
 
 BUSY_TASK = """\
