@@ -18,11 +18,17 @@ from ._dump import dump_tasks_on_signal as dump_tasks_on_signal
 from ._exceptions import exception_trace as exception_trace
 from ._exceptions import format_exception as format_exception
 from ._exceptions import print_exception as print_exception
+from ._json import JSONExecutorThread as JSONExecutorThread
 from ._json import JSONFrame as JSONFrame
+from ._json import JSONLoop as JSONLoop
 from ._json import JSONTask as JSONTask
+from ._json import JSONTaskTree as JSONTaskTree
 from ._json import JSONTrace as JSONTrace
+from ._json import JSONTreeTask as JSONTreeTask
 from ._json import trace_to_dict as trace_to_dict
 from ._json import trace_to_json as trace_to_json
+from ._json import tree_to_dict as tree_to_dict
+from ._json import tree_to_json as tree_to_json
 from ._tree import ExecutorThread as ExecutorThread
 from ._tree import TaskInfo as TaskInfo
 from ._tree import TaskOrigin as TaskOrigin
@@ -40,9 +46,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncTraceWarning",
     "ExecutorThread",
+    "JSONExecutorThread",
     "JSONFrame",
+    "JSONLoop",
     "JSONTask",
+    "JSONTaskTree",
     "JSONTrace",
+    "JSONTreeTask",
     "TaskInfo",
     "TaskOrigin",
     "TaskState",
@@ -67,6 +77,8 @@ __all__ = [
     "task_tree",
     "trace_to_dict",
     "trace_to_json",
+    "tree_to_dict",
+    "tree_to_json",
 ]
 
 enable_tracing()

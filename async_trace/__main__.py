@@ -4,6 +4,11 @@ Like ``python -m cProfile`` or ``python -m pdb``::
 
     python -m async_trace [--style traceback|arrows] [--dump-signal SIG] script.py [args ...]
     python -m async_trace [--style traceback|arrows] [--dump-signal SIG] -m package.module [args ...]
+    python -m async_trace ps|pstree PID [--json] [--timeout SECONDS]      # Python 3.14+
+
+``ps`` and ``pstree`` read another process's tasks (see :mod:`async_trace._pstree`).
+They are commands only as the first argument: a script named ``ps`` runs as
+``python -m async_trace ./ps`` or ``python -m async_trace -- ps``.
 
 Tracing is on before the first line of the program runs, and exception notes
 are eager (see :func:`async_trace._exceptions.configure`). The program sees the
@@ -26,9 +31,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import NoReturn
 
-from . import __version__, _exceptions
+from . import __version__, _exceptions, _pstree
 from ._dump import dump_tasks_on_signal
 from ._format import STYLES
+from ._pstree import COMMANDS
 
 __all__ = ["build_parser", "main"]
 
@@ -39,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line's options (the program and its arguments are split off before parsing)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        usage=f"{PROG} [options] (script.py | -m module) [args ...]",
+        usage=(
+            f"{PROG} [options] (script.py | -m module) [args ...]\n"
+            f"       {PROG} (ps | pstree) PID [--json] [--timeout SECONDS]"
+        ),
         description=(
             "Run a Python program with async-trace on from its first line: an exception raised\n"
             "in an asyncio task or executor function is printed with the chain of task creation\n"
@@ -50,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
             f"  {PROG} app.py --port 8080\n"
             f"  {PROG} --style arrows -m mypackage.server\n"
             f"  {PROG} --dump-signal USR1 app.py      # then: kill -USR1 <pid>\n"
+            f"  {PROG} pstree 1234                    # the task trees of process 1234 (3.14+)\n"
+            f"  {PROG} ps 1234 --json                 # its tasks as a table, here as JSON\n"
             "\n"
-            "Options go before the program; everything after it is passed to it."
+            "Options go before the program; everything after it is passed to it. A script named\n"
+            "ps or pstree runs as ./ps (or after --)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -190,8 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out is printed by ``sys.excepthook`` (with its async origin) from the
     program's first frame on, and the status is 1, as for ``python script.py``.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return _pstree.main(argv[0], argv[1:])
     parser = build_parser()
-    ours, script, module, args = _split(parser, sys.argv[1:] if argv is None else argv)
+    ours, script, module, args = _split(parser, argv)
     options = parser.parse_args(ours)
     if script is None and module is None:
         parser.error("a script or -m module is required")

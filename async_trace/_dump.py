@@ -119,3 +119,31 @@ def cancel_dump_tasks_on_signal(signum: int | None = None) -> bool:
         if signal.getsignal(number) is ours:
             signal.signal(number, previous if previous is not None else signal.SIG_DFL)
         return True
+
+
+def remote_snapshot() -> dict[str, Any]:
+    """What ``python -m async_trace ps|pstree PID`` reads from this process: every running loop's tree, as JSON data.
+
+    Called by the script that ``sys.remote_exec`` runs in this process (see :mod:`async_trace._pstree`).
+    """
+    from . import __version__
+    from ._json import tree_to_dict
+
+    loops = [tree_to_dict(task_tree(loop)) for loop in running_loops()]
+    for data in loops:
+        for entry in data["tasks"]:
+            # The task the script interrupted runs it: its innermost frames are the
+            # script's own (compiled as "<string>" by remote_exec), not the task's.
+            frames = entry["suspended_at"]
+            if entry["state"] == "running":
+                while frames and frames[0]["filename"] == "<string>":
+                    del frames[0]
+                for indent, frame in enumerate(frames):
+                    frame["indent"] = indent
+    return {
+        "source": "async_trace",
+        "async_trace_version": __version__,
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "loops": loops,
+        "await_graph": [],
+    }

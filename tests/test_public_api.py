@@ -19,6 +19,13 @@ CORE = {
     "TraceData",
     "TraceFrame",
     "AsyncTraceWarning",
+    "task_tree",
+    "tree_to_dict",
+    "tree_to_json",
+    "JSONTaskTree",
+    "JSONTreeTask",
+    "JSONLoop",
+    "JSONExecutorThread",
 }
 
 
