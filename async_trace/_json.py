@@ -85,6 +85,9 @@ class JSONTreeTask(TypedDict):
     created_at: list[JSONFrame]
     suspended_at: list[JSONFrame]
     executor_threads: list[JSONExecutorThread]
+    #: The ``id``s of the live tasks of the tree awaiting this one now, in tree order
+    #: (see :attr:`~async_trace.TaskInfo.awaited_by` for what each Python version sees).
+    awaited_by: list[int]
 
 
 class JSONTaskTree(TypedDict):
@@ -176,6 +179,7 @@ def tree_to_dict(tree: TaskTree) -> JSONTaskTree:
             "executor_threads": [
                 {"name": t.name, "ident": t.ident, "frames": _frames(t.frames)} for t in info.executor_threads
             ],
+            "awaited_by": list(info.awaited_by),
         }
         if parent is None:
             roots.append(entry["key"])

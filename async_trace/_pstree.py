@@ -448,6 +448,7 @@ def _tree(data: dict[str, Any]) -> TaskTree:
                 ExecutorThread(t["name"], t["ident"], _trace_frames(t["frames"])) for t in entry["executor_threads"]
             ),
             children=tuple(built[key] for key in entry["children"]),
+            awaited_by=tuple(entry.get("awaited_by", ())),
         )
     return TaskTree(loop=cast(Any, None), roots=tuple(built[key] for key in data["roots"]))
 
@@ -548,12 +549,25 @@ def format_ps(result: dict[str, Any]) -> list[str]:
     """``ps``'s lines: one row per task of every loop."""
     rows: list[list[str]] = []
     if result["source"] == "async_trace":
-        header = ["thread", "task id", "name", "state", "origin", "created at", "suspended at", "parent", "parent id"]
+        header = [
+            "thread",
+            "task id",
+            "name",
+            "state",
+            "origin",
+            "created at",
+            "suspended at",
+            "parent",
+            "parent id",
+            "awaited by",
+        ]
         for data in result["loops"]:
             thread = str(data["loop"].get("thread_name") or data["loop"].get("thread_id") or "?")
             tasks = data["tasks"]
+            names = {task["id"]: task["name"] or "<finished task>" for task in tasks if task["id"] is not None}
             for task in tasks:
                 parent = tasks[task["parent"]] if task["parent"] is not None else None
+                awaiters = ", ".join(names.get(i, _hex(i)) for i in task.get("awaited_by", ()))
                 rows.append(
                     [
                         thread,
@@ -565,6 +579,7 @@ def format_ps(result: dict[str, Any]) -> list[str]:
                         _site(task["suspended_at"]),
                         (parent["name"] or "<finished task>") if parent is not None else "",
                         _hex(parent["id"]) if parent is not None else "",
+                        awaiters,
                     ]
                 )
         return _table(header, rows)

@@ -266,7 +266,7 @@ def columns(table: str) -> list[dict[str, str]]:
 
 @needs_remote
 def test_ps_prints_one_row_per_task(tmp_path: Path, tmpdir_for_cli: Path, child: Any) -> None:
-    """ps PID: thread, task id, name, state, origin, created at, suspended at, parent, parent id."""
+    """ps PID: thread, task id, name, state, origin, created at, suspended at, parent, parent id, awaited by."""
     script = write(tmp_path / "child.py", CHILD)
     target = python_child(child, script)
     result = cli("ps", str(target.pid), tmpdir=tmpdir_for_cli)
@@ -274,6 +274,7 @@ def test_ps_prints_one_row_per_task(tmp_path: Path, tmpdir_for_cli: Path, child:
     header = result.stdout.splitlines()[0]
     assert [c.strip() for c in header.split("  ") if c] == [
         "thread", "task id", "name", "state", "origin", "created at", "suspended at", "parent", "parent id",
+        "awaited by",
     ]  # fmt: skip
     rows = columns(result.stdout)
     ids = {row["name"]: row["task id"] for row in rows}
@@ -294,6 +295,62 @@ def test_ps_prints_one_row_per_task(tmp_path: Path, tmpdir_for_cli: Path, child:
     for r in rows:
         assert r["task id"].startswith("0x")
         assert r["parent id"] == (ids[r["parent"]] if r["parent"] else "")
+        assert r["awaited by"] == ""  # no task of CHILD awaits another
+
+
+AWAITERS = """\
+    import asyncio
+
+    import async_trace
+
+
+    async def work():
+        await asyncio.sleep(3600)  # working
+
+
+    async def watch(task):
+        await task  # watching
+
+
+    def tick():
+        asyncio.get_running_loop().call_later(0.05, tick)
+
+
+    async def main():
+        worker = asyncio.create_task(work(), name="worker")  # spawn-worker
+        watcher = asyncio.create_task(watch(worker), name="watcher")  # spawn-watcher
+        tick()
+        await asyncio.sleep(0.1)
+        print("ready", flush=True)
+        await watcher  # main-waits
+
+
+    asyncio.run(main())
+"""
+
+
+@needs_remote
+def test_awaiters_from_outside(tmp_path: Path, tmpdir_for_cli: Path, child: Any) -> None:
+    """A task awaited by a task that did not create it: pstree marks it, ps names the awaiter, JSON has its id."""
+    script = write(tmp_path / "child.py", AWAITERS)
+    target = python_child(child, script)
+    line = functools.partial(marker_line, script)
+    tree = cli("pstree", str(target.pid), tmpdir=tmpdir_for_cli)
+    assert (tree.returncode, tree.stderr) == (0, "")
+    assert (
+        f"├── worker (pending) ← main() at line {line('spawn-worker')} [child.py]"
+        "  [awaited by watcher, not its creator]\n"
+        f"│       ↑ work() at line {line('working')} [child.py]\n"
+        f"└── watcher (pending) ← main() at line {line('spawn-watcher')} [child.py]\n"
+        f"        ↑ watch() at line {line('watching')} [child.py]\n"
+    ) in tree.stdout
+    rows = {r["name"]: r for r in columns(cli("ps", str(target.pid), tmpdir=tmpdir_for_cli).stdout)}
+    assert (rows["worker"]["awaited by"], rows["watcher"]["awaited by"]) == ("watcher", "Task-1")
+    data = json.loads(cli("pstree", str(target.pid), "--json", tmpdir=tmpdir_for_cli).stdout)
+    tasks = {t["name"]: t for t in data["loops"][0]["tasks"]}
+    assert tasks["worker"]["awaited_by"] == [tasks["watcher"]["id"]]
+    assert tasks["watcher"]["awaited_by"] == [tasks["Task-1"]["id"]]
+    assert tasks["Task-1"]["awaited_by"] == []
 
 
 @needs_remote

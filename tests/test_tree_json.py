@@ -84,6 +84,33 @@ def test_flat_depth_first_entries_linked_by_key() -> None:
     assert [(f["name"], f["line"]) for f in conn["suspended_at"]] == [("_sleeper", line_of(_sleeper, "sleeping"))]
     assert data["tasks"][1]["children"] == [2]
     assert data["tasks"][0]["children"] == [1, 3]
+    assert set(conn) == {
+        "key", "parent", "children", "depth", "name", "id", "state", "origin",
+        "created_at", "suspended_at", "executor_threads", "awaited_by",
+    }  # fmt: skip
+    # The data's awaiters are the tree's (none here: main awaits no task at this point).
+    assert [t["awaited_by"] for t in data["tasks"]] == [list(info.awaited_by) for _, info in tree.walk()]
+
+
+def test_awaited_by_holds_the_awaiting_tasks_ids() -> None:
+    async def waiter(task: asyncio.Task[None]) -> None:
+        await task
+
+    async def main() -> tuple[TaskTree, JSONTaskTree]:
+        sleeper = asyncio.create_task(asyncio.sleep(3600), name="sleeper")
+        watcher = asyncio.create_task(waiter(sleeper), name="watcher")
+        await asyncio.sleep(0)
+        try:
+            tree = task_tree()
+            return tree, tree_to_dict(tree)
+        finally:
+            sleeper.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    tree, data = asyncio.run(main())
+    by_name = {t["name"]: t for t in data["tasks"]}
+    assert by_name["sleeper"]["awaited_by"] == [by_name["watcher"]["id"]]
+    assert by_name["watcher"]["awaited_by"] == []
 
 
 def test_loop_description() -> None:
