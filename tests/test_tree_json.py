@@ -109,7 +109,7 @@ def test_awaited_by_holds_the_awaiting_tasks_ids() -> None:
 
     tree, data = asyncio.run(main())
     by_name = {t["name"]: t for t in data["tasks"]}
-    assert by_name["sleeper"]["awaited_by"] == [by_name["watcher"]["id"]]
+    assert by_name["sleeper"]["awaited_by"] == [by_name["watcher"]["id"]] == list(tree.find("sleeper").awaited_by)  # type: ignore[union-attr]
     assert by_name["watcher"]["awaited_by"] == []
 
 
