@@ -15,11 +15,14 @@ code object walks its bytecode on 3.12+), no string work.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import operator
 import sys
 import warnings
 from asyncio import current_task as _current_task
 from collections import deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from types import CodeType, FrameType
 from typing import Any, Final
@@ -53,66 +56,72 @@ config: Final = _Config()
 
 _tuple_new: Final = tuple.__new__
 
+# C-level field accessors, as namedtuple uses: reading ``node.parent`` costs
+# what ``node[0]`` does. (A Python @property would cost a frame per read.)
+_field: Final[Callable[[int, str], Any]] = getattr(
+    collections, "_tuplegetter", lambda index, doc: property(operator.itemgetter(index), doc=doc)
+)
+
 
 class Node(tuple):  # type: ignore[type-arg]
-    """One hop of the chain: ``(parent, depth, tag, frames, creator)``, immutable.
+    """One hop of the chain, immutable: ``parent``, ``depth``, ``code``, ``frames``, ``creator_ref``.
 
-    A tuple subclass: made by one C call, compared by identity. ``tag`` is
-    kind-specific (see the subclasses); ``depth`` counts the nodes of the
-    chain ending here; ``creator`` is a weak reference to the task that was
-    running where the node was captured (``None`` outside a task). Nodes never
-    hold tasks, frames or locals. The task a node created is the creator of
-    the node below it (or the running task), so consecutive siblings created
-    by one task from one place can share one node.
+    A tuple subclass: made by one C call, compared by identity, fields read
+    by name through C-level accessors. The layout is private to this module:
+    everything else reads fields by name. Nodes never hold tasks, frames or
+    locals. The task a node created is the creator of the node below it (or
+    the running task), so consecutive siblings created by one task from one
+    place can share one node.
     """
 
     __slots__ = ()
 
-    @property
-    def parent(self) -> Node | None:
-        return self[0]  # type: ignore[no-any-return]
-
-    @property
-    def depth(self) -> int:
-        return self[1]  # type: ignore[no-any-return]
-
-    @property
-    def tag(self) -> Any:
-        return self[2]
-
-    @property
-    def frames(self) -> Frames:
-        return self[3]  # type: ignore[no-any-return]
+    #: The node of the hop above (the creator's), ``None`` at the top of the chain.
+    parent: Node | None
+    #: How many nodes the chain ending here has (``compact`` keeps it bounded).
+    depth: int
+    #: The code of the created task's coroutine (``TaskNode``, ``RootNode``): a
+    #: task whose coroutine has another code inherited the node, untraced.
+    #: ``None`` for the other kinds.
+    code: CodeType | None
+    #: The capturing stack, innermost first (see ``Frames``); empty for roots and elided hops.
+    frames: Frames
+    #: A weak reference to the task running where the node was captured, ``None`` outside a task.
+    creator_ref: Any
 
     @property
     def creator(self) -> Any:
         """The task running where this node was captured, if still alive."""
-        ref = self[4]
+        ref = self.creator_ref
         return ref() if ref is not None else None
 
     def clone(self, parent: Node | None, depth: int) -> Node:
         return _tuple_new(type(self), (parent, depth, *self[2:]))
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} depth={self[1]} frames={len(self[3]) // 2}>"
+        return f"<{type(self).__name__} depth={self.depth} frames={len(self.frames) // 2}>"
+
+
+for _index, (_name, _doc) in enumerate(
+    [
+        ("parent", "The node of the hop above, or None."),
+        ("depth", "How many nodes the chain ending here has."),
+        ("code", "The created coroutine's code (task and root nodes), else None."),
+        ("frames", "The capturing stack as (code, lasti, ...) pairs, innermost first."),
+        ("creator_ref", "A weak reference to the task running at the capture, or None."),
+    ]
+):
+    setattr(Node, _name, _field(_index, _doc))
 
 
 class TaskNode(Node):
-    """A task created at ``frames[0]``; ``frames`` run up to the creator's coroutine.
-
-    ``tag`` is the code object of the created coroutine (or ``None``): a task
-    whose coroutine has another code did not get this node from us but
-    inherited it, untraced, from its creator.
-    """
+    """A task created at ``frames[0]``; ``frames`` run up to the creator's coroutine."""
 
     __slots__ = ()
 
 
 class ExecutorNode(Node):
-    """A call handed to an executor thread by the coroutine at ``frames[0]``.
-
-    ``tag`` is ``None``; ``creator`` is the task that made the call.
-    """
+    """A call handed to an executor thread by the coroutine at ``frames[0]``; ``creator`` made the call."""
 
     __slots__ = ()
 
@@ -126,21 +135,24 @@ class PendingNode(Node):
 class RootNode(Node):
     """A task with no traced parent: the root of its chain (``frames`` is empty).
 
-    ``tag`` is the code of the root task's coroutine; ``self[5]`` is a list
-    that receives the task's name once the task exists (empty until then), for
-    traces collected after the task is gone; a second item marks a root
-    adopted for a task created untraced (see :func:`adopt_root`).
+    ``name`` is the root task's name, for traces collected after the task is
+    gone (``None`` where it could not be known: see :func:`named_root`);
+    ``adopted`` marks a root made for a task created untraced (see
+    :func:`adopt_root`).
     """
 
     __slots__ = ()
 
-    @property
-    def name(self) -> str:
-        return self[5][0] if self[5] else ""
+    name: str | None
+    adopted: bool
+
+
+RootNode.name = _field(5, "The root task's name, or None if not known.")
+RootNode.adopted = _field(6, "Whether the root was made for a task created while tracing was off.")
 
 
 class ElidedNode(Node):
-    """Stands for ``tag`` hops dropped to keep the chain within ``max_depth``.
+    """Stands for ``hops`` hops dropped to keep the chain within ``max_depth``.
 
     ``creator`` is that of the outermost dropped hop: the task created by the
     node above this one.
@@ -148,32 +160,51 @@ class ElidedNode(Node):
 
     __slots__ = ()
 
-    @property
-    def hops(self) -> int:
-        return self[2]  # type: ignore[no-any-return]
+    hops: int
 
 
-def make(kind: type[Node], parent: Node | None, depth: int, tag: Any, frames: Frames, creator: Any = None) -> Node:
-    return _tuple_new(kind, (parent, depth, tag, frames, creator))
+ElidedNode.hops = _field(5, "How many hops this node stands for.")
 
 
-#: Second item of an adopted root's name list: a task created untraced (origin unknown).
-ADOPTED: Final = "adopted"
+def make(kind: type[Node], parent: Node | None, depth: int, code: Any, frames: Frames, creator: Any = None) -> Node:
+    return _tuple_new(kind, (parent, depth, code, frames, creator))
 
 
 def make_root(code: Any, name: str | None = None, *, adopted: bool = False) -> RootNode:
-    names: list[str] = [] if name is None else [name, ADOPTED] if adopted else [name]
-    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, names))
+    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, name, adopted))
+
+
+#: ``(unnamed root, the same root named)``: the latest root named by
+#: :func:`name_root`. Replaced whole, never mutated, so threads race on it
+#: harmlessly; it holds two small tuples (a code object and a name), no task.
+_named: tuple[RootNode | None, RootNode | None] = (None, None)
+
+
+def name_root(root: RootNode, task: Any) -> RootNode:
+    """``root`` with the name of ``task``, the root task, for the nodes its task creates.
+
+    A root is made before its task exists, so before its name does; nodes are
+    immutable and the root task's own context keeps the unnamed root (its
+    ContextVar values stay exactly what they were), so the nodes below point
+    to a named copy instead, shared by consecutive captures of one root task.
+    """
+    global _named
+    cached = _named
+    if cached[0] is root:
+        return cached[1]  # type: ignore[return-value]
+    named: RootNode = _tuple_new(RootNode, (None, 1, root.code, _EMPTY, None, task_name(task), root.adopted))
+    _named = (root, named)
+    return named
 
 
 def is_adopted(node: Node) -> bool:
     """Whether ``node`` is the root made for a task created while tracing was off."""
-    return type(node) is RootNode and len(node[5]) > 1
+    return type(node) is RootNode and node.adopted
 
 
 def make_elided(parent: Node | None, count: int, creator: Any) -> ElidedNode:
-    depth = 1 if parent is None else parent[1] + 1
-    return _tuple_new(ElidedNode, (parent, depth, count, _EMPTY, creator))
+    depth = 1 if parent is None else parent.depth + 1
+    return _tuple_new(ElidedNode, (parent, depth, None, _EMPTY, creator, count))
 
 
 #: The node of the innermost hop of the code running in this context.
@@ -321,7 +352,7 @@ def task_name(task: Any) -> str:
 def valid_for(node: Node | None, coro: Any) -> bool:
     """Whether ``node`` was pushed for the task running ``coro`` (not inherited)."""
     kind = type(node)
-    return (kind is TaskNode or kind is RootNode) and node[2] is _coro_code(coro)  # type: ignore[index]
+    return (kind is TaskNode or kind is RootNode) and node.code is _coro_code(coro)  # type: ignore[union-attr]
 
 
 def adopt_root(task: Any, coro: Any) -> RootNode:
@@ -359,13 +390,13 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
         if parent is None:
             if kind is TaskNode:
                 # Created from outside any traced task (asyncio.run, a
-                # callback of untraced origin): a root. Its name is filled in
-                # by the caller once the task exists.
+                # callback of untraced origin): a root. Named at its first
+                # capture, once the task exists (or by the caller's name=).
                 return make_root(tag)
         elif type(parent) is PendingNode and kind is TaskNode:
             # The callback of run_coroutine_threadsafe: the creation point is
             # the submitting thread's line, captured by the pending node.
-            return _tuple_new(TaskNode, (parent[0], parent[1], tag, parent[3], parent[4]))
+            return _tuple_new(TaskNode, (parent.parent, parent.depth, tag, parent.frames, parent.creator_ref))
         stop = None
         creator = None
     else:
@@ -373,21 +404,17 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
         if parent is None or not valid_for(parent, coro):
             # Created untraced: do not let its children claim its creator's origin.
             parent = adopt_root(task, coro)
+        elif type(parent) is RootNode and parent.name is None:
+            parent = name_root(parent, task)
         stop = _stop_frame(coro)
         creator = _ref(task)
     if parent is None:
         return _tuple_new(kind, (None, 1, tag, walk(frame, stop), creator))
-    depth = parent[1] + 1
+    depth = parent.depth + 1
     if depth > config.max_depth:
         parent = compact(parent)
-        depth = parent[1] + 1
+        depth = parent.depth + 1
     return _tuple_new(kind, (parent, depth, tag, walk(frame, stop), creator))
-
-
-def publish_root(node: Node, task: Any) -> None:
-    """Record the root task's name, once the task exists."""
-    if type(node) is RootNode:
-        node[5][:] = [task_name(task)]
 
 
 def compact(parent: Node) -> Node:
@@ -407,25 +434,25 @@ def compact(parent: Node) -> Node:
         if type(node) is ElidedNode and elided_at < 0:
             elided_at = len(chain)
         chain.append(node)
-        node = node[0]
+        node = node.parent
     if len(chain) <= keep_inner + keep_outer + 1:
         return parent
     if elided_at >= keep_inner:
         marker = chain[elided_at]
-        outer = marker[0]
-        count = marker[2] + (elided_at - keep_inner)
-        creator = marker[4]
+        outer = marker.parent
+        count = marker.hops + (elided_at - keep_inner)  # type: ignore[attr-defined]
+        creator = marker.creator_ref
     else:
         outer_start = len(chain) - keep_outer
         outer = chain[outer_start]
         count = outer_start - keep_inner
         for n in chain[keep_inner:outer_start]:
             if type(n) is ElidedNode:
-                count += n[2] - 1
-        creator = chain[outer_start - 1][4]
+                count += n.hops - 1
+        creator = chain[outer_start - 1].creator_ref
     rebuilt: Node = make_elided(outer, count, creator)
     for n in reversed(chain[:keep_inner]):
-        rebuilt = n.clone(rebuilt, rebuilt[1] + 1)
+        rebuilt = n.clone(rebuilt, rebuilt.depth + 1)
     return rebuilt
 
 

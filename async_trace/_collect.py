@@ -335,7 +335,7 @@ def chain_frames(
             created = index.task_for(node, _loop_of(last_seen) if last_seen is not None else loop)
         if kind is TaskNode:
             # _emit() inlined, dict literal and all: this runs once per task hop.
-            hop = node[3]
+            hop = node.frames
             hit = _resolved_get(id(hop))
             shown = hit[1] if hit is not None and hit[0] is hop else resolve(hop)
             boundary = True
@@ -358,19 +358,19 @@ def chain_frames(
                 )
                 created = None
         elif kind is ExecutorNode:
-            _emit(frames, node[3], None, True)
+            _emit(frames, node.frames, None, True)
         elif kind is RootNode:
-            name = task_name(created) if created is not None else (node[5][0] if node[5] else "")
+            name = task_name(created) if created is not None else node.name  # type: ignore[attr-defined]
             root = len(frames)
             frames.append(_frame(name or "<finished task>", None, None, created, False, root))
         elif kind is ElidedNode:
-            frames.append(_frame(_elided(node[2], "task hop"), None, None, None, False, len(frames)))
+            frames.append(_frame(_elided(node.hops, "task hop"), None, None, None, False, len(frames)))  # type: ignore[attr-defined]
         # A PendingNode only lives in the context of the callback that
         # creates its task; there is nothing of it to show.
-        ref = node[4]
+        ref = node.creator_ref
         known = ref is not None
         created = ref() if known else None
         if created is not None:
             last_seen = created
-        node = node[0]
+        node = node.parent
     return boundaries, root

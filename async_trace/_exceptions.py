@@ -454,7 +454,7 @@ def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
     """
     if code.co_flags & _CORO_FLAGS:
         node = _get_current()
-        if node is None or node[2] is not code:
+        if node is None or node.code is not code:
             return  # not leaving a traced task
         origin = getattr(exc, _KEY, None)
         if origin is not None and (not _eager or type(origin) is _Shown):

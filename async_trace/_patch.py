@@ -27,10 +27,13 @@ import threading
 from collections.abc import Callable, Sequence
 from contextvars import Context, copy_context
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from weakref import WeakKeyDictionary
 from weakref import ref as _weakref
 
+from ._chain import (
+    _EMPTY as _EMPTY_FRAMES,
+)
 from ._chain import (
     CURRENT,
     ExecutorNode,
@@ -41,7 +44,9 @@ from ._chain import (
     _coro_code,
     capture,
     config,
-    publish_root,
+    make,
+    make_root,
+    name_root,
     walk,
     warn_internal,
 )
@@ -84,8 +89,23 @@ class _Patch:
 #: reference to the creator whose callback drops the entry when the creator
 #: dies: nothing a finished task kept in a ContextVar (its loop, a request)
 #: outlives it here. ``disable_tracing()`` clears it too.
-_NO_NODE: Final = (None, 0, None, None, None)
-_hot: tuple[Any, Context | None, Context | None, Any] = (_NO_NODE, None, None, None)
+class _Hot(NamedTuple):
+    """The sibling cache (see above); made with ``tuple.__new__`` on the hot path."""
+
+    #: The latest task node.
+    node: Node
+    #: The creator's context when ``template`` was made, or ``None``.
+    snapshot: Context | None
+    #: A context holding ``node``, copied for each further sibling, or ``None``.
+    template: Context | None
+    #: A weak reference to the creator (its callback clears the cache), or ``None``.
+    owner_ref: Any
+
+
+#: Matches no real node: a new one is made on the first creation.
+_NO_NODE: Final = make(TaskNode, None, 0, None, _EMPTY_FRAMES)
+_EMPTY_HOT: Final = _Hot(_NO_NODE, None, None, None)
+_hot: _Hot = _EMPTY_HOT
 
 
 #: Loops that created a root task while tracing was on (``asyncio.run``,
@@ -115,14 +135,14 @@ def seen_loops() -> list[tuple[Any, int]]:
 
 def clear_caches() -> None:
     global _hot
-    _hot = (_NO_NODE, None, None, None)
+    _hot = _EMPTY_HOT
 
 
 def _drop_hot(ref: Any) -> None:
     # Called by the garbage collector, in any thread, when the creator dies.
     global _hot
-    if _hot[3] is ref:
-        _hot = (_NO_NODE, None, None, None)
+    if _hot.owner_ref is ref:
+        _hot = _EMPTY_HOT
 
 
 def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,9 +161,12 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 # kept the one it replaced): the outer one traces this call.
                 return original(self, coro, **kwargs)
             node: Node
-            if creator is not None and (type(parent) is TaskNode or type(parent) is RootNode):
+            kind = type(parent)
+            if parent is not None and creator is not None and (kind is TaskNode or kind is RootNode):
                 creator_coro: Any = creator.get_coro()
-                if parent[2] is creator_coro.cr_code and parent[1] < _config.max_depth:
+                if parent.code is creator_coro.cr_code and parent.depth < _config.max_depth:
+                    if kind is RootNode and parent.name is None:  # type: ignore[attr-defined]
+                        parent = name_root(parent, creator)  # type: ignore[arg-type]
                     if _frame_module is not None:
                         # 3.12+: step over asyncio's own callers (create_task,
                         # gather...) without materialising their frame objects;
@@ -156,18 +179,21 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                         frames = walk(sys._getframe(1), creator_coro.cr_frame)
                     tag = getattr(coro, "cr_code", None)
                     creator_ref = _weakref(creator)  # the existing ref when there is one
-                    node = _hot[0]
+                    node = _hot.node
                     if (
-                        node[0] is not parent
-                        or node[3] is not frames
-                        or node[2] is not tag
-                        or node[4] is not creator_ref
+                        node.parent is not parent
+                        or node.frames is not frames
+                        or node.code is not tag
+                        or node.creator_ref is not creator_ref
                     ):
-                        node = _tuple_new(TaskNode, (parent, parent[1] + 1, tag, frames, creator_ref))
+                        node = make(TaskNode, parent, parent.depth + 1, tag, frames, creator_ref)
                 else:
                     node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
             else:
                 node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
+            if type(node) is RootNode and kwargs and kwargs.get("name") is not None:
+                # Named before the task exists, so also where its context is out of reach.
+                node = make_root(node.code, str(kwargs["name"]))
         except Exception as exc:  # noqa: BLE001 - never break task creation
             warn_internal(exc, "capturing a task creation")
             return original(self, coro, **kwargs)
@@ -188,19 +214,19 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             # 3.11+: hand the task its context (see _hot).
             ctx = _copy_context()
             hot = _hot
-            if hot[0] is not node:
+            if hot.node is not node:
                 # A new node: this copy becomes the task's context. A template
                 # is only made if a sibling follows (see _hot).
                 ctx.run(_set_current, node)
-                _hot = (node, None, None, None)
-            elif hot[1] is not None and hot[1] == ctx and hot[2] is not None:
-                ctx = hot[2].copy()
+                _hot = _tuple_new(_Hot, (node, None, None, None))
+            elif hot.snapshot is not None and hot.snapshot == ctx and hot.template is not None:
+                ctx = hot.template.copy()
             else:
                 owner = creator if creator is not None else _current_task(self)
                 template = ctx.copy()
                 template.run(_set_current, node)
                 if owner is not None:
-                    _hot = (node, ctx, template, _weakref(owner, _drop_hot))
+                    _hot = _tuple_new(_Hot, (node, ctx, template, _weakref(owner, _drop_hot)))
                 ctx = template.copy()
             kwargs["context"] = ctx
             task = original(self, coro, **kwargs)
@@ -208,12 +234,16 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             # The task copies the current context: put the node there for the
             # duration of the call only.
             token = _set_current(node)
+            rooting = type(node) is RootNode
+            if rooting:
+                _roots_in_flight.node = node
             try:
                 task = original(self, coro, **kwargs)
             finally:
                 CURRENT.reset(token)
+                if rooting:
+                    _roots_in_flight.node = None
         if type(node) is RootNode:
-            publish_root(node, task)
             _note_loop(self)
         if getattr(task, "_source_traceback", None):
             _trim_source_traceback(task)
@@ -240,17 +270,22 @@ _frame_module: Final[Callable[[int], str | None] | None] = getattr(sys, "_getfra
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
 
 
+#: The root node a create_task call of this thread has put in its current
+#: context for the duration of the call (the path without ``context=``).
+_roots_in_flight: Final = threading.local()
+
+
 def _pushed_by_outer_wrapper(parent: Any, creator: Any) -> bool:
     """Whether ``parent`` was pushed by a create_task wrapper still on the stack.
 
-    A task's own node never names that task as its creator, and a root's name
-    is published only once its create_task call returns.
+    A task's own node never names that task as its creator; a root is in
+    flight only while its create_task call runs.
     """
     kind = type(parent)
     if kind is TaskNode:
-        ref = parent[4]
+        ref = parent.creator_ref
         return creator is not None and ref is not None and ref() is creator
-    return kind is RootNode and creator is None and not parent[5]
+    return kind is RootNode and creator is None and getattr(_roots_in_flight, "node", None) is parent
 
 
 def _passes_context(loop: Any) -> bool:

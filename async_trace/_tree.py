@@ -199,13 +199,13 @@ def _state(task: Any, running: Any) -> TaskState:
 def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] | None]:
     """Frames from ``node`` up to the parent task's node, and ``(parent node, its owner's ref)``."""
     frames: list[TraceFrame] = []
-    _collect._append(frames, resolve(node[3]), created, False)
-    ref = node[4]
-    parent = node[0]
+    _collect._append(frames, resolve(node.frames), created, False)
+    ref = node.creator_ref
+    parent = node.parent
     while type(parent) is ExecutorNode or type(parent) is PendingNode:
-        _collect._append(frames, resolve(parent[3]), None, type(parent) is ExecutorNode)
-        ref = parent[4]
-        parent = parent[0]
+        _collect._append(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
+        ref = parent.creator_ref
+        parent = parent.parent
     return frames, (None if parent is None else (parent, ref))
 
 
@@ -318,12 +318,12 @@ class _Builder:
             return entry
         kind = type(node)
         if kind is RootNode:
-            name = node[5][0] if node[5] else None
+            name = node.name  # type: ignore[attr-defined]
             entry = _Entry(name, None, "finished", "unknown" if is_adopted(node) else "root")
         elif kind is ElidedNode:
-            entry = _Entry(f"... {node[2]} task hops elided ...", None, "finished", "elided")
-            if node[0] is not None:
-                entry.spec = (node[0], node[4])
+            entry = _Entry(f"... {node.hops} task hops elided ...", None, "finished", "elided")  # type: ignore[attr-defined]
+            if node.parent is not None:
+                entry.spec = (node.parent, node.creator_ref)
         else:
             entry = _Entry(None, None, "finished", "traced")
             entry.created_at, entry.spec = _hops(node, None)
