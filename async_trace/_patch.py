@@ -510,8 +510,8 @@ def _targets() -> list[tuple[Any, str, Maker]]:
 
 
 def _install_targets() -> None:
-    for owner, name, make in _targets():
-        _patcher.install(owner, name, make)
+    for owner, name, factory in _targets():
+        _patcher.install(owner, name, factory)
 
 
 def patched_attributes() -> list[tuple[Any, str]]:
