@@ -55,7 +55,7 @@ def check_style(style: object) -> None:
         raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
 
 
-#: The traceback style's fixed wording (documented in README.md; keep it stable).
+#: The traceback style's fixed wording (documented in docs/usage.md; keep it stable).
 TRACEBACK_HEADER = "Async trace (most recent call last):\n"
 
 

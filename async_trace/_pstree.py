@@ -40,7 +40,7 @@ PROG: Final = "python -m async_trace"
 COMMANDS: Final = ("ps", "pstree")
 DEFAULT_TIMEOUT: Final = 5.0
 
-# Exit statuses (documented in README.md; keep them stable).
+# Exit statuses (documented in docs/task-tree.md; keep them stable).
 OK: Final = 0
 FAILED: Final = 1  # the target's script failed, or an unexpected error
 USAGE: Final = 2

@@ -97,7 +97,7 @@ class TaskInfo:
     children: tuple[TaskInfo, ...]
     #: The ``id`` of every live task of the same tree awaiting this one now,
     #: in tree order (see :meth:`TaskTree.by_id`). What each Python version
-    #: can see is in README.md ("Who awaits whom").
+    #: can see is in docs/task-tree.md ("Who awaits whom").
     awaited_by: tuple[int, ...] = ()
 
     def __repr__(self) -> str:

@@ -175,7 +175,7 @@ def test_registered_awaiter_through_a_future_lands_on_the_task_awaiting_that_fut
 
 @pytest.mark.skipif(sys.version_info >= (3, 14), reason="3.14+ sees it through asyncio's bookkeeping")
 def test_before_314_a_registration_by_hand_is_not_seen() -> None:
-    """Without 3.14's bookkeeping only asyncio's own waiting shapes are known (see README)."""
+    """Without 3.14's bookkeeping only asyncio's own waiting shapes are known (see docs/task-tree.md)."""
 
     async def middle(fut: asyncio.Future[None]) -> None:
         await fut

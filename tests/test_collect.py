@@ -501,6 +501,19 @@ def test_task_created_while_disabled_is_its_own_root() -> None:
     ]
 
 
+def test_task_built_directly_is_its_own_root() -> None:
+    """A task built with asyncio.Task(...) (as aiohttp does on 3.12+) never passes through
+    loop.create_task: its trace ends at it, a root of its own (docs/real-applications.md)."""
+
+    async def spawner() -> TraceData:
+        return await asyncio.Task(_leaf(), name="direct")
+
+    async def main() -> TraceData:
+        return await asyncio.create_task(spawner())
+
+    assert [r[0] for r in rows(run(main))] == ["_leaf", "direct"]
+
+
 # --- bounds -----------------------------------------------------------------------
 
 

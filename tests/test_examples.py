@@ -1,23 +1,25 @@
-"""Every example runs, and prints exactly what README.md shows for it."""
+"""Every example runs, and prints exactly what README.md or docs/ shows for it."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .doc_blocks import ROOT, doc_blocks
+
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def _blocks(kind: str) -> dict[str, str]:
-    pattern = re.compile(rf"<!-- {kind}: examples/(\S+\.py) -->\n```\w+\n(.*?)```", re.S)
-    return {name: body for name, body in pattern.findall(README)}
+    """The blocks marked ``<!-- kind: examples/NAME.py -->`` in README.md or docs/*.md, by NAME.py."""
+    return {
+        name.removeprefix("examples/"): body
+        for name, body in doc_blocks(kind).items()
+        if name.startswith("examples/") and name.endswith(".py") and "/" not in name.removeprefix("examples/")
+    }
 
 
 OUTPUTS = _blocks("output")
@@ -25,13 +27,13 @@ SOURCES = _blocks("source")
 
 
 def test_every_example_is_shown_in_readme() -> None:
-    """README.md shows the output of every file in examples/, and of nothing else."""
+    """README.md or docs/ shows the output of every file in examples/, and of nothing else."""
     assert sorted(OUTPUTS) == EXAMPLES
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_output_matches_readme(name: str) -> None:
-    """Running the example prints exactly the README's output block, and nothing on stderr."""
+    """Running the example prints exactly its output block (README.md or docs/), and nothing on stderr."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name)],
         capture_output=True,
@@ -49,5 +51,5 @@ def test_example_output_matches_readme(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_readme_source_is_the_example(name: str) -> None:
-    """Code shown in README.md as an example file is that file, verbatim."""
+    """Code shown in README.md or docs/ as an example file is that file, verbatim."""
     assert SOURCES[name] == (ROOT / "examples" / name).read_text(encoding="utf-8")

@@ -7,7 +7,6 @@ import functools
 import inspect
 import json
 import os
-import re
 import select
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 import async_trace
 from async_trace import _pstree
 
+from .doc_blocks import doc_block
 from .test_cli import marker_line
 
 REMOTE = hasattr(sys, "remote_exec")
@@ -788,15 +788,12 @@ def test_a_script_named_like_a_command_runs_as_a_path(tmp_path: Path) -> None:
         assert (result.returncode, result.stdout, result.stderr) == (0, "the script\n", "")
 
 
-# --- the README's sample ---------------------------------------------------------------
-
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+# --- the documentation's sample (docs/task-tree.md) -----------------------------------------
 
 
 def readme_block(kind: str, name: str) -> str:
-    blocks = re.findall(rf"<!-- {kind}: {re.escape(name)} -->\n```\w+\n(.*?)```", README, re.S)
-    assert len(blocks) == 1, (kind, name)
-    return str(blocks[0])
+    """The one block marked ``<!-- kind: name -->``, in README.md or docs/*.md."""
+    return doc_block(kind, name)
 
 
 def root_blocks(text: str) -> list[str]:
@@ -806,7 +803,7 @@ def root_blocks(text: str) -> list[str]:
 
 @needs_remote
 def test_readme_sample_next_to_asyncio_pstree(tmp_path: Path, tmpdir_for_cli: Path, child: Any) -> None:
-    """README.md's service.py, read by both commands, prints the README's blocks (PID and paths aside)."""
+    """The documentation's service.py, read by both commands, prints its blocks there (PID and paths aside)."""
     app = tmp_path / "app"
     app.mkdir()
     script = app / "service.py"
