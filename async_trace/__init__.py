@@ -3,8 +3,8 @@
 ``import async_trace`` turns tracing on; call :func:`print_trace` anywhere.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: it would export the name
+# ``annotations``, and this module only re-exports.
 from ._api import collect_async_trace as collect_async_trace
 from ._api import disable_tracing as disable_tracing
 from ._api import enable_tracing as enable_tracing
@@ -41,7 +41,7 @@ from ._types import AsyncTraceWarning as AsyncTraceWarning
 from ._types import TraceData as TraceData
 from ._types import TraceFrame as TraceFrame
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AsyncTraceWarning",

@@ -410,7 +410,7 @@ def test_note_is_added_once_across_awaits_and_reraises() -> None:
         assert text.endswith(f"ValueError: once\n{expected}\n")
         assert text.count(HEADER) == 1
     if NOTES:
-        assert exc.__notes__ == [expected]
+        assert exc.__notes__ == [expected]  # type: ignore[attr-defined]  # 3.11+, typed for 3.10
 
 
 def test_format_exception_shows_the_chain_on_every_version() -> None:

@@ -46,7 +46,7 @@ class Run:
         self.results: Results = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def node(self, tree: Tree, path: tuple[str, ...], edges: tuple[str, ...], new_task: bool) -> None:
+    async def node(self, tree: Tree, path: tuple[str, ...], edges: tuple[str, ...], *, new_task: bool) -> None:
         if new_task:
             task = asyncio.current_task()
             assert task is not None
@@ -59,30 +59,30 @@ class Run:
             await getattr(self, "via_" + edge)(*args)
 
     async def via_create_task(self, *a: Any) -> None:
-        await asyncio.create_task(self.node(*a, True))  # create_task
+        await asyncio.create_task(self.node(*a, new_task=True))  # create_task
 
     async def via_gather(self, *a: Any) -> None:
-        await asyncio.gather(self.node(*a, True))  # gather
+        await asyncio.gather(self.node(*a, new_task=True))  # gather
 
     async def via_ensure_future(self, *a: Any) -> None:
-        await asyncio.ensure_future(self.node(*a, True))  # ensure_future
+        await asyncio.ensure_future(self.node(*a, new_task=True))  # ensure_future
 
     async def via_loop_create_task(self, *a: Any) -> None:
-        await asyncio.get_running_loop().create_task(self.node(*a, True))  # loop_create_task
+        await asyncio.get_running_loop().create_task(self.node(*a, new_task=True))  # loop_create_task
 
     async def via_task_group(self, *a: Any) -> None:
         async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]
-            tg.create_task(self.node(*a, True))  # task_group
+            tg.create_task(self.node(*a, new_task=True))  # task_group
 
     async def via_await(self, *a: Any) -> None:
-        await self.node(*a, False)  # await
+        await self.node(*a, new_task=False)  # await
 
     async def via_executor(self, *a: Any) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, self.in_thread, loop, a)  # executor
 
     def in_thread(self, loop: asyncio.AbstractEventLoop, a: Any) -> None:
-        asyncio.run_coroutine_threadsafe(self.node(*a, True), loop).result(30)  # submit
+        asyncio.run_coroutine_threadsafe(self.node(*a, new_task=True), loop).result(30)  # submit
 
 
 def _line(edge: str) -> int:
@@ -136,7 +136,7 @@ def test_every_leaf_sees_its_path(tree: Tree) -> None:
             task = asyncio.current_task()
             assert task is not None
             task.set_name("root")
-            await run.node(tree, (), (), False)
+            await run.node(tree, (), (), new_task=False)
 
         asyncio.run(main())
     assert len(run.results) == _count_leaves(tree)

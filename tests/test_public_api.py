@@ -37,6 +37,39 @@ def test_all_has_the_documented_names() -> None:
         assert not name.startswith("_")
 
 
+#: The whole public namespace, pinned: a name added or removed is a decision, made here too.
+PUBLIC = CORE | {
+    "ExecutorThread",
+    "JSONFrame",
+    "JSONTask",
+    "JSONTrace",
+    "TaskInfo",
+    "TaskOrigin",
+    "TaskState",
+    "TaskTree",
+    "cancel_dump_tasks_on_signal",
+    "dump_tasks",
+    "dump_tasks_on_signal",
+    "exception_trace",
+    "format_exception",
+    "format_task_tree",
+    "print_exception",
+    "print_task_tree",
+    "trace_to_dict",
+    "trace_to_json",
+}
+
+
+def test_public_namespace_is_exactly_this() -> None:
+    """``__all__`` is exactly the pinned set, and the package exports nothing else without an underscore."""
+    assert set(async_trace.__all__) == PUBLIC
+    assert len(async_trace.__all__) == len(PUBLIC)  # no name listed twice
+    # Submodules that are public API of their own (imported on demand) may appear once imported.
+    modules = {"logging"}
+    exported = {name for name in vars(async_trace) if not name.startswith("_")} - modules
+    assert exported == PUBLIC
+
+
 def test_public_functions_are_documented_in_readme() -> None:
     """Every public name appears in README.md."""
     from pathlib import Path

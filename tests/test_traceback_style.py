@@ -76,8 +76,8 @@ def test_editor_regex_finds_every_frame_and_real_lines() -> None:
         assert f"\n    {source}\n" in text
 
 
-async def _run_collect() -> object:
-    async def inner() -> object:
+async def _run_collect() -> TraceData:
+    async def inner() -> TraceData:
         return collect_async_trace()
 
     return await asyncio.create_task(inner())

@@ -160,6 +160,7 @@ def expected(node: Node, path: tuple[int, ...], last: str) -> list[Canon]:
         if edge == "await":
             out.extend(expected(sub, child, last))
             continue
+        created: tuple[tuple[str, int, bool], ...]
         if edge == "executor":
             created = (("in_thread", line_of(Run.in_thread, "submit"), False), ("spawn", _line("executor"), True))
         else:
