@@ -307,7 +307,8 @@ def trace_lines(trace: TraceData, limit: int | None, style: Style = "arrows", *,
 
 def path_line(trace: TraceData, deco: Decorations = UNICODE) -> str:
     """The logging one-line path, innermost first: ``worker ← sub_task ← main ← Task-1``."""
-    return f" {deco.left} ".join(f["name"] + (" [executor]" if f["is_executor"] else "") for f in trace["frames"])
+    parts = (plain(f["name"]) + (" [executor]" if f["is_executor"] else "") for f in trace["frames"])
+    return f" {deco.left} ".join(parts)
 
 
 # --- exception notes -------------------------------------------------------------
@@ -379,7 +380,7 @@ def ascii_notes(lines: list[str]) -> list[str]:
 
 def _title(info: TaskInfo, quote: bool) -> str:
     if info.origin == "elided":
-        return str(info.name)
+        return plain(str(info.name))
     extra = ", unknown origin" if info.origin == "unknown" else ""
     if info.name is None:
         return f"<finished task>{' (unknown origin)' if extra else ''}"
@@ -450,7 +451,7 @@ def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, le
     """One entry's own lines (not its children's), indented two spaces per ``level``."""
     pad = "  " * level
     if info.origin == "elided":
-        out.append(f"{pad}{info.name}\n")
+        out.append(f"{pad}{plain(str(info.name))}\n")
     else:
         out.append(f"{pad}Task {_title(info, quote=True)}\n")
     note = _awaiter_note(info, parent, tree, quote=True)
