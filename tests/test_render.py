@@ -200,6 +200,38 @@ def test_a_tree_deeper_than_the_recursion_limit_renders() -> None:
     hash(tree.roots[0])
 
 
+def test_a_live_chain_deeper_than_the_recursion_limit_renders() -> None:
+    """Real tasks, each created by the one above, deeper than the recursion limit (about a second)."""
+    depth = sys.getrecursionlimit() + 100
+    async_trace.enable_tracing(max_depth=depth * 2)
+    found: list[TaskTree] = []
+
+    async def link(i: int, ready: asyncio.Event) -> None:
+        if i < depth:
+            asyncio.create_task(link(i + 1, ready), name=f"link-{i + 1}")
+            await ready.wait()
+        else:
+            await asyncio.sleep(0)
+            found.append(async_trace.task_tree())
+            out = stream("ascii")
+            dump_tasks(out)
+            assert text_of(out).count("(pending)") == depth
+            ready.set()
+
+    async def main() -> None:
+        await link(0, asyncio.Event())
+
+    asyncio.run(main())
+    tree = found[0]
+    assert max(level for level, _ in tree.walk()) == depth
+    assert len(repr(tree)) < 100
+    assert hash(tree) == hash(tree)
+    out = stream("ascii")
+    print_task_tree(tree, file=out, style="traceback")
+    assert text_of(out).count("Task 'link-") == depth
+    assert len(format_task_tree(tree, group=True)) >= 2
+
+
 def test_a_trace_deeper_than_the_recursion_limit_renders() -> None:
     depth = sys.getrecursionlimit() + 200
     trace: TraceData = {
