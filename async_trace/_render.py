@@ -654,6 +654,7 @@ def _ps_site(frames: list[dict[str, Any]]) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    rows = [[plain(str(cell)) for cell in row] for row in rows]  # a name with a newline keeps its row
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(row: list[str]) -> str:

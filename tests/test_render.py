@@ -22,6 +22,7 @@ from async_trace import (
     TaskTree,
     TraceData,
     _dump,
+    _pstree,
     _render,
     dump_tasks,
     format_async_trace,
@@ -33,6 +34,7 @@ from async_trace import (
     print_task_tree,
     print_trace,
     trace_to_json,
+    tree_to_dict,
     tree_to_json,
 )
 from async_trace.logging import AsyncTraceFilter, compact_path
@@ -146,6 +148,33 @@ def test_every_renderer_any_tree_any_name_any_stream(tree: TaskTree, trace: Trac
         out = stream(encoding)
         _render.write([path, "\n", trace_to_json(trace), "\n", tree_to_json(tree), "\n"], out)
         json.loads(text_of(out).splitlines()[1])
+
+        # python -m async_trace pstree / ps, from this process's data and from asyncio's await graph.
+        result = {"pid": 1, "source": "async_trace", "loops": [tree_to_dict(tree)]}
+        out = stream(encoding)
+        _render.write(lambda plain, data=result: _pstree.format_pstree(data, ascii_only=plain), out)
+        assert text_of(out).count("\n") == 3 + len(format_task_tree(tree))
+        out = stream(encoding)
+        _render.write(_pstree.format_ps(result), out)
+        assert text_of(out).count("\n") == 2 + len(tree.walk())
+        at = [{"name": "main", "line": 3, "filename": __file__, "indent": 0, "is_executor": False}]
+        graph = {
+            "pid": 1,
+            "source": "remote_debugging",
+            "await_graph": [
+                {
+                    "thread_id": 1,
+                    "tasks": [
+                        {"id": 1, "name": name, "frames": at, "awaited_by": [{"id": 2, "frames": at}]},
+                        {"id": 2, "name": f"{name}-2", "frames": at, "awaited_by": [{"id": 1, "frames": at}]},
+                    ],
+                }
+            ],
+        }
+        for render, count in ((_pstree.format_pstree, 7), (_pstree.format_ps, 4)):
+            out = stream(encoding)
+            _render.write(render(graph), out)
+            assert text_of(out).count("\n") == count  # a name with a newline keeps its line
 
     for style in STYLES:
         unicode = format_task_tree(tree, style=style, group=group)  # type: ignore[arg-type]
