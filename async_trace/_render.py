@@ -165,9 +165,13 @@ def plain(text: str) -> str:
     return text if text.isprintable() else repr(text)[1:-1]
 
 
-def name_of(info: TaskInfo) -> str:
-    """A tree entry's name, unquoted."""
-    return "<finished task>" if info.name is None else plain(info.name)
+#: What a finished task whose name is not known is called.
+FINISHED: Final = "<finished task>"
+
+
+def entry_name(name: str | None) -> str:
+    """A tree entry's name, unquoted (``None``: a finished task whose name is not known)."""
+    return FINISHED if name is None else plain(name)
 
 
 # --- frames ----------------------------------------------------------------------
@@ -383,8 +387,8 @@ def _title(info: TaskInfo, quote: bool) -> str:
         return plain(str(info.name))
     extra = ", unknown origin" if info.origin == "unknown" else ""
     if info.name is None:
-        return f"<finished task>{' (unknown origin)' if extra else ''}"
-    return f"{repr(info.name) if quote else plain(info.name)} ({info.state}{extra})"
+        return f"{FINISHED}{' (unknown origin)' if extra else ''}"
+    return f"{repr(info.name) if quote else entry_name(info.name)} ({info.state}{extra})"
 
 
 #: Awaiter names shown on one line, at most; then ``and N more``.
@@ -686,7 +690,7 @@ def ps_lines(result: dict[str, Any]) -> list[str]:
         for data in result["loops"]:
             thread = str(data["loop"].get("thread_name") or data["loop"].get("thread_id") or "?")
             tasks = data["tasks"]
-            names = {task["id"]: task["name"] or "<finished task>" for task in tasks if task["id"] is not None}
+            names = {task["id"]: entry_name(task["name"] or None) for task in tasks if task["id"] is not None}
             for task in tasks:
                 parent = tasks[task["parent"]] if task["parent"] is not None else None
                 awaiters = ", ".join(names.get(i, _hex(i)) for i in task.get("awaited_by", ()))
@@ -694,12 +698,12 @@ def ps_lines(result: dict[str, Any]) -> list[str]:
                     [
                         thread,
                         _hex(task["id"]),
-                        task["name"] or "<finished task>",
+                        entry_name(task["name"] or None),
                         task["state"],
                         task["origin"],
                         _ps_site(task["created_at"]),
                         _ps_site(task["suspended_at"]),
-                        (parent["name"] or "<finished task>") if parent is not None else "",
+                        entry_name(parent["name"] or None) if parent is not None else "",
                         _hex(parent["id"]) if parent is not None else "",
                         awaiters,
                     ]
