@@ -7,7 +7,7 @@ from typing import TextIO
 from . import _chain, _exceptions, _patch
 from ._chain import current_frame, warn_internal
 from ._collect import collect
-from ._format import Style, format_trace_data, write
+from ._render import Style, check_style, trace_lines, write
 from ._types import TraceData
 
 __all__ = [
@@ -46,7 +46,9 @@ def collect_async_trace() -> TraceData:
     return _safe_collect(1)
 
 
-def format_async_trace(trace: TraceData, *, limit: int | None = None, style: Style = "arrows") -> list[str]:
+def format_async_trace(
+    trace: TraceData, *, limit: int | None = None, style: Style = "arrows", ascii_only: bool = False
+) -> list[str]:
     """Format a trace from :func:`collect_async_trace` as lines of text.
 
     Args:
@@ -57,6 +59,8 @@ def format_async_trace(trace: TraceData, *, limit: int | None = None, style: Sty
             innermost first. ``"traceback"``: like a Python traceback, most
             recent call last, ``File "/path", line N, in name`` with the source
             line, and a separator line at each task boundary and executor hop.
+        ascii_only: the arrows style's ``↑`` as ``^`` (the traceback style
+            draws nothing non-ASCII of its own).
 
     Returns:
         One string per frame, each ending in a newline (the traceback style
@@ -65,35 +69,48 @@ def format_async_trace(trace: TraceData, *, limit: int | None = None, style: Sty
     Raises:
         ValueError: an unknown ``style``.
     """
-    return format_trace_data(trace, limit, style)
+    return trace_lines(trace, limit, style, ascii_only=ascii_only)
 
 
-def format_trace(*, limit: int | None = None, style: Style = "arrows") -> list[str]:
+def format_trace(*, limit: int | None = None, style: Style = "arrows", ascii_only: bool = False) -> list[str]:
     """Collect and format the async call trace of the caller.
 
-    Same as ``format_async_trace(collect_async_trace(), limit=limit, style=style)``.
+    Same as ``format_async_trace(collect_async_trace(), limit=limit, style=style, ascii_only=ascii_only)``.
     """
-    return format_trace_data(_safe_collect(1), limit, style)
+    return trace_lines(_safe_collect(1), limit, style, ascii_only=ascii_only)
 
 
 def print_async_trace(
-    trace: TraceData, *, file: TextIO | None = None, limit: int | None = None, style: Style = "arrows"
+    trace: TraceData,
+    *,
+    file: TextIO | None = None,
+    limit: int | None = None,
+    style: Style = "arrows",
+    ascii_only: bool = False,
 ) -> None:
     """Print a trace from :func:`collect_async_trace` to ``file`` (default: ``sys.stdout``).
 
-    ``limit`` and ``style`` as in :func:`format_async_trace`.
+    ``limit``, ``style`` and ``ascii_only`` as in :func:`format_async_trace`;
+    ASCII decorations too on a stream whose encoding cannot encode ``↑``.
+    Never raises ``UnicodeEncodeError`` (what the stream cannot encode is
+    backslash-escaped).
     """
-    write(format_trace_data(trace, limit, style), file)
+    check_style(style)
+    write(lambda plain: trace_lines(trace, limit, style, ascii_only=plain), file, ascii_only=ascii_only)
 
 
-def print_trace(*, file: TextIO | None = None, limit: int | None = None, style: Style = "arrows") -> None:
+def print_trace(
+    *, file: TextIO | None = None, limit: int | None = None, style: Style = "arrows", ascii_only: bool = False
+) -> None:
     """Print the async call trace of the caller to ``file`` (default: ``sys.stdout``).
 
     Like ``traceback.print_stack()``, for asyncio: from the calling line back
     through every task creation point and executor hop to the root task.
-    ``limit`` and ``style`` as in :func:`format_async_trace`.
+    ``limit``, ``style`` and ``ascii_only`` as in :func:`print_async_trace`.
     """
-    write(format_trace_data(_safe_collect(1), limit, style), file)
+    check_style(style)
+    trace = _safe_collect(1)
+    write(lambda plain: trace_lines(trace, limit, style, ascii_only=plain), file, ascii_only=ascii_only)
 
 
 def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = None) -> None:

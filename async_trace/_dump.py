@@ -10,8 +10,8 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ._chain import warn_internal
-from ._format import Style, check_style, write
-from ._tree import format_task_tree, loop_thread, running_loops, task_tree
+from ._render import Style, check_style, dump_header, dump_loop_line, tree_lines, write
+from ._tree import TaskTree, loop_thread, running_loops, task_tree
 
 __all__ = ["cancel_dump_tasks_on_signal", "dump_tasks", "dump_tasks_on_signal"]
 
@@ -23,30 +23,47 @@ _lock = threading.Lock()
 _dumping = threading.local()
 
 
-def format_dump(*, style: Style = "arrows", summary: bool = False) -> list[str]:
+def format_dump(*, style: Style = "arrows", summary: bool = False, ascii_only: bool = False) -> list[str]:
     """The lines :func:`dump_tasks` writes."""
     check_style(style)
-    loops = running_loops()
+    return _dump_lines(_snapshot(), style, summary, ascii_only)
+
+
+def _snapshot() -> list[tuple[Any, str, TaskTree]]:
+    """``(loop, thread name, tree)`` of every running loop, taken once (then rendered as the stream allows)."""
     names = {thread.ident: thread.name for thread in threading.enumerate()}
-    out = [f"Async task dump: {len(loops)} running event loop{'s' if len(loops) != 1 else ''}\n"]
-    for loop in loops:
+    out = []
+    for loop in running_loops():
         ident = loop_thread(loop)
-        thread = names.get(ident, "?") if ident is not None else "?"
-        out.append(f"\nLoop {type(loop).__name__} at {id(loop):#x} in thread {thread!r}:\n")
-        out.extend(format_task_tree(task_tree(loop), style=style, group=summary))
+        out.append((loop, names.get(ident, "?") if ident is not None else "?", task_tree(loop)))
     return out
 
 
-def dump_tasks(file: TextIO | None = None, *, style: Style = "arrows", summary: bool = False) -> None:
+def _dump_lines(loops: list[tuple[Any, str, TaskTree]], style: Style, summary: bool, ascii_only: bool) -> list[str]:
+    out = [dump_header(len(loops))]
+    for loop, thread, tree in loops:
+        out.append(dump_loop_line(loop, thread))
+        out.extend(tree_lines(tree, style, group=summary, ascii_only=ascii_only))
+    return out
+
+
+def dump_tasks(
+    file: TextIO | None = None, *, style: Style = "arrows", summary: bool = False, ascii_only: bool = False
+) -> None:
     """Write the task tree of every running event loop, in any thread, to ``file`` (default ``sys.stderr``).
 
     Each tree shows the executor threads working for its tasks with their
     current stacks. ``summary=True``: per loop, the grouped view instead
     (``format_task_tree(..., group=True)``: counts of tasks per creation and
     suspended site). Safe to call from any thread, e.g. a watchdog.
+    ``ascii_only=True``, or a stream whose encoding cannot encode them: the
+    tree's decorations in ASCII (see :func:`format_task_tree`); never raises
+    ``UnicodeEncodeError``.
     """
+    check_style(style)
     out = sys.stderr if file is None else file
-    write(format_dump(style=style, summary=summary), out)
+    loops = _snapshot()
+    write(lambda plain: _dump_lines(loops, style, summary, plain), out, ascii_only=ascii_only)
     out.flush()
 
 
@@ -64,6 +81,7 @@ def dump_tasks_on_signal(
     style: Style = "arrows",
     chain: bool = False,
     summary: bool = False,
+    ascii_only: bool = False,
 ) -> None:
     """Dump every running loop's task tree (:func:`dump_tasks`) when ``signum`` arrives.
 
@@ -73,7 +91,8 @@ def dump_tasks_on_signal(
     while a task in the main thread's loop is busy, too (not while one C call
     runs that never returns to Python). ``chain=True`` calls the handler that
     was there before after the dump. ``summary=True`` dumps the grouped view
-    (see :func:`dump_tasks`). Registering again replaces the options.
+    (see :func:`dump_tasks`), ``ascii_only=True`` ASCII decorations (see
+    :func:`dump_tasks`). Registering again replaces the options.
     Must be called from the main thread (``signal.signal``'s rule).
 
     Raises:
@@ -87,7 +106,7 @@ def dump_tasks_on_signal(
             return  # a signal during our own dump
         _dumping.active = True
         try:
-            dump_tasks(file, style=style, summary=summary)
+            dump_tasks(file, style=style, summary=summary, ascii_only=ascii_only)
         except Exception as exc:  # noqa: BLE001 - never raise into the interrupted program
             warn_internal(exc, "dumping the task trees on a signal")
         finally:

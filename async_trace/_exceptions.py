@@ -64,7 +64,9 @@ from ._chain import (
     warn_internal,
 )
 from ._collect import node_of_task
-from ._format import TRACEBACK_HEADER, Style, check_style, format_frame, format_traceback_frame
+from ._render import ARROWS_HEADER as ARROWS_HEADER  # the note's wording, for tests and tools
+from ._render import GONE_SEPARATOR as GONE_SEPARATOR
+from ._render import Style, ascii_notes, check_style, exception_note, write
 from ._types import TraceData, TraceFrame
 
 __all__ = ["exception_trace", "format_exception", "print_exception"]
@@ -77,10 +79,6 @@ _HAS_MONITORING: Final = sys.version_info >= (3, 12)
 _KEY: Final = "_async_trace_origin"
 #: The ``default_exception_handler`` context key for a task destroyed while pending.
 CONTEXT_KEY: Final = "task_trace"
-#: Header of the arrows style when it stands under an exception.
-ARROWS_HEADER: Final = "Async trace:\n"
-#: Separator for a task boundary whose task is gone and whose name is not known.
-GONE_SEPARATOR: Final = "  --- task created here ---\n"
 
 _CORO_FLAGS: Final = 0x80 | 0x100  # inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE
 #: Exceptions that are iteration, not failures: never recorded.
@@ -272,23 +270,7 @@ def _block(found: Found, style: Style) -> str | None:
     """The chain as one note, or ``None`` if it holds no line (raised in a root task)."""
     node, task, name = found
     frames, boundaries, root = chain_frames(node, task)
-    if all(frame["line"] is None for frame in frames):
-        return None
-    if style == "arrows":
-        lines = [ARROWS_HEADER, *(format_frame(frame) for frame in frames)]
-    else:
-        lines = [TRACEBACK_HEADER]
-        innermost = boundaries[0] if boundaries and type(node) is not ExecutorNode else -1
-        for i in range(len(frames) - 1, -1, -1):
-            if i == root and frames[i]["task"] is None:
-                lines.append(f"  Root task {frames[i]['name']!r}\n")  # gone, but its name is known
-                continue
-            text = format_traceback_frame(frames[i])
-            if i in boundaries and frames[i]["task"] is None:
-                # The task is gone: its separator all the same, named if the record knows it.
-                text += f"  --- task {name!r} created here ---\n" if i == innermost and name else GONE_SEPARATOR
-            lines.append(text)
-    return "".join(lines).rstrip("\n")
+    return exception_note(frames, boundaries, root, type(node) is ExecutorNode, name, style)
 
 
 def _note_text(exc: BaseException, style: Style) -> str | None:
@@ -396,7 +378,7 @@ def _format_310(exc: BaseException, style: Style) -> list[str]:
     return lines
 
 
-def format_exception(exc: BaseException, *, style: Style | None = None) -> list[str]:
+def format_exception(exc: BaseException, *, style: Style | None = None, ascii_only: bool = False) -> list[str]:
     """Format ``exc`` like :func:`traceback.format_exception`, with its async origin.
 
     Each exception of the chain (causes, contexts, and on 3.11+ the members of
@@ -411,6 +393,8 @@ def format_exception(exc: BaseException, *, style: Style | None = None) -> list[
         style: ``"traceback"`` (``File "...", line N`` lines, most recent call
             last) or ``"arrows"``; default: ``"traceback"``, or what
             ``python -m async_trace --style`` chose.
+        ascii_only: the arrows-style trace's ``↑`` as ``^`` in the lines
+            returned (a note already added keeps its text in ``__notes__``).
 
     Returns:
         Lines, each ending in a newline, as :func:`traceback.format_exception`.
@@ -420,20 +404,32 @@ def format_exception(exc: BaseException, *, style: Style | None = None) -> list[
     """
     chosen = _style if style is None else style
     check_style(chosen)
+    lines: list[str] | None = None
     try:
         if not _HAS_NOTES:
-            return _format_310(exc, chosen)
-        for e in _family(exc):
-            _note(e, chosen)
+            lines = _format_310(exc, chosen)
+        else:
+            for e in _family(exc):
+                _note(e, chosen)
     except Exception as err:  # noqa: BLE001 - fall back to the plain traceback
         warn_internal(err, "formatting an exception's origin")
-    return traceback.format_exception(type(exc), exc, exc.__traceback__)
+    if lines is None:
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return ascii_notes(lines) if ascii_only else lines
 
 
-def print_exception(exc: BaseException, *, file: TextIO | None = None, style: Style | None = None) -> None:
-    """Print :func:`format_exception`'s lines to ``file`` (default: ``sys.stderr``)."""
+def print_exception(
+    exc: BaseException, *, file: TextIO | None = None, style: Style | None = None, ascii_only: bool = False
+) -> None:
+    """Print :func:`format_exception`'s lines to ``file`` (default: ``sys.stderr``).
+
+    ASCII decorations when ``ascii_only`` or when the stream's encoding cannot
+    encode ``↑``; never raises ``UnicodeEncodeError`` (what the stream cannot
+    encode, such as the exception's own text, is backslash-escaped).
+    """
+    check_style(_style if style is None else style)
     out = sys.stderr if file is None else file
-    out.write("".join(format_exception(exc, style=style)))
+    write(lambda plain: format_exception(exc, style=style, ascii_only=plain), out, ascii_only=ascii_only)
 
 
 # --- 3.12+: sys.monitoring --------------------------------------------------

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, TypedDict
 
+from ._chain import task_name
 from ._tree import TaskOrigin, TaskState, TaskTree
 from ._types import TraceData, TraceFrame
 
@@ -105,8 +106,7 @@ class JSONTaskTree(TypedDict):
 def _task(task: Any) -> JSONTask | None:
     if task is None:
         return None
-    get_name = getattr(task, "get_name", None)
-    return {"name": str(get_name()) if callable(get_name) else repr(task), "id": id(task)}
+    return {"name": task_name(task), "id": id(task)}
 
 
 def _frames(frames: Iterable[TraceFrame]) -> list[JSONFrame]:

@@ -30,9 +30,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
-from ._format import frame_text
-from ._tree import ExecutorThread, TaskInfo, TaskTree, format_task_tree
-from ._types import TraceFrame
+from ._render import ps_lines, pstree_lines, remote_frames, write
+from ._tree import ExecutorThread, TaskInfo, TaskTree
 
 __all__ = ["COMMANDS", "main"]
 
@@ -175,8 +174,10 @@ def main(command: str, argv: Sequence[str]) -> int:
     if options.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        lines = format_ps(result) if command == "ps" else format_pstree(result)
-        sys.stdout.write("".join(lines))
+        if command == "ps":
+            write(format_ps(result), sys.stdout)
+        else:
+            write(lambda plain: format_pstree(result, ascii_only=plain), sys.stdout)
     sys.stdout.flush()
     return TIMEOUT if result["source"] == "remote_debugging" else OK
 
@@ -427,10 +428,6 @@ def _awaited_info(info: Any) -> dict[str, Any]:
 # --- printing -------------------------------------------------------------------
 
 
-def _trace_frames(frames: list[dict[str, Any]]) -> tuple[TraceFrame, ...]:
-    return tuple(cast(TraceFrame, {**f, "task": None}) for f in frames)
-
-
 def _tree(data: dict[str, Any]) -> TaskTree:
     """A :class:`TaskTree` (without task objects or loop) from :func:`async_trace.tree_to_dict`'s data."""
     tasks = data["tasks"]
@@ -442,10 +439,10 @@ def _tree(data: dict[str, Any]) -> TaskTree:
             state=entry["state"],
             origin=entry["origin"],
             task=None,
-            created_at=_trace_frames(entry["created_at"]),
-            suspended_at=_trace_frames(entry["suspended_at"]),
+            created_at=remote_frames(entry["created_at"]),
+            suspended_at=remote_frames(entry["suspended_at"]),
             executor_threads=tuple(
-                ExecutorThread(t["name"], t["ident"], _trace_frames(t["frames"])) for t in entry["executor_threads"]
+                ExecutorThread(t["name"], t["ident"], remote_frames(t["frames"])) for t in entry["executor_threads"]
             ),
             children=tuple(built[key] for key in entry["children"]),
             awaited_by=tuple(entry.get("awaited_by", ())),
@@ -453,156 +450,12 @@ def _tree(data: dict[str, Any]) -> TaskTree:
     return TaskTree(loop=cast(Any, None), roots=tuple(built[key] for key in data["roots"]))
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'s' if count != 1 else ''}"
-
-
-def _where(loop: dict[str, Any]) -> str:
-    name = loop.get("thread_name")
-    if name is not None:
-        return f"thread {name!r}"
-    return f"thread {loop['thread_id']}" if loop.get("thread_id") is not None else "an unknown thread"
-
-
-def format_pstree(result: dict[str, Any]) -> list[str]:
+def format_pstree(result: dict[str, Any], *, ascii_only: bool = False) -> list[str]:
     """``pstree``'s lines: each loop's task tree (as ``dump_tasks`` prints it), or the await graph."""
-    pid = result["pid"]
-    if result["source"] == "async_trace":
-        loops = result["loops"]
-        out = [f"Async task dump of process {pid}: {_plural(len(loops), 'running event loop')}\n"]
-        for data in loops:
-            out.append(f"\nLoop {data['loop']['type']} in {_where(data['loop'])}:\n")
-            out.extend(format_task_tree(_tree(data)))
-        return out
-    graphs = result["await_graph"]
-    out = [
-        f"Await graph of process {pid} (each task under the task awaiting it; no creation origins): "
-        f"{_plural(len(graphs), 'event loop')}\n"
-    ]
-    for graph in graphs:
-        out.append(f"\nLoop in {_where(graph)}:\n")
-        out.extend(_await_tree(graph["tasks"]))
-    return out
-
-
-def _await_tree(tasks: list[dict[str, Any]]) -> list[str]:
-    tasks = sorted(tasks, key=_by_name)
-    by_id = {task["id"]: task for task in tasks}
-    children: dict[int, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
-    for task in tasks:
-        for waiter in task["awaited_by"]:
-            if waiter["id"] in by_id:
-                children.setdefault(waiter["id"], []).append((task, waiter["frames"]))
-    roots = [task for task in tasks if not any(w["id"] in by_id for w in task["awaited_by"])]
-    shown: set[int] = set()
-    out: list[str] = []
-
-    def entry(task: dict[str, Any], at: list[dict[str, Any]], lead: str, rest: str, path: frozenset[int]) -> None:
-        shown.add(task["id"])
-        awaited = f" ← awaited at {frame_text(_trace_frames(at)[0])}" if at else ""
-        out.append(f"{lead}{task['name']}{awaited}\n")
-        kids = [k for k in children.get(task["id"], []) if k[0]["id"] not in path]
-        detail = rest + ("│   " if kids else "    ")
-        out.extend(f"{detail}↑ {frame_text(f)}\n" for f in _trace_frames(task["frames"]))
-        for i, (kid, kid_at) in enumerate(kids):
-            last = i == len(kids) - 1
-            entry(
-                kid,
-                kid_at,
-                rest + ("└── " if last else "├── "),
-                rest + ("    " if last else "│   "),
-                path | {kid["id"]},
-            )
-
-    for task in roots:
-        entry(task, [], "", "", frozenset({task["id"]}))
-    for task in tasks:  # in a cycle of awaits only
-        if task["id"] not in shown:
-            entry(task, [], "", "", frozenset({task["id"]}))
-    return out
-
-
-def _by_name(task: dict[str, Any]) -> tuple[str, int]:
-    """Tasks in a stable order (asyncio keeps them in a set): by name, numbers in names in numeric order."""
-    name = str(task["name"])
-    digits = len(name) - len(name.rstrip("0123456789"))
-    return (name[: len(name) - digits], int(name[len(name) - digits :] or -1))
-
-
-def _site(frames: list[dict[str, Any]]) -> str:
-    for frame in frames:
-        if frame["line"] is not None and frame["filename"]:
-            return f"{frame['name']} {os.path.basename(frame['filename'])}:{frame['line']}"
-    return frames[0]["name"] if frames else ""
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
-
-    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    trees = [_tree(data) for data in result["loops"]] if result["source"] == "async_trace" else []
+    return pstree_lines(result, trees, ascii_only=ascii_only)
 
 
 def format_ps(result: dict[str, Any]) -> list[str]:
     """``ps``'s lines: one row per task of every loop."""
-    rows: list[list[str]] = []
-    if result["source"] == "async_trace":
-        header = [
-            "thread",
-            "task id",
-            "name",
-            "state",
-            "origin",
-            "created at",
-            "suspended at",
-            "parent",
-            "parent id",
-            "awaited by",
-        ]
-        for data in result["loops"]:
-            thread = str(data["loop"].get("thread_name") or data["loop"].get("thread_id") or "?")
-            tasks = data["tasks"]
-            names = {task["id"]: task["name"] or "<finished task>" for task in tasks if task["id"] is not None}
-            for task in tasks:
-                parent = tasks[task["parent"]] if task["parent"] is not None else None
-                awaiters = ", ".join(names.get(i, _hex(i)) for i in task.get("awaited_by", ()))
-                rows.append(
-                    [
-                        thread,
-                        _hex(task["id"]),
-                        task["name"] or "<finished task>",
-                        task["state"],
-                        task["origin"],
-                        _site(task["created_at"]),
-                        _site(task["suspended_at"]),
-                        (parent["name"] or "<finished task>") if parent is not None else "",
-                        _hex(parent["id"]) if parent is not None else "",
-                        awaiters,
-                    ]
-                )
-        return _table(header, rows)
-    header = ["thread", "task id", "name", "suspended at", "awaited by", "awaiter id", "awaited at"]
-    for graph in result["await_graph"]:
-        thread = str(graph.get("thread_name") or graph.get("thread_id") or "?")
-        names = {task["id"]: task["name"] for task in graph["tasks"]}
-        for task in sorted(graph["tasks"], key=_by_name):
-            waiters = task["awaited_by"] or [None]
-            for waiter in waiters:
-                rows.append(
-                    [
-                        thread,
-                        _hex(task["id"]),
-                        task["name"],
-                        _site(task["frames"]),
-                        names.get(waiter["id"], "?") if waiter else "",
-                        _hex(waiter["id"]) if waiter else "",
-                        _site(waiter["frames"]) if waiter else "",
-                    ]
-                )
-    return _table(header, rows)
-
-
-def _hex(value: int | None) -> str:
-    return f"{value:#x}" if isinstance(value, int) else ""
+    return ps_lines(result)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final, Literal, TextIO
 
-from . import _collect, _patch
+from . import _collect, _patch, _render
 from ._chain import (
     CURRENT,
     ElidedNode,
@@ -36,7 +36,7 @@ from ._chain import (
     warn_internal,
 )
 from ._collect import node_of_task, resolve
-from ._format import Style, check_style, format_traceback_frame, frame_text, write
+from ._render import Style, check_style, write
 from ._types import TraceFrame
 
 __all__ = [
@@ -61,7 +61,12 @@ TaskState = Literal["running", "pending", "done", "failed", "cancelled", "finish
 TaskOrigin = Literal["root", "traced", "unknown", "elided"]
 
 
-@dataclass(frozen=True)
+# The records: slotted, immutable, equal and hashed by identity (``eq=False``: two
+# snapshots of one task are two records; a value comparison of deep trees would
+# recurse), with a short ``repr`` that never descends into children or frames.
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class ExecutorThread:
     """A thread running an executor call (``run_in_executor``, ``to_thread``) for a task."""
 
@@ -71,8 +76,11 @@ class ExecutorThread:
     #: Where it is now, innermost first, from the executor function on (no pool machinery).
     frames: tuple[TraceFrame, ...]
 
+    def __repr__(self) -> str:
+        return f"ExecutorThread(name={self.name!r}, ident={self.ident}, frames={len(self.frames)})"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True, eq=False)
 class TaskInfo:
     """One task of a :class:`TaskTree`, with the tasks it created as ``children``."""
 
@@ -119,13 +127,19 @@ class TaskInfo:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TaskTree:
     """The live tasks of one loop, by creation parent (see :func:`task_tree`)."""
 
     loop: asyncio.AbstractEventLoop = field(repr=False)
     #: Top-level entries: root tasks, then tasks of unknown origin.
     roots: tuple[TaskInfo, ...]
+    #: ``by_id``'s index, made on first use.
+    _index: dict[int, TaskInfo] | None = field(default=None, init=False, repr=False)
+
+    def __repr__(self) -> str:
+        # Short: the entries are one attribute away (and a deep tree would make a huge string).
+        return f"TaskTree(loop={type(self.loop).__name__} at {id(self.loop):#x}, roots={len(self.roots)})"
 
     def walk(self) -> list[tuple[int, TaskInfo]]:
         """``(depth, info)`` for every entry, depth first; roots are depth 0."""
@@ -137,11 +151,11 @@ class TaskTree:
 
     def by_id(self, id: int) -> TaskInfo | None:
         """The entry of the live task whose ``id`` is ``id`` (as in :attr:`TaskInfo.awaited_by`), or ``None``."""
-        return self._ids.get(id)
-
-    @functools.cached_property
-    def _ids(self) -> dict[int, TaskInfo]:
-        return {info.id: info for _, info in self.walk() if info.id is not None}
+        index = self._index
+        if index is None:
+            index = {info.id: info for _, info in self.walk() if info.id is not None}
+            object.__setattr__(self, "_index", index)
+        return index.get(id)
 
     @property
     def live_count(self) -> int:
@@ -729,162 +743,9 @@ def _loops_on_stacks() -> list[tuple[Any, int]]:
 # --- formatting ---------------------------------------------------------------
 
 
-def _title(info: TaskInfo, quote: bool) -> str:
-    if info.origin == "elided":
-        return str(info.name)
-    extra = ", unknown origin" if info.origin == "unknown" else ""
-    if info.name is None:
-        return f"<finished task>{' (unknown origin)' if extra else ''}"
-    return f"{repr(info.name) if quote else info.name} ({info.state}{extra})"
-
-
-#: Awaiter names shown on one line, at most; then ``and N more``.
-_MAX_AWAITERS_SHOWN: Final = 5
-
-
-def _awaiter_note(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, quote: bool) -> str | None:
-    """``'w-2, not its creator'``: who awaits ``info``, unless none or only its parent in the tree (creator).
-
-    ``not its creator`` when the task has a creator in the tree (a live or
-    finished parent) and no awaiter is it; a root or a task of unknown
-    origin has no creator to compare with.
-    """
-    awaited_by = info.awaited_by
-    if not awaited_by or (parent is not None and parent.id is not None and awaited_by == (parent.id,)):
-        return None
-    names = []
-    for ident in awaited_by[:_MAX_AWAITERS_SHOWN]:
-        found = tree.by_id(ident)
-        name = found.name if found is not None and found.name is not None else f"<task {ident:#x}>"
-        names.append(repr(name) if quote else name)
-    more = len(awaited_by) - len(names)
-    if more:
-        text = f"{', '.join(names)} and {more} more"
-    elif len(names) > 1:
-        text = f"{', '.join(names[:-1])} and {names[-1]}"
-    else:
-        text = names[0]
-    if parent is not None and parent.origin != "elided" and parent.id not in awaited_by:
-        text += ", not its creator"
-    return text
-
-
-def _arrows_entry(
-    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, lead: str, rest: str, out: list[str]
-) -> None:
-    """``lead`` starts the entry's own line; ``rest`` starts every line below it."""
-    title = _title(info, quote=False)
-    boundaries = [f for i, f in enumerate(info.created_at) if f["line"] is not None and (i == 0 or f["is_executor"])]
-    if not boundaries and info.created_at:
-        boundaries = [f for f in info.created_at if f["line"] is not None][:1]
-    created = "".join(f" ← {frame_text(f)}" for f in boundaries)
-    note = _awaiter_note(info, parent, tree, quote=False)
-    awaited = f"  [awaited by {note}]" if note is not None else ""
-    out.append(f"{lead}{title}{created}{awaited}\n")
-    detail = rest + ("│   " if info.children else "    ")
-    out.extend(f"{detail}↑ {frame_text(f)}\n" for f in info.suspended_at)
-    for thread in info.executor_threads:
-        out.append(f"{detail}executor thread {thread.name!r}:\n")
-        out.extend(f"{detail}  ↑ {frame_text(f)}\n" for f in thread.frames)
-    for i, child in enumerate(info.children):
-        last = i == len(info.children) - 1
-        _arrows_entry(child, info, tree, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), out)
-
-
-def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
-    lines: list[str] = []
-    for frame in reversed(frames):
-        bare = frame.copy()
-        bare["task"] = None  # its own separator would repeat the title
-        text = format_traceback_frame(bare)
-        lines.extend(pad + line + "\n" for line in text.splitlines())
-    return lines
-
-
-def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, out: list[str]) -> None:
-    pad = "  " * level
-    if info.origin == "elided":
-        out.append(f"{pad}{info.name}\n")
-    else:
-        out.append(f"{pad}Task {_title(info, quote=True)}\n")
-    note = _awaiter_note(info, parent, tree, quote=True)
-    if note is not None:
-        out.append(f"{pad}  Awaited by: {note}\n")
-    if info.created_at:
-        out.append(f"{pad}  Created at (most recent call last):\n")
-        out.extend(_traceback_frames(info.created_at, pad + "  "))
-    if info.suspended_at:
-        out.append(f"{pad}  {'Running' if info.state == 'running' else 'Suspended'} at (most recent call last):\n")
-        out.extend(_traceback_frames(info.suspended_at, pad + "  "))
-    for thread in info.executor_threads:
-        out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
-        out.extend(_traceback_frames(thread.frames, pad + "  "))
-    for child in info.children:
-        _traceback_entry(child, info, tree, level + 1, out)
-
-
-def _header(tree: TaskTree, style: Style) -> str:
-    count = tree.live_count
-    tasks = f"{count} live task{'s' if count != 1 else ''}"
-    return f"Task tree ({tasks}; most recent call last):\n" if style == "traceback" else f"Task tree ({tasks}):\n"
-
-
-def _site(frame: TraceFrame | None) -> tuple[str, str | None, int | None, bool] | None:
-    return None if frame is None else (frame["name"], frame["filename"], frame["line"], frame["is_executor"])
-
-
-def _groups(tree: TaskTree) -> list[tuple[int, TaskInfo]]:
-    """``(count, first member)`` per group of live tasks, largest first, then in tree order.
-
-    A group: the same state, creation site (the first ``created_at`` frame
-    with a line; else the origin) and suspended site (the first
-    ``suspended_at`` frame).
-    """
-    counts: dict[tuple[Any, ...], list[Any]] = {}
-    for _, info in tree.walk():
-        if info.state == "finished":
-            continue
-        created = next((f for f in info.created_at if f["line"] is not None), None)
-        suspended = info.suspended_at[0] if info.suspended_at else None
-        key = (info.state, None if created is not None else info.origin, _site(created), _site(suspended))
-        found = counts.get(key)
-        if found is None:
-            counts[key] = [1, info]
-        else:
-            found[0] += 1
-    order = sorted(counts.values(), key=lambda item: -item[0])  # stable: ties stay in tree order
-    return [(count, info) for count, info in order]
-
-
-def _traceback_site(frame: TraceFrame) -> str:
-    if frame["line"] is None or frame["filename"] is None:
-        return frame["name"]
-    return f'File "{frame["filename"]}", line {frame["line"]}, in {frame["name"]}'
-
-
-def _group_line(count: int, info: TaskInfo, style: Style) -> str:
-    tasks = f"{count} task{'s' if count != 1 else ''}"
-    created = next((f for f in info.created_at if f["line"] is not None), None)
-    suspended = info.suspended_at[0] if info.suspended_at else None
-    site = frame_text if style == "arrows" else _traceback_site
-    if created is not None:
-        origin = f"created at {site(created)}"
-    else:
-        origin = "a root task" if info.origin == "root" else "origin unknown"
-    where = f" at {site(suspended)}" if suspended is not None else ""
-    if style == "arrows":
-        return f"{tasks}  {info.state}{where}, {origin}\n"
-    return f"{tasks} ({info.state}){where}; {origin}\n"
-
-
-def _format_groups(tree: TaskTree, style: Style) -> list[str]:
-    groups = _groups(tree)
-    count = tree.live_count
-    head = f"{count} live task{'s' if count != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}"
-    return [f"Task groups ({head}, largest first):\n", *(_group_line(n, info, style) for n, info in groups)]
-
-
-def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows", group: bool = False) -> list[str]:
+def format_task_tree(
+    tree: TaskTree | None = None, *, style: Style = "arrows", group: bool = False, ascii_only: bool = False
+) -> list[str]:
     """The lines of ``tree`` (default: :func:`task_tree` of the running loop), like ``pstree``.
 
     ``style="arrows"``: one line per task, ``name (state) ← creating line``
@@ -900,6 +761,11 @@ def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows", g
     largest group first (for finding leaks: thousands of tasks stuck at one
     line).
 
+    ``ascii_only=True``: the decorations in ASCII (``^``, ``<-``, ``|--``,
+    `` `-- ``, ``|``) instead of ``↑ ← ├── └── │``. A task name with control
+    characters (newline, tab) is shown with them escaped, on one line. Any
+    depth renders (no recursion).
+
     Raises:
         ValueError: an unknown ``style``.
         RuntimeError: no ``tree`` given and no loop running in this thread.
@@ -907,19 +773,24 @@ def format_task_tree(tree: TaskTree | None = None, *, style: Style = "arrows", g
     check_style(style)
     if tree is None:
         tree = task_tree()
-    if group:
-        return _format_groups(tree, style)
-    out = [_header(tree, style)]
-    for root in tree.roots:
-        if style == "arrows":
-            _arrows_entry(root, None, tree, "", "", out)
-        else:
-            _traceback_entry(root, None, tree, 0, out)
-    return out
+    return _render.tree_lines(tree, style, group=group, ascii_only=ascii_only)
 
 
 def print_task_tree(
-    tree: TaskTree | None = None, *, file: TextIO | None = None, style: Style = "arrows", group: bool = False
+    tree: TaskTree | None = None,
+    *,
+    file: TextIO | None = None,
+    style: Style = "arrows",
+    group: bool = False,
+    ascii_only: bool = False,
 ) -> None:
-    """Print :func:`format_task_tree`'s lines to ``file`` (default: ``sys.stdout``, looked up at call time)."""
-    write(format_task_tree(tree, style=style, group=group), file)
+    """Print :func:`format_task_tree`'s lines to ``file`` (default: ``sys.stdout``, looked up at call time).
+
+    ASCII decorations when ``ascii_only`` or when the stream's encoding cannot
+    encode the Unicode ones; what else it cannot encode is backslash-escaped.
+    """
+    check_style(style)
+    if tree is None:
+        tree = task_tree()
+    shown = tree
+    write(lambda plain: _render.tree_lines(shown, style, group=group, ascii_only=plain), file, ascii_only=ascii_only)

@@ -18,17 +18,15 @@ from typing import Any
 
 from ._api import _safe_collect
 from ._json import trace_to_dict
+from ._render import decorations, path_line
 from ._types import TraceData
 
 __all__ = ["AsyncTraceFilter", "add_async_trace", "compact_path"]
 
 
-def compact_path(trace: TraceData) -> str:
-    """One line, innermost first: ``worker ← sub_task ← main ← Task-1``."""
-    parts = []
-    for frame in trace["frames"]:
-        parts.append(frame["name"] + (" [executor]" if frame["is_executor"] else ""))
-    return " ← ".join(parts)
+def compact_path(trace: TraceData, *, ascii_only: bool = False) -> str:
+    """One line, innermost first: ``worker ← sub_task ← main ← Task-1`` (``ascii_only``: ``worker <- sub_task``)."""
+    return path_line(trace, decorations(ascii_only))
 
 
 def _collect_for_logging() -> TraceData:

@@ -1,0 +1,730 @@
+"""The one renderer: every line of text async-trace prints, and the one writer.
+
+Traces (arrows and traceback styles), task trees (both styles and the grouped
+view), the dump's headers, the exception note, the logging one-line path and
+``python -m async_trace ps|pstree``'s output are all made here, from plain
+data (trace dicts, :class:`~async_trace.TaskTree` records, the remote
+snapshot's dicts). Collection lives elsewhere; nothing here looks at a live
+task except to ask its name (:func:`task_label`).
+
+Decorations. The characters we draw ourselves come from a
+:class:`Decorations` table, :data:`UNICODE` or :data:`ASCII`::
+
+    ↑    ->  ^      (a frame, arrows style)
+    ←    ->  <-     (a creating / awaiting line, and the logging path)
+    ├──  ->  |--    (a child that has a sibling below it)
+    └──  ->  `--    (the last child)
+    │    ->  |      (the rail of a parent with children below)
+
+:func:`write` picks :data:`ASCII` when asked (``ascii_only=True``) or when the
+stream's encoding cannot encode the Unicode ones; user text the stream cannot
+encode (task names, file names, source lines) is written with
+``backslashreplace``: printing never raises ``UnicodeEncodeError``.
+
+Trees are rendered with an explicit stack, never by recursion: a chain of
+tasks deeper than the recursion limit renders like any other.
+"""
+
+from __future__ import annotations
+
+import codecs
+import linecache
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
+
+from ._chain import task_name
+from ._types import TraceData, TraceFrame
+
+if TYPE_CHECKING:
+    from ._tree import TaskInfo, TaskTree
+
+__all__: list[str] = []
+
+Style = Literal["arrows", "traceback"]
+STYLES: tuple[Style, ...] = ("arrows", "traceback")
+
+
+def check_style(style: object) -> None:
+    """``ValueError`` unless ``style`` is one of :data:`STYLES`."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+
+
+# --- decorations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decorations:
+    """The characters drawn around user text."""
+
+    #: Before a frame in the arrows style.
+    up: str
+    #: Before a creating line (trees), an awaiting line (pstree), between path parts (logging).
+    left: str
+    #: Branch to a child with siblings below it, to the last child, and the rail beside a parent's children.
+    tee: str
+    last: str
+    rail: str
+    blank: str = "    "
+
+
+UNICODE: Final = Decorations(up="↑", left="←", tee="├── ", last="└── ", rail="│   ")
+ASCII: Final = Decorations(up="^", left="<-", tee="|-- ", last="`-- ", rail="|   ")
+
+#: Every non-ASCII character we print ourselves, to its ASCII stand-in (the same as :data:`ASCII`'s).
+ASCII_MAP: Final = {"↑": "^", "←": "<-", "├": "|", "└": "`", "│": "|", "─": "-"}
+_TRANSLATE: Final = str.maketrans(ASCII_MAP)
+_DECORATION_CHARS: Final = "".join(ASCII_MAP)
+
+
+def decorations(ascii_only: bool) -> Decorations:
+    return ASCII if ascii_only else UNICODE
+
+
+def to_ascii(text: str) -> str:
+    """``text`` with every decoration character replaced by its ASCII stand-in (:data:`ASCII_MAP`)."""
+    return text.translate(_TRANSLATE)
+
+
+# --- the writer ------------------------------------------------------------------
+
+_encodes: dict[str, bool] = {}
+
+
+def _encoding(out: object) -> str | None:
+    encoding = getattr(out, "encoding", None)
+    return encoding if isinstance(encoding, str) else None
+
+
+def can_decorate(out: object) -> bool:
+    """Whether ``out``'s encoding can encode the Unicode decorations (a stream without one: yes)."""
+    encoding = _encoding(out)
+    if encoding is None:
+        return True
+    found = _encodes.get(encoding)
+    if found is None:
+        try:
+            _DECORATION_CHARS.encode(encoding)
+            found = True
+        except (UnicodeError, LookupError):
+            found = False
+        _encodes[encoding] = found
+    return found
+
+
+def _escaped(text: str, out: object) -> str:
+    """``text`` with what ``out``'s encoding cannot encode written as backslash escapes."""
+    encoding = _encoding(out) or "ascii"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        encoding = "ascii"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
+Lines = Sequence[str] | Callable[[bool], Sequence[str]]
+
+
+def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False) -> None:
+    """Write ``lines`` to ``file`` (default: ``sys.stdout``, looked up now); never ``UnicodeEncodeError``.
+
+    ``lines`` is either the lines, or a renderer called with whether to use
+    the ASCII decorations: true for ``ascii_only`` or when the stream cannot
+    encode the Unicode ones. Given ready lines, such a stream gets them with
+    every decoration character mapped (:func:`to_ascii`). What the stream
+    still cannot encode is written as backslash escapes.
+    """
+    out = sys.stdout if file is None else file
+    plain = ascii_only or not can_decorate(out)
+    if callable(lines):
+        rendered: Iterable[str] = lines(plain)
+    else:
+        rendered = map(to_ascii, lines) if plain else lines
+    text = "".join(rendered)
+    try:
+        out.write(text)
+    except UnicodeEncodeError:
+        out.write(_escaped(text, out))
+
+
+# --- labels ----------------------------------------------------------------------
+
+
+def task_label(task: Any) -> str:
+    """A task's name as printed, quoted: ``'Task-3'`` (the one rule: :func:`async_trace._chain.task_name`)."""
+    return repr(task_name(task))
+
+
+def plain(text: str) -> str:
+    """User text shown unquoted: as is if printable, else with its control characters escaped (one line)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+#: What a finished task whose name is not known is called.
+FINISHED: Final = "<finished task>"
+
+
+def entry_name(name: str | None) -> str:
+    """A tree entry's name, unquoted (``None``: a finished task whose name is not known)."""
+    return FINISHED if name is None else plain(name)
+
+
+# --- frames ----------------------------------------------------------------------
+
+_basenames: dict[str, str] = {}
+
+
+def frame_text(frame: TraceFrame) -> str:
+    """``name() at line N [file.py]`` (`` [EXECUTOR]`` for a hop), or the bare name of a line-less frame."""
+    line = frame["line"]
+    filename = frame["filename"]
+    if line is None or filename is None:
+        text = frame["name"]
+    else:
+        base = _basenames.get(filename)
+        if base is None:
+            base = _basenames[filename] = os.path.basename(filename)
+        text = f"{frame['name']}() at line {line} [{base}]"
+    return text + " [EXECUTOR]" if frame["is_executor"] else text
+
+
+def arrows_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
+    """``↑ name() at line N [file.py]``, indented two spaces per level."""
+    return f"{'  ' * frame['indent']}{deco.up} {frame_text(frame)}\n"
+
+
+def traceback_site(frame: TraceFrame) -> str:
+    """``File "...", line N, in name`` (which editors and terminals link), or the bare name."""
+    if frame["line"] is None or frame["filename"] is None:
+        return frame["name"]
+    return f'File "{frame["filename"]}", line {frame["line"]}, in {frame["name"]}'
+
+
+def traceback_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
+    """One frame the way ``traceback`` prints it, plus the separator of its boundary.
+
+    ``File "...", line N, in name``, the stripped source line read through
+    ``linecache``, then, for a task boundary, ``--- task 'NAME' created here
+    ---`` and, for an executor hop, ``--- executor thread started here ---``.
+    """
+    line = frame["line"]
+    filename = frame["filename"]
+    task = frame["task"]
+    if line is None or filename is None:
+        if task is not None:
+            return f"  Root task {task_label(task)}\n"
+        return f"  {frame['name']}\n"
+    text = f"  {traceback_site(frame)}\n"
+    source = linecache.getline(filename, line).strip()
+    if source:
+        text += f"    {source}\n"
+    if task is not None:
+        text += f"  --- task {task_label(task)} created here ---\n"
+    if frame["is_executor"]:
+        text += "  --- executor thread started here ---\n"
+    return text
+
+
+def limited(frames: list[TraceFrame], limit: int | None) -> list[TraceFrame]:
+    """``traceback``'s ``limit``: N > 0 keeps the innermost N, N < 0 the outermost |N|."""
+    if limit is None:
+        return frames
+    if limit >= 0:
+        return list(islice(frames, limit))
+    return list(deque(frames, maxlen=-limit))
+
+
+# --- the style table -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StyleSpec:
+    """How one style renders frames, boundaries and headers."""
+
+    #: One frame (with its boundary separator, traceback style).
+    frame: Callable[[TraceFrame, Decorations], str]
+    #: Frames innermost first (arrows) or most recent call last (traceback).
+    innermost_first: bool
+    #: First line of a trace (``None``: none), and of an exception's note.
+    trace_header: str | None
+    note_header: str
+    #: The task tree's first line, ``{tasks}`` being ``N live task(s)``.
+    tree_header: str
+    #: A site in the grouped view.
+    site: Callable[[TraceFrame], str]
+    #: A line of the grouped view, from ``tasks``, ``state``, ``where`` and ``origin``.
+    group_line: str
+
+
+#: The traceback style's fixed wording (documented in README.md; keep it stable).
+TRACEBACK_HEADER: Final = "Async trace (most recent call last):\n"
+#: Header of the arrows style when it stands under an exception.
+ARROWS_HEADER: Final = "Async trace:\n"
+#: Separator for a task boundary whose task is gone and whose name is not known.
+GONE_SEPARATOR: Final = "  --- task created here ---\n"
+
+STYLE_TABLE: Final[dict[Style, StyleSpec]] = {
+    "arrows": StyleSpec(
+        frame=arrows_frame,
+        innermost_first=True,
+        trace_header=None,
+        note_header=ARROWS_HEADER,
+        tree_header="Task tree ({tasks}):\n",
+        site=frame_text,
+        group_line="{tasks}  {state}{where}, {origin}\n",
+    ),
+    "traceback": StyleSpec(
+        frame=traceback_frame,
+        innermost_first=False,
+        trace_header=TRACEBACK_HEADER,
+        note_header=TRACEBACK_HEADER,
+        tree_header="Task tree ({tasks}; most recent call last):\n",
+        site=traceback_site,
+        group_line="{tasks} ({state}){where}; {origin}\n",
+    ),
+}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+# --- traces ----------------------------------------------------------------------
+
+
+def trace_lines(trace: TraceData, limit: int | None, style: Style = "arrows", *, ascii_only: bool = False) -> list[str]:
+    """:func:`async_trace.format_async_trace`'s lines."""
+    check_style(style)
+    spec = STYLE_TABLE[style]
+    deco = decorations(ascii_only)
+    frames = limited(trace["frames"], limit)
+    ordered = frames if spec.innermost_first else reversed(frames)
+    out = [] if spec.trace_header is None else [spec.trace_header]
+    out.extend(spec.frame(frame, deco) for frame in ordered)
+    return out
+
+
+def path_line(trace: TraceData, deco: Decorations = UNICODE) -> str:
+    """The logging one-line path, innermost first: ``worker ← sub_task ← main ← Task-1``."""
+    parts = (plain(f["name"]) + (" [executor]" if f["is_executor"] else "") for f in trace["frames"])
+    return f" {deco.left} ".join(parts)
+
+
+# --- exception notes -------------------------------------------------------------
+
+
+def exception_note(
+    frames: list[TraceFrame],
+    boundaries: list[int],
+    root: int,
+    from_executor: bool,
+    name: str | None,
+    style: Style,
+    deco: Decorations = UNICODE,
+) -> str | None:
+    """An exception's origin chain as one note, or ``None`` if it holds no line (raised in a root task).
+
+    ``boundaries`` and ``root`` index ``frames`` (innermost first);
+    ``from_executor``: raised in an executor thread; ``name``: the raising
+    task's name as recorded (for a task that is gone).
+    """
+    if all(frame["line"] is None for frame in frames):
+        return None
+    spec = STYLE_TABLE[style]
+    lines = [spec.note_header]
+    if spec.innermost_first:
+        lines.extend(spec.frame(frame, deco) for frame in frames)
+    else:
+        innermost = boundaries[0] if boundaries and not from_executor else -1
+        for i in range(len(frames) - 1, -1, -1):
+            if i == root and frames[i]["task"] is None:
+                lines.append(f"  Root task {frames[i]['name']!r}\n")  # gone, but its name is known
+                continue
+            text = spec.frame(frames[i], deco)
+            if i in boundaries and frames[i]["task"] is None:
+                # The task is gone: its separator all the same, named if the record knows it.
+                text += f"  --- task {name!r} created here ---\n" if i == innermost and name else GONE_SEPARATOR
+            lines.append(text)
+    return "".join(lines).rstrip("\n")
+
+
+_ARROWS_NOTE_HEAD: Final = ARROWS_HEADER.rstrip("\n")
+
+
+def ascii_notes(lines: list[str]) -> list[str]:
+    """``traceback``'s lines with the decorations of our arrows-style notes in ASCII.
+
+    Only inside an ``Async trace:`` block (a note's first line, after any
+    exception group margin of spaces and ``|``) and only the leading ``↑`` of
+    its frame lines: the exception's own text is left alone.
+    """
+    out: list[str] = []
+    in_note = False
+    for chunk in lines:
+        fixed: list[str] = []
+        for line in chunk.splitlines(keepends=True):
+            body = line.lstrip(" |")
+            if in_note and body.startswith(f"{UNICODE.up} "):
+                at = len(line) - len(body)
+                line = line[:at] + ASCII.up + line[at + len(UNICODE.up) :]
+            else:
+                in_note = body.rstrip("\n") == _ARROWS_NOTE_HEAD
+            fixed.append(line)
+        out.append("".join(fixed))
+    return out
+
+
+# --- task trees ------------------------------------------------------------------
+
+
+def _title(info: TaskInfo, quote: bool) -> str:
+    if info.origin == "elided":
+        return plain(str(info.name))
+    extra = ", unknown origin" if info.origin == "unknown" else ""
+    if info.name is None:
+        return f"{FINISHED}{' (unknown origin)' if extra else ''}"
+    return f"{repr(info.name) if quote else entry_name(info.name)} ({info.state}{extra})"
+
+
+#: Awaiter names shown on one line, at most; then ``and N more``.
+_MAX_AWAITERS_SHOWN: Final = 5
+
+
+def _awaiter_note(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, quote: bool) -> str | None:
+    """``'w-2, not its creator'``: who awaits ``info``, unless none or only its parent in the tree (creator).
+
+    ``not its creator`` when the task has a creator in the tree (a live or
+    finished parent) and no awaiter is it; a root or a task of unknown
+    origin has no creator to compare with.
+    """
+    awaited_by = info.awaited_by
+    if not awaited_by or (parent is not None and parent.id is not None and awaited_by == (parent.id,)):
+        return None
+    names = []
+    for ident in awaited_by[:_MAX_AWAITERS_SHOWN]:
+        found = tree.by_id(ident)
+        name = found.name if found is not None and found.name is not None else f"<task {ident:#x}>"
+        names.append(repr(name) if quote else plain(name))
+    more = len(awaited_by) - len(names)
+    if more:
+        text = f"{', '.join(names)} and {more} more"
+    elif len(names) > 1:
+        text = f"{', '.join(names[:-1])} and {names[-1]}"
+    else:
+        text = names[0]
+    if parent is not None and parent.origin != "elided" and parent.id not in awaited_by:
+        text += ", not its creator"
+    return text
+
+
+def _arrows_entry(
+    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, lead: str, rest: str, deco: Decorations, out: list[str]
+) -> None:
+    """One entry's own lines (not its children's): ``lead`` starts its line, ``rest`` every line below it."""
+    title = _title(info, quote=False)
+    boundaries = [f for i, f in enumerate(info.created_at) if f["line"] is not None and (i == 0 or f["is_executor"])]
+    if not boundaries and info.created_at:
+        boundaries = [f for f in info.created_at if f["line"] is not None][:1]
+    created = "".join(f" {deco.left} {frame_text(f)}" for f in boundaries)
+    note = _awaiter_note(info, parent, tree, quote=False)
+    awaited = f"  [awaited by {note}]" if note is not None else ""
+    out.append(f"{lead}{title}{created}{awaited}\n")
+    detail = rest + (deco.rail if info.children else deco.blank)
+    out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f in info.suspended_at)
+    for thread in info.executor_threads:
+        out.append(f"{detail}executor thread {thread.name!r}:\n")
+        out.extend(f"{detail}  {deco.up} {frame_text(f)}\n" for f in thread.frames)
+
+
+def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
+    lines: list[str] = []
+    for frame in reversed(frames):
+        bare = frame.copy()
+        bare["task"] = None  # its own separator would repeat the title
+        text = traceback_frame(bare)
+        lines.extend(pad + line + "\n" for line in text.splitlines())
+    return lines
+
+
+def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, out: list[str]) -> None:
+    """One entry's own lines (not its children's), indented two spaces per ``level``."""
+    pad = "  " * level
+    if info.origin == "elided":
+        out.append(f"{pad}{plain(str(info.name))}\n")
+    else:
+        out.append(f"{pad}Task {_title(info, quote=True)}\n")
+    note = _awaiter_note(info, parent, tree, quote=True)
+    if note is not None:
+        out.append(f"{pad}  Awaited by: {note}\n")
+    if info.created_at:
+        out.append(f"{pad}  Created at (most recent call last):\n")
+        out.extend(_traceback_frames(info.created_at, pad + "  "))
+    if info.suspended_at:
+        out.append(f"{pad}  {'Running' if info.state == 'running' else 'Suspended'} at (most recent call last):\n")
+        out.extend(_traceback_frames(info.suspended_at, pad + "  "))
+    for thread in info.executor_threads:
+        out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
+        out.extend(_traceback_frames(thread.frames, pad + "  "))
+
+
+def _tree_body(tree: TaskTree, style: Style, deco: Decorations, out: list[str]) -> None:
+    """Every entry, depth first, from an explicit stack (no recursion: any depth renders)."""
+    # (info, parent, lead, rest, level)
+    todo: list[tuple[TaskInfo, TaskInfo | None, str, str, int]] = [
+        (root, None, "", "", 0) for root in reversed(tree.roots)
+    ]
+    while todo:
+        info, parent, lead, rest, level = todo.pop()
+        if style == "arrows":
+            _arrows_entry(info, parent, tree, lead, rest, deco, out)
+        else:
+            _traceback_entry(info, parent, tree, level, out)
+        children = info.children
+        for i in range(len(children) - 1, -1, -1):
+            last = i == len(children) - 1
+            todo.append(
+                (
+                    children[i],
+                    info,
+                    rest + (deco.last if last else deco.tee),
+                    rest + (deco.blank if last else deco.rail),
+                    level + 1,
+                )
+            )
+
+
+def _site_key(frame: TraceFrame | None) -> tuple[str, str | None, int | None, bool] | None:
+    return None if frame is None else (frame["name"], frame["filename"], frame["line"], frame["is_executor"])
+
+
+def _groups(tree: TaskTree) -> list[tuple[int, TaskInfo]]:
+    """``(count, first member)`` per group of live tasks, largest first, then in tree order.
+
+    A group: the same state, creation site (the first ``created_at`` frame
+    with a line; else the origin) and suspended site (the first
+    ``suspended_at`` frame).
+    """
+    counts: dict[tuple[Any, ...], list[Any]] = {}
+    for _, info in tree.walk():
+        if info.state == "finished":
+            continue
+        created = next((f for f in info.created_at if f["line"] is not None), None)
+        suspended = info.suspended_at[0] if info.suspended_at else None
+        key = (info.state, None if created is not None else info.origin, _site_key(created), _site_key(suspended))
+        found = counts.get(key)
+        if found is None:
+            counts[key] = [1, info]
+        else:
+            found[0] += 1
+    order = sorted(counts.values(), key=lambda item: -item[0])  # stable: ties stay in tree order
+    return [(count, info) for count, info in order]
+
+
+def _group_line(count: int, info: TaskInfo, spec: StyleSpec) -> str:
+    created = next((f for f in info.created_at if f["line"] is not None), None)
+    suspended = info.suspended_at[0] if info.suspended_at else None
+    if created is not None:
+        origin = f"created at {spec.site(created)}"
+    else:
+        origin = "a root task" if info.origin == "root" else "origin unknown"
+    where = f" at {spec.site(suspended)}" if suspended is not None else ""
+    return spec.group_line.format(tasks=_plural(count, "task"), state=info.state, where=where, origin=origin)
+
+
+def tree_lines(tree: TaskTree, style: Style = "arrows", *, group: bool = False, ascii_only: bool = False) -> list[str]:
+    """:func:`async_trace.format_task_tree`'s lines for ``tree``."""
+    check_style(style)
+    spec = STYLE_TABLE[style]
+    count = tree.live_count
+    if group:
+        groups = _groups(tree)
+        head = f"{_plural(count, 'live task')} in {_plural(len(groups), 'group')}"
+        return [f"Task groups ({head}, largest first):\n", *(_group_line(n, info, spec) for n, info in groups)]
+    out = [spec.tree_header.format(tasks=_plural(count, "live task"))]
+    _tree_body(tree, style, decorations(ascii_only), out)
+    return out
+
+
+# --- dumps -----------------------------------------------------------------------
+
+
+def dump_header(loops: int) -> str:
+    return f"Async task dump: {_plural(loops, 'running event loop')}\n"
+
+
+def dump_loop_line(loop: Any, thread: str) -> str:
+    return f"\nLoop {type(loop).__name__} at {id(loop):#x} in thread {thread!r}:\n"
+
+
+# --- python -m async_trace ps | pstree -----------------------------------------------
+
+
+def _where(loop: dict[str, Any]) -> str:
+    name = loop.get("thread_name")
+    if name is not None:
+        return f"thread {name!r}"
+    return f"thread {loop['thread_id']}" if loop.get("thread_id") is not None else "an unknown thread"
+
+
+def pstree_lines(result: dict[str, Any], trees: list[TaskTree], *, ascii_only: bool = False) -> list[str]:
+    """``pstree``'s lines: each loop's task tree (``trees``, as ``dump_tasks`` prints them), or the await graph."""
+    pid = result["pid"]
+    if result["source"] == "async_trace":
+        loops = result["loops"]
+        out = [f"Async task dump of process {pid}: {_plural(len(loops), 'running event loop')}\n"]
+        for data, tree in zip(loops, trees, strict=True):
+            out.append(f"\nLoop {data['loop']['type']} in {_where(data['loop'])}:\n")
+            out.extend(tree_lines(tree, ascii_only=ascii_only))
+        return out
+    graphs = result["await_graph"]
+    out = [
+        f"Await graph of process {pid} (each task under the task awaiting it; no creation origins): "
+        f"{_plural(len(graphs), 'event loop')}\n"
+    ]
+    for graph in graphs:
+        out.append(f"\nLoop in {_where(graph)}:\n")
+        out.extend(_await_tree(graph["tasks"], decorations(ascii_only)))
+    return out
+
+
+def remote_frames(frames: list[dict[str, Any]]) -> tuple[TraceFrame, ...]:
+    """The remote snapshot's frame dicts as :class:`TraceFrame` (no task objects there)."""
+    return tuple(cast(TraceFrame, {**f, "task": None}) for f in frames)
+
+
+def _await_tree(tasks: list[dict[str, Any]], deco: Decorations) -> list[str]:
+    tasks = sorted(tasks, key=by_name)
+    by_id = {task["id"]: task for task in tasks}
+    children: dict[int, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+    for task in tasks:
+        for waiter in task["awaited_by"]:
+            if waiter["id"] in by_id:
+                children.setdefault(waiter["id"], []).append((task, waiter["frames"]))
+    roots = [task for task in tasks if not any(w["id"] in by_id for w in task["awaited_by"])]
+    shown: set[int] = set()
+    out: list[str] = []
+
+    def draw(top: dict[str, Any]) -> None:
+        # (task, awaited at, lead, rest, the ids on the path down to it): an explicit stack.
+        todo: list[tuple[dict[str, Any], list[dict[str, Any]], str, str, frozenset[int]]] = [
+            (top, [], "", "", frozenset({top["id"]}))
+        ]
+        while todo:
+            task, at, lead, rest, path = todo.pop()
+            shown.add(task["id"])
+            awaited = f" {deco.left} awaited at {frame_text(remote_frames(at)[0])}" if at else ""
+            out.append(f"{lead}{plain(str(task['name']))}{awaited}\n")
+            kids = [k for k in children.get(task["id"], []) if k[0]["id"] not in path]
+            detail = rest + (deco.rail if kids else deco.blank)
+            out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f in remote_frames(task["frames"]))
+            for i in range(len(kids) - 1, -1, -1):
+                kid, kid_at = kids[i]
+                last = i == len(kids) - 1
+                todo.append(
+                    (
+                        kid,
+                        kid_at,
+                        rest + (deco.last if last else deco.tee),
+                        rest + (deco.blank if last else deco.rail),
+                        path | {kid["id"]},
+                    )
+                )
+
+    for task in roots:
+        draw(task)
+    for task in tasks:  # in a cycle of awaits only
+        if task["id"] not in shown:
+            draw(task)
+    return out
+
+
+def by_name(task: dict[str, Any]) -> tuple[str, int]:
+    """Tasks in a stable order (asyncio keeps them in a set): by name, numbers in names in numeric order."""
+    name = str(task["name"])
+    digits = len(name) - len(name.rstrip("0123456789"))
+    return (name[: len(name) - digits], int(name[len(name) - digits :] or -1))
+
+
+def _ps_site(frames: list[dict[str, Any]]) -> str:
+    for frame in frames:
+        if frame["line"] is not None and frame["filename"]:
+            return f"{frame['name']} {os.path.basename(frame['filename'])}:{frame['line']}"
+    return frames[0]["name"] if frames else ""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    rows = [[plain(str(cell)) for cell in row] for row in rows]  # a name with a newline keeps its row
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
+
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def _hex(value: int | None) -> str:
+    return f"{value:#x}" if isinstance(value, int) else ""
+
+
+def ps_lines(result: dict[str, Any]) -> list[str]:
+    """``ps``'s lines: one row per task of every loop."""
+    rows: list[list[str]] = []
+    if result["source"] == "async_trace":
+        header = [
+            "thread",
+            "task id",
+            "name",
+            "state",
+            "origin",
+            "created at",
+            "suspended at",
+            "parent",
+            "parent id",
+            "awaited by",
+        ]
+        for data in result["loops"]:
+            thread = str(data["loop"].get("thread_name") or data["loop"].get("thread_id") or "?")
+            tasks = data["tasks"]
+            names = {task["id"]: entry_name(task["name"] or None) for task in tasks if task["id"] is not None}
+            for task in tasks:
+                parent = tasks[task["parent"]] if task["parent"] is not None else None
+                awaiters = ", ".join(names.get(i, _hex(i)) for i in task.get("awaited_by", ()))
+                rows.append(
+                    [
+                        thread,
+                        _hex(task["id"]),
+                        entry_name(task["name"] or None),
+                        task["state"],
+                        task["origin"],
+                        _ps_site(task["created_at"]),
+                        _ps_site(task["suspended_at"]),
+                        entry_name(parent["name"] or None) if parent is not None else "",
+                        _hex(parent["id"]) if parent is not None else "",
+                        awaiters,
+                    ]
+                )
+        return _table(header, rows)
+    header = ["thread", "task id", "name", "suspended at", "awaited by", "awaiter id", "awaited at"]
+    for graph in result["await_graph"]:
+        thread = str(graph.get("thread_name") or graph.get("thread_id") or "?")
+        names = {task["id"]: task["name"] for task in graph["tasks"]}
+        for task in sorted(graph["tasks"], key=by_name):
+            waiters = task["awaited_by"] or [None]
+            for waiter in waiters:
+                rows.append(
+                    [
+                        thread,
+                        _hex(task["id"]),
+                        task["name"],
+                        _ps_site(task["frames"]),
+                        names.get(waiter["id"], "?") if waiter else "",
+                        _hex(waiter["id"]) if waiter else "",
+                        _ps_site(waiter["frames"]) if waiter else "",
+                    ]
+                )
+    return _table(header, rows)
