@@ -19,6 +19,7 @@ import collections
 import contextlib
 import operator
 import sys
+import threading
 import warnings
 from asyncio import current_task as _current_task
 from collections import deque
@@ -151,6 +152,21 @@ RootNode.name = _field(5, "The root task's name, or None if not known.")
 RootNode.adopted = _field(6, "Whether the root was made for a task created while tracing was off.")
 
 
+class ThreadRootNode(Node):
+    """The root of a chain that starts in a thread no traced hop led to; ``name`` is the thread's.
+
+    Only ever the parent of a ``run_coroutine_threadsafe`` pending node:
+    never a task's own node, so ``code`` is ``None``.
+    """
+
+    __slots__ = ()
+
+    name: str
+
+
+ThreadRootNode.name = _field(5, "The thread's name.")
+
+
 class ElidedNode(Node):
     """Stands for ``hops`` hops dropped to keep the chain within ``max_depth``.
 
@@ -195,6 +211,10 @@ def name_root(root: RootNode, task: Any) -> RootNode:
     named: RootNode = _tuple_new(RootNode, (None, 1, root.code, _EMPTY, None, task_name(task), root.adopted))
     _named = (root, named)
     return named
+
+
+def make_thread_root(name: str) -> ThreadRootNode:
+    return _tuple_new(ThreadRootNode, (None, 1, None, _EMPTY, None, name))
 
 
 def is_adopted(node: Node) -> bool:
@@ -393,6 +413,10 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
                 # callback of untraced origin): a root. Named at its first
                 # capture, once the task exists (or by the caller's name=).
                 return make_root(tag)
+            if kind is PendingNode:
+                # run_coroutine_threadsafe from a thread no traced hop led to:
+                # the chain starts here, at a root named after the thread.
+                parent = make_thread_root(threading.current_thread().name)
         elif type(parent) is PendingNode and kind is TaskNode:
             # The callback of run_coroutine_threadsafe: the creation point is
             # the submitting thread's line, captured by the pending node.

@@ -25,12 +25,13 @@ from ._chain import (
     Node,
     RootNode,
     TaskNode,
+    ThreadRootNode,
     _stop_frame,
     task_name,
     valid_for,
     walk,
 )
-from ._types import TraceData, TraceFrame
+from ._types import ThreadName, TraceData, TraceFrame
 
 __all__: list[str] = []
 
@@ -363,6 +364,9 @@ def chain_frames(
             name = task_name(created) if created is not None else node.name  # type: ignore[attr-defined]
             root = len(frames)
             frames.append(_frame(name or "<finished task>", None, None, created, False, root))
+        elif kind is ThreadRootNode:
+            root = len(frames)
+            frames.append(_frame(ThreadName(node.name), None, None, None, False, root))  # type: ignore[attr-defined]
         elif kind is ElidedNode:
             frames.append(_frame(_elided(node.hops, "task hop"), None, None, None, False, len(frames)))  # type: ignore[attr-defined]
         # A PendingNode only lives in the context of the callback that

@@ -38,7 +38,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from ._chain import task_name
-from ._types import TraceData, TraceFrame
+from ._types import ThreadName, TraceData, TraceFrame
 
 if TYPE_CHECKING:
     from ._tree import TaskInfo, TaskTree
@@ -184,7 +184,8 @@ def frame_text(frame: TraceFrame) -> str:
     line = frame["line"]
     filename = frame["filename"]
     if line is None or filename is None:
-        text = frame["name"]
+        name = frame["name"]
+        text = f"thread {str(name)!r}" if isinstance(name, ThreadName) else name
     else:
         base = _basenames.get(filename)
         if base is None:
@@ -218,6 +219,8 @@ def traceback_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
     if line is None or filename is None:
         if task is not None:
             return f"  Root task {task_label(task)}\n"
+        if isinstance(frame["name"], ThreadName):
+            return f"  Root thread {str(frame['name'])!r}\n"
         return f"  {frame['name']}\n"
     text = f"  {traceback_site(frame)}\n"
     source = linecache.getline(filename, line).strip()
@@ -343,7 +346,8 @@ def exception_note(
         innermost = boundaries[0] if boundaries and not from_executor else -1
         for i in range(len(frames) - 1, -1, -1):
             if i == root and frames[i]["task"] is None:
-                lines.append(f"  Root task {frames[i]['name']!r}\n")  # gone, but its name is known
+                kind = "thread" if isinstance(frames[i]["name"], ThreadName) else "task"
+                lines.append(f"  Root {kind} {str(frames[i]['name'])!r}\n")  # gone, but its name is known
                 continue
             text = spec.frame(frames[i], deco)
             if i in boundaries and frames[i]["task"] is None:

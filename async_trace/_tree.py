@@ -29,6 +29,7 @@ from ._chain import (
     Node,
     PendingNode,
     RootNode,
+    ThreadRootNode,
     is_adopted,
     task_name,
     valid_for,
@@ -220,7 +221,8 @@ def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] 
         _collect._append(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
         ref = parent.creator_ref
         parent = parent.parent
-    return frames, (None if parent is None else (parent, ref))
+    # A chain that starts in a plain thread: the task is a top-level entry.
+    return frames, (None if parent is None or type(parent) is ThreadRootNode else (parent, ref))
 
 
 def _running(task: Any, loop: Any) -> list[TraceFrame] | None:

@@ -36,6 +36,19 @@ class TraceData(TypedDict):
     in_executor: bool
 
 
+class ThreadName(str):
+    """The ``name`` of a root frame that stands for a thread, not a task (a ``str`` like any name).
+
+    A chain that starts in a thread no traced hop led to (a plain
+    ``threading.Thread`` calling ``run_coroutine_threadsafe``) ends in a root
+    frame named after that thread; renderers read this type to say "thread"
+    where they would say "task". Internal: the frame dict's keys stay the six
+    documented ones.
+    """
+
+    __slots__ = ()
+
+
 class AsyncTraceWarning(RuntimeWarning):
     """Emitted once when async_trace meets an internal error and falls back.
 
