@@ -33,7 +33,7 @@ from typing import NoReturn
 
 from . import __version__, _exceptions, _pstree
 from ._dump import dump_tasks_on_signal
-from ._format import STYLES
+from ._render import STYLES
 from ._pstree import COMMANDS
 
 __all__ = ["build_parser", "main"]

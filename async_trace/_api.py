@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from . import _chain, _exceptions, _patch
-from ._chain import current_frame, warn_internal
+from . import _capture, _chain, _exceptions, _hooks  # noqa: F401  (_capture, _exceptions: their hook sets register on import)
+from ._capture import current_frame
+from ._chain import warn_internal
 from ._collect import collect
 from ._render import Style, check_style, trace_lines, write
 from ._types import TraceData
@@ -139,8 +140,7 @@ def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = Non
         if type(max_depth) is not int or max_depth < 8:
             raise ValueError(f"max_depth must be an int >= 8, got {max_depth!r}")
         _chain.config.max_depth = max_depth
-    _patch.enable()
-    _exceptions.install()
+    _hooks.enable()  # every hook set: the tracing wrappers, then the exception hooks
 
 
 def disable_tracing() -> None:
@@ -149,5 +149,4 @@ def disable_tracing() -> None:
     Tasks created while tracing is off show up as roots of their own traces.
     Idempotent and thread-safe.
     """
-    _exceptions.uninstall()
-    _patch.disable()
+    _hooks.disable()

@@ -17,6 +17,7 @@ from contextvars import Context
 from types import CodeType, FrameType
 from typing import Any, Final
 
+from ._capture import walk
 from ._chain import (
     CURRENT,
     ElidedNode,
@@ -29,7 +30,6 @@ from ._chain import (
     _stop_frame,
     task_name,
     valid_for,
-    walk,
 )
 from ._types import ThreadName, TraceData, TraceFrame
 

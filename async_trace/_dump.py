@@ -10,8 +10,9 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ._chain import warn_internal
+from ._discovery import loop_thread, running_loops
 from ._render import Style, check_style, dump_header, dump_loop_line, tree_lines, write
-from ._tree import TaskTree, loop_thread, running_loops, task_tree
+from ._tree import TaskTree, task_tree
 
 __all__ = ["cancel_dump_tasks_on_signal", "dump_tasks", "dump_tasks_on_signal"]
 

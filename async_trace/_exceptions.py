@@ -47,23 +47,23 @@ import contextlib
 import functools
 import gc
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
 from typing import Any, Final, TextIO, cast
 
-from . import _collect, _patch
+from . import _collect
+from ._capture import _ref
 from ._chain import (
     CURRENT,
     ExecutorNode,
     Node,
-    _ref,
     task_name,
     valid_for,
     warn_internal,
 )
 from ._collect import node_of_task
+from ._hooks import HookSet, Target, register
 from ._render import ARROWS_HEADER as ARROWS_HEADER  # the note's wording, for tests and tools
 from ._render import GONE_SEPARATOR as GONE_SEPARATOR
 from ._render import Style, ascii_notes, check_style, exception_note, write
@@ -616,18 +616,12 @@ _FORMAT_EXCEPTION_ONLY: Final = cast(
 
 # --- installing -------------------------------------------------------------
 
-Maker = _patch.Maker
-
 #: Read by every wrapper: off turns a wrapper left inside someone else's patch into a pass-through.
 _active = False
-_lock: Final = threading.RLock()
 
 
-_patcher: Final = _patch.Patcher()
-
-
-def _targets() -> list[tuple[Any, str, Maker]]:
-    targets: list[tuple[Any, str, Maker]] = [
+def _targets() -> list[Target]:
+    targets: list[Target] = [
         (asyncio.base_events.BaseEventLoop, "default_exception_handler", _make_default_exception_handler),
         (sys, "excepthook", _make_excepthook),
         (_TracebackException, "__init__", _make_te_init),
@@ -642,36 +636,35 @@ def _targets() -> list[tuple[Any, str, Maker]]:
     return targets
 
 
+def _on() -> None:
+    global _active
+    _monitoring_install()
+    _active = True
+
+
+def _off() -> None:
+    global _active
+    _active = False
+    _monitoring_uninstall()
+
+
+#: The exception hooks, switched after the tracing wrappers (see :mod:`._hooks`).
+HOOKS: Final = register(HookSet("exceptions", _targets, on=_on, off=_off, watch=("uvloop",)))
+
+
 def patched_attributes() -> list[tuple[Any, str]]:
     """The (owner, name) pairs the exception hooks replace (for tests of exact restore)."""
-    return [(owner, name) for owner, name, _ in _targets()]
+    return HOOKS.patched_attributes()
 
 
 def install() -> None:
-    """Turn the exception hooks on (``enable_tracing`` calls it); idempotent, thread-safe."""
-    global _active
-    with _lock:
-        for owner, name, make in _targets():
-            _patcher.install(owner, name, make)
-        _patch.on_uvloop_import(_install_if_active)
-        _monitoring_install()
-        _active = True
+    """Turn the exception hooks on alone (``enable_tracing`` switches every hook set); idempotent."""
+    HOOKS.install()
 
 
 def uninstall() -> None:
-    """Turn them off and restore what they replaced exactly (``disable_tracing`` calls it)."""
-    global _active
-    with _lock:
-        _active = False
-        _monitoring_uninstall()
-        _patcher.uninstall_all()
-
-
-def _install_if_active() -> None:
-    # uvloop imported after us: its loop's default_exception_handler too.
-    with _lock:
-        if _active:
-            install()
+    """Turn them off and restore what they replaced exactly."""
+    HOOKS.uninstall()
 
 
 def is_active() -> bool:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import async_trace
-from async_trace import _chain, _patch
+from async_trace import _capture, _chain
 
 settings.register_profile("default", max_examples=50, deadline=None)
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -26,4 +26,4 @@ def _tracing_on_with_defaults() -> Iterator[None]:
     yield
     async_trace.enable_tracing(max_frames=_chain.DEFAULT_MAX_FRAMES, max_depth=_chain.DEFAULT_MAX_DEPTH)
     _chain.reset_warned()
-    assert _patch.is_active()
+    assert _capture.is_active()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import AsyncTraceWarning, _chain, _patch, collect_async_trace
+from async_trace import AsyncTraceWarning, _capture, _chain, collect_async_trace
 from async_trace._chain import CURRENT
 
 
@@ -69,8 +69,8 @@ def test_workload_runs_clean_without_faults(caught: list[warnings.WarningMessage
 
 @pytest.mark.parametrize(
     ("module", "name"),
-    [(_patch, "capture"), (_patch, "walk"), (_chain, "walk"), (_chain, "make_root")],
-    ids=["_patch.capture", "_patch.walk", "_chain.walk", "_chain.make_root"],
+    [(_capture, "capture"), (_capture, "walk"), (_capture, "make_root"), (_capture, "name_root")],
+    ids=["_capture.capture", "_capture.walk", "_capture.make_root", "_capture.name_root"],
 )
 def test_capture_failure_falls_back_and_warns_once(
     monkeypatch: pytest.MonkeyPatch, caught: list[warnings.WarningMessage], module: Any, name: str
@@ -88,8 +88,8 @@ def test_capture_failure_falls_back_and_warns_once(
 
 def test_capture_failure_under_an_error_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     """With warnings turned into errors, a capture failure still raises nothing into user code."""
-    monkeypatch.setattr(_patch, "capture", _boom)
-    monkeypatch.setattr(_patch, "walk", _boom)
+    monkeypatch.setattr(_capture, "capture", _boom)
+    monkeypatch.setattr(_capture, "walk", _boom)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert asyncio.run(_workload()) == WORKLOAD_RESULT
@@ -97,8 +97,8 @@ def test_capture_failure_under_an_error_filter(monkeypatch: pytest.MonkeyPatch) 
 
 def test_capture_failure_leaves_the_context_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a failed capture the creator's context holds exactly what it held before."""
-    monkeypatch.setattr(_patch, "capture", _boom)
-    monkeypatch.setattr(_patch, "walk", _boom)
+    monkeypatch.setattr(_capture, "capture", _boom)
+    monkeypatch.setattr(_capture, "walk", _boom)
 
     async def main() -> bool:
         before = CURRENT.get()
@@ -119,8 +119,8 @@ def test_tracing_recovers_after_a_capture_failure(monkeypatch: pytest.MonkeyPatc
     async def main() -> async_trace.TraceData:
         return await asyncio.create_task(leaf(), name="child")
 
-    monkeypatch.setattr(_patch, "capture", _boom)
-    monkeypatch.setattr(_patch, "walk", _boom)
+    monkeypatch.setattr(_capture, "capture", _boom)
+    monkeypatch.setattr(_capture, "walk", _boom)
     with pytest.warns(AsyncTraceWarning):
         asyncio.run(main())
     monkeypatch.undo()
@@ -433,8 +433,8 @@ def test_warning_is_emitted_once_across_threads(
     monkeypatch: pytest.MonkeyPatch, caught: list[warnings.WarningMessage]
 ) -> None:
     """Failures in loops running in several threads at once still warn once in total."""
-    monkeypatch.setattr(_patch, "capture", _boom)
-    monkeypatch.setattr(_patch, "walk", _boom)
+    monkeypatch.setattr(_capture, "capture", _boom)
+    monkeypatch.setattr(_capture, "walk", _boom)
     results: list[list[int]] = []
     threads = [threading.Thread(target=lambda: results.append(asyncio.run(_workload()))) for _ in range(4)]
     for t in threads:

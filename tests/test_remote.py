@@ -95,7 +95,7 @@ def executor_threads_found() -> bool:
 @functools.cache
 def other_threads_loops_found() -> bool:
     """Whether running_loops() finds a loop running in another thread (being fixed on 3.14, in another branch)."""
-    from async_trace._tree import running_loops
+    from async_trace._discovery import running_loops
 
     started, stop = threading.Event(), threading.Event()
 

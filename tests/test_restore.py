@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import TraceData, _patch, collect_async_trace
+from async_trace import TraceData, _capture, collect_async_trace
 
 from .helpers import line_of, rows
 
@@ -42,7 +42,7 @@ def _py(code: str) -> Any:
 
 def _current() -> list[Any]:
     """What each patched (owner, name) holds right now."""
-    return [vars(owner).get(name) for owner, name in _patch.patched_attributes()]
+    return [vars(owner).get(name) for owner, name in _capture.patched_attributes()]
 
 
 @pytest.fixture
@@ -63,9 +63,9 @@ owners = [asyncio.base_events.BaseEventLoop, asyncio.tasks, asyncio{uvloop_owner
 before = [dict(vars(o)) for o in owners]
 meta_path = list(sys.meta_path)
 import async_trace
-from async_trace import _patch
+from async_trace import _capture
 {after}
-patched = _patch.patched_attributes()
+patched = _capture.patched_attributes()
 on = {{(id(o), n): vars(o).get(n, MISSING) for o, n in patched}}
 def original(o, n):
     return before[owners.index(o)].get(n, MISSING)
@@ -151,7 +151,7 @@ def test_disable_is_idempotent(originals: list[Any]) -> None:
 def test_reenabling_reuses_the_same_wrappers(originals: list[Any]) -> None:
     """disable/enable cycles do not stack wrappers: one wrapper per original, every time."""
     # What each name resolves to untraced (inherited methods included).
-    resolved = [getattr(owner, name) for owner, name in _patch.patched_attributes()]
+    resolved = [getattr(owner, name) for owner, name in _capture.patched_attributes()]
     async_trace.enable_tracing()
     first = _current()
     for _ in range(3):
@@ -225,9 +225,9 @@ def test_enable_disable_from_many_threads(originals: list[Any]) -> None:
     assert errors == []
     async_trace.disable_tracing()
     assert all(a is b for a, b in zip(_current(), originals, strict=True))
-    assert not _patch.is_active()
+    assert not _capture.is_active()
     async_trace.enable_tracing()
-    assert _patch.is_active()
+    assert _capture.is_active()
     assert all(getattr(w, "__async_trace_wrapper__", False) for w in _current())
     assert _shape(asyncio.run(_spawn_one())) == TRACED
 

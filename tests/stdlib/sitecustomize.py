@@ -3,9 +3,9 @@
 import os
 
 import async_trace
-from async_trace import _patch
+from async_trace import _capture
 
-if not _patch.is_active():  # pragma: no cover - the runner reports missing markers
+if not _capture.is_active():  # pragma: no cover - the runner reports missing markers
     raise SystemExit("async_trace did not enable tracing on import")
 _marker_dir = os.environ.get("ASYNC_TRACE_MARKER_DIR")
 if _marker_dir:

@@ -1,55 +1,60 @@
-"""Hooks into asyncio: where nodes are pushed.
+"""Capture: the hooks' wrappers and the nodes they push.
 
 Every stdlib creation path (``asyncio.create_task``, ``ensure_future``,
 ``gather``, ``TaskGroup``, ``Runner``, anyio's ``start_soon``) ends in
 ``loop.create_task``, so that is the one hook for tasks; it wraps the loop's
 task factory call, so user factories and ``eager_task_factory`` keep working
 and see the node. ``loop.run_in_executor`` is the hook for executor hops
-(``asyncio.to_thread`` goes through it). uvloop implements both methods in
-Cython, so they are patched on ``uvloop.Loop`` as well, when uvloop is
-imported.
+(``asyncio.to_thread`` goes through it); ``run_coroutine_threadsafe`` records
+the submitting line. uvloop implements the loop methods in Cython, so they are
+patched on ``uvloop.Loop`` as well, when uvloop is imported. The wrappers are
+one hook set of :mod:`._hooks`.
 
-Patches are recorded and undone exactly. If someone patched over us, our
-wrapper stays in their chain as a pass-through until tracing is enabled again.
+Everything on the capture path is written for the hot path of
+``loop.create_task``: few allocations, identity comparisons only (hashing a
+code object walks its bytecode on 3.12+), no string work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.base_events
+import asyncio.coroutines
 import asyncio.tasks
 import contextlib
 import functools
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from contextvars import Context, copy_context
-from types import ModuleType
+from types import CodeType, FrameType
 from typing import Any, Final, NamedTuple
 from weakref import WeakKeyDictionary
 from weakref import ref as _weakref
 
 from ._chain import (
-    _EMPTY as _EMPTY_FRAMES,
-)
-from ._chain import (
+    _EMPTY,
     CURRENT,
+    ElidedNode,
     ExecutorNode,
+    Frames,
     Node,
     PendingNode,
     RootNode,
     TaskNode,
     _coro_code,
-    capture,
+    _stop_frame,
     config,
     make,
+    make_elided,
     make_root,
-    name_root,
-    walk,
+    make_thread_root,
+    task_name,
+    valid_for,
     warn_internal,
 )
+from ._hooks import HookSet, Target, register
 
 __all__: list[str] = []
 
@@ -59,17 +64,6 @@ _THIS_FILE: Final = __file__.removesuffix("c")  # a .pyc path never shows in tra
 #: inside someone else's patch becomes a pass-through.
 _active = False
 _lock: Final = threading.RLock()
-
-
-class _Patch:
-    __slots__ = ("had_own", "name", "original", "owner", "wrapper")
-
-    def __init__(self, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
-        self.owner = owner
-        self.name = name
-        self.had_own = name in vars(owner)
-        self.original = vars(owner)[name] if self.had_own else None
-        self.wrapper = wrapper
 
 
 # --- task creation --------------------------------------------------------
@@ -103,7 +97,7 @@ class _Hot(NamedTuple):
 
 
 #: Matches no real node: a new one is made on the first creation.
-_NO_NODE: Final = make(TaskNode, None, 0, None, _EMPTY_FRAMES)
+_NO_NODE: Final = make(TaskNode, None, 0, None, _EMPTY)
 _EMPTY_HOT: Final = _Hot(_NO_NODE, None, None, None)
 _hot: _Hot = _EMPTY_HOT
 
@@ -186,7 +180,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                         or node.code is not tag
                         or node.creator_ref is not creator_ref
                     ):
-                        node = make(TaskNode, parent, parent.depth + 1, tag, frames, creator_ref)
+                        # make() inlined: one C call (field order as in _chain.Node).
+                        node = _tuple_new(TaskNode, (parent, parent.depth + 1, tag, frames, creator_ref))
                 else:
                     node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
             else:
@@ -416,86 +411,235 @@ def _make_run_coroutine_threadsafe(original: Callable[..., Any]) -> Callable[...
     return run_coroutine_threadsafe
 
 
-# --- installing -----------------------------------------------------------
+# --- node making --------------------------------------------------------------
 
-Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-#: One wrapper per original, so that names bound to the same function
-#: (``asyncio.run_coroutine_threadsafe`` and ``asyncio.tasks.…``) stay one.
-_wrappers: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-
-
-def _wrapper_for(original: Callable[..., Any], make: Maker) -> Callable[..., Any]:
-    cached = _wrappers.get(id(original))
-    if cached is not None and cached[0] is original:
-        return cached[1]
-    wrapper = make(original)
-    _wrappers[id(original)] = (original, wrapper)
-    return wrapper
+#: The frames tuple of the latest capture. Consecutive spawns from the same
+#: place (a loop of create_task, gather of many coroutines) share it: the
+#: capture compares the stack against it instead of building a new tuple.
+#: Threads race on it harmlessly: it is only ever replaced, never mutated.
+_last: Frames = _EMPTY
 
 
-def _in_chain(obj: Any, wrapper: Callable[..., Any]) -> bool:
-    # Patches made with functools.wraps keep the patched object in __wrapped__.
-    for _ in range(16):
-        if obj is wrapper:
-            return True
-        obj = getattr(obj, "__wrapped__", None)
-        if obj is None:
-            return False
-    return False
+def walk(frame: FrameType | None, stop: FrameType | None, *, remember: bool = True) -> Frames:
+    """Flatten ``frame`` and its callers up to and including ``stop``.
 
-
-class Patcher:
-    """The attributes one part of the library replaces, and how to put each back exactly.
-
-    Shared by the tracing hooks and the exception hooks (:mod:`._exceptions`).
+    Without ``stop`` (or if it is never met) the walk runs to the outermost
+    frame; collection cuts it at the event loop. At most ``config.max_frames``
+    frames are kept: the innermost ones and a quarter from the outer end, with
+    a ``(None, n)`` marker for the ``n`` in between. ``remember=False`` (for
+    collection) leaves the capture cache alone.
     """
+    global _last
+    last = _last
+    n = len(last)
+    # Fastest path, for the usual one or two frames (asyncio.create_task and
+    # the coroutine calling it): no loop.
+    if frame is not None and n >= 2 and frame.f_code is last[0] and frame.f_lasti == last[1]:
+        if frame is stop:
+            if n == 2:
+                return last
+        elif n == 4:
+            up = frame.f_back
+            if up is stop and up is not None and up.f_code is last[2] and up.f_lasti == last[3]:
+                return last
+    i = 0
+    f = frame
+    # Fast path: the stack matches the previous capture.
+    while f is not None and i < n and f.f_code is last[i] and f.f_lasti == last[i + 1]:
+        i += 2
+        f = None if f is stop else f.f_back
+    if f is None:
+        # The whole stack matched the previous capture, or a prefix of it.
+        if i == n:
+            return last
+        prefix = last[:i]
+        if remember:
+            _last = prefix
+        return prefix
+    # Slow path: copy the matched prefix, walk the rest.
+    out: list[CodeType | int | None] = list(last[:i])
+    append = out.append
+    remaining = config.max_frames - i // 2
+    while f is not None:
+        append(f.f_code)
+        append(f.f_lasti)
+        if f is stop:
+            break
+        f = f.f_back
+        remaining -= 1
+        if remaining <= 0 and f is not None:
+            return _walk_elided(out, f, stop)
+    result = tuple(out)
+    if remember:
+        _last = result
+    return result
 
-    __slots__ = ("patches",)
 
-    def __init__(self) -> None:
-        #: Every wrapper installed and not yet removed, keyed by (id(owner), name).
-        self.patches: dict[tuple[int, str], _Patch] = {}
-
-    def install(self, owner: Any, name: str, make: Maker) -> None:
-        key = (id(owner), name)
-        patch = self.patches.get(key)
-        if patch is not None:
-            current = vars(owner).get(name)
-            if current is patch.wrapper or (current is not None and _in_chain(current, patch.wrapper)):
-                return  # still in place, or inside someone else's patch: _active re-arms it
-            del self.patches[key]  # we were dropped from the chain: wrap what is there now
-        current = getattr(owner, name)
-        if getattr(current, "__async_trace_wrapper__", False):
-            # One of our wrappers, put back by someone (a mock.patch exiting):
-            # register it again instead of wrapping it twice.
-            original = current.__wrapped__
-            patch = _Patch(owner, name, current)
-            patch.had_own = not any(vars(base).get(name) is original for base in getattr(owner, "__mro__", ())[1:])
-            patch.original = original if patch.had_own else None
-            self.patches[key] = patch
-            return
-        patch = _Patch(owner, name, _wrapper_for(current, make))
-        self.patches[key] = patch
-        setattr(owner, name, patch.wrapper)
-
-    def uninstall_all(self) -> None:
-        for key, patch in list(self.patches.items()):
-            if vars(patch.owner).get(patch.name) is patch.wrapper:
-                if patch.had_own:
-                    setattr(patch.owner, patch.name, patch.original)
-                else:
-                    delattr(patch.owner, patch.name)
-                del self.patches[key]
-            # else: someone patched over us; leave their patch (and our
-            # pass-through wrapper inside it) in place.
+def _walk_elided(head: list[CodeType | int | None], frame: FrameType | None, stop: FrameType | None) -> Frames:
+    # Slow path for stacks deeper than max_frames: keep walking to the
+    # boundary, remembering only the outermost frames.
+    keep_outer = max(1, config.max_frames // 4)
+    cut = 2 * (config.max_frames - keep_outer)
+    tail: deque[tuple[CodeType | int | None, CodeType | int | None]] = deque(
+        zip(head[cut::2], head[cut + 1 :: 2], strict=True), maxlen=keep_outer
+    )
+    del head[cut:]
+    pushed = len(tail)
+    while frame is not None:
+        tail.append((frame.f_code, frame.f_lasti))
+        pushed += 1
+        if frame is stop:
+            break
+        frame = frame.f_back
+    head.append(None)
+    head.append(pushed - len(tail))
+    for code, lasti in tail:
+        head.append(code)
+        head.append(lasti)
+    return tuple(head)
 
 
-_patcher: Final = Patcher()
+def adopt_root(task: Any, coro: Any) -> RootNode:
+    """Make ``task`` the root of the chain seen from its own context.
+
+    Used when the running task was created while tracing was off (or before
+    it was on): its context then holds nothing, or a node inherited from its
+    creator that would claim the creator's origin. The node is stored in the
+    task's context so later captures from it reuse it.
+    """
+    root = make_root(_coro_code(coro), task_name(task), adopted=True)
+    CURRENT.set(root)
+    return root
 
 
-def _targets() -> list[tuple[Any, str, Maker]]:
-    targets: list[tuple[Any, str, Maker]] = [
+def _ref(task: Any) -> Any:
+    # weakref.ref returns the existing reference when there is one, so every
+    # node captured in one task shares a single weakref object.
+    try:
+        return _weakref(task)
+    except TypeError:  # a Future-like object from a custom factory
+        return None
+
+
+def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = None) -> Node:
+    """Make the node for a task creation or executor hop called from ``frame``.
+
+    ``loop`` is the loop whose current task is the creator (``None``: no
+    loop runs here). For tasks ``tag`` is the code of the created coroutine.
+    The caller puts the node in the context of what it starts.
+    """
+    parent = CURRENT.get()
+    task = _current_task(loop) if loop is not None else None
+    if task is None:
+        if parent is None:
+            if kind is TaskNode:
+                # Created from outside any traced task (asyncio.run, a
+                # callback of untraced origin): a root. Named at its first
+                # capture, once the task exists (or by the caller's name=).
+                return make_root(tag)
+            if kind is PendingNode:
+                # run_coroutine_threadsafe from a thread no traced hop led to:
+                # the chain starts here, at a root named after the thread.
+                parent = make_thread_root(threading.current_thread().name)
+        elif type(parent) is PendingNode and kind is TaskNode:
+            # The callback of run_coroutine_threadsafe: the creation point is
+            # the submitting thread's line, captured by the pending node.
+            return _tuple_new(TaskNode, (parent.parent, parent.depth, tag, parent.frames, parent.creator_ref))
+        stop = None
+        creator = None
+    else:
+        coro = task.get_coro()
+        if parent is None or not valid_for(parent, coro):
+            # Created untraced: do not let its children claim its creator's origin.
+            parent = adopt_root(task, coro)
+        elif type(parent) is RootNode and parent.name is None:
+            parent = name_root(parent, task)
+        stop = _stop_frame(coro)
+        creator = _ref(task)
+    if parent is None:
+        return _tuple_new(kind, (None, 1, tag, walk(frame, stop), creator))
+    depth = parent.depth + 1
+    if depth > config.max_depth:
+        parent = compact(parent)
+        depth = parent.depth + 1
+    return _tuple_new(kind, (parent, depth, tag, walk(frame, stop), creator))
+
+
+def compact(parent: Node) -> Node:
+    """Return a chain equivalent to ``parent``'s with the middle hops elided.
+
+    Keeps the innermost ``max_depth // 2`` hops (copied, since nodes are
+    immutable) and the outermost ``max_depth // 4``; runs once every
+    ``max_depth // 4`` creations at most, so its cost is amortised.
+    """
+    max_depth = config.max_depth
+    keep_inner = max(1, max_depth // 2)
+    keep_outer = max(1, max_depth // 4)
+    chain: list[Node] = []
+    node: Node | None = parent
+    elided_at = -1
+    while node is not None:
+        if type(node) is ElidedNode and elided_at < 0:
+            elided_at = len(chain)
+        chain.append(node)
+        node = node.parent
+    if len(chain) <= keep_inner + keep_outer + 1:
+        return parent
+    if elided_at >= keep_inner:
+        marker = chain[elided_at]
+        outer = marker.parent
+        count = marker.hops + (elided_at - keep_inner)  # type: ignore[attr-defined]
+        creator = marker.creator_ref
+    else:
+        outer_start = len(chain) - keep_outer
+        outer = chain[outer_start]
+        count = outer_start - keep_inner
+        for n in chain[keep_inner:outer_start]:
+            if type(n) is ElidedNode:
+                count += n.hops - 1
+        creator = chain[outer_start - 1].creator_ref
+    rebuilt: Node = make_elided(outer, count, creator)
+    for n in reversed(chain[:keep_inner]):
+        rebuilt = n.clone(rebuilt, rebuilt.depth + 1)
+    return rebuilt
+
+
+def current_frame(depth: int) -> FrameType | None:
+    """``sys._getframe(depth + 1)``, or ``None`` past the outermost frame."""
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None
+
+
+#: ``(unnamed root, the same root named)``: the latest root named by
+#: :func:`name_root`. Replaced whole, never mutated, so threads race on it
+#: harmlessly; it holds two small tuples (a code object and a name), no task.
+_named: tuple[RootNode | None, RootNode | None] = (None, None)
+
+
+def name_root(root: RootNode, task: Any) -> RootNode:
+    """``root`` with the name of ``task``, the root task, for the nodes its task creates.
+
+    A root is made before its task exists, so before its name does; nodes are
+    immutable and the root task's own context keeps the unnamed root (its
+    ContextVar values stay exactly what they were), so the nodes below point
+    to a named copy instead, shared by consecutive captures of one root task.
+    """
+    global _named
+    cached = _named
+    if cached[0] is root:
+        return cached[1]  # type: ignore[return-value]
+    named: RootNode = _tuple_new(RootNode, (None, 1, root.code, _EMPTY, None, task_name(task), root.adopted))
+    _named = (root, named)
+    return named
+
+
+# --- the hook set -------------------------------------------------------------
+
+
+def _targets() -> list[Target]:
+    targets: list[Target] = [
         (asyncio.base_events.BaseEventLoop, "create_task", _make_create_task),
         (asyncio.base_events.BaseEventLoop, "run_in_executor", _make_run_in_executor),
         (asyncio.tasks, "run_coroutine_threadsafe", _make_run_coroutine_threadsafe),
@@ -509,100 +653,25 @@ def _targets() -> list[tuple[Any, str, Maker]]:
     return targets
 
 
-def _install_targets() -> None:
-    for owner, name, factory in _targets():
-        _patcher.install(owner, name, factory)
+def _on() -> None:
+    global _active
+    _active = True
+
+
+def _off() -> None:
+    global _active
+    _active = False
+    clear_caches()
+
+
+#: The tracing wrappers, switched by ``enable_tracing()`` / ``disable_tracing()`` through :mod:`._hooks`.
+HOOKS: Final = register(HookSet("tracing", _targets, on=_on, off=_off, watch=("uvloop",)))
 
 
 def patched_attributes() -> list[tuple[Any, str]]:
     """The (owner, name) pairs tracing replaces (for tests of exact restore)."""
-    return [(owner, name) for owner, name, _ in _targets()]
-
-
-def enable() -> None:
-    global _active
-    with _lock:
-        _install_targets()
-        _ImportHook.install()
-        _active = True
-
-
-def disable() -> None:
-    global _active
-    with _lock:
-        _active = False
-        _patcher.uninstall_all()
-        clear_caches()
-        _ImportHook.uninstall()
+    return HOOKS.patched_attributes()
 
 
 def is_active() -> bool:
     return _active
-
-
-# --- uvloop imported after us ----------------------------------------------
-
-#: Called once uvloop is imported after us (the exception hooks patch its loop too).
-_on_uvloop: list[Callable[[], None]] = []
-
-
-def on_uvloop_import(callback: Callable[[], None]) -> None:
-    """Call ``callback`` after uvloop is imported, if that happens after us."""
-    if callback not in _on_uvloop:
-        _on_uvloop.append(callback)
-
-
-class _ImportHook(importlib.abc.MetaPathFinder):
-    """Patches ``uvloop.Loop`` right after uvloop is imported."""
-
-    _instance: _ImportHook | None = None
-
-    @classmethod
-    def install(cls) -> None:
-        if "uvloop" in sys.modules or cls._instance is not None:
-            return
-        cls._instance = cls()
-        sys.meta_path.insert(0, cls._instance)
-
-    @classmethod
-    def uninstall(cls) -> None:
-        if cls._instance is not None:
-            with contextlib.suppress(ValueError):
-                sys.meta_path.remove(cls._instance)
-            cls._instance = None
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "uvloop":
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        exec_module = getattr(loader, "exec_module", None)
-        if exec_module is None:
-            return None
-
-        def exec_and_patch(module: ModuleType) -> None:
-            exec_module(module)
-            try:
-                with _lock:
-                    if _active:
-                        _install_targets()
-                for callback in _on_uvloop:
-                    callback()
-            except Exception as exc:  # noqa: BLE001
-                warn_internal(exc, "patching uvloop")
-
-        try:
-            loader.exec_module = exec_and_patch  # type: ignore[union-attr,method-assign]
-        except Exception:  # noqa: BLE001 - a read-only loader: leave uvloop untraced
-            return None
-        _ImportHook.uninstall()
-        return spec
