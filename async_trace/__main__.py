@@ -33,8 +33,8 @@ from typing import NoReturn
 
 from . import __version__, _exceptions, _pstree
 from ._dump import dump_tasks_on_signal
-from ._render import STYLES
 from ._pstree import COMMANDS
+from ._render import STYLES
 
 __all__ = ["build_parser", "main"]
 

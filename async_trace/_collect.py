@@ -31,7 +31,7 @@ from ._chain import (
     task_name,
     valid_for,
 )
-from ._types import ThreadName, TraceData, TraceFrame
+from ._types import FrameList, ThreadName, TraceData, TraceFrame
 
 __all__: list[str] = []
 
@@ -295,7 +295,7 @@ def collect(start: FrameType | None) -> TraceData:
     loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
     node = CURRENT.get()
-    frames: list[TraceFrame] = []
+    frames = FrameList()
     if task is not None:
         coro = task.get_coro()
         _append(frames, _resolve(walk(start, _stop_frame(coro), remember=False)), None, False)
@@ -307,7 +307,8 @@ def collect(start: FrameType | None) -> TraceData:
     else:
         _append(frames, _resolve(walk(start, None, remember=False)), None, False)
     in_executor = loop is None and type(node) is ExecutorNode
-    chain_frames(frames, node, task, True, task, loop)
+    boundaries, _ = chain_frames(frames, node, task, True, task, loop)
+    frames.boundaries = frozenset(boundaries)
     return {"frames": frames, "current_task": task, "in_executor": in_executor}
 
 

@@ -305,11 +305,29 @@ def trace_lines(trace: TraceData, limit: int | None, style: Style = "arrows", *,
     check_style(style)
     spec = STYLE_TABLE[style]
     deco = decorations(ascii_only)
-    frames = limited(trace["frames"], limit)
-    ordered = frames if spec.innermost_first else reversed(frames)
+    every = trace["frames"]
+    frames = limited(every, limit)
     out = [] if spec.trace_header is None else [spec.trace_header]
-    out.extend(spec.frame(frame, deco) for frame in ordered)
+    if spec.innermost_first:
+        out.extend(spec.frame(frame, deco) for frame in frames)
+        return out
+    # Most recent call last, with a separator also at a boundary whose task is gone.
+    gone = _gone_boundaries(every)
+    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
+    for i in range(len(frames) - 1, -1, -1):
+        text = spec.frame(frames[i], deco)
+        if first + i in gone:
+            text += GONE_SEPARATOR
+        out.append(text)
     return out
+
+
+def _gone_boundaries(frames: list[TraceFrame]) -> frozenset[int]:
+    """Indices of the boundaries (see :class:`FrameList`) whose task is gone: no ``task`` to name."""
+    marks = getattr(frames, "boundaries", None)
+    if not marks:
+        return frozenset()
+    return frozenset(i for i in marks if i < len(frames) and frames[i]["task"] is None)
 
 
 def path_line(trace: TraceData, deco: Decorations = UNICODE) -> str:

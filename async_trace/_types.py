@@ -36,6 +36,23 @@ class TraceData(TypedDict):
     in_executor: bool
 
 
+class FrameList(list):  # type: ignore[type-arg]
+    """The ``frames`` list of a collected trace: a ``list`` like any, that also knows its boundaries.
+
+    ``boundaries`` holds the indices of the frames where a task was created
+    (whether or not that task is still alive), so a renderer can mark a
+    boundary whose task is gone; the frame dicts keep their six documented
+    keys. A copy or slice made by the caller is a plain list and loses the
+    marks (renderers then mark only boundaries whose task is alive).
+    """
+
+    __slots__ = ("boundaries",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boundaries: frozenset[int] = frozenset()
+
+
 class ThreadName(str):
     """The ``name`` of a root frame that stands for a thread, not a task (a ``str`` like any name).
 

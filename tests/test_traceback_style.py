@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import linecache
 import re
@@ -179,3 +180,44 @@ def test_elided_hops_are_not_taken_for_frames() -> None:
     assert len(markers) == 1
     assert [line for line in text.splitlines() if "elided" in line] == [f"  {markers[0]}"]
     _assert_linkable(text, trace["frames"])
+
+
+async def _orphan(started: asyncio.Event, go: asyncio.Event) -> tuple[list[str], TraceData]:
+    started.set()
+    await go.wait()
+    return format_trace(style="traceback"), collect_async_trace()  # orphan-here
+
+
+async def _middle(
+    started: asyncio.Event, go: asyncio.Event, out: list[asyncio.Task[tuple[list[str], TraceData]]]
+) -> None:
+    out.append(asyncio.create_task(_orphan(started, go), name="orphan"))  # spawn-orphan
+
+
+async def _gone_main() -> tuple[list[str], TraceData]:
+    started, go = asyncio.Event(), asyncio.Event()
+    out: list[asyncio.Task[tuple[list[str], TraceData]]] = []
+    await asyncio.create_task(_middle(started, go, out), name="middle")  # spawn-middle
+    await started.wait()
+    gc.collect()  # the finished middle task is gone
+    go.set()
+    return await out[0]
+
+
+def test_a_boundary_whose_task_is_gone_keeps_its_separator() -> None:
+    """The task created at a line may be gone when the trace is printed: its separator still shows."""
+    lines, trace = asyncio.run(_gone_main())
+    middle = line_of(_gone_main, "spawn-middle")
+    orphan = line_of(_middle, "spawn-orphan")
+    here = line_of(_orphan, "orphan-here")
+    assert trace["frames"][2]["task"] is None  # the frame that created 'middle': that task is gone
+    assert lines[2:] == [
+        f'  File "{__file__}", line {middle}, in _gone_main\n    {_src(middle)}\n  --- task created here ---\n',
+        f"  File \"{__file__}\", line {orphan}, in _middle\n    {_src(orphan)}\n  --- task 'orphan' created here ---\n",
+        f'  File "{__file__}", line {here}, in _orphan\n    {_src(here)}\n',
+    ]
+    # format_async_trace on the collected data marks it the same way; a plain copy of the frames does not.
+    text = format_async_trace(trace, style="traceback")
+    assert text[2].endswith("  --- task created here ---\n")
+    copied: TraceData = {**trace, "frames": list(trace["frames"])}
+    assert not format_async_trace(copied, style="traceback")[2].endswith("  --- task created here ---\n")
