@@ -43,15 +43,21 @@ def rows(trace: TraceData) -> list[Row]:
 HERE = "test_collect.py"
 
 
-def run_python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python ARGS`` in a fresh interpreter (this one's), UTF-8 output captured, in ``cwd``."""
+def run_python(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a fresh interpreter (this one's), UTF-8 output captured, in ``cwd``.
+
+    The one way the tests start a Python that runs to its end (``env`` is added to this
+    process's environment). Tests that signal or attach to a live child use ``Popen`` themselves.
+    """
     return subprocess.run(
         [sys.executable, *args],
         capture_output=True,
         text=True,
         encoding="utf-8",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
         cwd=cwd,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )

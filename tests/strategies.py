@@ -9,6 +9,7 @@ a rendered ``File "...", line N`` can be checked against the line it names.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 from hypothesis import strategies as st
@@ -178,3 +179,47 @@ def frames_with_lines(tree: TaskTree) -> list[tuple[str, int]]:
             # Each block most recent call last, as the traceback style prints it.
             out.extend((f["filename"], f["line"]) for f in reversed(group) if f["line"] is not None and f["filename"])
     return out
+
+
+# --- spawn trees: what the property tests run as real tasks -----------------------------------
+
+#: A tree of task spawns: the list of its children, each reached through an edge kind
+#: (``create_task``, ``gather``, ``await``, ``executor``, ...: the test gives the kinds).
+SpawnTree = list[tuple[str, "SpawnTree"]]
+#: A spawn tree whose nodes may finish early: ``(finishes early, [(edge, child), ...])``.
+LifeTree = tuple[bool, list[tuple[str, "LifeTree"]]]
+
+
+def spawn_depth(tree: SpawnTree) -> int:
+    return 1 + max((spawn_depth(sub) for _, sub in tree), default=0)
+
+
+def spawn_trees(edges: list[str], *, max_leaves: int = 12, max_depth: int = 6) -> st.SearchStrategy[SpawnTree]:
+    """Trees of depth up to ``max_depth`` and fan-out up to 4 (bounded in size to keep examples quick)."""
+    leaf: st.SearchStrategy[SpawnTree] = st.just([])
+    return st.recursive(
+        leaf,
+        lambda children: st.lists(st.tuples(st.sampled_from(edges), children), min_size=1, max_size=4),
+        max_leaves=max_leaves,
+    ).filter(lambda t: spawn_depth(t) <= max_depth)
+
+
+def life_depth(node: LifeTree) -> int:
+    return 1 + max((life_depth(sub) for _, sub in node[1]), default=0)
+
+
+def life_trees(
+    edges: list[str], normalise: Callable[[LifeTree], LifeTree], *, max_leaves: int = 10, max_depth: int = 6
+) -> st.SearchStrategy[LifeTree]:
+    """Spawn trees where a third of the nodes finish early; ``normalise`` makes each one runnable."""
+    leaf: st.SearchStrategy[LifeTree] = st.just((False, []))
+
+    def node(children: st.SearchStrategy[list[tuple[str, LifeTree]]]) -> st.SearchStrategy[LifeTree]:
+        return st.tuples(st.sampled_from([False, False, True]), children)
+
+    tree = st.recursive(
+        leaf,
+        lambda sub: node(st.lists(st.tuples(st.sampled_from(edges), sub), min_size=1, max_size=3)),
+        max_leaves=max_leaves,
+    )
+    return tree.map(normalise).filter(lambda t: life_depth(t) <= max_depth)

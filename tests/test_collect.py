@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import subprocess
 import sys
 import textwrap
 import threading
@@ -16,7 +15,7 @@ import pytest
 import async_trace
 from async_trace import TraceData, collect_async_trace
 
-from .helpers import line_of, rows
+from .helpers import line_of, rows, run_python
 
 F = os.path.basename(__file__)
 needs_311 = pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup/Runner need 3.11")
@@ -298,13 +297,9 @@ def test_create_task_imported_before_async_trace() -> None:
         run(main())
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-    ).stdout
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     assert out == ("↑ leaf() at line 6 [<string>]\n  ↑ main() at line 9 [<string>]\n    ↑ Task-1\n")
 
 

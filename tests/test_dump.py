@@ -19,7 +19,7 @@ import pytest
 import async_trace
 from async_trace import cancel_dump_tasks_on_signal, dump_tasks, dump_tasks_on_signal
 
-from .helpers import line_of
+from .helpers import line_of, run_python
 
 POSIX = hasattr(signal, "SIGUSR1")
 needs_posix = pytest.mark.skipif(not POSIX, reason="dumping on a signal is POSIX-only")
@@ -266,13 +266,7 @@ def test_cli_dump_signal(tmp_path: Path) -> None:
 def test_cli_rejects_an_unknown_signal(tmp_path: Path) -> None:
     script = tmp_path / "ok.py"
     script.write_text("print('ran')\n", encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "async_trace", "--dump-signal", "NOPE", str(script)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_python("-m", "async_trace", "--dump-signal", "NOPE", str(script), timeout=60)
     assert result.returncode == 2
     assert "unknown signal 'NOPE'" in result.stderr
     assert result.stdout == ""
@@ -336,12 +330,6 @@ def test_cli_dump_signal_summary(tmp_path: Path) -> None:
 def test_cli_summary_needs_dump_signal(tmp_path: Path) -> None:
     script = tmp_path / "ok.py"
     script.write_text("print('ran')\n", encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "async_trace", "--summary", str(script)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_python("-m", "async_trace", "--summary", str(script), timeout=60)
     assert (result.returncode, result.stdout) == (2, "")
     assert "--summary needs --dump-signal" in result.stderr

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from .doc_blocks import ROOT, doc_blocks
+from .helpers import run_python
 
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
 
@@ -34,16 +31,7 @@ def test_every_example_is_shown_in_readme() -> None:
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_output_matches_readme(name: str) -> None:
     """Running the example prints exactly its output block (README.md or docs/), and nothing on stderr."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        check=False,
-    )
+    result = run_python(str(ROOT / "examples" / name), cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout == OUTPUTS[name]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import threading
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 import async_trace
 from async_trace import TraceData, collect_async_trace
 
-from .helpers import line_of, rows
+from .helpers import line_of, rows, run_python
 
 uvloop = pytest.importorskip("uvloop")
 anyio = pytest.importorskip("anyio")
@@ -28,14 +27,7 @@ HERE = "test_loops.py"
 
 def _py(code: str) -> str:
     """Run ``code`` in a fresh interpreter (import order matters); return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        check=False,
-        timeout=120,
-    )
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return result.stdout

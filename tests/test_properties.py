@@ -13,29 +13,19 @@ from hypothesis import strategies as st
 from async_trace import TraceData, collect_async_trace
 
 from .helpers import line_of
+from .strategies import SpawnTree, spawn_trees
 
 TASK_EDGES = ["create_task", "gather", "ensure_future", "loop_create_task"]
 if sys.version_info >= (3, 11):
     TASK_EDGES.append("task_group")
 EDGES = [*TASK_EDGES, "await", "executor"]
 
-# A tree is the list of its children, each reached through an edge kind.
-Tree = list[tuple[str, "Tree"]]
+Tree = SpawnTree
 Results = list[tuple[tuple[str, ...], tuple[str, ...], TraceData]]
 
 
 def trees() -> st.SearchStrategy[Tree]:
-    """Trees of depth up to 6 and fan-out up to 4 (bounded in size to keep examples quick)."""
-    leaf: st.SearchStrategy[Tree] = st.just([])
-    return st.recursive(
-        leaf,
-        lambda children: st.lists(st.tuples(st.sampled_from(EDGES), children), min_size=1, max_size=4),
-        max_leaves=12,
-    ).filter(lambda t: _depth(t) <= 6)
-
-
-def _depth(tree: Tree) -> int:
-    return 1 + max((_depth(sub) for _, sub in tree), default=0)
+    return spawn_trees(EDGES)
 
 
 class Run:

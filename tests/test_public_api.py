@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from importlib.metadata import version
 
 import async_trace
+
+from .helpers import run_python
 
 CORE = {
     "print_trace",
@@ -95,5 +95,6 @@ def test_import_turns_tracing_on() -> None:
         "import asyncio.base_events as b; before = b.BaseEventLoop.create_task; "
         "import async_trace; assert b.BaseEventLoop.create_task is not before; print('on')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_python("-c", code)
+    assert out.returncode == 0, out.stderr
     assert out.stdout == "on\n"

@@ -6,9 +6,6 @@ import asyncio
 import asyncio.base_events
 import functools
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +15,7 @@ import pytest
 import async_trace
 from async_trace import TraceData, _capture, collect_async_trace
 
-from .helpers import line_of, rows
+from .helpers import line_of, rows, run_python
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -27,14 +24,7 @@ BaseEventLoop = asyncio.base_events.BaseEventLoop
 
 def _py(code: str) -> Any:
     """Run ``code`` in a fresh interpreter; return the JSON it prints."""
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        check=False,
-        timeout=120,
-    )
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return json.loads(result.stdout)

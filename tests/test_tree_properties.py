@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from async_trace import TaskInfo, TaskTree, task_tree
 
 from .helpers import line_of
+from .strategies import LifeTree, life_trees
 
 HAS_TASK_GROUP = sys.version_info >= (3, 11)
 TASK_EDGES = ["create_task", "ensure_future", "loop_create_task", "gather", "detached", "executor"]
@@ -29,21 +30,11 @@ EDGES = [*TASK_EDGES, "await"]
 
 # A node: (finishes early, [(edge, child node), ...]). A node that finishes early creates all its
 # children "detached" and returns at once, so its task ends while they live on.
-Node = tuple[bool, list[tuple[str, "Node"]]]
-
-
-def _node(children: st.SearchStrategy[list[tuple[str, Node]]]) -> st.SearchStrategy[Node]:
-    return st.tuples(st.sampled_from([False, False, True]), children)
+Node = LifeTree
 
 
 def trees() -> st.SearchStrategy[Node]:
-    leaf: st.SearchStrategy[Node] = st.just((False, []))
-    tree = st.recursive(
-        leaf,
-        lambda sub: _node(st.lists(st.tuples(st.sampled_from(EDGES), sub), min_size=1, max_size=3)),
-        max_leaves=10,
-    )
-    return tree.map(_normalise).filter(lambda t: _depth(t) <= 6)
+    return life_trees(EDGES, _normalise)
 
 
 def _normalise(node: Node) -> Node:
@@ -61,10 +52,6 @@ def _normalise(node: Node) -> Node:
             awaited = True
         out.append((edge, _normalise(sub)))
     return (finish, out)
-
-
-def _depth(node: Node) -> int:
-    return 1 + max((_depth(sub) for _, sub in node[1]), default=0)
 
 
 def _edges(node: Node) -> list[tuple[str, Node]]:
