@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-def _safe_collect(depth: int) -> TraceData:
+def safe_collect(depth: int) -> TraceData:
     # depth counts frames between the caller of the public function and here.
     start = current_frame(depth + 1)
     try:
@@ -44,7 +44,7 @@ def collect_async_trace() -> TraceData:
         locals are referenced. Never raises: an internal error warns once
         (:class:`AsyncTraceWarning`) and returns an empty trace.
     """
-    return _safe_collect(1)
+    return safe_collect(1)
 
 
 def format_async_trace(
@@ -78,7 +78,7 @@ def format_trace(*, limit: int | None = None, style: Style = "arrows", ascii_onl
 
     Same as ``format_async_trace(collect_async_trace(), limit=limit, style=style, ascii_only=ascii_only)``.
     """
-    return trace_lines(_safe_collect(1), limit, style, ascii_only=ascii_only)
+    return trace_lines(safe_collect(1), limit, style, ascii_only=ascii_only)
 
 
 def print_async_trace(
@@ -110,7 +110,7 @@ def print_trace(
     ``limit``, ``style`` and ``ascii_only`` as in :func:`print_async_trace`.
     """
     check_style(style)
-    trace = _safe_collect(1)
+    trace = safe_collect(1)
     write(lambda plain: trace_lines(trace, limit, style, ascii_only=plain), file, ascii_only=ascii_only)
 
 

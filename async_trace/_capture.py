@@ -43,13 +43,13 @@ from ._chain import (
     PendingNode,
     RootNode,
     TaskNode,
-    _coro_code,
-    _stop_frame,
     config,
+    coro_code,
     make,
     make_elided,
     make_root,
     make_thread_root,
+    stop_frame,
     task_name,
     valid_for,
     warn_internal,
@@ -183,9 +183,9 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                         # make() inlined: one C call (field order as in _chain.Node).
                         node = _tuple_new(TaskNode, (parent, parent.depth + 1, tag, frames, creator_ref))
                 else:
-                    node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
+                    node = capture(TaskNode, self, sys._getframe(1), coro_code(coro))
             else:
-                node = capture(TaskNode, self, sys._getframe(1), _coro_code(coro))
+                node = capture(TaskNode, self, sys._getframe(1), coro_code(coro))
             if type(node) is RootNode and kwargs and kwargs.get("name") is not None:
                 # Named before the task exists, so also where its context is out of reach.
                 node = make_root(node.code, str(kwargs["name"]))
@@ -322,7 +322,7 @@ def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-class _ContextCall:
+class ContextCall:
     """``func`` run in ``ctx``, for an executor: what ``to_thread`` does, made picklable.
 
     A ``contextvars.Context`` cannot be pickled, so an executor that pickles
@@ -346,7 +346,7 @@ class _ContextCall:
         return f"{self.func!r} (in an async_trace context)"
 
 
-def _is_context_run(func: Any) -> Context | None:
+def context_of_run(func: Any) -> Context | None:
     """The Context of ``functools.partial(ctx.run, ...)``, as asyncio.to_thread builds it."""
     if type(func) is functools.partial:
         target = func.func
@@ -367,7 +367,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
                 # Leave it to the loop: its checks must see exactly what they see untraced.
                 return original(self, executor, func, *args)
             node = capture(ExecutorNode, self, sys._getframe(1))
-            ctx = _is_context_run(func)
+            ctx = context_of_run(func)
             if ctx is not None:
                 # asyncio.to_thread copied the context before calling us:
                 # push the node into that copy, not a new one.
@@ -375,7 +375,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
             else:
                 ctx = copy_context()
                 ctx.run(_set_current, node)
-                func = _ContextCall(ctx, func)
+                func = ContextCall(ctx, func)
         except Exception as exc:  # noqa: BLE001 - never break the hop
             warn_internal(exc, "capturing an executor call")
         future = original(self, executor, func, *args)
@@ -507,12 +507,12 @@ def adopt_root(task: Any, coro: Any) -> RootNode:
     creator that would claim the creator's origin. The node is stored in the
     task's context so later captures from it reuse it.
     """
-    root = make_root(_coro_code(coro), task_name(task), adopted=True)
+    root = make_root(coro_code(coro), task_name(task), adopted=True)
     CURRENT.set(root)
     return root
 
 
-def _ref(task: Any) -> Any:
+def weak_task_ref(task: Any) -> Any:
     # weakref.ref returns the existing reference when there is one, so every
     # node captured in one task shares a single weakref object.
     try:
@@ -554,8 +554,8 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
             parent = adopt_root(task, coro)
         elif type(parent) is RootNode and parent.name is None:
             parent = name_root(parent, task)
-        stop = _stop_frame(coro)
-        creator = _ref(task)
+        stop = stop_frame(coro)
+        creator = weak_task_ref(task)
     if parent is None:
         return _tuple_new(kind, (None, 1, tag, walk(frame, stop), creator))
     depth = parent.depth + 1

@@ -54,7 +54,7 @@ _tuple_new: Final = tuple.__new__
 
 # C-level field accessors, as namedtuple uses: reading ``node.parent`` costs
 # what ``node[0]`` does. (A Python @property would cost a frame per read.)
-_field: Final[Callable[[int, str], Any]] = getattr(
+field_getter: Final[Callable[[int, str], Any]] = getattr(
     collections, "_tuplegetter", lambda index, doc: property(operator.itemgetter(index), doc=doc)
 )
 
@@ -107,7 +107,7 @@ for _index, (_name, _doc) in enumerate(
         ("creator_ref", "A weak reference to the task running at the capture, or None."),
     ]
 ):
-    setattr(Node, _name, _field(_index, _doc))
+    setattr(Node, _name, field_getter(_index, _doc))
 
 
 class TaskNode(Node):
@@ -143,8 +143,8 @@ class RootNode(Node):
     adopted: bool
 
 
-RootNode.name = _field(5, "The root task's name, or None if not known.")
-RootNode.adopted = _field(6, "Whether the root was made for a task created while tracing was off.")
+RootNode.name = field_getter(5, "The root task's name, or None if not known.")
+RootNode.adopted = field_getter(6, "Whether the root was made for a task created while tracing was off.")
 
 
 class ThreadRootNode(Node):
@@ -159,7 +159,7 @@ class ThreadRootNode(Node):
     name: str
 
 
-ThreadRootNode.name = _field(5, "The thread's name.")
+ThreadRootNode.name = field_getter(5, "The thread's name.")
 
 
 class ElidedNode(Node):
@@ -174,7 +174,7 @@ class ElidedNode(Node):
     hops: int
 
 
-ElidedNode.hops = _field(5, "How many hops this node stands for.")
+ElidedNode.hops = field_getter(5, "How many hops this node stands for.")
 
 
 def make(kind: type[Node], parent: Node | None, depth: int, code: Any, frames: Frames, creator: Any = None) -> Node:
@@ -233,14 +233,14 @@ def reset_warned() -> None:
 # --- helpers shared by capture and collection --------------------------------
 
 
-def _coro_code(coro: Any) -> Any:
+def coro_code(coro: Any) -> Any:
     try:
         return coro.cr_code
     except AttributeError:
         return getattr(coro, "gi_code", None)
 
 
-def _stop_frame(coro: Any) -> FrameType | None:
+def stop_frame(coro: Any) -> FrameType | None:
     """The frame of a task's coroutine: where the task's own stack ends."""
     try:
         return coro.cr_frame  # type: ignore[no-any-return]
@@ -259,4 +259,4 @@ def task_name(task: Any) -> str:
 def valid_for(node: Node | None, coro: Any) -> bool:
     """Whether ``node`` was pushed for the task running ``coro`` (not inherited)."""
     kind = type(node)
-    return (kind is TaskNode or kind is RootNode) and node.code is _coro_code(coro)  # type: ignore[union-attr]
+    return (kind is TaskNode or kind is RootNode) and node.code is coro_code(coro)  # type: ignore[union-attr]

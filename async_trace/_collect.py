@@ -27,7 +27,7 @@ from ._chain import (
     RootNode,
     TaskNode,
     ThreadRootNode,
-    _stop_frame,
+    stop_frame,
     task_name,
     valid_for,
 )
@@ -40,7 +40,7 @@ _current_task: Final = asyncio.current_task
 
 # --- which frames are shown -------------------------------------------------
 
-_USER, _SKIP, _CUT = 0, 1, 2
+USER, SKIP, CUT = 0, 1, 2
 
 
 def _dir_of(path: str | None) -> str:
@@ -77,29 +77,29 @@ _line_cache: dict[tuple[int, int], tuple[CodeType, int | None]] = {}
 _CACHE_MAX: Final = 4096
 
 
-def _kind(code: CodeType) -> int:
+def frame_kind(code: CodeType) -> int:
     cached = _kind_cache.get(id(code))
     if cached is not None and cached[0] is code:
         return cached[1]
     filename = os.path.abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
     if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
         key = (os.path.basename(filename), code.co_name)
-        kind = _CUT if key in _ENTRY_POINTS else _SKIP
+        kind = CUT if key in _ENTRY_POINTS else SKIP
     elif (
         filename.startswith(_PACKAGE_DIR)
         or code.co_name == "<module>"
         or (code.co_name == "wrapper" and filename.endswith(_UVLOOP_RUNNER))
     ):
-        kind = _SKIP
+        kind = SKIP
     else:
-        kind = _USER
+        kind = USER
     if len(_kind_cache) >= _CACHE_MAX:
         _kind_cache.clear()
     _kind_cache[id(code)] = (code, kind)
     return kind
 
 
-def _line(code: CodeType, lasti: int) -> int | None:
+def line_at(code: CodeType, lasti: int) -> int | None:
     key = (id(code), lasti)
     cached = _line_cache.get(key)
     if cached is not None and cached[0] is code:
@@ -145,7 +145,7 @@ _resolved_cache: dict[int, tuple[Frames, Resolved]] = {}
 _resolved_get: Final = _resolved_cache.get
 
 
-def _resolve(frames: Frames) -> Resolved:
+def resolve_uncached(frames: Frames) -> Resolved:
     out: list[tuple[str, int | None, str | None]] = []
     append = out.append
     kind_get = _kind_cache.get
@@ -157,15 +157,15 @@ def _resolve(frames: Frames) -> Resolved:
         if code is None:
             append((_elided(lasti, "frame"), None, None))
             continue
-        # _kind() and _line(), their cache hits inlined: this runs for every shown frame.
+        # frame_kind() and line_at(), their cache hits inlined: this runs for every shown frame.
         hit = kind_get(id(code))
-        kind = hit[1] if hit is not None and hit[0] is code else _kind(code)
+        kind = hit[1] if hit is not None and hit[0] is code else frame_kind(code)
         if kind:
-            if kind == _CUT and taken:
+            if kind == CUT and taken:
                 break
             continue
         hit2 = line_get((id(code), lasti))
-        line = hit2[1] if hit2 is not None and hit2[0] is code else _line(code, lasti)
+        line = hit2[1] if hit2 is not None and hit2[0] is code else line_at(code, lasti)
         append((code.co_name, line, code.co_filename))
         taken = True
     return tuple(out)
@@ -176,14 +176,14 @@ def resolve(frames: Frames) -> Resolved:
     cached = _resolved_cache.get(id(frames))
     if cached is not None and cached[0] is frames:
         return cached[1]
-    result = _resolve(frames)
+    result = resolve_uncached(frames)
     if len(_resolved_cache) >= _CACHE_MAX:
         _resolved_cache.clear()
     _resolved_cache[id(frames)] = (frames, result)
     return result
 
 
-def _append(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool) -> None:
+def append_frames(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool) -> None:
     """Append one hop's frames; the first real frame gets ``task``/``is_executor``."""
     for name, line, filename in shown:
         if line is None:  # an elision marker does not take the boundary
@@ -196,7 +196,7 @@ def _append(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool
 
 def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -> None:
     """Append the shown frames of one (shared, immutable) hop."""
-    _append(out, resolve(frames), task, is_executor)
+    append_frames(out, resolve(frames), task, is_executor)
 
 
 def context_of(task: Any) -> Context | None:
@@ -223,7 +223,7 @@ def node_of_task(task: Any) -> Node | None:
     return node if isinstance(node, Node) else None
 
 
-class _TaskIndex:
+class TaskIndex:
     """Fallback: the live task a node created, looked up among a loop's tasks.
 
     Used only where the chain does not say (a task created by a callback has
@@ -279,7 +279,7 @@ def registered_tasks() -> list[Any]:
     return out
 
 
-def _loop_of(task: Any) -> Any:
+def loop_of(task: Any) -> Any:
     try:
         return task.get_loop()
     except Exception:  # noqa: BLE001 - a Future-like object without get_loop
@@ -298,14 +298,14 @@ def collect(start: FrameType | None) -> TraceData:
     frames = FrameList()
     if task is not None:
         coro = task.get_coro()
-        _append(frames, _resolve(walk(start, _stop_frame(coro), remember=False)), None, False)
+        append_frames(frames, resolve_uncached(walk(start, stop_frame(coro), remember=False)), None, False)
         if node is None or not valid_for(node, coro):
             # Created before tracing was on, or while it was off: the task is
             # the root of what we know.
             frames.append(_frame(task_name(task), None, None, task, False, len(frames)))
             node = None
     else:
-        _append(frames, _resolve(walk(start, None, remember=False)), None, False)
+        append_frames(frames, resolve_uncached(walk(start, None, remember=False)), None, False)
     in_executor = loop is None and type(node) is ExecutorNode
     boundaries, _ = chain_frames(frames, node, task, True, task, loop)
     frames.boundaries = frozenset(boundaries)
@@ -328,13 +328,13 @@ def chain_frames(
     """
     boundaries: list[int] = []
     root = -1
-    index: _TaskIndex | None = None
+    index: TaskIndex | None = None
     while node is not None:
         kind = type(node)
         if (kind is TaskNode or kind is RootNode) and not known:
             if index is None:
-                index = _TaskIndex()
-            created = index.task_for(node, _loop_of(last_seen) if last_seen is not None else loop)
+                index = TaskIndex()
+            created = index.task_for(node, loop_of(last_seen) if last_seen is not None else loop)
         if kind is TaskNode:
             # _emit() inlined, dict literal and all: this runs once per task hop.
             hop = node.frames

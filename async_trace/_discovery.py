@@ -172,7 +172,7 @@ def awaiter_edges(tasks: list[Any]) -> dict[int, list[Any]]:
 
 # --- executor threads ---------------------------------------------------------
 
-_CONTEXT_CALL: Final[CodeType] = _capture._ContextCall.__call__.__code__
+_CONTEXT_CALL: Final[CodeType] = _capture.ContextCall.__call__.__code__
 _WORK_ITEM_RUN: Final[CodeType | None] = getattr(
     getattr(getattr(concurrent.futures.thread, "_WorkItem", None), "run", None), "__code__", None
 )
@@ -189,7 +189,7 @@ def _context_of_frame(frame: FrameType) -> Any:
     if fn is None:
         task = getattr(owner, "task", None)
         fn = task[0] if type(task) is tuple and task else None
-    return _capture._is_context_run(fn)
+    return _capture.context_of_run(fn)
 
 
 def executor_threads() -> list[tuple[Any, ExecutorThreadData]]:
@@ -224,7 +224,7 @@ def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> 
         return None
     # The thread's frames down to the pool's, which collection cuts at.
     frames: list[TraceFrame] = []
-    _collect._append(frames, _collect._resolve(walk(top, frame, remember=False)), None, False)
+    _collect.append_frames(frames, _collect.resolve_uncached(walk(top, frame, remember=False)), None, False)
     return creator, (names.get(ident, f"<thread {ident}>"), ident, tuple(frames))
 
 
@@ -247,7 +247,7 @@ def running_loops() -> list[asyncio.AbstractEventLoop]:
 
     add(asyncio.events._get_running_loop())
     for task in _collect.registered_tasks():
-        add(_collect._loop_of(task))
+        add(_collect.loop_of(task))
     for loop, _ in _capture.seen_loops():
         add(loop)
     for loop, _ in _loops_on_stacks():

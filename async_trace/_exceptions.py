@@ -53,11 +53,12 @@ from types import CodeType, FrameType
 from typing import Any, Final, TextIO, cast
 
 from . import _collect
-from ._capture import _ref
+from ._capture import weak_task_ref
 from ._chain import (
     CURRENT,
     ExecutorNode,
     Node,
+    field_getter,
     task_name,
     valid_for,
     warn_internal,
@@ -127,9 +128,21 @@ class _Origin(tuple):  # type: ignore[type-arg]
 
     __slots__ = ()
 
+    #: The node of the task (or executor hop) the exception left first; ``None``: unknown.
+    node: Node | None
+    #: A weak reference to that task, or ``None``.
+    task_ref: Any
+    #: The task's name when recorded, or ``None``.
+    name: str | None
+
     def __reduce__(self) -> tuple[type[None], tuple[()]]:
         # Nodes hold code objects: a pickled or deep-copied exception drops its origin.
         return type(None), ()
+
+
+_Origin.node = field_getter(0, "The node of the raising task or hop.")
+_Origin.task_ref = field_getter(1, "A weak reference to the raising task.")
+_Origin.name = field_getter(2, "The raising task's name when recorded.")
 
 
 class _Shown(_Origin):
@@ -147,7 +160,7 @@ Found = tuple[Node, Any, "str | None"]
 def _make(node: Node | None, task: Any, kind: type[_Origin] = _Origin) -> _Origin:
     if task is None:
         return _tuple_new(kind, (node, None, None))
-    return _tuple_new(kind, (node, _ref(task), task_name(task)))
+    return _tuple_new(kind, (node, weak_task_ref(task), task_name(task)))
 
 
 def _store(exc: BaseException, origin: _Origin) -> None:
@@ -196,7 +209,7 @@ def _search_done(exc: BaseException) -> _Origin | None:
         if getattr(task, "_exception", None) is not exc:
             continue
         origin = _origin_of_task(task)
-        if origin is not None and (best is None or origin[0].depth > best[0].depth):
+        if origin is not None and (best is None or origin.node.depth > best.node.depth):  # type: ignore[union-attr]
             best = origin
     return best
 
@@ -233,7 +246,7 @@ def origin_of(exc: BaseException) -> Found | None:
         if origin is None:
             return None
         _store(exc, origin)
-    node, ref, name = origin
+    node, ref, name = origin.node, origin.task_ref, origin.name
     if node is None:
         return None
     task = ref() if ref is not None else None
@@ -286,7 +299,7 @@ def _note(exc: BaseException, style: Style) -> None:
     if found is None:
         return
     node, task, name = found
-    _store(exc, _tuple_new(_Shown, (node, _ref(task) if task is not None else None, name)))
+    _store(exc, _tuple_new(_Shown, (node, weak_task_ref(task) if task is not None else None, name)))
     text = _block(found, style)
     if text is not None:
         # An exception type refusing attributes refuses __notes__ too: no note then.
@@ -535,7 +548,7 @@ def _with_trace(context: dict[str, Any]) -> dict[str, Any]:
     if task is None or CONTEXT_KEY in context:
         return context
     origin = _origin_of_task(task)
-    text = _block((origin[0], task, origin[2]), _style) if origin is not None else None
+    text = _block((origin.node, task, origin.name), _style) if origin is not None and origin.node is not None else None
     return context if text is None else {**context, CONTEXT_KEY: _Text(text)}
 
 

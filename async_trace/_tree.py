@@ -211,11 +211,11 @@ def _state(task: Any, running: Any) -> TaskState:
 def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] | None]:
     """Frames from ``node`` up to the parent task's node, and ``(parent node, its owner's ref)``."""
     frames: list[TraceFrame] = []
-    _collect._append(frames, resolve(node.frames), created, False)
+    _collect.append_frames(frames, resolve(node.frames), created, False)
     ref = node.creator_ref
     parent = node.parent
     while type(parent) is ExecutorNode or type(parent) is PendingNode:
-        _collect._append(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
+        _collect.append_frames(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
         ref = parent.creator_ref
         parent = parent.parent
     # A chain that starts in a plain thread: the task is a top-level entry.
@@ -234,7 +234,7 @@ def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
     if frame is None or stop is None:
         return None
     out: list[TraceFrame] = []
-    _collect._append(out, _collect._resolve(walk(frame, stop, remember=False)), None, False)
+    _collect.append_frames(out, _collect.resolve_uncached(walk(frame, stop, remember=False)), None, False)
     return out
 
 
@@ -242,9 +242,9 @@ def _suspended(task: Any) -> list[TraceFrame]:
     """The coroutine's ``await`` chain, innermost first, as trace frames."""
     shown: list[tuple[str, int | None, str]] = []
     coro = task.get_coro()
-    kind = _collect._kind
-    user = _collect._USER
-    line_at = _collect._line
+    kind = _collect.frame_kind
+    user = _collect.USER
+    line_at = _collect.line_at
     for _ in range(1000):  # a cycle cannot happen, but a debugging aid must not hang
         if type(coro) is CoroutineType:
             frame = coro.cr_frame
@@ -262,7 +262,7 @@ def _suspended(task: Any) -> list[TraceFrame]:
             break
         coro = nxt
     out: list[TraceFrame] = []
-    _collect._append(out, tuple(reversed(shown)), None, False)
+    _collect.append_frames(out, tuple(reversed(shown)), None, False)
     return out
 
 
@@ -273,7 +273,7 @@ class _Builder:
         self.entries: dict[tuple[str, int], _Entry] = {}
         self.order: list[_Entry] = []
         self.todo: list[_Entry] = []
-        self._index: _collect._TaskIndex | None = None
+        self._index: _collect.TaskIndex | None = None
 
     def build(self, tasks: list[Any]) -> list[_Entry]:
         for task in tasks:
@@ -347,7 +347,7 @@ class _Builder:
         # A task created by a callback records no creator: the parent is the
         # one live task of this loop whose own node is the callback's.
         if self._index is None:
-            self._index = _collect._TaskIndex()
+            self._index = _collect.TaskIndex()
         return self._index.task_for(node, self.loop)
 
     def attach_threads(self) -> None:

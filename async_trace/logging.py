@@ -16,7 +16,7 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
-from ._api import _safe_collect
+from ._api import safe_collect
 from ._json import trace_to_dict
 from ._render import decorations, path_line
 from ._types import TraceData
@@ -31,7 +31,7 @@ def compact_path(trace: TraceData, *, ascii_only: bool = False) -> str:
 
 def _collect_for_logging() -> TraceData:
     # Start above the filter or processor, then skip logging's (or structlog's) own frames.
-    trace = _safe_collect(2)
+    trace = safe_collect(2)
     frames = trace["frames"]
     skip = 0
     while skip < len(frames) and _is_logging_frame(frames[skip]["filename"]):
