@@ -28,6 +28,15 @@ def _runs(sample: str) -> list[list[str]]:
     return [run for run in runs if run]
 
 
+def _assert_runs_in_order(sample: str, lines: list[str]) -> None:
+    """Each run of the sample's lines stands in ``lines``, contiguous, after the run before it."""
+    start = 0
+    for run in _runs(sample):
+        found = next((i for i in range(start, len(lines)) if lines[i : i + len(run)] == run), None)
+        assert found is not None, (run, lines)
+        start = found + len(run)
+
+
 def test_the_samples_exist() -> None:
     assert sorted(SAMPLES) == ["examples/basic_example.py", "examples/task_tree.py"]
 
@@ -46,10 +55,21 @@ def test_traceback_sample_is_the_example_in_the_traceback_style(name: str, tmp_p
     result = run_python(str(copy), cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.replace(str(tmp_path), "/path/to").splitlines()
-    start = 0
-    for run in _runs(SAMPLES[name]):
-        found = next((i for i in range(start, len(lines)) if lines[i : i + len(run)] == run), None)
-        assert found is not None, (run, lines)
-        start = found + len(run)
+    _assert_runs_in_order(SAMPLES[name], lines)
     if not any(line.strip() == "..." for line in SAMPLES[name].splitlines()):  # nothing left out
         assert lines == _runs(SAMPLES[name])[0]
+
+
+STDERR_SAMPLES = doc_blocks("stderr-sample")
+
+
+def test_the_stderr_samples_exist() -> None:
+    assert sorted(STDERR_SAMPLES) == ["examples/crash_example.py --crash"]
+
+
+@pytest.mark.parametrize("name", sorted(STDERR_SAMPLES))
+def test_stderr_sample_is_what_the_example_prints(name: str) -> None:
+    """``python EXAMPLE ARGS`` prints the sample's lines on stderr, in order (the examples' folder shown as /path/to)."""
+    script, *args = name.split()
+    result = run_python(str(ROOT / script), *args, cwd=ROOT, timeout=60)
+    _assert_runs_in_order(STDERR_SAMPLES[name], result.stderr.replace(str(ROOT / "examples"), "/path/to").splitlines())
