@@ -69,7 +69,7 @@ def test_the_stderr_samples_exist() -> None:
 
 @pytest.mark.parametrize("name", sorted(STDERR_SAMPLES))
 def test_stderr_sample_is_what_the_example_prints(name: str) -> None:
-    """``python EXAMPLE ARGS`` prints the sample's lines on stderr, in order (the examples' folder shown as /path/to)."""
+    """``python EXAMPLE ARGS`` prints the sample's lines on stderr, in order (the examples' folder as /path/to)."""
     script, *args = name.split()
     result = run_python(str(ROOT / script), *args, cwd=ROOT, timeout=60)
     _assert_runs_in_order(STDERR_SAMPLES[name], result.stderr.replace(str(ROOT / "examples"), "/path/to").splitlines())
