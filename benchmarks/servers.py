@@ -213,6 +213,10 @@ async def _serve_fastapi(sock: socket.socket, stop: asyncio.Event) -> None:
 def serve(framework: str, contender: str) -> None:
     if contender == "async_trace":
         import async_trace  # noqa: F401 - importing it turns tracing on
+    elif contender == "async_trace_noexc":  # by hand only: tracing on, the exception hooks off
+        from async_trace import _exceptions
+
+        _exceptions.uninstall()
     elif contender != "plain":
         raise SystemExit(f"unknown contender {contender!r}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -435,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run one server until stdin closes; prints {port, pid, framework}")
     s.add_argument("framework", choices=["aiohttp", "fastapi"])
-    s.add_argument("contender", choices=SERVER_CONTENDERS)
+    s.add_argument("contender", choices=[*SERVER_CONTENDERS, "async_trace_noexc"])
     ld = sub.add_parser("load", help="drive a server; prints one JSON object")
     ld.add_argument("--port", type=int, required=True)
     ld.add_argument("--requests", type=int, default=3000)
