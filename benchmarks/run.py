@@ -3,10 +3,13 @@
     python benchmarks/run.py            # full run (about 10 minutes)
     python benchmarks/run.py --quick    # under two minutes
     python benchmarks/run.py --json out.json --rounds 5 --workloads spawn_flat,memory
+    python benchmarks/run.py --workloads server_aiohttp,server_fastapi   # needs the `bench` extra
 
 Every workload runs in a fresh subprocess per contender; contenders alternate round by round
 (their order rotates), and each ratio is taken against ``plain`` from the same round. The
-table shows medians over rounds. Stdlib only, plus the package itself.
+table shows medians over rounds. Stdlib only, plus the package itself; the real-server
+workloads (benchmarks/servers.py) also need aiohttp, fastapi and uvicorn
+(``pip install 'async-trace[bench]'``) and are skipped, with a line saying so, without them.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import servers
+
 HERE = Path(__file__).resolve().parent
 CONTENDERS = ["plain", "debug", "async_trace"]
 TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "realistic"]
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
 #: What the exception hooks cost: each with tracing on, hooks on against hooks off.
 EXCEPTIONS = ["spawn_flat", "raise_in_task", "task_fails"]
-ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions", "task_tree"]
+SERVERS = list(servers.SERVER_WORKLOADS)
+ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions", "task_tree", *SERVERS]
 
 #: Targets from the performance issue: ratio to plain (timed), to extract_stack (collect).
 TARGETS: dict[str, float] = {
@@ -116,11 +122,13 @@ def verdict(value: float, target: float) -> str:
 
 
 def report(results: dict[str, Any], header: str) -> str:
-    lines = [header, ""]
-    lines.append(
-        f"{'workload':<18} {'plain':>10} {'debug':>10} {'async_trace':>12} {'unit':<11}"
-        f" {'debug/plain':>11} {'trace/plain':>11} {'target':>7}  "
-    )
+    lines = [header]
+    if any(w in results for w in TIMED):
+        lines += [
+            "",
+            f"{'workload':<18} {'plain':>10} {'debug':>10} {'async_trace':>12} {'unit':<11}"
+            f" {'debug/plain':>11} {'trace/plain':>11} {'target':>7}  ",
+        ]
     for w in TIMED:
         if w not in results:
             continue
@@ -190,6 +198,7 @@ def report(results: dict[str, Any], header: str) -> str:
                 f"  {c:<12} memory growth after the first tenth {r['growth_bytes']:>+10.0f} bytes"
                 f"  ({r['us_per_generation']:.1f} us/generation under tracemalloc)"
             )
+    lines += servers.report_lines(results)
     return "\n".join(lines)
 
 
@@ -199,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per workload (default 3 quick, 7 full)")
     parser.add_argument("--workloads", help="comma-separated subset of: " + ",".join(ALL))
     parser.add_argument("--no-debug", action="store_true", help="skip the asyncio debug-mode contender")
+    parser.add_argument(
+        "--server-requests", type=int, help="requests per round in the server workloads (default 1,000 quick, 3,000)"
+    )
+    parser.add_argument("--server-concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
@@ -212,7 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for w in chosen:
         print(f"... {w}", file=sys.stderr, flush=True)
-        if w in TIMED:
+        if w in SERVERS:
+            needs = servers.missing(w)
+            if needs:
+                why = f"needs {', '.join(needs)} (pip install 'async-trace[bench]')"
+                print(f"    {w} skipped: {why}", file=sys.stderr, flush=True)
+                results[w] = {"skipped": why}
+                continue
+            requests = args.server_requests or (1000 if args.quick else 3000)
+            results[w] = servers.run_server(w, rounds, requests, args.server_concurrency)
+        elif w in TIMED:
             results[w] = run_timed(w, rounds, args.quick, contenders)
         elif w in COLLECT:
             results[w] = run_collect(w, rounds, args.quick)
