@@ -110,7 +110,10 @@ def _library_dirs() -> tuple[str, ...]:
             dirs.add(os.path.normcase(os.path.abspath(path)) + os.sep)
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
         lib = os.path.join(prefix, "lib")
-        dirs.add(os.path.normcase(os.path.abspath(os.path.join(lib, f"python{sys.version_info[0]}.{sys.version_info[1]}"))) + os.sep)
+        dirs.add(
+            os.path.normcase(os.path.abspath(os.path.join(lib, f"python{sys.version_info[0]}.{sys.version_info[1]}")))
+            + os.sep
+        )
     return tuple(sorted(dirs))
 
 

@@ -141,14 +141,16 @@ def add_origin(event: dict[str, Any], hint: dict[str, Any] | None) -> dict[str, 
     # Everything is computed first: a failure on the way leaves the event as it was.
     context: dict[str, Any] | None = None
     changes: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for value, exc in zip(values, _exceptions_of(exc_info, len(values))):
+    for value, exc in zip(values, _exceptions_of(exc_info, len(values)), strict=True):
         trace = _origin(exc)
         if trace is None or not isinstance(value, dict):
             continue
         stacktrace = value.get("stacktrace")
         old = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
         frames = [*origin_frames(trace), *(old if isinstance(old, list) else [])]
-        changes.append((value, {**stacktrace, "frames": frames} if isinstance(stacktrace, dict) else {"frames": frames}))
+        changes.append(
+            (value, {**stacktrace, "frames": frames} if isinstance(stacktrace, dict) else {"frames": frames})
+        )
         if exc is exc_info[1] or context is None:
             context = origin_context(trace)
     if context is None:
