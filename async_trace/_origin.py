@@ -14,9 +14,9 @@ import asyncio.events
 import os
 import sys
 import sysconfig
-from typing import Final
+from typing import Any, Final
 
-from ._chain import CURRENT, valid_for
+from ._chain import CURRENT, Node, valid_for
 from ._exceptions import chain_frames
 from ._render import plain
 from ._types import TraceFrame
@@ -30,12 +30,8 @@ _get_current: Final = CURRENT.get
 LEFT: Final = " ← "
 
 
-def current_origin() -> list[TraceFrame] | None:
-    """The chain above the running task or executor call, innermost first; ``None`` if there is none.
-
-    ``None`` outside traced code, in a task created while tracing was off, and
-    in a root task (whose chain is its root frame alone).
-    """
+def current_node() -> tuple[Node, Any] | None:
+    """The chain node of the running task or executor call, and the running task (or ``None``)."""
     node = _get_current()
     if node is None:
         return None
@@ -43,6 +39,11 @@ def current_origin() -> list[TraceFrame] | None:
     task = _current_task(loop) if loop is not None else None
     if task is not None and not valid_for(node, task.get_coro()):
         return None  # created untraced: the node in its context is its creator's
+    return node, task
+
+
+def origin_of_node(node: Node, task: Any) -> list[TraceFrame] | None:
+    """The chain from ``node`` up, innermost first; ``None`` if it holds no line (a root task's)."""
     frames = chain_frames(node, task)[0]
     return frames if has_line(frames) else None
 

@@ -45,9 +45,9 @@ except ImportError as _err:  # pragma: no cover - exercised in a subprocess
         f"(opentelemetry-api and opentelemetry-sdk); {_err}"
     ) from _err
 
-from ._chain import warn_internal
+from ._chain import Node, warn_internal
 from ._exceptions import exception_trace
-from ._origin import chain_line, creation_site, current_origin, has_line
+from ._origin import chain_line, creation_site, current_node, has_line, origin_of_node
 
 __all__ = [
     "CHAIN",
@@ -68,6 +68,8 @@ CHAIN: Final = "async_trace.chain"
 
 DEFAULT_MAX_FRAMES: Final = 32
 DEFAULT_MAX_LENGTH: Final = 2048
+#: Chain nodes whose attributes a processor remembers.
+_CACHE_MAX: Final = 1024
 
 
 def _check_bounds(max_frames: Any, max_length: Any) -> None:
@@ -162,21 +164,36 @@ class AsyncTraceSpanProcessor(SpanProcessor):
         self.max_length: Final = max_length
         self.exception_origins: Final = bool(exception_origins)
         self._bounds: Final = (max_frames, max_length)
+        # The attributes per chain node (nodes are immutable; many spans share one):
+        # id(node) -> (node, attributes or None). Bounded: cleared when full.
+        self._cache: dict[int, tuple[Node, dict[str, str | int] | None]] = {}
+
+    def _attributes(self, node: Node, task: object) -> dict[str, str | int] | None:
+        hit = self._cache.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        attributes: dict[str, str | int] | None = None
+        frames = origin_of_node(node, task)
+        site = creation_site(frames) if frames is not None else None
+        if frames is not None and site is not None:
+            attributes = {
+                CODE_FUNCTION_NAME: site["name"],
+                CODE_FILE_PATH: site["filename"] or "",
+                CODE_LINE_NUMBER: site["line"] or 0,
+                CHAIN: chain_line(frames, self.max_frames, self.max_length),
+            }
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[id(node)] = (node, attributes)
+        return attributes
 
     def on_start(self, span: Span, parent_context: _context_api.Context | None = None) -> None:
         try:
-            frames = current_origin()
-            if frames is not None:
-                site = creation_site(frames)
-                if site is not None:
-                    span.set_attributes(
-                        {
-                            CODE_FUNCTION_NAME: site["name"],
-                            CODE_FILE_PATH: site["filename"] or "",
-                            CODE_LINE_NUMBER: site["line"] or 0,
-                            CHAIN: chain_line(frames, self.max_frames, self.max_length),
-                        }
-                    )
+            found = current_node()
+            if found is not None:
+                attributes = self._attributes(*found)
+                if attributes is not None:
+                    span.set_attributes(attributes)
             if self.exception_origins and "record_exception" not in vars(span):
                 # A weak reference: the span must not keep itself alive through its own attribute.
                 span.record_exception = functools.partial(  # type: ignore[method-assign]

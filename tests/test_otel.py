@@ -247,7 +247,7 @@ def test_an_internal_failure_warns_once_and_leaves_the_span_untouched(
     def broken() -> None:
         raise RuntimeError("broken")
 
-    monkeypatch.setattr(otel, "current_origin", broken)
+    monkeypatch.setattr(otel, "current_node", broken)
     tracer = _tracer(exporter)
 
     async def child() -> None:
