@@ -165,7 +165,8 @@ class AsyncTraceSpanProcessor(SpanProcessor):
         self.exception_origins: Final = bool(exception_origins)
         self._bounds: Final = (max_frames, max_length)
         # The attributes per chain node (nodes are immutable; many spans share one):
-        # id(node) -> (node, attributes or None). Bounded: cleared when full.
+        # id(node) -> (node, attributes or None). Bounded: cleared when full. The one
+        # thing a node does not fix, the root task's name, is the one it had when first seen.
         self._cache: dict[int, tuple[Node, dict[str, str | int] | None]] = {}
 
     def _attributes(self, node: Node, task: object) -> dict[str, str | int] | None:
