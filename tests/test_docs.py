@@ -61,6 +61,7 @@ def test_the_docs_pages_exist() -> None:
         "exceptions.md",
         "task-tree.md",
         "logging.md",
+        "integrations.md",
         "real-applications.md",
         "how-it-works.md",
         "performance.md",
