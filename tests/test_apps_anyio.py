@@ -113,3 +113,40 @@ def test_anyio_imported_after_us_is_hooked() -> None:
     result = run_python("-c", IMPORTED_AFTER, cwd=pathlib.Path(__file__).parent)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True ['main']\n"
+
+
+def test_task_tree_shows_anyio_worker_threads_under_the_waiting_task() -> None:
+    """A task waiting on ``to_thread.run_sync`` has the worker thread's stack in ``executor_threads``."""
+    import threading
+
+    import async_trace
+
+    started, release = threading.Event(), threading.Event()
+    found: list[async_trace.TaskTree] = []
+
+    def blocked() -> None:
+        started.set()
+        release.wait(20)  # wait-in-thread
+
+    async def waiter() -> None:
+        await anyio.to_thread.run_sync(blocked)
+
+    async def tree_main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, name="waiter")
+            for _ in range(2000):  # at most 20 s
+                if started.is_set():
+                    break
+                await anyio.sleep(0.01)
+            found.append(async_trace.task_tree())
+            release.set()
+
+    anyio.run(tree_main)
+    info = found[0].find("waiter")
+    assert info is not None
+    (thread,) = info.executor_threads
+    assert thread.name == "AnyIO worker thread"
+    # The thread's own frames, cut at anyio's worker loop (threading's wait is the stdlib's: dropped).
+    assert [(f["name"], f["line"], f["filename"]) for f in thread.frames] == [
+        ("blocked", line_of(blocked, "wait-in-thread"), __file__)
+    ]
