@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from . import _capture, _chain, _exceptions, _hooks  # noqa: F401  (_capture, _exceptions: their hook sets register on import)
+from . import _capture, _chain, _exceptions, _hooks, _registry  # noqa: F401  (their hook sets register on import)
 from ._capture import current_frame
 from ._chain import warn_internal
 from ._collect import collect
@@ -114,7 +114,9 @@ def print_trace(
     write(lambda plain: trace_lines(trace, limit, style, ascii_only=plain), file, ascii_only=ascii_only)
 
 
-def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = None) -> None:
+def enable_tracing(
+    *, max_frames: int | None = None, max_depth: int | None = None, eager_notes: bool | None = None
+) -> None:
     """Trace task creations and executor hops from now on (on after import).
 
     Idempotent and thread-safe.
@@ -127,6 +129,14 @@ def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = Non
         max_depth: hops kept per chain; longer chains keep the innermost
             half and the outermost quarter, with an elision marker between.
             Default 256.
+        eager_notes: 3.12+: add an exception's origin note to its
+            ``__notes__`` as the exception leaves the task (or executor
+            function) that raised it, so that tools reading ``__notes__``
+            before anything prints it (Sentry and other error trackers,
+            pytest's report) see it. Off by default: the note is added when
+            the exception is printed. On 3.10/3.11 there is no unwind hook:
+            the note is added when printed, as without it. ``None`` keeps
+            the current setting.
 
     Raises:
         ValueError: a bound below its minimum (``max_frames >= 4``,
@@ -140,6 +150,8 @@ def enable_tracing(*, max_frames: int | None = None, max_depth: int | None = Non
         if type(max_depth) is not int or max_depth < 8:
             raise ValueError(f"max_depth must be an int >= 8, got {max_depth!r}")
         _chain.config.max_depth = max_depth
+    if eager_notes is not None:
+        _exceptions.configure(notes_on_exit=bool(eager_notes))
     _hooks.enable()  # every hook set: the tracing wrappers, then the exception hooks
 
 

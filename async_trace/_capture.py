@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import asyncio.coroutines
+import asyncio.events
 import asyncio.tasks
 import contextlib
 import functools
@@ -33,6 +34,7 @@ from typing import Any, Final, NamedTuple
 from weakref import WeakKeyDictionary
 from weakref import ref as _weakref
 
+from . import _anyio
 from ._chain import (
     _EMPTY,
     CURRENT,
@@ -322,33 +324,38 @@ def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-class ContextCall:
-    """``func`` run in ``ctx``, for an executor: what ``to_thread`` does, made picklable.
+class ContextCall(functools.partial):  # type: ignore[type-arg]
+    """``func`` run in ``ctx``, for an executor: ``functools.partial(ctx.run, func)``, made picklable.
 
-    A ``contextvars.Context`` cannot be pickled, so an executor that pickles
-    its calls (a process pool, whatever the loop's default executor is) gets
-    the bare function: such hops run untraced instead of failing.
+    A ``functools.partial`` subclass that defines no ``__call__``: calling it
+    runs C code only, so an exception raised by ``func`` shows no frame of
+    ours in its traceback. A ``contextvars.Context`` cannot be pickled, so an
+    executor that pickles its calls (a process pool, whatever the loop's
+    default executor is) gets the bare function: such hops run untraced
+    instead of failing.
     """
 
-    __slots__ = ("ctx", "func")
+    __slots__ = ()
 
-    def __init__(self, ctx: Context, func: Callable[..., Any]) -> None:
-        self.ctx = ctx
-        self.func = func
+    def __new__(cls, ctx: Context, func: Callable[..., Any]) -> ContextCall:
+        return super().__new__(cls, ctx.run, func)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.ctx.run(self.func, *args, **kwargs)
+    @property
+    def ctx(self) -> Context:
+        """The context the function runs in."""
+        return self.func.__self__  # type: ignore[no-any-return,attr-defined]
 
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Callable[..., Any]]]:
-        return _unwrapped, (self.func,)
+        return _unwrapped, (self.args[0],)
 
     def __repr__(self) -> str:
-        return f"{self.func!r} (in an async_trace context)"
+        return f"{self.args[0]!r} (in an async_trace context)"
 
 
 def context_of_run(func: Any) -> Context | None:
     """The Context of ``functools.partial(ctx.run, ...)``, as asyncio.to_thread builds it."""
-    if type(func) is functools.partial:
+    kind = type(func)
+    if kind is functools.partial or kind is ContextCall:
         target = func.func
         owner = getattr(target, "__self__", None)
         if type(owner) is Context and getattr(target, "__name__", None) == "run":
@@ -384,6 +391,42 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
 
     run_in_executor.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return run_in_executor
+
+
+# --- anyio worker threads ----------------------------------------------------
+
+
+def _make_run_sync_in_worker_thread(original: Any) -> Any:
+    """Wrap anyio's ``AsyncIOBackend.run_sync_in_worker_thread`` (a classmethod): see :mod:`._anyio`."""
+    function: Callable[..., Any] = original.__func__
+
+    def run_sync_in_worker_thread(cls: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        # A plain function returning anyio's coroutine: no frame of ours
+        # stays on the stack while the thread runs, or in its tracebacks.
+        if _active and callable(func):
+            try:
+                frame: Any = sys._getframe(1)
+                if frame.f_code is _anyio.to_thread_code() and frame.f_back is not None:
+                    frame = frame.f_back  # the coroutine awaiting to_thread.run_sync
+                node = capture(ExecutorNode, asyncio.events._get_running_loop(), frame)
+                ctx = copy_context()
+                ctx.run(_set_current, node)
+                # What anyio does to the context it runs the function in.
+                setter = getattr(sys.modules.get(_anyio.MODULE), "set_current_async_library", None)
+                if setter is not None:
+                    ctx.run(setter, None)
+                func = ContextCall(ctx, func)
+            except Exception as exc:  # noqa: BLE001 - never break the hop
+                warn_internal(exc, "capturing an anyio worker-thread call")
+        return function(cls, func, *args, **kwargs)
+
+    functools.update_wrapper(run_sync_in_worker_thread, function)
+    run_sync_in_worker_thread.__wrapped__ = original  # type: ignore[attr-defined]
+    wrapper = classmethod(run_sync_in_worker_thread)
+    # A classmethod's own __wrapped__ is read-only (the function): the original is kept here.
+    wrapper.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    wrapper.__async_trace_original__ = original  # type: ignore[attr-defined]
+    return wrapper
 
 
 # --- run_coroutine_threadsafe ----------------------------------------------
@@ -512,6 +555,59 @@ def adopt_root(task: Any, coro: Any) -> RootNode:
     return root
 
 
+#: 3.12/3.13: the tasks running their eager first step (a set asyncio's C code fills).
+_EAGER_TASKS: Final[Any] = getattr(asyncio.tasks, "_eager_tasks", None) if sys.version_info < (3, 14) else None
+#: The frame a stdlib loop runs every step from; an eager first step runs from its creator's frame.
+_HANDLE_RUN: Final = asyncio.events.Handle._run.__code__
+
+
+def in_first_step(task: Any, coro: Any, inherited: Node | None) -> Node | None:
+    """The node of an eager task built directly, captured during its first step; else ``None``.
+
+    Such a task (``asyncio.Task(coro, loop=loop, eager_start=True)``, as
+    aiohttp builds its tasks on 3.12/3.13) runs its first step inside the
+    constructor, before it registers, so no hook has run for it: it holds
+    ``inherited``, its creator's node. The frames above its coroutine are
+    those of the code that built it, up to its creator's coroutine (the frame
+    running the code of ``inherited``). The creator task itself cannot be
+    told yet: the node names none, and on 3.12/3.13 the registration hook
+    (:mod:`._registry`) replaces it if the task registers (its first step
+    suspends). The node is stored in the task's context, like a root
+    adopted by :func:`adopt_root`.
+    """
+    if inherited is None or not _active:
+        return None
+    start = getattr(coro, "cr_frame", None)
+    start = start.f_back if start is not None else None
+    if start is None:
+        return None
+    if _EAGER_TASKS is not None:
+        if task not in _EAGER_TASKS:
+            return None
+    elif (
+        sys.version_info < (3, 14)
+        or start.f_code is _HANDLE_RUN
+        or not isinstance(task.get_loop(), asyncio.base_events.BaseEventLoop)
+    ):
+        return None
+    stop: FrameType | None = None
+    if type(inherited) is TaskNode or type(inherited) is RootNode:
+        target = inherited.code
+        f: FrameType | None = start
+        while f is not None:
+            if f.f_code is target:
+                stop = f
+                break
+            f = f.f_back
+    depth = inherited.depth + 1
+    if depth > config.max_depth:
+        inherited = compact(inherited)
+        depth = inherited.depth + 1
+    node: Node = _tuple_new(TaskNode, (inherited, depth, coro_code(coro), walk(start, stop), None))
+    CURRENT.set(node)
+    return node
+
+
 def weak_task_ref(task: Any) -> Any:
     # weakref.ref returns the existing reference when there is one, so every
     # node captured in one task shares a single weakref object.
@@ -550,8 +646,10 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
     else:
         coro = task.get_coro()
         if parent is None or not valid_for(parent, coro):
-            # Created untraced: do not let its children claim its creator's origin.
-            parent = adopt_root(task, coro)
+            # An eager task built directly, in its first step (no hook has
+            # run for it yet); else created untraced: do not let its
+            # children claim its creator's origin.
+            parent = in_first_step(task, coro, parent) or adopt_root(task, coro)
         elif type(parent) is RootNode and parent.name is None:
             parent = name_root(parent, task)
         stop = stop_frame(coro)
@@ -658,6 +756,17 @@ def _on() -> None:
     _active = True
 
 
+def _anyio_targets() -> list[Target]:
+    backend = _anyio.backend()
+    return [] if backend is None else [(backend, _anyio.NAME, _make_run_sync_in_worker_thread)]
+
+
+def _anyio_on() -> None:
+    worker_run = _anyio.worker_run_code()
+    if worker_run is not None:
+        _anyio.entry_codes[id(worker_run)] = worker_run  # anyio's worker loop: collection cuts there
+
+
 def _off() -> None:
     global _active
     _active = False
@@ -666,6 +775,9 @@ def _off() -> None:
 
 #: The tracing wrappers, switched by ``enable_tracing()`` / ``disable_tracing()`` through :mod:`._hooks`.
 HOOKS: Final = register(HookSet("tracing", _targets, on=_on, off=_off, watch=("uvloop",)))
+#: anyio's worker-thread hop (a classmethod, replaced and restored exactly; its wrapper reads
+#: ``_active`` like the others), once anyio's asyncio backend is imported, before or after us.
+ANYIO_HOOKS: Final = register(HookSet("anyio", _anyio_targets, on=_anyio_on, off=lambda: None, watch=(_anyio.MODULE,)))
 
 
 def patched_attributes() -> list[tuple[Any, str]]:

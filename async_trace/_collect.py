@@ -17,7 +17,8 @@ from contextvars import Context
 from types import CodeType, FrameType
 from typing import Any, Final
 
-from ._capture import walk
+from . import _anyio
+from ._capture import in_first_step, walk
 from ._chain import (
     CURRENT,
     ElidedNode,
@@ -70,6 +71,9 @@ _ENTRY_POINTS: Final = {
     ("threading.py", "_bootstrap"),
 }
 
+#: Python's Handle._run: where the loop runs a callback (see resolve_uncached).
+_HANDLE_RUN: Final = asyncio.events.Handle._run.__code__
+
 # Keyed by id(code) with the code kept in the value and compared by identity:
 # hashing a code object walks its bytecode on 3.12+.
 _kind_cache: dict[int, tuple[CodeType, int]] = {}
@@ -81,6 +85,8 @@ def frame_kind(code: CodeType) -> int:
     cached = _kind_cache.get(id(code))
     if cached is not None and cached[0] is code:
         return cached[1]
+    if _anyio.entry_codes.get(id(code)) is code:
+        return CUT  # not cached: rare (once per anyio worker frame shown)
     filename = os.path.abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
     if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
         key = (os.path.basename(filename), code.co_name)
@@ -161,7 +167,10 @@ def resolve_uncached(frames: Frames) -> Resolved:
         hit = kind_get(id(code))
         kind = hit[1] if hit is not None and hit[0] is code else frame_kind(code)
         if kind:
-            if kind == CUT and taken:
+            if kind == CUT and (taken or code is _HANDLE_RUN):
+                # The event loop: above it is the program that started it. A
+                # hop captured in a callback (a protocol method) stops at
+                # Handle._run even when all its frames were asyncio's own.
                 break
             continue
         hit2 = line_get((id(code), lasti))
@@ -300,6 +309,8 @@ def collect(start: FrameType | None) -> TraceData:
         coro = task.get_coro()
         append_frames(frames, resolve_uncached(walk(start, stop_frame(coro), remember=False)), None, False)
         if node is None or not valid_for(node, coro):
+            node = in_first_step(task, coro, node)  # an eager task built directly, in its first step
+        if node is None:
             # Created before tracing was on, or while it was off: the task is
             # the root of what we know.
             frames.append(_frame(task_name(task), None, None, task, False, len(frames)))

@@ -16,7 +16,7 @@ import threading
 from types import CodeType, FrameType
 from typing import Any, Final
 
-from . import _capture, _collect
+from . import _anyio, _capture, _collect
 from ._capture import walk
 from ._chain import CURRENT, ExecutorNode, warn_internal
 from ._types import TraceFrame
@@ -172,7 +172,6 @@ def awaiter_edges(tasks: list[Any]) -> dict[int, list[Any]]:
 
 # --- executor threads ---------------------------------------------------------
 
-_CONTEXT_CALL: Final[CodeType] = _capture.ContextCall.__call__.__code__
 _WORK_ITEM_RUN: Final[CodeType | None] = getattr(
     getattr(getattr(concurrent.futures.thread, "_WorkItem", None), "run", None), "__code__", None
 )
@@ -180,10 +179,11 @@ _WORK_ITEM_RUN: Final[CodeType | None] = getattr(
 
 def _context_of_frame(frame: FrameType) -> Any:
     """The Context an executor call runs in, from the frame that entered it."""
+    if _anyio.entry_codes.get(id(frame.f_code)) is frame.f_code:
+        # anyio's WorkerThread.run: ``context.run(func, *args)``, ``func`` our ContextCall.
+        return _capture.context_of_run(frame.f_locals.get("func"))
     owner = frame.f_locals.get("self")
-    if frame.f_code is _CONTEXT_CALL:
-        return getattr(owner, "ctx", None)
-    # asyncio.to_thread's partial(ctx.run, ...): the work item's ``fn`` up to
+    # Our ContextCall, or asyncio.to_thread's partial(ctx.run, ...): the work item's ``fn`` up to
     # 3.13; from 3.14 its ``task``, the ``(fn, args, kwargs)`` of WorkerContext.
     fn = getattr(owner, "fn", None)
     if fn is None:
@@ -213,7 +213,8 @@ def executor_threads() -> list[tuple[Any, ExecutorThreadData]]:
 def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> tuple[Any, ExecutorThreadData] | None:
     """``(task that made the call, thread)`` if the thread with frame ``top`` runs a traced executor call."""
     frame: FrameType | None = top
-    while frame is not None and frame.f_code is not _CONTEXT_CALL and frame.f_code is not _WORK_ITEM_RUN:
+    entry = _anyio.entry_codes
+    while frame is not None and frame.f_code is not _WORK_ITEM_RUN and entry.get(id(frame.f_code)) is not frame.f_code:
         frame = frame.f_back
     ctx = _context_of_frame(frame) if frame is not None else None
     node = ctx.get(CURRENT) if ctx is not None else None

@@ -91,10 +91,13 @@ class Patcher:
                 return  # still in place, or inside someone else's patch: the set's flag re-arms it
             del self.patches[key]  # we were dropped from the chain: wrap what is there now
         current = getattr(owner, name)
+        if isinstance(vars(owner).get(name), classmethod):
+            current = vars(owner)[name]  # the classmethod itself: a bound method is new at each getattr
         if getattr(current, "__async_trace_wrapper__", False):
             # One of our wrappers, put back by someone (a mock.patch exiting):
-            # register it again instead of wrapping it twice.
-            original = current.__wrapped__
+            # register it again instead of wrapping it twice. (A classmethod's
+            # own __wrapped__ is read-only: its original is kept apart.)
+            original = getattr(current, "__async_trace_original__", None) or current.__wrapped__
             patch = _Patch(owner, name, current)
             patch.had_own = not any(vars(base).get(name) is original for base in getattr(owner, "__mro__", ())[1:])
             patch.original = original if patch.had_own else None

@@ -100,7 +100,7 @@ def run_collect(workload: str, rounds: int, quick: bool) -> dict[str, Any]:
 
 def run_exceptions(rounds: int, quick: bool) -> dict[str, Any]:
     """Tracing on with the exception hooks off vs on, and plain, alternating round by round."""
-    contenders = ["plain", "async_trace_noexc", "async_trace"]
+    contenders = ["plain", "async_trace_noexc", "async_trace", "async_trace_eager"]
     return {w: run_timed(w, rounds, quick, contenders, baseline="async_trace_noexc") for w in EXCEPTIONS}
 
 
@@ -171,14 +171,16 @@ def report(results: dict[str, Any], header: str) -> str:
     if "exceptions" in results:
         lines += [
             "",
-            "exception hooks: tracing on, hooks off vs on (ratio = on / off, same round)",
-            f"{'workload':<18} {'plain':>10} {'hooks off':>10} {'hooks on':>10} {'on/off':>8}",
+            "exception hooks: tracing on, hooks off vs on, and eager notes (ratios to off, same round)",
+            f"{'workload':<18} {'plain':>10} {'hooks off':>10} {'hooks on':>10} {'on/off':>8}"
+            f" {'eager':>10} {'eager/off':>9}",
         ]
         for w, r in results["exceptions"].items():
             m = r["median"]
             lines.append(
                 f"{w:<18} {m['plain']:>10.2f} {m['async_trace_noexc']:>10.2f} {m['async_trace']:>10.2f}"
                 f" {r['ratio']['async_trace']:>7.2f}x"
+                f" {m['async_trace_eager']:>10.2f} {r['ratio']['async_trace_eager']:>8.2f}x"
             )
     if "task_tree" in results:
         t = results["task_tree"]

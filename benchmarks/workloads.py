@@ -3,7 +3,8 @@
 Prints one JSON object. Contenders: ``plain`` (async_trace not imported), ``debug``
 (``asyncio.run(..., debug=True)``, async_trace not imported), ``async_trace``
 (imported, tracing on) and ``async_trace_noexc`` (tracing on, the exception hooks off:
-against ``async_trace`` it isolates what the exception origins cost). Timed values are medians
+against ``async_trace`` it isolates what the exception origins cost), ``async_trace_eager``
+(``enable_tracing(eager_notes=True)``: notes formatted as exceptions leave). Timed values are medians
 of repetitions inside this process.
 """
 
@@ -34,6 +35,11 @@ elif CONTENDER == "async_trace_noexc":
     from async_trace import _exceptions
 
     _exceptions.uninstall()  # tracing on, exception hooks (and sys.monitoring) off
+    collect = async_trace.collect_async_trace
+elif CONTENDER == "async_trace_eager":
+    import async_trace
+
+    async_trace.enable_tracing(eager_notes=True)  # notes added as exceptions leave their task (3.12+)
     collect = async_trace.collect_async_trace
 elif CONTENDER not in ("plain", "debug"):
     raise SystemExit(f"unknown contender {CONTENDER!r}")

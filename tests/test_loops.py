@@ -234,7 +234,7 @@ def test_anyio_start_soon() -> None:
 
 
 def test_anyio_to_thread_run_sync() -> None:
-    """In anyio's worker threads (not run_in_executor) the chain continues through the context."""
+    """anyio's worker threads (not run_in_executor) are executor hops, marked at the awaiting line."""
     out: dict[str, TraceData] = {}
 
     async def child() -> None:
@@ -248,10 +248,9 @@ def test_anyio_to_thread_run_sync() -> None:
     got = [r[:2] for r in rows(out["thread"])]
     assert got[0] == THREAD_LEAF[:2]
     assert ("main", line_of(main, "anyio-spawn")) in got
-    # anyio copies the context into its own threads: the chain is there, but
-    # the hop itself is not an asyncio executor hop, so it is not marked.
-    assert out["thread"]["in_executor"] is False
-    assert not any(r[4] for r in rows(out["thread"]))
+    # The hop is recorded at the coroutine that awaited to_thread.run_sync (tests/test_apps_anyio.py).
+    assert out["thread"]["in_executor"] is True
+    assert [r[:2] for r in rows(out["thread"]) if r[4]] == [("child", line_of(child, "anyio-thread"))]
 
 
 # --- runners and threads --------------------------------------------------------------

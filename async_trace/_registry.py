@@ -1,0 +1,154 @@
+"""Tasks built directly with ``asyncio.Task(...)``: the registration hook (3.10-3.13).
+
+``asyncio.Task``'s C constructor registers every new task in a Python
+``weakref.WeakSet`` (``asyncio.tasks._all_tasks`` on 3.10/3.11,
+``_scheduled_tasks`` on 3.12/3.13) by calling that set's ``add`` method, from
+the frame that built the task. Tracing swaps the set's class for a subclass
+(:class:`_Registry`, same layout, so ``__class__`` assignment is allowed)
+whose ``add`` registers the task as before and, when the task was not built by
+``loop.create_task`` (which traces it itself), captures its creation point
+from the calling frame and puts the node into the task's context before its
+first step:
+
+- 3.12/3.13: ``task.get_context()``.
+- 3.10/3.11: the task's first step was just scheduled with ``loop.call_soon``
+  (the constructor does that right before registering), so the last handle of
+  the loop's ready queue holds the task's context.
+
+Nothing about the tasks changes: their type, ``isinstance`` and the
+registry's contents are exactly as without tracing. ``disable_tracing()``
+puts the registry's class back.
+
+Eager tasks (3.12+ ``eager_start=True``) register only once their first step
+has suspended, after it ran; a capture made during that first step is given
+the creation point by :func:`._capture.in_first_step` instead (its creator is
+known only once the task registers, when this hook replaces the node). An
+eager task that finishes in its first step never registers: its node names
+no creator. 3.14+ keeps tasks in C lists: no hook there.
+
+A hook set of :mod:`._hooks` with no attribute to replace: its ``on``/``off``
+swap the registry's class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import asyncio.tasks
+import sys
+import weakref
+from typing import Any, Final
+
+from . import _capture
+from ._capture import capture
+from ._chain import CURRENT, RootNode, TaskNode, coro_code, warn_internal
+from ._hooks import HookSet, register
+
+__all__: list[str] = []
+
+#: The registry the C constructor calls ``add`` on, or ``None`` (3.14+: C lists).
+_REGISTRY: Final[Any] = (
+    None
+    if sys.version_info >= (3, 14)
+    else getattr(asyncio.tasks, "_scheduled_tasks" if sys.version_info >= (3, 12) else "_all_tasks", None)
+)
+_HAS_GET_CONTEXT: Final = sys.version_info >= (3, 12)
+_getframe: Final = sys._getframe
+weak_task_ref: Final = weakref.ref
+
+#: Codes of the frames that call ``Task()`` for a task already traced: asyncio's
+#: ``create_task`` (which our wrapper calls) and the wrappers themselves.
+_traced_callers: set[int] = set()
+_traced_codes: list[Any] = []
+
+_active = False
+
+
+def skip_caller(code: Any) -> None:
+    """Tasks built from a frame running ``code`` are traced already (a create_task wrapper)."""
+    if id(code) not in _traced_callers:
+        _traced_callers.add(id(code))
+        _traced_codes.append(code)  # keeps the id valid
+
+
+skip_caller(asyncio.base_events.BaseEventLoop.create_task.__code__)
+# Our create_task wrapper (every one shares this code): uvloop's create_task, in C, builds the task from it.
+skip_caller(_capture._make_create_task(asyncio.base_events.BaseEventLoop.create_task).__code__)
+
+
+class _Registry(weakref.WeakSet):  # type: ignore[type-arg]
+    """``asyncio``'s task registry while tracing: ``add`` also traces tasks built directly."""
+
+    __slots__ = ()
+
+    def add(self, item: Any) -> None:
+        # weakref.WeakSet.add, inlined (its private attributes are not in the stubs).
+        me: Any = self
+        if me._pending_removals:
+            me._commit_removals()
+        me.data.add(weak_task_ref(item, me._remove))
+        if _active:
+            frame = _getframe(1)
+            if id(frame.f_code) not in _traced_callers:
+                try:
+                    _trace_built(item, frame)
+                except Exception as exc:  # noqa: BLE001 - never break task creation
+                    warn_internal(exc, "tracing a task built directly")
+
+
+def _context_of(task: Any) -> Any:
+    """The Context ``task`` will run in, or ``None`` if it cannot be reached."""
+    if _HAS_GET_CONTEXT:
+        return task.get_context()
+    loop = task.get_loop()
+    ready = getattr(loop, "_ready", None)
+    if not ready:
+        return None
+    handle = ready[-1]
+    callback = getattr(handle, "_callback", None)
+    if type(callback).__name__ != "TaskStepMethWrapper":
+        return None
+    return getattr(handle, "_context", None)
+
+
+def _trace_built(task: Any, frame: Any) -> None:
+    ctx = _context_of(task)
+    if ctx is None:
+        return
+    coro = task.get_coro()
+    code = coro_code(coro)
+    if code is None:
+        return  # a coroutine-like object: no code to tell its node from an inherited one
+    node = ctx.get(CURRENT)
+    kind = type(node)
+    loop = task.get_loop()
+    if node is not None and node.code is code:
+        if kind is RootNode:
+            return
+        if kind is TaskNode and node.creator_ref is not None:
+            return  # traced by a create_task wrapper (a task factory of the user's between)
+    node = capture(TaskNode, loop, frame, code)
+    ctx.run(CURRENT.set, node)
+
+
+def _on() -> None:
+    global _active
+    if _REGISTRY is not None and type(_REGISTRY) is weakref.WeakSet:
+        _REGISTRY.__class__ = _Registry
+    _active = True
+
+
+def _off() -> None:
+    global _active
+    _active = False
+    if _REGISTRY is not None and type(_REGISTRY) is _Registry:
+        _REGISTRY.__class__ = weakref.WeakSet  # type: ignore[assignment]
+
+
+def installed() -> bool:
+    """Whether asyncio's registry has our class now."""
+    return _REGISTRY is not None and type(_REGISTRY) is _Registry
+
+
+#: The registration hook, switched by ``enable_tracing()`` / ``disable_tracing()`` through :mod:`._hooks`.
+HOOKS: Final = register(HookSet("registry", list, on=_on, off=_off))

@@ -1,0 +1,105 @@
+"""A real aiohttp server and client, in-process on 127.0.0.1: a handler's trace and the request task's origin."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+
+from async_trace import TraceData, collect_async_trace
+
+from .apps import aiohttp_server, get_aiohttp, shape, source_line
+from .helpers import line_of
+
+aiohttp = pytest.importorskip("aiohttp")
+web = pytest.importorskip("aiohttp.web")
+web_protocol = pytest.importorskip("aiohttp.web_protocol")
+
+HERE = "test_apps_aiohttp.py"
+
+
+def _request_task_line(loop: str) -> int:
+    """The line of aiohttp's ``RequestHandler.start`` that creates each request's task."""
+    start = web_protocol.RequestHandler.start
+    if sys.version_info >= (3, 14) and loop == "uvloop":
+        return source_line(start, "task = asyncio.Task(coro, loop=loop, eager_start=True)")
+    if sys.version_info >= (3, 14):
+        return source_line(start, "task = asyncio.create_task(coro, eager_start=True)")
+    if sys.version_info >= (3, 12):
+        return source_line(start, "task = asyncio.Task(coro, loop=loop, eager_start=True)", nth=1)
+    return source_line(start, "task = loop.create_task(coro)")
+
+
+def _connection_task_line(loop: str) -> int:
+    """The line of ``RequestHandler.connection_made`` that creates the connection's task."""
+    made = web_protocol.RequestHandler.connection_made
+    if sys.version_info >= (3, 14) and loop == "uvloop":
+        return source_line(made, "task = asyncio.Task(self.start(), loop=loop, eager_start=True)")
+    if sys.version_info >= (3, 14):
+        return source_line(made, "task = asyncio.create_task(self.start(), eager_start=True)")
+    if sys.version_info >= (3, 12):
+        return source_line(made, "task = asyncio.Task(self.start(), loop=loop, eager_start=True)", nth=1)
+    return source_line(made, "task = loop.create_task(self.start())")
+
+
+def _server_chain(loop: str) -> list[tuple[str, int | None, str | None, bool]]:
+    """From the request task's coroutine to the root: aiohttp's frames, then the test's."""
+    return [
+        (
+            "_handle_request",
+            source_line(web_protocol.RequestHandler._handle_request, "resp = await request_handler("),
+            "web_protocol.py",
+            False,
+        ),
+        ("start", _request_task_line(loop), "web_protocol.py", False),
+        ("connection_made", _connection_task_line(loop), "web_protocol.py", False),
+    ]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_handler_trace_reaches_the_root_through_aiohttp(loop: str) -> None:
+    """A handler's trace runs through the request task's creation in aiohttp, the connection task, to the root.
+
+    On uvloop aiohttp builds its tasks with ``asyncio.Task(...)`` from 3.12 on: 3.14+ has no hook for that.
+    """
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        if sys.version_info >= (3, 14):
+            pytest.skip("3.14+: no hook for tasks built directly on uvloop (docs/guarantees.md)")
+    seen: list[TraceData] = []
+
+    async def handler(request: Any) -> Any:
+        seen.append(collect_async_trace())  # capture-sync
+        await asyncio.sleep(0)
+        seen.append(collect_async_trace())  # capture-after-await
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+        app = web.Application()
+        app.router.add_get("/", handler)
+        async with aiohttp_server(app) as url:  # serve
+            assert await get_aiohttp(url + "/") == (200, "ok")
+
+    if loop == "uvloop":
+        # Through asyncio.run, as servers start: uvloop runs callbacks from C, so a hop captured
+        # in one stops at asyncio.run's frames (a bare run_until_complete leaves its caller's).
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        try:
+            asyncio.run(main())
+        finally:
+            asyncio.set_event_loop_policy(None)
+    else:
+        asyncio.run(main())
+    tail = [
+        ("_handle", source_line(web.Application._handle, "return await handler(request)"), "web_app.py", False),
+        *_server_chain(loop),
+        ("main", None, None, False),
+    ]
+    for trace, marker in zip(seen, ["capture-sync", "capture-after-await"], strict=True):
+        got = shape(trace)
+        # contextlib's own line is not ours to pin.
+        got = [(n, None if b == "contextlib.py" else line, b, e) for n, line, b, e in got]
+        assert got == [("handler", line_of(handler, marker), HERE, False), *tail]
