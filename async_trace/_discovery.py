@@ -13,6 +13,7 @@ import contextlib
 import functools
 import sys
 import threading
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, Final
 
@@ -85,15 +86,14 @@ def _closure_value(func: Any, code: CodeType | None, name: str) -> Any:
         return None
 
 
-def _awaited_tasks(fut: Any) -> list[Any]:
-    """The tasks a task waiting on ``fut`` (its ``_fut_waiter``) is awaiting through it.
+def _tasks_reached(start: list[Any], expand: Callable[[Any], list[Any]]) -> list[Any]:
+    """The tasks met walking from ``start``: a task is kept, any other future is replaced by ``expand(it)``.
 
-    A task is itself; a gather's future, its children; shield's outer
-    future, the inner one; any of these nested. Another future: none.
+    Bounded (``_MAX_FOLLOWED`` futures) and cycle-safe.
     """
     out: list[Any] = []
     seen: set[int] = set()
-    todo = [fut]
+    todo = list(start)
     while todo and len(seen) < _MAX_FOLLOWED:
         fut = todo.pop()
         if id(fut) in seen:
@@ -101,32 +101,35 @@ def _awaited_tasks(fut: Any) -> list[Any]:
         seen.add(id(fut))
         if isinstance(fut, asyncio.Task):
             out.append(fut)
-        elif _GATHERING is not None and isinstance(fut, _GATHERING):
-            todo.extend(getattr(fut, "_children", None) or ())
         else:
-            for callback in _callbacks(fut):
-                inner = _closure_value(callback, _SHIELD_OUTER_DONE, "inner")
-                if inner is not None:
-                    todo.append(inner)
+            todo.extend(expand(fut))
     return out
+
+
+def _inside(fut: Any) -> list[Any]:
+    """What a task waiting on ``fut`` waits for through it: a gather's children, shield's inner future."""
+    if _GATHERING is not None and isinstance(fut, _GATHERING):
+        return list(getattr(fut, "_children", None) or ())
+    inner = (_closure_value(callback, _SHIELD_OUTER_DONE, "inner") for callback in _callbacks(fut))
+    return [future for future in inner if future is not None]
+
+
+def _awaited_tasks(fut: Any) -> list[Any]:
+    """The tasks a task waiting on ``fut`` (its ``_fut_waiter``) is awaiting through it.
+
+    A task is itself; a gather's future, its children; shield's outer
+    future, the inner one; any of these nested. Another future: none.
+    """
+    return _tasks_reached([fut], _inside)
 
 
 def _registered_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
     """The tasks asyncio's 3.14+ bookkeeping says await ``task``, a waiting future resolved to its tasks."""
-    out: list[Any] = []
-    seen: set[int] = set()
-    todo = list(getattr(task, "_asyncio_awaited_by", None) or ())
-    while todo and len(seen) < _MAX_FOLLOWED:
-        waiter = todo.pop()
-        if id(waiter) in seen:
-            continue
-        seen.add(id(waiter))
-        if isinstance(waiter, asyncio.Task):
-            out.append(waiter)
-        else:  # a future standing between: whoever awaits it
-            todo.extend(getattr(waiter, "_asyncio_awaited_by", None) or ())
-            todo.extend(waiting_on.get(id(waiter), ()))
-    return out
+
+    def awaiting(fut: Any) -> list[Any]:  # a future standing between: whoever awaits it
+        return [*(getattr(fut, "_asyncio_awaited_by", None) or ()), *waiting_on.get(id(fut), ())]
+
+    return _tasks_reached(list(getattr(task, "_asyncio_awaited_by", None) or ()), awaiting)
 
 
 def _callback_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
