@@ -115,7 +115,11 @@ def print_trace(
 
 
 def enable_tracing(
-    *, max_frames: int | None = None, max_depth: int | None = None, eager_notes: bool | None = None
+    *,
+    max_frames: int | None = None,
+    max_depth: int | None = None,
+    eager_notes: bool | None = None,
+    record_origins: bool | None = None,
 ) -> None:
     """Trace task creations and executor hops from now on (on after import).
 
@@ -137,11 +141,25 @@ def enable_tracing(
             the exception is printed. On 3.10/3.11 there is no unwind hook:
             the note is added when printed, as without it. ``None`` keeps
             the current setting.
+        record_origins: 3.12+: record which task an exception was raised
+            in as it leaves that task (a ``sys.monitoring`` ``PY_UNWIND``
+            callback, run for every frame any exception leaves: raising and
+            catching costs about 1.3-1.9x; see docs/performance.md). Default
+            ``True``. ``False`` frees the monitoring tool id and makes the
+            exception path cost what it does untraced; origins are then found
+            when the exception is printed, as on 3.10/3.11 (an exception whose
+            raising task is gone by then gets no note). Eager notes need it.
+            ``None`` keeps the current setting.
 
     Raises:
         ValueError: a bound below its minimum (``max_frames >= 4``,
-            ``max_depth >= 8``).
+            ``max_depth >= 8``), or eager notes asked for without recording.
     """
+    eager, record = _exceptions.settings()
+    eager = eager if eager_notes is None else bool(eager_notes)
+    record = record if record_origins is None else bool(record_origins)
+    if eager and not record:
+        raise ValueError("eager_notes=True needs record_origins=True: notes are added as origins are recorded")
     if max_frames is not None:
         if type(max_frames) is not int or max_frames < 4:
             raise ValueError(f"max_frames must be an int >= 4, got {max_frames!r}")
@@ -150,8 +168,8 @@ def enable_tracing(
         if type(max_depth) is not int or max_depth < 8:
             raise ValueError(f"max_depth must be an int >= 8, got {max_depth!r}")
         _chain.config.max_depth = max_depth
-    if eager_notes is not None:
-        _exceptions.configure(notes_on_exit=bool(eager_notes))
+    if eager_notes is not None or record_origins is not None:
+        _exceptions.configure(notes_on_exit=eager, record=record)
     _hooks.enable()  # every hook set: the tracing wrappers, then the exception hooks
 
 

@@ -94,10 +94,21 @@ _tuple_new: Final = tuple.__new__
 _style: Style = "traceback"
 #: 3.12+: also add the note as the exception leaves its task (``python -m async_trace``).
 _eager = False
+#: 3.12+: record origins as exceptions unwind (the ``sys.monitoring`` hook);
+#: off, they are found when printed, as on 3.10/3.11, and raising costs nothing.
+_record = True
 
 
-def configure(*, style: Style | None = None, notes_on_exit: bool | None = None) -> None:
-    """Set the style of async origins and whether notes are added eagerly (3.12+).
+def settings() -> tuple[bool, bool]:
+    """``(notes_on_exit, record)`` as configured."""
+    return _eager, _record
+
+
+def configure(*, style: Style | None = None, notes_on_exit: bool | None = None, record: bool | None = None) -> None:
+    """Set the style of async origins, whether notes are added eagerly and origins recorded (3.12+).
+
+    ``record=False`` frees the ``sys.monitoring`` tool id at once (and
+    ``True`` takes one again while the hooks are on); eager notes need it.
 
     Eager notes are in ``__notes__`` as soon as the exception leaves the task
     that raised it, so tools that read ``__notes__`` themselves (pytest's
@@ -107,12 +118,18 @@ def configure(*, style: Style | None = None, notes_on_exit: bool | None = None) 
     :mod:`traceback`, the loop's exception handler or ``sys.excepthook``
     prints the exception.
     """
-    global _style, _eager
+    global _style, _eager, _record
     if style is not None:
         check_style(style)
         _style = style
     if notes_on_exit is not None:
         _eager = bool(notes_on_exit)
+    if record is not None:
+        _record = bool(record)
+        if not _record:
+            _monitoring_uninstall()
+        elif _active:
+            _monitoring_install()
 
 
 # --- the record -------------------------------------------------------------
@@ -651,7 +668,8 @@ def _targets() -> list[Target]:
 
 def _on() -> None:
     global _active
-    _monitoring_install()
+    if _record:
+        _monitoring_install()
     _active = True
 
 

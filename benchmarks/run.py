@@ -33,21 +33,25 @@ CONTENDERS = ["plain", "debug", "async_trace"]
 TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "realistic"]
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
 #: What the exception hooks cost: each with tracing on, hooks on against hooks off.
-EXCEPTIONS = ["spawn_flat", "raise_in_task", "task_fails"]
+EXCEPTIONS = ["spawn_flat", "raise_in_task", "raise_catch", "raise_catch_notask", "task_fails"]
+#: Their contenders; ratios are taken against hooks off, and against plain.
+EXCEPTION_CONTENDERS = ["plain", "async_trace_noexc", "async_trace", "async_trace_eager", "async_trace_norecord"]
 SERVERS = list(servers.SERVER_WORKLOADS)
 ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions", "task_tree", *SERVERS]
 
 #: Targets from the performance issue: ratio to plain (timed), to extract_stack (collect).
 TARGETS: dict[str, float] = {
-    "spawn_flat": 1.3,
-    "spawn_chain": 1.2,
-    "spawn_deep_stack": 2.0,
+    "spawn_flat": 1.25,
+    "spawn_chain": 1.3,
+    "spawn_deep_stack": 1.8,
     "executor": 1.05,
     "realistic": 1.10,
     "collect_d10": 0.25,
-    "collect_d100": 1.5,
+    "collect_d100": 1.2,
 }
 LIVE_BYTES_TARGET = 250
+#: Added bytes per live task in a chain (the performance issue's memory goal).
+CHAIN_BYTES_TARGET = 400
 
 
 def measure(workload: str, contender: str, quick: bool) -> dict[str, Any]:
@@ -100,8 +104,17 @@ def run_collect(workload: str, rounds: int, quick: bool) -> dict[str, Any]:
 
 def run_exceptions(rounds: int, quick: bool) -> dict[str, Any]:
     """Tracing on with the exception hooks off vs on, and plain, alternating round by round."""
-    contenders = ["plain", "async_trace_noexc", "async_trace", "async_trace_eager"]
-    return {w: run_timed(w, rounds, quick, contenders, baseline="async_trace_noexc") for w in EXCEPTIONS}
+    out = {}
+    for w in EXCEPTIONS:
+        got = run_timed(w, rounds, quick, EXCEPTION_CONTENDERS, baseline="async_trace_noexc")
+        values = got["values"]
+        got["to_plain"] = {
+            c: statistics.median(v / p for v, p in zip(values[c], values["plain"], strict=True))
+            for c in EXCEPTION_CONTENDERS
+            if c != "plain"
+        }
+        out[w] = got
+    return out
 
 
 def run_tree(rounds: int, quick: bool) -> dict[str, Any]:
@@ -165,22 +178,26 @@ def report(results: dict[str, Any], header: str) -> str:
                 row += f"   {added:+.0f}"
                 if key == "live_bytes_per_task":
                     row += f" (target <= {LIVE_BYTES_TARGET}: {verdict(added, LIVE_BYTES_TARGET)})"
+                if key == "chain_bytes_per_task":
+                    row += f" (target <= {CHAIN_BYTES_TARGET}: {verdict(added, CHAIN_BYTES_TARGET)})"
                 if key == "finished_alive":
                     row += f" (target 0: {verdict(mem['async_trace'][key], 0)})"
             lines.append(row)
     if "exceptions" in results:
         lines += [
             "",
-            "exception hooks: tracing on, hooks off vs on, and eager notes (ratios to off, same round)",
-            f"{'workload':<18} {'plain':>10} {'hooks off':>10} {'hooks on':>10} {'on/off':>8}"
-            f" {'eager':>10} {'eager/off':>9}",
+            "exception hooks: tracing on with hooks off, on (the default), eager notes, and on without the"
+            " unwind record (record_origins=False); ratios to hooks off and to plain, same round",
+            f"{'workload':<19} {'plain':>8} {'hooks off':>9} {'hooks on':>9} {'on/off':>7} {'on/plain':>8}"
+            f" {'eager':>8} {'eager/off':>9} {'norecord':>8} {'norec/plain':>11}",
         ]
         for w, r in results["exceptions"].items():
-            m = r["median"]
+            m, to_plain = r["median"], r.get("to_plain", {})
             lines.append(
-                f"{w:<18} {m['plain']:>10.2f} {m['async_trace_noexc']:>10.2f} {m['async_trace']:>10.2f}"
-                f" {r['ratio']['async_trace']:>7.2f}x"
-                f" {m['async_trace_eager']:>10.2f} {r['ratio']['async_trace_eager']:>8.2f}x"
+                f"{w:<19} {m['plain']:>8.2f} {m['async_trace_noexc']:>9.2f} {m['async_trace']:>9.2f}"
+                f" {r['ratio']['async_trace']:>6.2f}x {to_plain.get('async_trace', float('nan')):>7.2f}x"
+                f" {m['async_trace_eager']:>8.2f} {r['ratio']['async_trace_eager']:>8.2f}x"
+                f" {m['async_trace_norecord']:>8.2f} {to_plain.get('async_trace_norecord', float('nan')):>10.2f}x"
             )
     if "task_tree" in results:
         t = results["task_tree"]

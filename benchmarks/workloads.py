@@ -4,7 +4,8 @@ Prints one JSON object. Contenders: ``plain`` (async_trace not imported), ``debu
 (``asyncio.run(..., debug=True)``, async_trace not imported), ``async_trace``
 (imported, tracing on) and ``async_trace_noexc`` (tracing on, the exception hooks off:
 against ``async_trace`` it isolates what the exception origins cost), ``async_trace_eager``
-(``enable_tracing(eager_notes=True)``: notes formatted as exceptions leave). Timed values are medians
+(``enable_tracing(eager_notes=True)``: notes formatted as exceptions leave), ``async_trace_norecord``
+(``enable_tracing(record_origins=False)``: no unwind record). Timed values are medians
 of repetitions inside this process.
 """
 
@@ -40,6 +41,11 @@ elif CONTENDER == "async_trace_eager":
     import async_trace
 
     async_trace.enable_tracing(eager_notes=True)  # notes added as exceptions leave their task (3.12+)
+    collect = async_trace.collect_async_trace
+elif CONTENDER == "async_trace_norecord":
+    import async_trace
+
+    async_trace.enable_tracing(record_origins=False)  # hooks on, no unwind record (3.12+: no sys.monitoring)
     collect = async_trace.collect_async_trace
 elif CONTENDER not in ("plain", "debug"):
     raise SystemExit(f"unknown contender {CONTENDER!r}")
@@ -356,6 +362,44 @@ def raise_in_task() -> dict[str, Any]:
     return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/exception"}
 
 
+def _catch3() -> None:
+    raise KeyError(1)
+
+
+def _catch2() -> None:
+    _catch3()
+
+
+def _catch1() -> None:
+    try:  # noqa: SIM105 - a bare try/except: contextlib.suppress would add its own cost
+        _catch2()
+    except KeyError:
+        pass
+
+
+def _raise_catch_loop(n: int) -> float:
+    t0 = now()
+    for _ in range(n):
+        _catch1()
+    return (now() - t0) / n / 1000
+
+
+def raise_catch() -> dict[str, Any]:
+    """In a task: raise two plain frames down and catch it, over and over; nothing ever fails."""
+    n = 10000 if QUICK else 40000
+
+    async def main() -> float:
+        return _raise_catch_loop(n)
+
+    return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/exception"}
+
+
+def raise_catch_notask() -> dict[str, Any]:
+    """The same with no event loop at all: code that never meets asyncio pays too (3.12+ hook)."""
+    n = 10000 if QUICK else 40000
+    return {"value": median_of(5 if QUICK else 9, lambda: _raise_catch_loop(n)), "unit": "us/exception"}
+
+
 def task_fails() -> dict[str, Any]:
     """A task that raises, awaited (and the exception caught) by the task that created it."""
     n = 500 if QUICK else 2000
@@ -446,6 +490,8 @@ WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
     "realistic": realistic,
     "raise_in_task": raise_in_task,
     "task_fails": task_fails,
+    "raise_catch": raise_catch,
+    "raise_catch_notask": raise_catch_notask,
     "task_tree": tree_10k,
 }
 

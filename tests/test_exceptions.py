@@ -718,6 +718,76 @@ def test_eager_notes_are_added_as_the_exception_leaves_its_task() -> None:
     assert exc.__notes__ == [_once_block(root)]  # type: ignore[attr-defined,unused-ignore]
 
 
+@pytest.fixture
+def not_recording() -> Iterator[None]:
+    async_trace.enable_tracing(record_origins=False)
+    try:
+        yield
+    finally:
+        async_trace.enable_tracing(record_origins=True)
+
+
+def _our_tool_ids() -> list[int]:
+    return [t for t in (3, 4) if sys.monitoring.get_tool(t) == "async_trace"]  # type: ignore[attr-defined,unused-ignore]
+
+
+@pytest.mark.skipif(not MONITORING, reason="the unwind record is sys.monitoring, 3.12+")
+def test_record_origins_off_frees_the_tool_id_and_takes_it_back() -> None:
+    """record_origins=False gives the monitoring tool id back at once; True takes it again."""
+    assert _our_tool_ids() == [4]
+    async_trace.enable_tracing(record_origins=False)
+    try:
+        assert _our_tool_ids() == []
+        async_trace.disable_tracing()
+        async_trace.enable_tracing()  # the setting stays across disable/enable
+        assert _our_tool_ids() == []
+    finally:
+        async_trace.enable_tracing(record_origins=True)
+    assert _our_tool_ids() == [4]
+
+
+@pytest.mark.usefixtures("not_recording")
+def test_without_the_record_a_printed_origin_is_found_as_on_311() -> None:
+    """Nothing is recorded as the exception leaves; printed while its tasks live, the note is the same."""
+    exc, root = asyncio.run(_catch_once())
+    assert getattr(exc, "_async_trace_origin", None) is None
+    assert "".join(format_exception(exc)).endswith(f"ValueError: once\n{_once_block(root)}\n")
+
+
+@pytest.mark.usefixtures("not_recording")
+def test_without_the_record_an_origin_whose_tasks_are_gone_is_lost() -> None:
+    """The documented price of record_origins=False: no task left to ask, no note."""
+
+    async def inner() -> None:
+        raise ValueError("gone")
+
+    async def main() -> ValueError:
+        try:
+            await asyncio.create_task(inner())
+        except ValueError as exc:
+            return exc
+        raise AssertionError("not raised")
+
+    exc = asyncio.run(main())
+    text = "".join(format_exception(exc))
+    assert text.endswith("ValueError: gone\n")
+    assert HEADER not in text
+
+
+def test_eager_notes_need_the_record() -> None:
+    """Asking for eager notes without the record is refused, and nothing changes."""
+    with pytest.raises(ValueError, match="eager_notes=True needs record_origins=True"):
+        async_trace.enable_tracing(eager_notes=True, record_origins=False)
+    assert _exceptions.settings() == (False, True)
+    async_trace.enable_tracing(record_origins=False)
+    try:
+        with pytest.raises(ValueError, match="needs record_origins"):
+            async_trace.enable_tracing(eager_notes=True)
+    finally:
+        async_trace.enable_tracing(record_origins=True)
+    assert _exceptions.settings() == (False, True)
+
+
 # --- hooks: installed by enable_tracing, restored exactly by disable_tracing ---------------
 
 
