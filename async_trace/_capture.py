@@ -114,6 +114,16 @@ _hot: _Hot = _EMPTY_HOT
 _loops: Final[WeakKeyDictionary[Any, int]] = WeakKeyDictionary()
 
 
+def _note_loop_caller(frame: FrameType) -> None:
+    """A root task on a loop running in C (uvloop): collection learns where it was started."""
+    from ._collect import note_loop_caller  # imported here: _collect imports this module
+
+    try:
+        note_loop_caller(frame)
+    except Exception as exc:  # noqa: BLE001 - a debugging aid must not break task creation
+        warn_internal(exc, "finding where a loop was started")
+
+
 def _note_loop(loop: Any) -> None:
     with contextlib.suppress(TypeError):  # a loop type without weak references
         _loops[loop] = threading.get_ident()
@@ -242,6 +252,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                     _roots_in_flight.node = None
         if type(node) is RootNode:
             _note_loop(self)
+            if not isinstance(self, asyncio.base_events.BaseEventLoop):
+                _note_loop_caller(sys._getframe(1))
         if getattr(task, "_source_traceback", None):
             _trim_source_traceback(task)
         return task

@@ -42,6 +42,10 @@ _current_task: Final = asyncio.current_task
 # --- which frames are shown -------------------------------------------------
 
 USER, SKIP, CUT = 0, 1, 2
+#: A function that started a loop running in C (uvloop's ``run_until_complete``,
+#: called by the program itself or by a server's runner): shown when a trace
+#: starts in it, else the event loop's edge (see :func:`note_loop_caller`).
+LOOP_CALLER: Final = 3
 
 
 def _dir_of(path: str | None) -> str:
@@ -81,12 +85,46 @@ _line_cache: dict[tuple[int, int], tuple[CodeType, int | None]] = {}
 _CACHE_MAX: Final = 4096
 
 
+#: The functions that started a C loop with a root task, by ``id`` (see :func:`note_loop_caller`).
+_loop_callers: dict[int, CodeType] = {}
+_LOOP_CALLERS_MAX: Final = 256
+
+
+def note_loop_caller(frame: FrameType | None) -> None:
+    """Remember the function that made a root task on a loop running in C (uvloop).
+
+    Called with the frame that called ``loop.create_task`` for a root task
+    (``asyncio.run``, ``run_until_complete``), not for stdlib loops: their
+    ``run_until_complete`` / ``asyncio.Runner`` frames are the loop's edge
+    already. A uvloop loop runs callbacks from C, so a hop captured in a
+    callback walks on to the code that started the loop (uvicorn's runner on
+    3.10, click, ``runpy``); its first function outside asyncio and us is
+    where the loop was started, and collection cuts such a hop there. Roots
+    are rare: this runs once per ``asyncio.run`` or so.
+    """
+    for _ in range(64):
+        if frame is None:
+            return
+        code = frame.f_code
+        kind = frame_kind(code)
+        if kind == CUT:
+            return  # asyncio.Runner, a Python run_until_complete: the edge is there already
+        if kind != SKIP:
+            if kind == USER and len(_loop_callers) < _LOOP_CALLERS_MAX:
+                _loop_callers[id(code)] = code
+                _kind_cache.pop(id(code), None)
+            return
+        frame = frame.f_back
+
+
 def frame_kind(code: CodeType) -> int:
     cached = _kind_cache.get(id(code))
     if cached is not None and cached[0] is code:
         return cached[1]
     if _anyio.entry_codes.get(id(code)) is code:
         return CUT  # not cached: rare (once per anyio worker frame shown)
+    if _loop_callers.get(id(code)) is code:
+        return LOOP_CALLER  # not cached: rare, and the registry can grow after a lookup
     filename = os.path.abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
     if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
         key = (os.path.basename(filename), code.co_name)
@@ -172,7 +210,10 @@ def resolve_uncached(frames: Frames) -> Resolved:
                 # hop captured in a callback (a protocol method) stops at
                 # Handle._run even when all its frames were asyncio's own.
                 break
-            continue
+            if kind != LOOP_CALLER:
+                continue
+            if taken:
+                break  # where a C loop was started: the program that started it follows
         hit2 = line_get((id(code), lasti))
         line = hit2[1] if hit2 is not None and hit2[0] is code else line_at(code, lasti)
         append((code.co_name, line, code.co_filename))

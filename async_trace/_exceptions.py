@@ -245,12 +245,31 @@ def _caught_here(exc: BaseException) -> _Origin | None:
     loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
     if task is None:
+        # An executor thread, the exception raised and caught in the call: the hop.
+        node = _get_current()
+        if type(node) is ExecutorNode and _on_stack(tb.tb_frame, None):
+            return _tuple_new(_Origin, (node, None, None))
         return None
     stop = getattr(task.get_coro(), "cr_frame", None)
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame is not tb.tb_frame:
-        frame = None if frame is stop else frame.f_back
-    return _origin_of_task(task) if frame is not None else None
+    return _origin_of_task(task) if _on_stack(tb.tb_frame, stop) else None
+
+
+#: Frames of the current stack looked at for a catching frame, at most.
+_MAX_STACK: Final = 10_000
+
+
+def _on_stack(target: FrameType, stop: FrameType | None) -> bool:
+    """Whether ``target`` is a caller of :func:`_caught_here`'s caller, up to ``stop``."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_MAX_STACK):
+        if frame is None:
+            return False
+        if frame is target:
+            return True
+        if frame is stop:
+            return False
+        frame = frame.f_back
+    return False
 
 
 def origin_of(exc: BaseException) -> Found | None:
@@ -296,16 +315,66 @@ def _trace(found: Found) -> TraceData:
     }
 
 
-def _block(found: Found, style: Style) -> str | None:
-    """The chain as one note, or ``None`` if it holds no line (raised in a root task)."""
+#: Traceback entries read to find what a note need not repeat, at most.
+_MAX_TB_ENTRIES: Final = 10_000
+
+
+def _in_traceback(exc: BaseException) -> set[tuple[str, int | None, str]]:
+    """``(filename, line, function)`` of every entry of ``exc``'s traceback."""
+    out: set[tuple[str, int | None, str]] = set()
+    tb = exc.__traceback__
+    for _ in range(_MAX_TB_ENTRIES):
+        if tb is None:
+            break
+        code = tb.tb_frame.f_code
+        out.add((code.co_filename, tb.tb_lineno, code.co_name))
+        tb = tb.tb_next
+    return out
+
+
+def _not_shown(
+    frames: list[TraceFrame], boundaries: list[int], root: int, exc: BaseException | None
+) -> tuple[list[TraceFrame], list[int], int]:
+    """The chain without its innermost frames that ``exc``'s traceback already shows.
+
+    An exception raised in an executor function and re-raised in the awaiting
+    coroutine carries that coroutine's frames (the hop's) in its traceback,
+    up to the task's own coroutine: the note starts after them. It stops at
+    the first frame the traceback lacks, and at a task boundary (the line
+    that created a task is news even when the traceback passes through it).
+    """
+    if exc is None or exc.__traceback__ is None or not frames:
+        return frames, boundaries, root
+    shown = _in_traceback(exc)
+    stops = set(boundaries)
+    stops.add(root)
+    skip = 0
+    while skip < len(frames) and skip not in stops:
+        frame = frames[skip]
+        if (frame["filename"], frame["line"], frame["name"]) not in shown:
+            break
+        skip += 1
+    if not skip:
+        return frames, boundaries, root
+    kept: list[TraceFrame] = [
+        cast("TraceFrame", {**frame, "indent": frame["indent"] - skip}) for frame in frames[skip:]
+    ]
+    return kept, [b - skip for b in boundaries], root - skip
+
+
+def _block(found: Found, style: Style, exc: BaseException | None = None) -> str | None:
+    """The chain as one note, or ``None`` if it holds no line (raised in a root task).
+
+    With ``exc``, the frames its traceback already shows are left out (see :func:`_not_shown`).
+    """
     node, task, name = found
-    frames, boundaries, root = chain_frames(node, task)
+    frames, boundaries, root = _not_shown(*chain_frames(node, task), exc)
     return exception_note(frames, boundaries, root, type(node) is ExecutorNode, name, style)
 
 
 def _note_text(exc: BaseException, style: Style) -> str | None:
     found = origin_of(exc)
-    return _block(found, style) if found is not None else None
+    return _block(found, style, exc) if found is not None else None
 
 
 def _note(exc: BaseException, style: Style) -> None:
@@ -317,7 +386,7 @@ def _note(exc: BaseException, style: Style) -> None:
         return
     node, task, name = found
     _store(exc, _tuple_new(_Shown, (node, weak_task_ref(task) if task is not None else None, name)))
-    text = _block(found, style)
+    text = _block(found, style, exc)
     if text is not None:
         # An exception type refusing attributes refuses __notes__ too: no note then.
         with contextlib.suppress(Exception):
@@ -501,8 +570,20 @@ def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
         and getattr(exc, _KEY, None) is None
         and isinstance(exc, Exception)
         and not isinstance(exc, _NOT_FAILURES)
+        and _leaves_the_call(sys._getframe(1))
     ):
         _store(exc, _tuple_new(_Origin, (_get_current(), None, None)))
+
+
+def _leaves_the_call(frame: FrameType) -> bool:
+    """Whether the unwinding ``frame`` is the executor function's own: its caller is the pool's.
+
+    Not a frame the function called and that caught its exception, nor a
+    ``__del__`` the garbage collector ran in that thread (a ``ResourceWarning``
+    turned error): those exceptions did not leave the call.
+    """
+    caller = frame.f_back
+    return caller is None or _collect.frame_kind(caller.f_code) != _collect.USER
 
 
 #: Ids sys.monitoring leaves unassigned (0 debugger, 1 coverage, 2 profiler, 5 optimizer).

@@ -15,7 +15,7 @@ import gc
 import sys
 import threading
 from dataclasses import dataclass, field
-from types import CoroutineType, FrameType
+from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final, Literal, TextIO
 
 from . import _collect, _render
@@ -222,6 +222,16 @@ def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] 
     return frames, (None if parent is None or type(parent) is ThreadRootNode else (parent, ref))
 
 
+#: Finished asyncio-internal tasks passed over in a row, at most (a chain is bounded by max_depth anyway).
+_MAX_INTERNAL_HOPS: Final = 10_000
+
+
+def _internal(node: Node) -> bool:
+    """Whether ``node`` is the node of a task running a coroutine of asyncio's own."""
+    code = node.code
+    return isinstance(code, CodeType) and _collect.frame_kind(code) != _collect.USER and code.co_name != "<module>"
+
+
 def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
     """Where the running task runs now: its thread's stack down to the task's coroutine frame.
 
@@ -319,29 +329,43 @@ class _Builder:
         self.todo.append(entry)
 
     def owner(self, node: Node, ref: Any) -> _Entry | None:
-        """The entry of the task that ran with ``node`` as its own (``ref`` refers to it, if known)."""
-        task = ref() if ref is not None else None
-        if task is None and ref is None:
-            task = self.unique_owner(node)
-        if task is not None:
-            return self.of_task(task)
-        key = ("r", id(ref)) if ref is not None else ("n", id(node))
-        entry = self.entries.get(key)
-        if entry is not None:
+        """The entry of the task that ran with ``node`` as its own (``ref`` refers to it, if known).
+
+        A finished task of asyncio's own (``_accept_connection2``, in whose
+        context a server's protocol callbacks run) gets no placeholder: its
+        children hang under its creator, found the same way (a loop: such
+        tasks can nest).
+        """
+        for _ in range(_MAX_INTERNAL_HOPS):
+            task = ref() if ref is not None else None
+            if task is None and ref is None:
+                task = self.unique_owner(node)
+            if task is not None:
+                return self.of_task(task)
+            key = ("r", id(ref)) if ref is not None else ("n", id(node))
+            entry = self.entries.get(key)
+            if entry is not None:
+                return entry
+            kind = type(node)
+            if kind is RootNode:
+                name = node.name  # type: ignore[attr-defined]
+                entry = _Entry(name, None, "finished", "unknown" if is_adopted(node) else "root")
+            elif kind is ElidedNode:
+                entry = _Entry(f"... {node.hops} task hops elided ...", None, "finished", "elided")  # type: ignore[attr-defined]
+                if node.parent is not None:
+                    entry.spec = (node.parent, node.creator_ref)
+            else:
+                created_at, spec = _hops(node, None)
+                if _internal(node):
+                    if spec is None:
+                        return None
+                    node, ref = spec
+                    continue
+                entry = _Entry(None, None, "finished", "traced")
+                entry.created_at, entry.spec = created_at, spec
+            self.add(key, entry)
             return entry
-        kind = type(node)
-        if kind is RootNode:
-            name = node.name  # type: ignore[attr-defined]
-            entry = _Entry(name, None, "finished", "unknown" if is_adopted(node) else "root")
-        elif kind is ElidedNode:
-            entry = _Entry(f"... {node.hops} task hops elided ...", None, "finished", "elided")  # type: ignore[attr-defined]
-            if node.parent is not None:
-                entry.spec = (node.parent, node.creator_ref)
-        else:
-            entry = _Entry(None, None, "finished", "traced")
-            entry.created_at, entry.spec = _hops(node, None)
-        self.add(key, entry)
-        return entry
+        return None
 
     def unique_owner(self, node: Node) -> Any:
         # A task created by a callback records no creator: the parent is the
