@@ -275,6 +275,7 @@ _current_task: Final = asyncio.current_task
 _tuple_new: Final = tuple.__new__
 _config: Final = config
 _frame_module: Final[Callable[[int], str | None] | None] = getattr(sys, "_getframemodulename", None)
+_HANDLE_RUN_CODE: Final = asyncio.events.Handle._run.__code__
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
 
@@ -478,13 +479,21 @@ _last: Frames = _EMPTY
 def walk(frame: FrameType | None, stop: FrameType | None, *, remember: bool = True) -> Frames:
     """Flatten ``frame`` and its callers up to and including ``stop``.
 
-    Without ``stop`` (or if it is never met) the walk runs to the outermost
-    frame; collection cuts it at the event loop. At most ``config.max_frames``
+    Without ``stop`` the walk stops at the event loop's ``Handle._run`` (where
+    collection would cut it), else (uvloop runs callbacks from C; a thread)
+    runs to the outermost frame; collection cuts it there. At most ``config.max_frames``
     frames are kept: the innermost ones and a quarter from the outer end, with
     a ``(None, n)`` marker for the ``n`` in between. ``remember=False`` (for
     collection) leaves the capture cache alone.
     """
     global _last
+    if stop is None:
+        # A callback's stack (a protocol method, call_soon): collection cuts it
+        # at the loop's Handle._run, so walking on to runpy would only cost.
+        f = frame
+        while f is not None and f.f_code is not _HANDLE_RUN_CODE:
+            f = f.f_back
+        stop = f
     last = _last
     n = len(last)
     # Fastest path, for the usual one or two frames (asyncio.create_task and

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import TraceData, collect_async_trace
+from async_trace import TraceData, _collect, collect_async_trace
 
 from .apps import shape
 from .helpers import line_of
@@ -109,3 +109,34 @@ def test_uvloop_callback_hop_stops_where_the_loop_was_started() -> None:
         ("cb", line_of(cb, "in-callback"), HERE, False),
         ("main", None, None, False),
     ]
+
+
+def test_a_callback_capture_stops_at_the_loop() -> None:
+    """The node of a task created in a callback holds frames down to Handle._run, none beyond."""
+    seen: dict[str, Any] = {}
+
+    async def child() -> None:
+        pass
+
+    def cb() -> None:
+        seen["child"] = asyncio.ensure_future(child())
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(cb)
+        await asyncio.sleep(0)
+        await seen["child"]
+
+    def launcher_inner() -> None:
+        asyncio.run(main())
+
+    def launcher_outer() -> None:
+        launcher_inner()
+
+    launcher_outer()
+    node = _collect.node_of_task(seen["child"])
+    assert node is not None
+    codes = node.frames[0::2]
+    assert codes[-1] is asyncio.events.Handle._run.__code__
+    assert all(c is not launcher_inner.__code__ for c in codes)
+    assert all(c is not launcher_outer.__code__ for c in codes)
+    assert len(codes) <= 8  # cb, ensure_future/create_task and the loop's own frames
