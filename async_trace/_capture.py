@@ -380,10 +380,9 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
                 return original(self, executor, func, *args)
             node = capture(ExecutorNode, self, sys._getframe(1))
             ctx = context_of_run(func)
-            if ctx is None and isinstance(
-                executor if executor is not None else getattr(self, "_default_executor", None), _ProcessPool
-            ):
-                # A process pool pickles its calls: the chain goes with it, symbolized.
+            if ctx is None and isinstance(executor, _ProcessPool):
+                # A process pool pickles its calls: the chain goes with it, symbolized
+                # (the loop's default executor can only be a thread pool).
                 from . import _process
 
                 func, on_done = _process.hop(self, node, func)

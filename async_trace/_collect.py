@@ -130,7 +130,13 @@ def line_at(code: CodeType, lasti: int) -> int | None:
 
 
 def _frame(
-    name: str, line: int | None, filename: str | None, task: Any, is_executor: bool, indent: int, is_process: bool = False
+    name: str,
+    line: int | None,
+    filename: str | None,
+    task: Any,
+    is_executor: bool,
+    indent: int,
+    is_process: bool = False,
 ) -> TraceFrame:
     return {
         "name": name,

@@ -28,6 +28,7 @@ from ._types import ProcessHopName, ThreadName, TraceFrame
 
 __all__: list[str] = []
 
+
 class ProcessHop(functools.partial):  # type: ignore[type-arg]
     """``func`` for a process pool: ``functools.partial(func)`` that pickles with the chain.
 
