@@ -393,3 +393,37 @@ def test_thread_pools_are_unchanged() -> None:
 def test_default_start_method_is_forkserver_on_314() -> None:
     """The pool a program gets without choosing is the forkserver one, which the module tests explicitly."""
     assert multiprocessing.get_start_method() == "forkserver"
+
+
+def test_the_marker_in_every_rendering() -> None:
+    """Records as the worker reads them: the same pid in both styles and the one-line forms; the flag in JSON."""
+    from async_trace import _collect, _origin
+    from async_trace.logging import compact_path
+
+    frames: list[Any] = []
+    records = (
+        ("caller", 7, "/srv/app.py", _async_trace_process.MARK_PROCESS, 4242),
+        ("main", 3, "/srv/app.py", _async_trace_process.MARK_BOUNDARY, 0),
+        ("Task-1", None, None, _async_trace_process.MARK_PLAIN, 0),
+    )
+    assert _collect.remote_frames(frames, records) == [1]
+    trace: async_trace.TraceData = {"frames": frames, "current_task": None, "in_executor": True}
+    assert async_trace.format_async_trace(trace) == [
+        "↑ caller() at line 7 [app.py] [PROCESS 4242]\n",
+        "  ↑ main() at line 3 [app.py]\n",
+        "    ↑ Task-1\n",
+    ]
+    assert async_trace.format_async_trace(trace, style="traceback") == [
+        "Async trace (most recent call last):\n",
+        "  Task-1\n",
+        '  File "/srv/app.py", line 3, in main\n',
+        '  File "/srv/app.py", line 7, in caller\n  --- process pool call made here [PROCESS 4242] ---\n',
+    ]
+    assert compact_path(trace) == "caller [process 4242] ← main ← Task-1"
+    assert _origin.frame_text(frames[0]) == "caller (app.py:7) [process 4242]"
+    assert [(f["name"], f["is_process"], f["is_executor"]) for f in async_trace.trace_to_dict(trace)["frames"]] == [
+        ("caller", True, False),
+        ("main", False, False),
+        ("Task-1", False, False),
+    ]
+    assert '"is_process": true' in async_trace.trace_to_json(trace)
