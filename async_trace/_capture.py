@@ -399,7 +399,12 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
         future = original(self, executor, func, *args)
         _trim_source_traceback(future)
         if on_done is not None:
-            future.add_done_callback(on_done)  # before anyone can await it: see _process.hop
+            if future.done():
+                # The worker answered before we got the future (3.14 chains the state at once
+                # when it can): an await would raise it now, before any callback runs.
+                on_done(future)
+            else:
+                future.add_done_callback(on_done)  # before anyone can await it: see _process.hop
         return future
 
     run_in_executor.__async_trace_wrapper__ = True  # type: ignore[attr-defined]

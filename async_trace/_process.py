@@ -95,7 +95,8 @@ def hop(loop: Any, node: Node, func: Any) -> tuple[Any, Callable[[Any], None] | 
     A function that cannot be pickled goes as it is, so the pool fails
     exactly as it does untraced. The callback records the call's node as the
     origin of the exception the call raises; added to the future before the
-    caller can await it, it runs before the awaiting task resumes.
+    caller can await it, it runs before the awaiting task resumes (the caller
+    calls it at once for a future already done).
     """
     try:
         pickle.dumps(func)

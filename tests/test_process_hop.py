@@ -160,11 +160,23 @@ def _remote_text(exc: BaseException) -> str:
     return str(cause)
 
 
-def test_exception_keeps_the_remote_traceback_and_gains_the_origin(pool: ProcessPoolExecutor) -> None:
+def test_exception_keeps_the_remote_traceback_and_gains_the_origin(
+    pool: ProcessPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The worker's traceback text is what concurrent.futures sends untraced; the note is the call's origin."""
+    sent: list[type] = []
+    submit = pool.submit
+
+    def recording(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        sent.append(type(fn))
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "submit", recording)
     with pytest.raises(ValueError, match=r"^bad$") as info:
         run(pool, process_workers.fail, "bad")
     traced = info.value
+    assert sent == [_process.ProcessHop]
+    assert type(traced._async_trace_origin.node) is _chain.ProcessNode  # type: ignore[attr-defined]
     remote = _remote_text(traced)
     assert f'File "{process_workers.__file__}", line {line_of(process_workers.fail, "raise")}, in fail' in remote
     assert "async_trace" not in remote  # no frame of ours, no note
@@ -198,6 +210,25 @@ def test_exception_keeps_the_remote_traceback_and_gains_the_origin(pool: Process
     ]
     assert origin["in_executor"] is True
     assert [f["is_process"] for f in async_trace.trace_to_dict(origin)["frames"]] == [True, False, False]
+
+
+def test_a_call_done_before_it_is_awaited_gets_the_origin() -> None:
+    """A future already failed when ``run_in_executor`` returns (3.14 copies its state at once): origin recorded."""
+    import concurrent.futures
+
+    class Answered(ProcessPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            assert type(fn) is _process.ProcessHop
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            done.set_exception(ValueError("early"))
+            return done
+
+    pool = Answered(1)  # never starts a process
+    with pytest.raises(ValueError, match=r"^early$") as info:
+        run(pool, process_workers.double, 1)
+    pool.shutdown()
+    assert type(info.value._async_trace_origin.node) is _chain.ProcessNode  # type: ignore[attr-defined]
+    assert "  --- process pool call made here [PROCESS " in "".join(async_trace.format_exception(info.value))
 
 
 def _sent(pool: ProcessPoolExecutor, func: Callable[..., Any], depth: int = 0) -> bytes:
