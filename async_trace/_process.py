@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import sys
 from collections.abc import Callable
+from types import BuiltinFunctionType, FunctionType
 from typing import Any
 
 import _async_trace_process as _hop
@@ -67,18 +69,44 @@ def _mark(frame: TraceFrame, boundary: bool) -> tuple[int, int]:
     return (_hop.MARK_BOUNDARY if boundary else _hop.MARK_PLAIN), 0
 
 
+#: The latest records and what they were made from: ``(parent, frames, creator_ref, pid,
+#: inherited, limit, records)``. Calls made one after another from one place (a loop of
+#: run_in_executor) share them. Replaced whole, never mutated; holds nodes (code objects
+#: and weak references), no task. A root task renamed between such calls keeps its old name.
+_last: tuple[Any, ...] = (None,) * 7
+
+
 def records_of(node: ProcessNode, loop: Any) -> tuple[_hop.Record, ...]:
     """The chain of ``node`` (and of the hop this process was reached by, if any) as records."""
+    global _last
+    inherited = _hop.CHAIN.get()
+    limit = max_records()
+    last = _last
+    if (
+        last[0] is node.parent
+        and last[1] is node.frames
+        and last[2] is node.creator_ref
+        and last[3] == node.pid
+        and last[4] is inherited
+        and last[5] == limit
+    ):
+        return last[6]  # type: ignore[no-any-return]
+    records = _records(node, loop, inherited, limit)
+    _last = (node.parent, node.frames, node.creator_ref, node.pid, inherited, limit, records)
+    return records
+
+
+def _records(
+    node: ProcessNode, loop: Any, inherited: tuple[_hop.Record, ...] | None, limit: int
+) -> tuple[_hop.Record, ...]:
     frames: list[TraceFrame] = []
     boundaries = set(_collect.chain_frames(frames, node, None, True, None, loop)[0])
-    inherited = _hop.CHAIN.get()
     if inherited is not None:  # a worker handing a call on: its own parent's chain follows
         boundaries.update(_collect.remote_frames(frames, inherited))
     out: list[_hop.Record] = []
     for i, frame in enumerate(frames):
         mark, pid = _mark(frame, i in boundaries)
         out.append((str(frame["name"]), frame["line"], frame["filename"], mark, pid))
-    limit = max_records()
     if len(out) > limit:
         # As a deep stack is cut at capture: the innermost records and a quarter from the outer end.
         keep_outer = limit // 4
@@ -87,6 +115,21 @@ def records_of(node: ProcessNode, loop: Any) -> tuple[_hop.Record, ...]:
         marker: _hop.Record = (f"... {dropped} frames elided ...", None, None, _hop.MARK_PLAIN, 0)
         out = [*out[:keep_inner], marker, *out[-keep_outer:]]
     return tuple(out)
+
+
+def _by_reference(func: Any) -> bool:
+    """Whether ``func`` is a function pickle saves by name: found by its module and qualified name.
+
+    What pickle checks for a function, without pickling it (that costs several
+    microseconds per call, a module lookup by import included).
+    """
+    kind = type(func)
+    if kind is not FunctionType and kind is not BuiltinFunctionType:
+        return False
+    found: Any = sys.modules.get(getattr(func, "__module__", None) or "")
+    for part in func.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is func
 
 
 def hop(loop: Any, node: Node, func: Any) -> tuple[Any, Callable[[Any], None] | None]:
@@ -98,10 +141,11 @@ def hop(loop: Any, node: Node, func: Any) -> tuple[Any, Callable[[Any], None] | 
     caller can await it, it runs before the awaiting task resumes (the caller
     calls it at once for a future already done).
     """
-    try:
-        pickle.dumps(func)
-    except Exception:  # noqa: BLE001 - the pool reports it, untouched
-        return func, None
+    if not _by_reference(func):
+        try:
+            pickle.dumps(func)
+        except Exception:  # noqa: BLE001 - the pool reports it, untouched
+            return func, None
     try:
         process_node = make_process(node, os.getpid())
         call = ProcessHop(func, records_of(process_node, loop))

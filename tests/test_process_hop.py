@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import multiprocessing
 import os
@@ -458,3 +459,34 @@ def test_the_marker_in_every_rendering() -> None:
         ("Task-1", False, False),
     ]
     assert '"is_process": true' in async_trace.trace_to_json(trace)
+
+
+def test_functions_pickle_saves_by_name_are_told_without_pickling() -> None:
+    """The fast check agrees with pickle: module-level functions and builtins yes; the rest goes to pickle."""
+
+    def local() -> None:
+        pass
+
+    yes: list[Any] = [process_workers.double, abs, os.getpid]
+    no: list[Any] = [local, lambda: None, [].append, functools.partial(process_workers.double, 1)]
+    assert [_process._by_reference(f) for f in yes] == [True, True, True]
+    assert [_process._by_reference(f) for f in no] == [False, False, False, False]
+    for f in yes:
+        pickle.dumps(f)
+
+
+def test_consecutive_calls_from_one_place_share_their_records() -> None:
+    """A loop of calls builds the records once; a call from another line gets its own."""
+
+    async def start() -> list[tuple[Any, ...]]:
+        out = []
+        for _ in range(3):
+            out.append(_chain_records())
+        out.append(_chain_records())  # another line
+        return out
+
+    first, second, third, other = asyncio.run(start())
+    assert first is second is third
+    assert other is not first
+    assert [r[1] for r in other][1:] == [r[1] for r in first][1:]
+    assert other[0][1] == first[0][1] + 1
