@@ -22,6 +22,7 @@ import asyncio.base_events
 import asyncio.coroutines
 import asyncio.events
 import asyncio.tasks
+import concurrent.futures
 import contextlib
 import functools
 import sys
@@ -333,6 +334,9 @@ _is_coroutine_function: Final[Callable[[Any], bool]] = (
 )
 
 
+_ProcessPool: Final = concurrent.futures.ProcessPoolExecutor
+
+
 def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
@@ -381,6 +385,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
     def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
         if not _active:
             return original(self, executor, func, *args)
+        on_done: Any = None
         try:
             debug_rejects = self.get_debug() and (_is_coroutine(func) or _is_coroutine_function(func))
             if debug_rejects or not callable(func):
@@ -388,7 +393,13 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
                 return original(self, executor, func, *args)
             node = capture(ExecutorNode, self, sys._getframe(1))
             ctx = context_of_run(func)
-            if ctx is not None:
+            if ctx is None and isinstance(executor, _ProcessPool):
+                # A process pool pickles its calls: the chain goes with it, symbolized
+                # (the loop's default executor can only be a thread pool).
+                from . import _process
+
+                func, on_done = _process.hop(self, node, func)
+            elif ctx is not None:
                 # asyncio.to_thread copied the context before calling us:
                 # push the node into that copy, not a new one.
                 ctx.run(_set_current, node)
@@ -400,6 +411,13 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
             warn_internal(exc, "capturing an executor call")
         future = original(self, executor, func, *args)
         _trim_source_traceback(future)
+        if on_done is not None:
+            if future.done():
+                # The worker answered before we got the future (3.14 chains the state at once
+                # when it can): an await would raise it now, before any callback runs.
+                on_done(future)
+            else:
+                future.add_done_callback(on_done)  # before anyone can await it: see _process.hop
         return future
 
     run_in_executor.__async_trace_wrapper__ = True  # type: ignore[attr-defined]

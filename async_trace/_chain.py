@@ -122,6 +122,22 @@ class ExecutorNode(Node):
     __slots__ = ()
 
 
+class ProcessNode(Node):
+    """A call handed to a process pool by the coroutine at ``frames[0]``, in process ``pid``.
+
+    Never in a context: the call runs in another process, which gets the
+    chain symbolized (see :mod:`._process`). It is the origin recorded on an
+    exception the call raised, re-raised here.
+    """
+
+    __slots__ = ()
+
+    pid: int
+
+
+ProcessNode.pid = field_getter(5, "The id of the process the call was made from.")
+
+
 class PendingNode(Node):
     """``run_coroutine_threadsafe`` called at ``frames[0]``; the task is made later, on the loop."""
 
@@ -179,6 +195,11 @@ ElidedNode.hops = field_getter(5, "How many hops this node stands for.")
 
 def make(kind: type[Node], parent: Node | None, depth: int, code: Any, frames: Frames, creator: Any = None) -> Node:
     return _tuple_new(kind, (parent, depth, code, frames, creator))
+
+
+def make_process(hop: Node, pid: int) -> ProcessNode:
+    """``hop`` (an executor node) as the node of a call handed to a process pool from process ``pid``."""
+    return _tuple_new(ProcessNode, (hop.parent, hop.depth, None, hop.frames, hop.creator_ref, pid))
 
 
 def make_root(code: Any, name: str | None = None, *, adopted: bool = False) -> RootNode:

@@ -17,6 +17,8 @@ from contextvars import Context
 from types import CodeType, FrameType
 from typing import Any, Final
 
+import _async_trace_process as _hop
+
 from . import _anyio
 from ._capture import in_first_step, walk
 from ._chain import (
@@ -25,6 +27,7 @@ from ._chain import (
     ExecutorNode,
     Frames,
     Node,
+    ProcessNode,
     RootNode,
     TaskNode,
     ThreadRootNode,
@@ -32,7 +35,7 @@ from ._chain import (
     task_name,
     valid_for,
 )
-from ._types import FrameList, ThreadName, TraceData, TraceFrame
+from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
 
 __all__: list[str] = []
 
@@ -70,6 +73,7 @@ _ENTRY_POINTS: Final = {
     ("runners.py", "run"),
     ("thread.py", "run"),
     ("thread.py", "_worker"),
+    ("process.py", "_process_worker"),  # a process pool's worker (forked: the parent's frames are above it)
     ("threading.py", "run"),
     ("threading.py", "_bootstrap_inner"),
     ("threading.py", "_bootstrap"),
@@ -163,7 +167,15 @@ def line_at(code: CodeType, lasti: int) -> int | None:
     return line
 
 
-def _frame(name: str, line: int | None, filename: str | None, task: Any, is_executor: bool, indent: int) -> TraceFrame:
+def _frame(
+    name: str,
+    line: int | None,
+    filename: str | None,
+    task: Any,
+    is_executor: bool,
+    indent: int,
+    is_process: bool = False,
+) -> TraceFrame:
     return {
         "name": name,
         "line": line,
@@ -171,6 +183,7 @@ def _frame(name: str, line: int | None, filename: str | None, task: Any, is_exec
         "indent": indent,
         "task": task,
         "is_executor": is_executor,
+        "is_process": is_process,
     }
 
 
@@ -233,11 +246,15 @@ def resolve(frames: Frames) -> Resolved:
     return result
 
 
-def append_frames(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool) -> None:
-    """Append one hop's frames; the first real frame gets ``task``/``is_executor``."""
+def append_frames(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool, pid: int = 0) -> None:
+    """Append one hop's frames; the first real frame gets ``task``/``is_executor`` (``pid``: ``is_process``)."""
     for name, line, filename in shown:
         if line is None:  # an elision marker does not take the boundary
             out.append(_frame(name, None, None, None, False, len(out)))
+            continue
+        if pid:
+            out.append(_frame(ProcessHopName(name, pid), line, filename, None, False, len(out), True))
+            pid = 0
             continue
         out.append(_frame(name, line, filename, task, is_executor, len(out)))
         task = None
@@ -358,10 +375,29 @@ def collect(start: FrameType | None) -> TraceData:
             node = None
     else:
         append_frames(frames, resolve_uncached(walk(start, None, remember=False)), None, False)
-    in_executor = loop is None and type(node) is ExecutorNode
+    remote = _hop.CHAIN.get()
+    # In a process-pool worker, the call itself (node None) is an executor call too.
+    in_executor = loop is None and (type(node) is ExecutorNode or (node is None and remote is not None))
     boundaries, _ = chain_frames(frames, node, task, True, task, loop)
+    if remote is not None:
+        boundaries.extend(remote_frames(frames, remote))
     frames.boundaries = frozenset(boundaries)
     return {"frames": frames, "current_task": task, "in_executor": in_executor}
+
+
+def remote_frames(frames: list[TraceFrame], records: tuple[_hop.Record, ...]) -> list[int]:
+    """Append the frames of another process's chain (a process hop's records); returns its boundaries."""
+    boundaries: list[int] = []
+    for name, line, filename, mark, pid in records:
+        index = len(frames)
+        if mark == _hop.MARK_PROCESS:
+            frames.append(_frame(ProcessHopName(name, pid), line, filename, None, False, index, True))
+            continue
+        if mark == _hop.MARK_BOUNDARY:
+            boundaries.append(index)
+        shown = ThreadName(name) if mark == _hop.MARK_THREAD_ROOT else name
+        frames.append(_frame(shown, line, filename, None, mark == _hop.MARK_EXECUTOR, index))
+    return boundaries
 
 
 def chain_frames(
@@ -408,11 +444,14 @@ def chain_frames(
                         "indent": len(frames),
                         "task": created,
                         "is_executor": False,
+                        "is_process": False,
                     }
                 )
                 created = None
         elif kind is ExecutorNode:
             _emit(frames, node.frames, None, True)
+        elif kind is ProcessNode:
+            append_frames(frames, resolve(node.frames), None, False, node.pid)  # type: ignore[attr-defined]
         elif kind is RootNode:
             name = task_name(created) if created is not None else node.name  # type: ignore[attr-defined]
             root = len(frames)

@@ -58,6 +58,7 @@ from ._chain import (
     CURRENT,
     ExecutorNode,
     Node,
+    ProcessNode,
     field_getter,
     task_name,
     valid_for,
@@ -286,11 +287,31 @@ def origin_of(exc: BaseException) -> Found | None:
     if node is None:
         return None
     task = ref() if ref is not None else None
-    if task is not None and type(node) is not ExecutorNode and not valid_for(node, task.get_coro()):
+    if task is not None and not _is_hop(node) and not valid_for(node, task.get_coro()):
         # Recorded in a task created while tracing was off: the node is its creator's.
         _store(exc, _UNKNOWN)
         return None
     return node, task, name
+
+
+def _is_hop(node: Node) -> bool:
+    """Whether ``node`` is that of an executor call (a thread's or a process pool's), not a task's."""
+    kind = type(node)
+    return kind is ExecutorNode or kind is ProcessNode
+
+
+def record_hop_origin(node: ProcessNode, future: Any) -> None:
+    """A process-pool call's done callback: its node is the origin of the exception it raised.
+
+    The exception was raised in the worker and unpickled here (its own
+    record pickles as ``None``); recorded before the awaiting task resumes,
+    so the unwind hook and the search at print time find it as for a call
+    in an executor thread.
+    """
+    # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
+    exc = getattr(future, "_exception", None)
+    if exc is not None and getattr(exc, _KEY, None) is None and isinstance(exc, Exception):
+        _store(exc, _tuple_new(_Origin, (node, None, None)))
 
 
 # --- the chain --------------------------------------------------------------
@@ -311,7 +332,7 @@ def _trace(found: Found) -> TraceData:
     return {
         "frames": chain_frames(node, task)[0],
         "current_task": task,
-        "in_executor": type(node) is ExecutorNode,
+        "in_executor": _is_hop(node),
     }
 
 
@@ -369,7 +390,7 @@ def _block(found: Found, style: Style, exc: BaseException | None = None) -> str 
     """
     node, task, name = found
     frames, boundaries, root = _not_shown(*chain_frames(node, task), exc)
-    return exception_note(frames, boundaries, root, type(node) is ExecutorNode, name, style)
+    return exception_note(frames, boundaries, root, _is_hop(node), name, style)
 
 
 def _note_text(exc: BaseException, style: Style) -> str | None:

@@ -38,6 +38,7 @@ class JSONFrame(TypedDict):
     indent: int
     task: JSONTask | None
     is_executor: bool
+    is_process: bool
 
 
 class JSONTrace(TypedDict):
@@ -118,6 +119,7 @@ def _frames(frames: Iterable[TraceFrame]) -> list[JSONFrame]:
             "indent": f["indent"],
             "task": _task(f["task"]),
             "is_executor": f["is_executor"],
+            "is_process": f.get("is_process", False),
         }
         for f in frames
     ]

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ._chain import CURRENT, Node, valid_for
 from ._exceptions import chain_frames
-from ._render import plain
+from ._render import hop_suffix, plain
 from ._types import TraceFrame
 
 __all__: list[str] = []
@@ -66,7 +66,7 @@ def frame_text(frame: TraceFrame) -> str:
     if frame["line"] is None or frame["filename"] is None:
         return name
     text = f"{name} ({plain(os.path.basename(frame['filename']))}:{frame['line']})"
-    return text + " [executor]" if frame["is_executor"] else text
+    return text + hop_suffix(frame)
 
 
 def chain_line(frames: list[TraceFrame], max_frames: int, max_length: int) -> str:

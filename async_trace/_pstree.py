@@ -69,7 +69,7 @@ def _async_trace_agent(directory):
                 if code.co_filename == "<string>":
                     continue  # this script's own frames (remote_exec compiles it so)
                 out.append({"name": code.co_name, "line": entry.frame.f_lineno, "filename": code.co_filename,
-                            "indent": len(out), "task": None, "is_executor": False})
+                            "indent": len(out), "task": None, "is_executor": False, "is_process": False})
             return out
 
         names = {thread.ident: thread.name for thread in threading.enumerate()}
@@ -403,6 +403,7 @@ def _frames(call_stack: Any) -> list[dict[str, Any]]:
                 "indent": len(out),
                 "task": None,
                 "is_executor": False,
+                "is_process": False,
             }
         )
     return out

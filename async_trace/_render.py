@@ -38,7 +38,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from ._chain import task_name
-from ._types import ThreadName, TraceData, TraceFrame
+from ._types import ProcessHopName, ThreadName, TraceData, TraceFrame
 
 if TYPE_CHECKING:
     from ._tree import TaskInfo, TaskTree
@@ -191,7 +191,15 @@ def frame_text(frame: TraceFrame) -> str:
         if base is None:
             base = _basenames[filename] = os.path.basename(filename)
         text = f"{frame['name']}() at line {line} [{base}]"
+    if frame.get("is_process"):
+        return f"{text} {process_marker(frame)}"
     return text + " [EXECUTOR]" if frame["is_executor"] else text
+
+
+def process_marker(frame: TraceFrame) -> str:
+    """``[PROCESS 12345]``: the id of the process the frame ran in, which made the process-pool call."""
+    name = frame["name"]
+    return f"[PROCESS {name.pid}]" if isinstance(name, ProcessHopName) and name.pid else "[PROCESS]"
 
 
 def arrows_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
@@ -230,6 +238,8 @@ def traceback_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
         text += f"  --- task {task_label(task)} created here ---\n"
     if frame["is_executor"]:
         text += "  --- executor thread started here ---\n"
+    elif frame.get("is_process"):
+        text += f"  --- process pool call made here {process_marker(frame)} ---\n"
     return text
 
 
@@ -330,9 +340,16 @@ def _gone_boundaries(frames: list[TraceFrame]) -> frozenset[int]:
     return frozenset(i for i in marks if i < len(frames) and frames[i]["task"] is None)
 
 
+def hop_suffix(frame: TraceFrame) -> str:
+    """`` [executor]``, `` [process 12345]`` or nothing: a hop's mark in the one-line forms."""
+    if frame.get("is_process"):
+        return " " + process_marker(frame).lower()
+    return " [executor]" if frame["is_executor"] else ""
+
+
 def path_line(trace: TraceData, deco: Decorations = UNICODE) -> str:
     """The logging one-line path, innermost first: ``worker ← sub_task ← main ← Task-1``."""
-    parts = (plain(f["name"]) + (" [executor]" if f["is_executor"] else "") for f in trace["frames"])
+    parts = (plain(f["name"]) + hop_suffix(f) for f in trace["frames"])
     return f" {deco.left} ".join(parts)
 
 
@@ -616,7 +633,7 @@ def pstree_lines(result: dict[str, Any], trees: list[TaskTree], *, ascii_only: b
 
 def remote_frames(frames: list[dict[str, Any]]) -> tuple[TraceFrame, ...]:
     """The remote snapshot's frame dicts as :class:`TraceFrame` (no task objects there)."""
-    return tuple(cast(TraceFrame, {**f, "task": None}) for f in frames)
+    return tuple(cast(TraceFrame, {"is_process": False, **f, "task": None}) for f in frames)
 
 
 def _await_tree(tasks: list[dict[str, Any]], deco: Decorations) -> list[str]:

@@ -23,6 +23,9 @@ class TraceFrame(TypedDict):
     task: asyncio.Task[Any] | None
     #: True for the coroutine frame that handed work to an executor thread.
     is_executor: bool
+    #: True for the coroutine frame, in another process, that handed this call to a
+    #: process pool (the frames from it outwards ran there; their ``task`` is ``None``).
+    is_process: bool
 
 
 class TraceData(TypedDict):
@@ -41,7 +44,7 @@ class FrameList(list):  # type: ignore[type-arg]
 
     ``boundaries`` holds the indices of the frames where a task was created
     (whether or not that task is still alive), so a renderer can mark a
-    boundary whose task is gone; the frame dicts keep their six documented
+    boundary whose task is gone; the frame dicts keep their seven documented
     keys. A copy or slice made by the caller is a plain list and loses the
     marks (renderers then mark only boundaries whose task is alive).
     """
@@ -59,11 +62,27 @@ class ThreadName(str):
     A chain that starts in a thread no traced hop led to (a plain
     ``threading.Thread`` calling ``run_coroutine_threadsafe``) ends in a root
     frame named after that thread; renderers read this type to say "thread"
-    where they would say "task". Internal: the frame dict's keys stay the six
+    where they would say "task". Internal: the frame dict's keys stay the seven
     documented ones.
     """
 
     __slots__ = ()
+
+
+class ProcessHopName(str):
+    """The ``name`` of a frame with ``is_process``, also holding ``pid`` (a ``str`` like any name).
+
+    ``pid`` is the id of the process the call was made from: the process the
+    frames from this one outwards ran in. Renderers read it for the
+    ``[PROCESS pid]`` marker; internal, like :class:`ThreadName`.
+    """
+
+    pid: int
+
+    def __new__(cls, name: str, pid: int = 0) -> ProcessHopName:
+        self = super().__new__(cls, name)
+        self.pid = pid
+        return self
 
 
 class AsyncTraceWarning(RuntimeWarning):

@@ -134,6 +134,35 @@ def executor() -> dict[str, Any]:
     return {"value": median_of(5 if QUICK else 9, lambda: run(main)), "unit": "us/call"}
 
 
+def _trivial(value: int) -> int:
+    return value
+
+
+def process_executor() -> dict[str, Any]:
+    """``run_in_executor(ProcessPoolExecutor)`` per call: pickling both ways, the worker round trip, and our hop.
+
+    One worker, started (by the platform's default start method) before timing, awaited one call at a time.
+    """
+    import concurrent.futures
+
+    n = 300 if QUICK else 1000
+    pool = concurrent.futures.ProcessPoolExecutor(1)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        for i in range(50):
+            await loop.run_in_executor(pool, _trivial, i)
+        t0 = now()
+        for i in range(n):
+            await loop.run_in_executor(pool, _trivial, i)
+        return (now() - t0) / n / 1000
+
+    try:
+        return {"value": median_of(5 if QUICK else 7, lambda: run(main)), "unit": "us/call"}
+    finally:
+        pool.shutdown()
+
+
 # --- collection against traceback.extract_stack -------------------------------------------
 
 
@@ -482,6 +511,7 @@ WORKLOADS: dict[str, Callable[[], dict[str, Any]]] = {
     "spawn_chain": spawn_chain,
     "spawn_deep_stack": spawn_deep_stack,
     "executor": executor,
+    "process_executor": process_executor,
     "collect_d1": lambda: collect_at_depth(1),
     "collect_d10": lambda: collect_at_depth(10),
     "collect_d100": lambda: collect_at_depth(100),

@@ -65,6 +65,7 @@ def frame(
     indent: int = 0,
     task: Any = None,
     is_executor: bool = False,
+    is_process: bool = False,
 ) -> TraceFrame:
     return {
         "name": name,
@@ -73,6 +74,7 @@ def frame(
         "indent": indent,
         "task": task,
         "is_executor": is_executor,
+        "is_process": is_process,
     }
 
 

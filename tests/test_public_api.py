@@ -98,3 +98,11 @@ def test_import_turns_tracing_on() -> None:
     out = run_python("-c", code)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "on\n"
+
+
+def test_frame_dict_keys() -> None:
+    """A frame dict, and its JSON form, has exactly the documented keys (``is_process`` beside ``is_executor``)."""
+    keys = frozenset({"name", "line", "filename", "indent", "task", "is_executor", "is_process"})
+    assert async_trace.TraceFrame.__required_keys__ == keys
+    assert async_trace.JSONFrame.__required_keys__ == keys
+    assert async_trace.TraceFrame.__optional_keys__ == async_trace.JSONFrame.__optional_keys__ == frozenset()
