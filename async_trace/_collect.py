@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from . import _anyio
 from ._capture import in_first_step, walk
+from ._inapp import in_app
 from ._chain import (
     CURRENT,
     ElidedNode,
@@ -133,6 +134,7 @@ def _frame(name: str, line: int | None, filename: str | None, task: Any, is_exec
         "indent": indent,
         "task": task,
         "is_executor": is_executor,
+        "in_app": in_app(filename),
     }
 
 
@@ -367,6 +369,7 @@ def chain_frames(
                         "indent": len(frames),
                         "task": created,
                         "is_executor": False,
+                        "in_app": in_app(filename),
                     }
                 )
                 created = None

@@ -38,6 +38,7 @@ class JSONFrame(TypedDict):
     indent: int
     task: JSONTask | None
     is_executor: bool
+    in_app: bool
 
 
 class JSONTrace(TypedDict):
@@ -118,6 +119,7 @@ def _frames(frames: Iterable[TraceFrame]) -> list[JSONFrame]:
             "indent": f["indent"],
             "task": _task(f["task"]),
             "is_executor": f["is_executor"],
+            "in_app": f.get("in_app", True),
         }
         for f in frames
     ]

@@ -38,6 +38,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from ._chain import task_name
+from ._inapp import in_app
 from ._types import ThreadName, TraceData, TraceFrame
 
 if TYPE_CHECKING:
@@ -616,7 +617,8 @@ def pstree_lines(result: dict[str, Any], trees: list[TaskTree], *, ascii_only: b
 
 def remote_frames(frames: list[dict[str, Any]]) -> tuple[TraceFrame, ...]:
     """The remote snapshot's frame dicts as :class:`TraceFrame` (no task objects there)."""
-    return tuple(cast(TraceFrame, {**f, "task": None}) for f in frames)
+    # A snapshot from an older async-trace has no ``in_app``: decided here, from the same files.
+    return tuple(cast(TraceFrame, {"in_app": in_app(f.get("filename")), **f, "task": None}) for f in frames)
 
 
 def _await_tree(tasks: list[dict[str, Any]], deco: Decorations) -> list[str]:

@@ -23,6 +23,11 @@ class TraceFrame(TypedDict):
     task: asyncio.Task[Any] | None
     #: True for the coroutine frame that handed work to an executor thread.
     is_executor: bool
+    #: False for a frame of the standard library or an installed package
+    #: (``site-packages``, ``dist-packages``, ``<frozen ...>``), True for the
+    #: program's own, after ``enable_tracing(in_app_include=, in_app_exclude=)``;
+    #: True for the root frame and elision markers (they have no file).
+    in_app: bool
 
 
 class TraceData(TypedDict):
@@ -41,7 +46,7 @@ class FrameList(list):  # type: ignore[type-arg]
 
     ``boundaries`` holds the indices of the frames where a task was created
     (whether or not that task is still alive), so a renderer can mark a
-    boundary whose task is gone; the frame dicts keep their six documented
+    boundary whose task is gone; the frame dicts keep their seven documented
     keys. A copy or slice made by the caller is a plain list and loses the
     marks (renderers then mark only boundaries whose task is alive).
     """
@@ -59,7 +64,7 @@ class ThreadName(str):
     A chain that starts in a thread no traced hop led to (a plain
     ``threading.Thread`` calling ``run_coroutine_threadsafe``) ends in a root
     frame named after that thread; renderers read this type to say "thread"
-    where they would say "task". Internal: the frame dict's keys stay the six
+    where they would say "task". Internal: the frame dict's keys stay the seven
     documented ones.
     """
 

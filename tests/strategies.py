@@ -65,6 +65,7 @@ def frame(
     indent: int = 0,
     task: Any = None,
     is_executor: bool = False,
+    in_app: bool = True,
 ) -> TraceFrame:
     return {
         "name": name,
@@ -73,6 +74,7 @@ def frame(
         "indent": indent,
         "task": task,
         "is_executor": is_executor,
+        "in_app": in_app,
     }
 
 

@@ -32,6 +32,7 @@ def _frame(name: str, line: int | None, indent: int, *, executor: bool = False) 
         "indent": indent,
         "task": None,
         "is_executor": executor,
+        "in_app": True,
     }
 
 

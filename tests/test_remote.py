@@ -394,6 +394,7 @@ def test_json_is_the_documented_shape(tmp_path: Path, tmpdir_for_cli: Path, chil
         "indent": 0,
         "task": {"name": "grandchild", "id": by_name["grandchild"]["id"]},
         "is_executor": False,
+        "in_app": True,
     }
     assert by_name["grandchild"]["suspended_at"][0]["line"] == marker_line(script, "sleeping")
     assert all(t["state"] == "pending" and isinstance(t["id"], int) for t in tasks)
