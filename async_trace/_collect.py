@@ -19,7 +19,6 @@ from typing import Any, Final
 
 from . import _anyio
 from ._capture import in_first_step, walk
-from ._inapp import in_app
 from ._chain import (
     CURRENT,
     ElidedNode,
@@ -33,6 +32,7 @@ from ._chain import (
     task_name,
     valid_for,
 )
+from ._inapp import in_app
 from ._types import FrameList, ThreadName, TraceData, TraceFrame
 
 __all__: list[str] = []

@@ -12,6 +12,7 @@ Decorations. The characters we draw ourselves come from a
 
     ↑    ->  ^      (a frame, arrows style)
     ←    ->  <-     (a creating / awaiting line, and the logging path)
+    …    ->  ...    (a run of collapsed library frames)
     ├──  ->  |--    (a child that has a sibling below it)
     └──  ->  `--    (the last child)
     │    ->  |      (the rail of a parent with children below)
@@ -32,13 +33,13 @@ import linecache
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from ._chain import task_name
-from ._inapp import in_app
+from ._inapp import classify, in_app
 from ._types import ThreadName, TraceData, TraceFrame
 
 if TYPE_CHECKING:
@@ -56,6 +57,18 @@ def check_style(style: object) -> None:
         raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
 
 
+LibraryFrames = Literal["collapse", "show", "hide"]
+LIBRARY_FRAMES: tuple[LibraryFrames, ...] = ("collapse", "show", "hide")
+
+
+def check_library_frames(library_frames: object) -> None:
+    """``ValueError`` unless ``library_frames`` is one of :data:`LIBRARY_FRAMES`."""
+    if library_frames not in LIBRARY_FRAMES:
+        raise ValueError(
+            f"library_frames must be one of {', '.join(map(repr, LIBRARY_FRAMES))}, not {library_frames!r}"
+        )
+
+
 # --- decorations ---------------------------------------------------------------
 
 
@@ -71,14 +84,16 @@ class Decorations:
     tee: str
     last: str
     rail: str
+    #: Before the count of a run of collapsed library frames.
+    more: str
     blank: str = "    "
 
 
-UNICODE: Final = Decorations(up="↑", left="←", tee="├── ", last="└── ", rail="│   ")
-ASCII: Final = Decorations(up="^", left="<-", tee="|-- ", last="`-- ", rail="|   ")
+UNICODE: Final = Decorations(up="↑", left="←", tee="├── ", last="└── ", rail="│   ", more="…")
+ASCII: Final = Decorations(up="^", left="<-", tee="|-- ", last="`-- ", rail="|   ", more="...")
 
 #: Every non-ASCII character we print ourselves, to its ASCII stand-in (the same as :data:`ASCII`'s).
-ASCII_MAP: Final = {"↑": "^", "←": "<-", "├": "|", "└": "`", "│": "|", "─": "-"}
+ASCII_MAP: Final = {"↑": "^", "←": "<-", "├": "|", "└": "`", "│": "|", "─": "-", "…": "..."}
 _TRANSLATE: Final = str.maketrans(ASCII_MAP)
 _DECORATION_CHARS: Final = "".join(ASCII_MAP)
 
@@ -180,19 +195,111 @@ def entry_name(name: str | None) -> str:
 _basenames: dict[str, str] = {}
 
 
+def short_path(filename: str, is_app: bool) -> str:
+    """The program's own file as its basename, a library's by its package-relative path (``starlette/routing.py``)."""
+    if not is_app:
+        relative = classify(filename)[2]
+        if relative is not None:
+            return relative
+    base = _basenames.get(filename)
+    if base is None:
+        base = _basenames[filename] = os.path.basename(filename)
+    return base
+
+
 def frame_text(frame: TraceFrame) -> str:
-    """``name() at line N [file.py]`` (`` [EXECUTOR]`` for a hop), or the bare name of a line-less frame."""
+    """``name() at line N [file.py]`` (`` [EXECUTOR]`` for a hop), or the bare name of a line-less frame.
+
+    A library frame (``in_app`` false) names its file by its package-relative path.
+    """
     line = frame["line"]
     filename = frame["filename"]
     if line is None or filename is None:
         name = frame["name"]
         text = f"thread {str(name)!r}" if isinstance(name, ThreadName) else name
     else:
-        base = _basenames.get(filename)
-        if base is None:
-            base = _basenames[filename] = os.path.basename(filename)
-        text = f"{frame['name']}() at line {line} [{base}]"
+        text = f"{frame['name']}() at line {line} [{short_path(filename, frame.get('in_app', True))}]"
     return text + " [EXECUTOR]" if frame["is_executor"] else text
+
+
+# --- library frames ----------------------------------------------------------------
+
+
+def _stays(frame: TraceFrame, index: int, boundaries: Container[int]) -> bool:
+    """The program's own frames, line-less ones (root, markers) and those at a task or executor boundary."""
+    return (
+        frame.get("in_app", True)
+        or frame["line"] is None
+        or frame["task"] is not None
+        or frame["is_executor"]
+        or index in boundaries
+    )
+
+
+def library_marker(run: Sequence[TraceFrame], deco: Decorations = UNICODE) -> str:
+    """``… 19 library frames (fastapi, starlette, uvicorn)``: the packages in alphabetical order."""
+    packages = sorted({p for p in (classify(f["filename"])[1] for f in run if f["filename"]) if p is not None})
+    named = f" ({', '.join(packages)})" if packages else ""
+    return f"{deco.more} {_plural(len(run), 'library frame')}{named}"
+
+
+def fold(
+    frames: Sequence[TraceFrame],
+    library_frames: LibraryFrames,
+    boundaries: Container[int] = (),
+    deco: Decorations = UNICODE,
+) -> list[tuple[TraceFrame, int]]:
+    """``frames`` as shown: each with its index in ``frames``, ``-1`` for a collapsed run's marker.
+
+    ``"collapse"``: each run of two or more consecutive library frames (never
+    one that :func:`_stays`, so a run never spans a task boundary) becomes one
+    line-less marker frame (:func:`library_marker`); a run of one frame stays.
+    ``"hide"``: the runs are dropped. ``"show"``: every frame. Frames below a
+    folded run are indented as many levels less as lines were removed; when
+    nothing is folded the frames are returned as they are.
+    """
+    if library_frames == "show":
+        return [(frame, i) for i, frame in enumerate(frames)]
+    out: list[tuple[TraceFrame, int]] = []
+    shift = 0
+    i = 0
+    count = len(frames)
+    while i < count:
+        frame = frames[i]
+        if _stays(frame, i, boundaries):
+            out.append((_shifted(frame, shift), i))
+            i += 1
+            continue
+        end = i
+        while end < count and not _stays(frames[end], end, boundaries):
+            end += 1
+        run = frames[i:end]
+        if library_frames == "collapse" and len(run) == 1:
+            out.append((_shifted(frame, shift), i))
+        elif library_frames == "collapse":
+            marker: TraceFrame = {
+                "name": library_marker(run, deco),
+                "line": None,
+                "filename": None,
+                "indent": frame["indent"] - shift,
+                "task": None,
+                "is_executor": False,
+                "in_app": False,
+            }
+            out.append((marker, -1))
+            shift += len(run) - 1
+        else:
+            shift += len(run)
+        i = end
+    return out
+
+
+def _shifted(frame: TraceFrame, shift: int) -> TraceFrame:
+    if not shift:
+        return frame
+    moved = frame.copy()
+    moved["indent"] = frame["indent"] - shift
+    return moved
 
 
 def arrows_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
@@ -301,23 +408,33 @@ def _plural(count: int, word: str) -> str:
 # --- traces ----------------------------------------------------------------------
 
 
-def trace_lines(trace: TraceData, limit: int | None, style: Style = "arrows", *, ascii_only: bool = False) -> list[str]:
+def trace_lines(
+    trace: TraceData,
+    limit: int | None,
+    style: Style = "arrows",
+    *,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
+) -> list[str]:
     """:func:`async_trace.format_async_trace`'s lines."""
     check_style(style)
+    check_library_frames(library_frames)
     spec = STYLE_TABLE[style]
     deco = decorations(ascii_only)
     every = trace["frames"]
     frames = limited(every, limit)
+    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
+    marks = getattr(every, "boundaries", None) or ()
+    shown = fold(frames, library_frames, {b - first for b in marks}, deco)
     out = [] if spec.trace_header is None else [spec.trace_header]
     if spec.innermost_first:
-        out.extend(spec.frame(frame, deco) for frame in frames)
+        out.extend(spec.frame(frame, deco) for frame, _ in shown)
         return out
     # Most recent call last, with a separator also at a boundary whose task is gone.
     gone = _gone_boundaries(every)
-    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
-    for i in range(len(frames) - 1, -1, -1):
-        text = spec.frame(frames[i], deco)
-        if first + i in gone:
+    for frame, i in reversed(shown):
+        text = spec.frame(frame, deco)
+        if i >= 0 and first + i in gone:
             text += GONE_SEPARATOR
         out.append(text)
     return out
@@ -331,9 +448,20 @@ def _gone_boundaries(frames: list[TraceFrame]) -> frozenset[int]:
     return frozenset(i for i in marks if i < len(frames) and frames[i]["task"] is None)
 
 
-def path_line(trace: TraceData, deco: Decorations = UNICODE) -> str:
+def path_line(
+    trace: TraceData,
+    deco: Decorations = UNICODE,
+    *,
+    limit: int | None = None,
+    library_frames: LibraryFrames = "show",
+) -> str:
     """The logging one-line path, innermost first: ``worker ← sub_task ← main ← Task-1``."""
-    parts = (plain(f["name"]) + (" [executor]" if f["is_executor"] else "") for f in trace["frames"])
+    every = trace["frames"]
+    frames = limited(every, limit)
+    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
+    marks = getattr(every, "boundaries", None) or ()
+    shown = fold(frames, library_frames, {b - first for b in marks}, deco)
+    parts = (plain(f["name"]) + (" [executor]" if f["is_executor"] else "") for f, _ in shown)
     return f" {deco.left} ".join(parts)
 
 
@@ -348,6 +476,7 @@ def exception_note(
     name: str | None,
     style: Style,
     deco: Decorations = UNICODE,
+    library_frames: LibraryFrames = "collapse",
 ) -> str | None:
     """An exception's origin chain as one note, or ``None`` if it holds no line (raised in a root task).
 
@@ -359,17 +488,18 @@ def exception_note(
         return None
     spec = STYLE_TABLE[style]
     lines = [spec.note_header]
+    shown = fold(frames, library_frames, frozenset(boundaries), deco)
     if spec.innermost_first:
-        lines.extend(spec.frame(frame, deco) for frame in frames)
+        lines.extend(spec.frame(frame, deco) for frame, _ in shown)
     else:
         innermost = boundaries[0] if boundaries and not from_executor else -1
-        for i in range(len(frames) - 1, -1, -1):
-            if i == root and frames[i]["task"] is None:
-                kind = "thread" if isinstance(frames[i]["name"], ThreadName) else "task"
-                lines.append(f"  Root {kind} {str(frames[i]['name'])!r}\n")  # gone, but its name is known
+        for frame, i in reversed(shown):
+            if i >= 0 and i == root and frame["task"] is None:
+                kind = "thread" if isinstance(frame["name"], ThreadName) else "task"
+                lines.append(f"  Root {kind} {str(frame['name'])!r}\n")  # gone, but its name is known
                 continue
-            text = spec.frame(frames[i], deco)
-            if i in boundaries and frames[i]["task"] is None:
+            text = spec.frame(frame, deco)
+            if i >= 0 and i in boundaries and frame["task"] is None:
                 # The task is gone: its separator all the same, named if the record knows it.
                 text += f"  --- task {name!r} created here ---\n" if i == innermost and name else GONE_SEPARATOR
             lines.append(text)
@@ -394,7 +524,10 @@ def ascii_notes(lines: list[str]) -> list[str]:
             body = line.lstrip(" |")
             if in_note and body.startswith(f"{UNICODE.up} "):
                 at = len(line) - len(body)
-                line = line[:at] + ASCII.up + line[at + len(UNICODE.up) :]
+                rest = line[at + len(UNICODE.up) :]
+                if rest.startswith(f" {UNICODE.more} "):  # a collapsed run of library frames
+                    rest = f" {ASCII.more}" + rest[1 + len(UNICODE.more) :]
+                line = line[:at] + ASCII.up + rest
             else:
                 in_note = body.rstrip("\n") == _ARROWS_NOTE_HEAD
             fixed.append(line)
@@ -446,7 +579,14 @@ def _awaiter_note(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, quote
 
 
 def _arrows_entry(
-    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, lead: str, rest: str, deco: Decorations, out: list[str]
+    info: TaskInfo,
+    parent: TaskInfo | None,
+    tree: TaskTree,
+    lead: str,
+    rest: str,
+    deco: Decorations,
+    library_frames: LibraryFrames,
+    out: list[str],
 ) -> None:
     """One entry's own lines (not its children's): ``lead`` starts its line, ``rest`` every line below it."""
     title = _title(info, quote=False)
@@ -458,15 +598,21 @@ def _arrows_entry(
     awaited = f"  [awaited by {note}]" if note is not None else ""
     out.append(f"{lead}{title}{created}{awaited}\n")
     detail = rest + (deco.rail if info.children else deco.blank)
-    out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f in info.suspended_at)
+    out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f, _ in fold(info.suspended_at, library_frames, _FIRST, deco))
     for thread in info.executor_threads:
         out.append(f"{detail}executor thread {thread.name!r}:\n")
-        out.extend(f"{detail}  {deco.up} {frame_text(f)}\n" for f in thread.frames)
+        out.extend(
+            f"{detail}  {deco.up} {frame_text(f)}\n" for f, _ in fold(thread.frames, library_frames, _FIRST, deco)
+        )
 
 
-def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
+#: In a task tree the first frame of each list stays: the creation line, or where the task is suspended.
+_FIRST: Final = (0,)
+
+
+def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str, library_frames: LibraryFrames) -> list[str]:
     lines: list[str] = []
-    for frame in reversed(frames):
+    for frame, _ in reversed(fold(frames, library_frames, _FIRST)):
         bare = frame.copy()
         bare["task"] = None  # its own separator would repeat the title
         text = traceback_frame(bare)
@@ -474,7 +620,9 @@ def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
     return lines
 
 
-def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, out: list[str]) -> None:
+def _traceback_entry(
+    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, library_frames: LibraryFrames, out: list[str]
+) -> None:
     """One entry's own lines (not its children's), indented two spaces per ``level``."""
     pad = "  " * level
     if info.origin == "elided":
@@ -486,16 +634,16 @@ def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, le
         out.append(f"{pad}  Awaited by: {note}\n")
     if info.created_at:
         out.append(f"{pad}  Created at (most recent call last):\n")
-        out.extend(_traceback_frames(info.created_at, pad + "  "))
+        out.extend(_traceback_frames(info.created_at, pad + "  ", library_frames))
     if info.suspended_at:
         out.append(f"{pad}  {'Running' if info.state == 'running' else 'Suspended'} at (most recent call last):\n")
-        out.extend(_traceback_frames(info.suspended_at, pad + "  "))
+        out.extend(_traceback_frames(info.suspended_at, pad + "  ", library_frames))
     for thread in info.executor_threads:
         out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
-        out.extend(_traceback_frames(thread.frames, pad + "  "))
+        out.extend(_traceback_frames(thread.frames, pad + "  ", library_frames))
 
 
-def _tree_body(tree: TaskTree, style: Style, deco: Decorations, out: list[str]) -> None:
+def _tree_body(tree: TaskTree, style: Style, deco: Decorations, library_frames: LibraryFrames, out: list[str]) -> None:
     """Every entry, depth first, from an explicit stack (no recursion: any depth renders)."""
     # (info, parent, lead, rest, level)
     todo: list[tuple[TaskInfo, TaskInfo | None, str, str, int]] = [
@@ -504,9 +652,9 @@ def _tree_body(tree: TaskTree, style: Style, deco: Decorations, out: list[str]) 
     while todo:
         info, parent, lead, rest, level = todo.pop()
         if style == "arrows":
-            _arrows_entry(info, parent, tree, lead, rest, deco, out)
+            _arrows_entry(info, parent, tree, lead, rest, deco, library_frames, out)
         else:
-            _traceback_entry(info, parent, tree, level, out)
+            _traceback_entry(info, parent, tree, level, library_frames, out)
         children = info.children
         for i in range(len(children) - 1, -1, -1):
             last = i == len(children) - 1
@@ -559,9 +707,17 @@ def _group_line(count: int, info: TaskInfo, spec: StyleSpec) -> str:
     return spec.group_line.format(tasks=_plural(count, "task"), state=info.state, where=where, origin=origin)
 
 
-def tree_lines(tree: TaskTree, style: Style = "arrows", *, group: bool = False, ascii_only: bool = False) -> list[str]:
+def tree_lines(
+    tree: TaskTree,
+    style: Style = "arrows",
+    *,
+    group: bool = False,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
+) -> list[str]:
     """:func:`async_trace.format_task_tree`'s lines for ``tree``."""
     check_style(style)
+    check_library_frames(library_frames)
     spec = STYLE_TABLE[style]
     count = tree.live_count
     if group:
@@ -569,7 +725,7 @@ def tree_lines(tree: TaskTree, style: Style = "arrows", *, group: bool = False, 
         head = f"{_plural(count, 'live task')} in {_plural(len(groups), 'group')}"
         return [f"Task groups ({head}, largest first):\n", *(_group_line(n, info, spec) for n, info in groups)]
     out = [spec.tree_header.format(tasks=_plural(count, "live task"))]
-    _tree_body(tree, style, decorations(ascii_only), out)
+    _tree_body(tree, style, decorations(ascii_only), library_frames, out)
     return out
 
 

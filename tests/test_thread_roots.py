@@ -94,6 +94,7 @@ def test_every_printed_style_shows_the_thread_root() -> None:
         "indent": 2,
         "task": None,
         "is_executor": False,
+        "in_app": True,
     }
 
 
