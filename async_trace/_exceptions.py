@@ -474,6 +474,7 @@ def print_exception(
         lambda plain: format_exception(exc, style=style, ascii_only=plain, library_frames=library_frames),
         out,
         ascii_only=ascii_only,
+        colour=False,  # the note is kept in __notes__: no escape codes there
     )
 
 

@@ -29,6 +29,7 @@ tasks deeper than the recursion limit renders like any other.
 from __future__ import annotations
 
 import codecs
+import contextvars
 import linecache
 import os
 import sys
@@ -143,10 +144,64 @@ def _escaped(text: str, out: object) -> str:
     return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
+# --- colour ------------------------------------------------------------------------
+
+#: 3.13+ traceback colours: the file, line number and function name magenta; library frames dim.
+MAGENTA: Final = "\x1b[35m"
+DIM: Final = "\x1b[2m"
+RESET: Final = "\x1b[0m"
+
+#: Set by :func:`write` while it renders for a terminal; every ``format_*`` function renders plain.
+_colour: Final = contextvars.ContextVar("async_trace_colour", default=False)
+
+
+def can_colorize(out: object) -> bool:
+    """Whether to colour what is written to ``out``: CPython 3.13's ``_colorize.can_colorize``, for ``out``.
+
+    ``PYTHON_COLORS=0`` / ``=1`` decide first, then ``NO_COLOR`` (set: no
+    colour), then ``FORCE_COLOR`` (set: colour), then ``TERM=dumb`` (no colour);
+    otherwise colour only if ``out`` is a terminal. ``python -E`` ignores the
+    variables. On Windows, only a console with virtual terminal support.
+    """
+    if sys.platform == "win32":
+        try:
+            import nt
+
+            if not nt._supports_virtual_terminal():  # type: ignore[attr-defined]
+                return False
+        except (ImportError, AttributeError):
+            return False
+    env = os.environ
+    if not sys.flags.ignore_environment:
+        if env.get("PYTHON_COLORS") == "0":
+            return False
+        if env.get("PYTHON_COLORS") == "1":
+            return True
+        if "NO_COLOR" in env:
+            return False
+        if "FORCE_COLOR" in env:
+            return True
+        if env.get("TERM") == "dumb":
+            return False
+    isatty = getattr(out, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except Exception:  # noqa: BLE001 - a closed or odd stream: no colour
+        return False
+
+
+def _hi(text: str) -> str:
+    return f"{MAGENTA}{text}{RESET}"
+
+
+def _dim(text: str) -> str:
+    return f"{DIM}{text}{RESET}"
+
+
 Lines = Sequence[str] | Callable[[bool], Sequence[str]]
 
 
-def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False) -> None:
+def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False, colour: bool = True) -> None:
     """Write ``lines`` to ``file`` (default: ``sys.stdout``, looked up now); never ``UnicodeEncodeError``.
 
     ``lines`` is either the lines, or a renderer called with whether to use
@@ -154,11 +209,19 @@ def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False) -> Non
     encode the Unicode ones. Given ready lines, such a stream gets them with
     every decoration character mapped (:func:`to_ascii`). What the stream
     still cannot encode is written as backslash escapes.
+
+    A renderer writing to a terminal (:func:`can_colorize`) renders in colour,
+    unless ``colour`` is false (text that is also kept, such as exception notes).
     """
     out = sys.stdout if file is None else file
     plain = ascii_only or not can_decorate(out)
     if callable(lines):
-        rendered: Iterable[str] = lines(plain)
+        token = _colour.set(True) if colour and can_colorize(out) else None
+        try:
+            rendered: Iterable[str] = lines(plain)
+        finally:
+            if token is not None:
+                _colour.reset(token)
     else:
         rendered = map(to_ascii, lines) if plain else lines
     text = "".join(rendered)
@@ -214,11 +277,21 @@ def frame_text(frame: TraceFrame) -> str:
     """
     line = frame["line"]
     filename = frame["filename"]
+    colour = _colour.get()
     if line is None or filename is None:
         name = frame["name"]
         text = f"thread {str(name)!r}" if isinstance(name, ThreadName) else name
+        if colour and not frame.get("in_app", True):  # a collapsed run
+            return _dim(text)
     else:
-        text = f"{frame['name']}() at line {line} [{short_path(filename, frame.get('in_app', True))}]"
+        is_app = frame.get("in_app", True)
+        path = short_path(filename, is_app)
+        if colour and is_app:
+            text = f"{_hi(frame['name'])}() at line {_hi(str(line))} [{_hi(path)}]"
+        else:
+            text = f"{frame['name']}() at line {line} [{path}]"
+        if colour and not is_app:
+            return _dim(text + " [EXECUTOR]" if frame["is_executor"] else text)
     return text + " [EXECUTOR]" if frame["is_executor"] else text
 
 
@@ -311,6 +384,8 @@ def traceback_site(frame: TraceFrame) -> str:
     """``File "...", line N, in name`` (which editors and terminals link), or the bare name."""
     if frame["line"] is None or frame["filename"] is None:
         return frame["name"]
+    if _colour.get() and frame.get("in_app", True):
+        return f'File "{_hi(frame["filename"])}", line {_hi(str(frame["line"]))}, in {_hi(frame["name"])}'
     return f'File "{frame["filename"]}", line {frame["line"]}, in {frame["name"]}'
 
 
@@ -329,11 +404,14 @@ def traceback_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
             return f"  Root task {task_label(task)}\n"
         if isinstance(frame["name"], ThreadName):
             return f"  Root thread {str(frame['name'])!r}\n"
+        if _colour.get() and not frame.get("in_app", True):  # a collapsed run
+            return f"  {_dim(frame['name'])}\n"
         return f"  {frame['name']}\n"
-    text = f"  {traceback_site(frame)}\n"
+    dim = _colour.get() and not frame.get("in_app", True)
+    text = f"  {_dim(traceback_site(frame)) if dim else traceback_site(frame)}\n"
     source = linecache.getline(filename, line).strip()
     if source:
-        text += f"    {source}\n"
+        text += f"    {_dim(source) if dim else source}\n"
     if task is not None:
         text += f"  --- task {task_label(task)} created here ---\n"
     if frame["is_executor"]:
