@@ -527,3 +527,38 @@ def test_override_names_are_checked() -> None:
     with pytest.raises(ValueError, match="in both in_app_include and in_app_exclude: x"):
         enable_tracing(in_app_include=["x"], in_app_exclude=["x"])
     assert classify(asyncio.__file__)[0] is False  # nothing was applied
+
+
+# --- README's FastAPI sample -----------------------------------------------------------
+
+#: The versions README's sample was printed with: with these installed the output must match exactly.
+SAMPLE_VERSIONS = ("0.165.0", "1.10.0", "0.54.0")
+
+
+def _mask(text: str) -> str:
+    """Library line numbers and run lengths blanked: they belong to the installed framework versions."""
+    text = re.sub(r"(\(\) at line )\d+( \[[\w.]+/)", r"\1N\2", text)
+    return re.sub(r"… \d+ library frames", "… N library frames", text)
+
+
+def test_readme_sample_is_what_the_app_prints(tmp_path: Path) -> None:
+    """README's FastAPI app, run as is (uvicorn on port 0, a real httpx request), prints README's two outputs."""
+    import starlette
+    import uvicorn
+
+    from .doc_blocks import doc_block
+    from .helpers import run_python
+
+    (tmp_path / "app.py").write_text(doc_block("fastapi-source", "app.py"), encoding="utf-8")
+    result = run_python("app.py", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    collapsed, shown = result.stdout.split("\n\n")
+    expected = (doc_block("fastapi-output", "collapse"), doc_block("fastapi-output", "show"))
+    got = (collapsed + "\n", shown)
+    if (fastapi.__version__, starlette.__version__, uvicorn.__version__) == SAMPLE_VERSIONS:
+        assert got == expected
+    else:  # other versions have other frames between: our own lines and the collapsed form still match
+        assert _mask(got[0]) == _mask(expected[0])
+        ours = [line.strip() for line in shown.splitlines() if "/" not in line]
+        assert ours == [line.strip() for line in expected[1].splitlines() if "/" not in line]
+    assert len(collapsed.splitlines()) <= 15
