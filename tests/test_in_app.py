@@ -149,6 +149,8 @@ def _run_app() -> Seen:
             except ValueError as exc:
                 seen.notes[mode] = format_exception(exc, style="arrows", library_frames=mode)  # type: ignore[arg-type]
                 seen.note_trace = exception_trace(exc)
+                if mode == "collapse":
+                    seen.notes["ascii"] = format_exception(exc, ascii_only=True)
         log.info("hello")  # log
         return {"ok": 1}
 
@@ -377,6 +379,12 @@ def test_exception_notes(seen: Seen) -> None:
             assert any("[fastapi/routing.py]" in line for line in note)
         else:
             assert not any("routing.py" in line for line in note)
+    # The note as added, its decorations in ASCII in the lines returned.
+    ascii_text = "".join(seen.notes["ascii"])
+    collapsed = "".join(seen.notes["collapse"])
+    assert ascii_text.isascii()
+    assert re.search(r"\n  \^ \.\.\. \d+ library frames \(fastapi, starlette, uvicorn\)\n", ascii_text)
+    assert ascii_text == collapsed.replace("↑", "^").replace("…", "...")
 
 
 # --- logging -------------------------------------------------------------------------
