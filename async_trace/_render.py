@@ -32,6 +32,7 @@ import codecs
 import contextvars
 import linecache
 import os
+import re
 import sys
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Sequence
@@ -585,6 +586,8 @@ def exception_note(
 
 
 _ARROWS_NOTE_HEAD: Final = ARROWS_HEADER.rstrip("\n")
+#: A collapsed run as the traceback style prints it, after the margin: ``… 19 library frames (...)``.
+_TRACEBACK_RUN: Final = re.compile(rf"{UNICODE.more} \d+ library frames? ")
 
 
 def ascii_notes(lines: list[str]) -> list[str]:
@@ -592,7 +595,9 @@ def ascii_notes(lines: list[str]) -> list[str]:
 
     Only inside an ``Async trace:`` block (a note's first line, after any
     exception group margin of spaces and ``|``) and only the leading ``↑`` of
-    its frame lines: the exception's own text is left alone.
+    its frame lines (and the ``…`` of a collapsed run after it), and the
+    ``…`` opening a line ``… N library frames`` of a traceback-style note:
+    the exception's own text is left alone.
     """
     out: list[str] = []
     in_note = False
@@ -606,6 +611,8 @@ def ascii_notes(lines: list[str]) -> list[str]:
                 if rest.startswith(f" {UNICODE.more} "):  # a collapsed run of library frames
                     rest = f" {ASCII.more}" + rest[1 + len(UNICODE.more) :]
                 line = line[:at] + ASCII.up + rest
+            elif _TRACEBACK_RUN.match(body):  # a traceback-style note's collapsed run (3.10: no notes yet)
+                line = line[: len(line) - len(body)] + body.replace(UNICODE.more, ASCII.more, 1)
             else:
                 in_note = body.rstrip("\n") == _ARROWS_NOTE_HEAD
             fixed.append(line)

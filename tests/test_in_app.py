@@ -150,7 +150,11 @@ def _run_app() -> Seen:
                 seen.notes[mode] = format_exception(exc, style="arrows", library_frames=mode)  # type: ignore[arg-type]
                 seen.note_trace = exception_trace(exc)
                 if mode == "collapse":
-                    seen.notes["ascii"] = format_exception(exc, ascii_only=True)
+                    seen.notes["ascii"] = format_exception(exc, style="arrows", ascii_only=True)
+        try:
+            await asyncio.create_task(fail(), name="fail")
+        except ValueError as exc:
+            seen.notes["traceback-ascii"] = format_exception(exc, ascii_only=True)  # the traceback style
         log.info("hello")  # log
         return {"ok": 1}
 
@@ -385,6 +389,9 @@ def test_exception_notes(seen: Seen) -> None:
     assert ascii_text.isascii()
     assert re.search(r"\n  \^ \.\.\. \d+ library frames \(fastapi, starlette, uvicorn\)\n", ascii_text)
     assert ascii_text == collapsed.replace("↑", "^").replace("…", "...")
+    traceback_ascii = "".join(seen.notes["traceback-ascii"])
+    assert traceback_ascii.isascii()
+    assert re.search(r"\n  \.\.\. \d+ library frames \(fastapi, starlette, uvicorn\)\n", traceback_ascii)
 
 
 # --- logging -------------------------------------------------------------------------
