@@ -501,10 +501,7 @@ def trace_lines(
     spec = STYLE_TABLE[style]
     deco = decorations(ascii_only)
     every = trace["frames"]
-    frames = limited(every, limit)
-    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
-    marks = getattr(every, "boundaries", None) or ()
-    shown = fold(frames, library_frames, {b - first for b in marks}, deco)
+    shown, first = shown_frames(every, limit, library_frames, deco)
     out = [] if spec.trace_header is None else [spec.trace_header]
     if spec.innermost_first:
         out.extend(spec.frame(frame, deco) for frame, _ in shown)
@@ -517,6 +514,16 @@ def trace_lines(
             text += GONE_SEPARATOR
         out.append(text)
     return out
+
+
+def shown_frames(
+    every: list[TraceFrame], limit: int | None, library_frames: LibraryFrames, deco: Decorations = UNICODE
+) -> tuple[list[tuple[TraceFrame, int]], int]:
+    """``limit``, then :func:`fold` (the boundaries from a :class:`FrameList`); and where in ``every`` it starts."""
+    frames = limited(every, limit)
+    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
+    marks = getattr(every, "boundaries", None) or ()
+    return fold(frames, library_frames, {b - first for b in marks}, deco), first
 
 
 def _gone_boundaries(frames: list[TraceFrame]) -> frozenset[int]:
@@ -535,11 +542,7 @@ def path_line(
     library_frames: LibraryFrames = "show",
 ) -> str:
     """The logging one-line path, innermost first: ``worker ← sub_task ← main ← Task-1``."""
-    every = trace["frames"]
-    frames = limited(every, limit)
-    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
-    marks = getattr(every, "boundaries", None) or ()
-    shown = fold(frames, library_frames, {b - first for b in marks}, deco)
+    shown, _ = shown_frames(trace["frames"], limit, library_frames, deco)
     parts = (plain(f["name"]) + (" [executor]" if f["is_executor"] else "") for f, _ in shown)
     return f" {deco.left} ".join(parts)
 

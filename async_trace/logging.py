@@ -22,7 +22,7 @@ from typing import Any
 
 from ._api import safe_collect
 from ._json import trace_to_dict
-from ._render import LibraryFrames, check_library_frames, decorations, limited, path_line
+from ._render import LibraryFrames, check_library_frames, decorations, limited, path_line, shown_frames
 from ._types import TraceData
 
 __all__ = ["AsyncTraceFilter", "add_async_trace", "compact_path"]
@@ -48,11 +48,13 @@ def _fields(limit: int | None, library_frames: LibraryFrames, ascii_only: bool) 
     if trace["current_task"] is None and not trace["in_executor"]:
         return "", []  # not async code: no path to tell
     path = compact_path(trace, ascii_only=ascii_only, limit=limit, library_frames=library_frames)
-    frames: list[Any] = trace_to_dict(trace)["frames"]
-    frames = limited(frames, limit)
+    # Every frame ``limit`` keeps (``in_app`` tells them apart), less the runs ``"hide"`` drops.
     if library_frames == "hide":
-        frames = [f for f in frames if f["in_app"] or f["line"] is None or f["task"] is not None or f["is_executor"]]
-    return path, frames
+        kept = [frame for frame, _ in shown_frames(trace["frames"], limit, "hide")[0]]
+    else:
+        kept = limited(trace["frames"], limit)
+    shown: TraceData = {"frames": kept, "current_task": trace["current_task"], "in_executor": trace["in_executor"]}
+    return path, list(trace_to_dict(shown)["frames"])
 
 
 def _collect_for_logging() -> TraceData:

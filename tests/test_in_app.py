@@ -577,3 +577,65 @@ def test_readme_sample_is_what_the_app_prints(tmp_path: Path) -> None:
         ours = [line.strip() for line in shown.splitlines() if "/" not in line]
         assert ours == [line.strip() for line in expected[1].splitlines() if "/" not in line]
     assert len(collapsed.splitlines()) <= 15
+
+
+# --- the folding rule, on frames made by hand ------------------------------------------
+
+
+def _made(name: str, filename: str | None, indent: int, *, executor: bool = False, task: Any = None) -> TraceFrame:
+    return {
+        "name": name,
+        "line": None if filename is None else 10 + indent,
+        "filename": filename,
+        "indent": indent,
+        "task": task,
+        "is_executor": executor,
+        "in_app": classify(filename)[0] if filename else True,
+    }
+
+
+def test_folding_rule_exactly() -> None:
+    lib = "/venv/lib/site-packages/"
+    made: TraceData = {
+        "frames": [
+            _made("mine", "/app/mine.py", 0),
+            _made("a", lib + "pkg_b/a.py", 1),
+            _made("b", lib + "pkg_a/b.py", 2),
+            _made("c", lib + "pkg_b/sub/c.py", 3),
+            _made("hop", lib + "pkg_a/pool.py", 4, executor=True),
+            _made("one", lib + "pkg_c.py", 5),
+            _made("outer", "/app/main.py", 6),
+            _made("Task-1", None, 7),
+        ],
+        "current_task": None,
+        "in_executor": False,
+    }
+    assert format_async_trace(made) == [
+        "↑ mine() at line 10 [mine.py]\n",
+        "  ↑ … 3 library frames (pkg_a, pkg_b)\n",
+        "    ↑ hop() at line 14 [pkg_a/pool.py] [EXECUTOR]\n",
+        "      ↑ one() at line 15 [pkg_c.py]\n",
+        "        ↑ outer() at line 16 [main.py]\n",
+        "          ↑ Task-1\n",
+    ]
+    assert format_async_trace(made, library_frames="hide", ascii_only=True) == [
+        "^ mine() at line 10 [mine.py]\n",
+        "  ^ hop() at line 14 [pkg_a/pool.py] [EXECUTOR]\n",
+        "    ^ outer() at line 16 [main.py]\n",
+        "      ^ Task-1\n",
+    ]
+    assert format_async_trace(made, library_frames="show")[1:4] == [
+        "  ↑ a() at line 11 [pkg_b/a.py]\n",
+        "    ↑ b() at line 12 [pkg_a/b.py]\n",
+        "      ↑ c() at line 13 [pkg_b/sub/c.py]\n",
+    ]
+    # limit first, then folding: the innermost three are one of ours and a run of two.
+    assert format_async_trace(made, limit=3, ascii_only=True) == [
+        "^ mine() at line 10 [mine.py]\n",
+        "  ^ ... 2 library frames (pkg_a, pkg_b)\n",
+    ]
+    assert format_async_trace(made, style="traceback")[1:3] == [
+        "  Task-1\n",
+        '  File "/app/main.py", line 16, in outer\n',
+    ]
+    assert "  … 3 library frames (pkg_a, pkg_b)\n" in format_async_trace(made, style="traceback")
