@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TextIO
 
-from . import _capture, _chain, _exceptions, _hooks, _registry  # noqa: F401  (their hook sets register on import)
+from . import _capture, _chain, _exceptions, _hooks, _inapp, _registry  # noqa: F401  (their hook sets register on import)
 from ._capture import current_frame
 from ._chain import warn_internal
 from ._collect import collect
-from ._render import Style, check_style, trace_lines, write
+from ._render import LibraryFrames, Style, check_library_frames, check_style, trace_lines, write
 from ._types import TraceData
 
 __all__ = [
@@ -48,7 +49,12 @@ def collect_async_trace() -> TraceData:
 
 
 def format_async_trace(
-    trace: TraceData, *, limit: int | None = None, style: Style = "arrows", ascii_only: bool = False
+    trace: TraceData,
+    *,
+    limit: int | None = None,
+    style: Style = "arrows",
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
 ) -> list[str]:
     """Format a trace from :func:`collect_async_trace` as lines of text.
 
@@ -60,25 +66,37 @@ def format_async_trace(
             innermost first. ``"traceback"``: like a Python traceback, most
             recent call last, ``File "/path", line N, in name`` with the source
             line, and a separator line at each task boundary and executor hop.
-        ascii_only: the arrows style's ``↑`` as ``^`` (the traceback style
-            draws nothing non-ASCII of its own).
+        ascii_only: the arrows style's ``↑`` and the collapsed runs' ``…`` as
+            ``^`` and ``...`` (the traceback style draws nothing else non-ASCII).
+        library_frames: frames of the standard library and installed
+            packages (``in_app`` false). ``"collapse"`` (the default): each run
+            of two or more of them inside one task becomes one line,
+            ``… N library frames (pkg, pkg)``. ``"hide"``: the runs are left
+            out. ``"show"``: every frame. The frame at a task boundary or
+            executor hop always stays. Applied after ``limit``.
 
     Returns:
         One string per frame, each ending in a newline (the traceback style
         starts with a header line, and a frame's string may hold several lines).
 
     Raises:
-        ValueError: an unknown ``style``.
+        ValueError: an unknown ``style`` or ``library_frames``.
     """
-    return trace_lines(trace, limit, style, ascii_only=ascii_only)
+    return trace_lines(trace, limit, style, ascii_only=ascii_only, library_frames=library_frames)
 
 
-def format_trace(*, limit: int | None = None, style: Style = "arrows", ascii_only: bool = False) -> list[str]:
+def format_trace(
+    *,
+    limit: int | None = None,
+    style: Style = "arrows",
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
+) -> list[str]:
     """Collect and format the async call trace of the caller.
 
-    Same as ``format_async_trace(collect_async_trace(), limit=limit, style=style, ascii_only=ascii_only)``.
+    Same as ``format_async_trace(collect_async_trace(), limit=limit, style=style, ...)``.
     """
-    return trace_lines(safe_collect(1), limit, style, ascii_only=ascii_only)
+    return trace_lines(safe_collect(1), limit, style, ascii_only=ascii_only, library_frames=library_frames)
 
 
 def print_async_trace(
@@ -88,30 +106,46 @@ def print_async_trace(
     limit: int | None = None,
     style: Style = "arrows",
     ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
 ) -> None:
     """Print a trace from :func:`collect_async_trace` to ``file`` (default: ``sys.stdout``).
 
-    ``limit``, ``style`` and ``ascii_only`` as in :func:`format_async_trace`;
+    ``limit``, ``style``, ``ascii_only`` and ``library_frames`` as in :func:`format_async_trace`;
     ASCII decorations too on a stream whose encoding cannot encode ``↑``.
     Never raises ``UnicodeEncodeError`` (what the stream cannot encode is
     backslash-escaped).
     """
     check_style(style)
-    write(lambda plain: trace_lines(trace, limit, style, ascii_only=plain), file, ascii_only=ascii_only)
+    check_library_frames(library_frames)
+    write(
+        lambda plain: trace_lines(trace, limit, style, ascii_only=plain, library_frames=library_frames),
+        file,
+        ascii_only=ascii_only,
+    )
 
 
 def print_trace(
-    *, file: TextIO | None = None, limit: int | None = None, style: Style = "arrows", ascii_only: bool = False
+    *,
+    file: TextIO | None = None,
+    limit: int | None = None,
+    style: Style = "arrows",
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
 ) -> None:
     """Print the async call trace of the caller to ``file`` (default: ``sys.stdout``).
 
     Like ``traceback.print_stack()``, for asyncio: from the calling line back
     through every task creation point and executor hop to the root task.
-    ``limit``, ``style`` and ``ascii_only`` as in :func:`print_async_trace`.
+    ``limit``, ``style``, ``ascii_only`` and ``library_frames`` as in :func:`print_async_trace`.
     """
     check_style(style)
+    check_library_frames(library_frames)
     trace = safe_collect(1)
-    write(lambda plain: trace_lines(trace, limit, style, ascii_only=plain), file, ascii_only=ascii_only)
+    write(
+        lambda plain: trace_lines(trace, limit, style, ascii_only=plain, library_frames=library_frames),
+        file,
+        ascii_only=ascii_only,
+    )
 
 
 def enable_tracing(
@@ -120,6 +154,9 @@ def enable_tracing(
     max_depth: int | None = None,
     eager_notes: bool | None = None,
     record_origins: bool | None = None,
+    in_app_include: Iterable[str] | None = None,
+    in_app_exclude: Iterable[str] | None = None,
+    library_frames: LibraryFrames | None = None,
 ) -> None:
     """Trace task creations and executor hops from now on (on after import).
 
@@ -150,16 +187,32 @@ def enable_tracing(
             when the exception is printed, as on 3.10/3.11 (an exception whose
             raising task is gone by then gets no note). Eager notes need it.
             ``None`` keeps the current setting.
+        in_app_include: top-level package names whose frames are the
+            program's own (``in_app`` true) although installed (your own
+            package in ``site-packages``). ``None`` keeps the current list.
+        in_app_exclude: top-level package names whose frames are library
+            frames although in the program's tree (a vendored library): a
+            file under a directory of that name, or a module file of that
+            name. ``None`` keeps the current list.
+        library_frames: how the exception notes the display hooks add show
+            library frames (see :func:`format_async_trace`); default
+            ``"collapse"``. ``None`` keeps the current setting.
 
     Raises:
         ValueError: a bound below its minimum (``max_frames >= 4``,
-            ``max_depth >= 8``), or eager notes asked for without recording.
+            ``max_depth >= 8``), eager notes asked for without recording,
+            a name that is not an identifier or in both lists, an unknown
+            ``library_frames``.
     """
     eager, record = _exceptions.settings()
     eager = eager if eager_notes is None else bool(eager_notes)
     record = record if record_origins is None else bool(record_origins)
     if eager and not record:
         raise ValueError("eager_notes=True needs record_origins=True: notes are added as origins are recorded")
+    if library_frames is not None:
+        check_library_frames(library_frames)
+    if in_app_include is not None or in_app_exclude is not None:
+        _inapp.configure(in_app_include, in_app_exclude)
     if max_frames is not None:
         if type(max_frames) is not int or max_frames < 4:
             raise ValueError(f"max_frames must be an int >= 4, got {max_frames!r}")
@@ -170,6 +223,8 @@ def enable_tracing(
         _chain.config.max_depth = max_depth
     if eager_notes is not None or record_origins is not None:
         _exceptions.configure(notes_on_exit=eager, record=record)
+    if library_frames is not None:
+        _exceptions.configure(library_frames=library_frames)
     _hooks.enable()  # every hook set: the tracing wrappers, then the exception hooks
 
 

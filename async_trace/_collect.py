@@ -35,6 +35,7 @@ from ._chain import (
     task_name,
     valid_for,
 )
+from ._inapp import in_app
 from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
 
 __all__: list[str] = []
@@ -184,6 +185,7 @@ def _frame(
         "task": task,
         "is_executor": is_executor,
         "is_process": is_process,
+        "in_app": in_app(filename),
     }
 
 
@@ -445,6 +447,7 @@ def chain_frames(
                         "task": created,
                         "is_executor": False,
                         "is_process": False,
+                        "in_app": in_app(filename),
                     }
                 )
                 created = None

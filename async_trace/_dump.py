@@ -11,7 +11,16 @@ from typing import Any, TextIO
 
 from ._chain import warn_internal
 from ._discovery import loop_thread, running_loops
-from ._render import Style, check_style, dump_header, dump_loop_line, tree_lines, write
+from ._render import (
+    LibraryFrames,
+    Style,
+    check_library_frames,
+    check_style,
+    dump_header,
+    dump_loop_line,
+    tree_lines,
+    write,
+)
 from ._tree import TaskTree, task_tree
 
 __all__ = ["cancel_dump_tasks_on_signal", "dump_tasks", "dump_tasks_on_signal"]
@@ -24,10 +33,17 @@ _lock = threading.Lock()
 _dumping = threading.local()
 
 
-def format_dump(*, style: Style = "arrows", summary: bool = False, ascii_only: bool = False) -> list[str]:
+def format_dump(
+    *,
+    style: Style = "arrows",
+    summary: bool = False,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
+) -> list[str]:
     """The lines :func:`dump_tasks` writes."""
     check_style(style)
-    return _dump_lines(_snapshot(), style, summary, ascii_only)
+    check_library_frames(library_frames)
+    return _dump_lines(_snapshot(), style, summary, ascii_only, library_frames)
 
 
 def _snapshot() -> list[tuple[Any, str, TaskTree]]:
@@ -40,16 +56,27 @@ def _snapshot() -> list[tuple[Any, str, TaskTree]]:
     return out
 
 
-def _dump_lines(loops: list[tuple[Any, str, TaskTree]], style: Style, summary: bool, ascii_only: bool) -> list[str]:
+def _dump_lines(
+    loops: list[tuple[Any, str, TaskTree]],
+    style: Style,
+    summary: bool,
+    ascii_only: bool,
+    library_frames: LibraryFrames = "collapse",
+) -> list[str]:
     out = [dump_header(len(loops))]
     for loop, thread, tree in loops:
         out.append(dump_loop_line(loop, thread))
-        out.extend(tree_lines(tree, style, group=summary, ascii_only=ascii_only))
+        out.extend(tree_lines(tree, style, group=summary, ascii_only=ascii_only, library_frames=library_frames))
     return out
 
 
 def dump_tasks(
-    file: TextIO | None = None, *, style: Style = "arrows", summary: bool = False, ascii_only: bool = False
+    file: TextIO | None = None,
+    *,
+    style: Style = "arrows",
+    summary: bool = False,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
 ) -> None:
     """Write the task tree of every running event loop, in any thread, to ``file`` (default ``sys.stderr``).
 
@@ -59,12 +86,13 @@ def dump_tasks(
     suspended site). Safe to call from any thread, e.g. a watchdog.
     ``ascii_only=True``, or a stream whose encoding cannot encode them: the
     tree's decorations in ASCII (see :func:`format_task_tree`); never raises
-    ``UnicodeEncodeError``.
+    ``UnicodeEncodeError``. ``library_frames`` as in :func:`format_task_tree`.
     """
     check_style(style)
+    check_library_frames(library_frames)
     out = sys.stderr if file is None else file
     loops = _snapshot()
-    write(lambda plain: _dump_lines(loops, style, summary, plain), out, ascii_only=ascii_only)
+    write(lambda plain: _dump_lines(loops, style, summary, plain, library_frames), out, ascii_only=ascii_only)
     out.flush()
 
 

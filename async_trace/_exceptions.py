@@ -68,7 +68,7 @@ from ._collect import node_of_task
 from ._hooks import HookSet, Target, register
 from ._render import ARROWS_HEADER as ARROWS_HEADER  # the note's wording, for tests and tools
 from ._render import GONE_SEPARATOR as GONE_SEPARATOR
-from ._render import Style, ascii_notes, check_style, exception_note, write
+from ._render import LibraryFrames, Style, ascii_notes, check_library_frames, check_style, exception_note, write
 from ._types import TraceData, TraceFrame
 
 __all__ = ["exception_trace", "format_exception", "print_exception"]
@@ -98,6 +98,8 @@ _eager = False
 #: 3.12+: record origins as exceptions unwind (the ``sys.monitoring`` hook);
 #: off, they are found when printed, as on 3.10/3.11, and raising costs nothing.
 _record = True
+#: How notes show library frames (``enable_tracing(library_frames=...)``).
+_library_frames: LibraryFrames = "collapse"
 
 
 def settings() -> tuple[bool, bool]:
@@ -105,8 +107,14 @@ def settings() -> tuple[bool, bool]:
     return _eager, _record
 
 
-def configure(*, style: Style | None = None, notes_on_exit: bool | None = None, record: bool | None = None) -> None:
-    """Set the style of async origins, whether notes are added eagerly and origins recorded (3.12+).
+def configure(
+    *,
+    style: Style | None = None,
+    notes_on_exit: bool | None = None,
+    record: bool | None = None,
+    library_frames: LibraryFrames | None = None,
+) -> None:
+    """Set the notes' style and library frames, whether they are added eagerly and origins recorded (3.12+).
 
     ``record=False`` frees the ``sys.monitoring`` tool id at once (and
     ``True`` takes one again while the hooks are on); eager notes need it.
@@ -119,7 +127,10 @@ def configure(*, style: Style | None = None, notes_on_exit: bool | None = None, 
     :mod:`traceback`, the loop's exception handler or ``sys.excepthook``
     prints the exception.
     """
-    global _style, _eager, _record
+    global _style, _eager, _record, _library_frames
+    if library_frames is not None:
+        check_library_frames(library_frames)
+        _library_frames = library_frames
     if style is not None:
         check_style(style)
         _style = style
@@ -383,22 +394,25 @@ def _not_shown(
     return kept, [b - skip for b in boundaries], root - skip
 
 
-def _block(found: Found, style: Style, exc: BaseException | None = None) -> str | None:
+def _block(
+    found: Found, style: Style, exc: BaseException | None = None, library_frames: LibraryFrames | None = None
+) -> str | None:
     """The chain as one note, or ``None`` if it holds no line (raised in a root task).
 
     With ``exc``, the frames its traceback already shows are left out (see :func:`_not_shown`).
     """
     node, task, name = found
     frames, boundaries, root = _not_shown(*chain_frames(node, task), exc)
-    return exception_note(frames, boundaries, root, _is_hop(node), name, style)
+    shown = _library_frames if library_frames is None else library_frames
+    return exception_note(frames, boundaries, root, _is_hop(node), name, style, library_frames=shown)
 
 
-def _note_text(exc: BaseException, style: Style) -> str | None:
+def _note_text(exc: BaseException, style: Style, library_frames: LibraryFrames | None = None) -> str | None:
     found = origin_of(exc)
-    return _block(found, style, exc) if found is not None else None
+    return _block(found, style, exc, library_frames) if found is not None else None
 
 
-def _note(exc: BaseException, style: Style) -> None:
+def _note(exc: BaseException, style: Style, library_frames: LibraryFrames | None = None) -> None:
     """Add the note to ``exc`` unless it was added before (3.11+)."""
     if type(getattr(exc, _KEY, None)) is _Shown:
         return
@@ -407,7 +421,7 @@ def _note(exc: BaseException, style: Style) -> None:
         return
     node, task, name = found
     _store(exc, _tuple_new(_Shown, (node, weak_task_ref(task) if task is not None else None, name)))
-    text = _block(found, style, exc)
+    text = _block(found, style, exc, library_frames)
     if text is not None:
         # An exception type refusing attributes refuses __notes__ too: no note then.
         with contextlib.suppress(Exception):
@@ -479,7 +493,7 @@ def _chain(exc: BaseException) -> list[tuple[str | None, BaseException]]:
     return out
 
 
-def _format_310(exc: BaseException, style: Style) -> list[str]:
+def _format_310(exc: BaseException, style: Style, library_frames: LibraryFrames | None) -> list[str]:
     # 3.10 has no notes: format each exception of the chain alone (with the
     # unwrapped format_exception_only, so the hook adds nothing) and put the
     # trace where 3.11 prints notes, right after the exception line.
@@ -492,13 +506,19 @@ def _format_310(exc: BaseException, style: Style) -> list[str]:
             lines.append("Traceback (most recent call last):\n")
             lines.extend(te.stack.format())
         lines.extend(_FORMAT_EXCEPTION_ONLY(te))
-        text = _note_text(e, style)
+        text = _note_text(e, style, library_frames)
         if text is not None:
             lines.extend(line + "\n" for line in text.split("\n"))
     return lines
 
 
-def format_exception(exc: BaseException, *, style: Style | None = None, ascii_only: bool = False) -> list[str]:
+def format_exception(
+    exc: BaseException,
+    *,
+    style: Style | None = None,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames | None = None,
+) -> list[str]:
     """Format ``exc`` like :func:`traceback.format_exception`, with its async origin.
 
     Each exception of the chain (causes, contexts, and on 3.11+ the members of
@@ -513,24 +533,31 @@ def format_exception(exc: BaseException, *, style: Style | None = None, ascii_on
         style: ``"traceback"`` (``File "...", line N`` lines, most recent call
             last) or ``"arrows"``; default: ``"traceback"``, or what
             ``python -m async_trace --style`` chose.
-        ascii_only: the arrows-style trace's ``↑`` as ``^`` in the lines
-            returned (a note already added keeps its text in ``__notes__``).
+        ascii_only: the arrows-style trace's ``↑`` (and ``…``) as ``^`` (``...``)
+            in the lines returned (a note already added keeps its text in
+            ``__notes__``).
+        library_frames: ``"collapse"``, ``"show"`` or ``"hide"``, as in
+            :func:`format_async_trace`; default: what
+            ``enable_tracing(library_frames=...)`` set (``"collapse"``). Like
+            ``style``, it shapes a note when it is added.
 
     Returns:
         Lines, each ending in a newline, as :func:`traceback.format_exception`.
 
     Raises:
-        ValueError: an unknown ``style``.
+        ValueError: an unknown ``style`` or ``library_frames``.
     """
     chosen = _style if style is None else style
     check_style(chosen)
+    if library_frames is not None:
+        check_library_frames(library_frames)
     lines: list[str] | None = None
     try:
         if not _HAS_NOTES:
-            lines = _format_310(exc, chosen)
+            lines = _format_310(exc, chosen, library_frames)
         else:
             for e in _family(exc):
-                _note(e, chosen)
+                _note(e, chosen, library_frames)
     except Exception as err:  # noqa: BLE001 - fall back to the plain traceback
         warn_internal(err, "formatting an exception's origin")
     if lines is None:
@@ -539,7 +566,12 @@ def format_exception(exc: BaseException, *, style: Style | None = None, ascii_on
 
 
 def print_exception(
-    exc: BaseException, *, file: TextIO | None = None, style: Style | None = None, ascii_only: bool = False
+    exc: BaseException,
+    *,
+    file: TextIO | None = None,
+    style: Style | None = None,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames | None = None,
 ) -> None:
     """Print :func:`format_exception`'s lines to ``file`` (default: ``sys.stderr``).
 
@@ -548,8 +580,15 @@ def print_exception(
     encode, such as the exception's own text, is backslash-escaped).
     """
     check_style(_style if style is None else style)
+    if library_frames is not None:
+        check_library_frames(library_frames)
     out = sys.stderr if file is None else file
-    write(lambda plain: format_exception(exc, style=style, ascii_only=plain), out, ascii_only=ascii_only)
+    write(
+        lambda plain: format_exception(exc, style=style, ascii_only=plain, library_frames=library_frames),
+        out,
+        ascii_only=ascii_only,
+        colour=False,  # the note is kept in __notes__: no escape codes there
+    )
 
 
 # --- 3.12+: sys.monitoring --------------------------------------------------

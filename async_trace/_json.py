@@ -39,6 +39,7 @@ class JSONFrame(TypedDict):
     task: JSONTask | None
     is_executor: bool
     is_process: bool
+    in_app: bool
 
 
 class JSONTrace(TypedDict):
@@ -120,6 +121,7 @@ def _frames(frames: Iterable[TraceFrame]) -> list[JSONFrame]:
             "task": _task(f["task"]),
             "is_executor": f["is_executor"],
             "is_process": f.get("is_process", False),
+            "in_app": f.get("in_app", True),
         }
         for f in frames
     ]

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import os
-import sys
-import sysconfig
 from typing import Any, Final
 
 from ._chain import CURRENT, Node, valid_for
 from ._exceptions import chain_frames
+from ._inapp import in_app
 from ._render import hop_suffix, plain
 from ._types import TraceFrame
 
@@ -103,28 +102,6 @@ def _elided(count: int) -> str:
     return f"... {count} frame{'s' if count != 1 else ''} elided ..."
 
 
-def _library_dirs() -> tuple[str, ...]:
-    dirs: set[str] = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(os.path.normcase(os.path.abspath(path)) + os.sep)
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        lib = os.path.join(prefix, "lib")
-        dirs.add(
-            os.path.normcase(os.path.abspath(os.path.join(lib, f"python{sys.version_info[0]}.{sys.version_info[1]}")))
-            + os.sep
-        )
-    return tuple(sorted(dirs))
-
-
-_LIBRARY_DIRS: Final = _library_dirs()
-_PACKAGE_MARKS: Final = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
-
-
 def is_library(filename: str) -> bool:
-    """Whether ``filename`` belongs to the standard library or an installed package (site-packages)."""
-    path = os.path.normcase(os.path.abspath(filename))
-    if any(mark in path for mark in _PACKAGE_MARKS):
-        return True
-    return path.startswith(_LIBRARY_DIRS)
+    """Whether ``filename`` belongs to the standard library or an installed package (``in_app`` false)."""
+    return not in_app(filename)

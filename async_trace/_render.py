@@ -12,6 +12,7 @@ Decorations. The characters we draw ourselves come from a
 
     ↑    ->  ^      (a frame, arrows style)
     ←    ->  <-     (a creating / awaiting line, and the logging path)
+    …    ->  ...    (a run of collapsed library frames)
     ├──  ->  |--    (a child that has a sibling below it)
     └──  ->  `--    (the last child)
     │    ->  |      (the rail of a parent with children below)
@@ -28,16 +29,19 @@ tasks deeper than the recursion limit renders like any other.
 from __future__ import annotations
 
 import codecs
+import contextvars
 import linecache
 import os
+import re
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from ._chain import task_name
+from ._inapp import classify, in_app
 from ._types import ProcessHopName, ThreadName, TraceData, TraceFrame
 
 if TYPE_CHECKING:
@@ -55,6 +59,18 @@ def check_style(style: object) -> None:
         raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
 
 
+LibraryFrames = Literal["collapse", "show", "hide"]
+LIBRARY_FRAMES: tuple[LibraryFrames, ...] = ("collapse", "show", "hide")
+
+
+def check_library_frames(library_frames: object) -> None:
+    """``ValueError`` unless ``library_frames`` is one of :data:`LIBRARY_FRAMES`."""
+    if library_frames not in LIBRARY_FRAMES:
+        raise ValueError(
+            f"library_frames must be one of {', '.join(map(repr, LIBRARY_FRAMES))}, not {library_frames!r}"
+        )
+
+
 # --- decorations ---------------------------------------------------------------
 
 
@@ -70,14 +86,16 @@ class Decorations:
     tee: str
     last: str
     rail: str
+    #: Before the count of a run of collapsed library frames.
+    more: str
     blank: str = "    "
 
 
-UNICODE: Final = Decorations(up="↑", left="←", tee="├── ", last="└── ", rail="│   ")
-ASCII: Final = Decorations(up="^", left="<-", tee="|-- ", last="`-- ", rail="|   ")
+UNICODE: Final = Decorations(up="↑", left="←", tee="├── ", last="└── ", rail="│   ", more="…")
+ASCII: Final = Decorations(up="^", left="<-", tee="|-- ", last="`-- ", rail="|   ", more="...")
 
 #: Every non-ASCII character we print ourselves, to its ASCII stand-in (the same as :data:`ASCII`'s).
-ASCII_MAP: Final = {"↑": "^", "←": "<-", "├": "|", "└": "`", "│": "|", "─": "-"}
+ASCII_MAP: Final = {"↑": "^", "←": "<-", "├": "|", "└": "`", "│": "|", "─": "-", "…": "..."}
 _TRANSLATE: Final = str.maketrans(ASCII_MAP)
 _DECORATION_CHARS: Final = "".join(ASCII_MAP)
 
@@ -127,10 +145,64 @@ def _escaped(text: str, out: object) -> str:
     return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
+# --- colour ------------------------------------------------------------------------
+
+#: 3.13+ traceback colours: the file, line number and function name magenta; library frames dim.
+MAGENTA: Final = "\x1b[35m"
+DIM: Final = "\x1b[2m"
+RESET: Final = "\x1b[0m"
+
+#: Set by :func:`write` while it renders for a terminal; every ``format_*`` function renders plain.
+_colour: Final = contextvars.ContextVar("async_trace_colour", default=False)
+
+
+def can_colorize(out: object) -> bool:
+    """Whether to colour what is written to ``out``: CPython 3.13's ``_colorize.can_colorize``, for ``out``.
+
+    ``PYTHON_COLORS=0`` / ``=1`` decide first, then ``NO_COLOR`` (set: no
+    colour), then ``FORCE_COLOR`` (set: colour), then ``TERM=dumb`` (no colour);
+    otherwise colour only if ``out`` is a terminal. ``python -E`` ignores the
+    variables. On Windows, only a console with virtual terminal support.
+    """
+    if sys.platform == "win32":
+        try:
+            import nt
+
+            if not nt._supports_virtual_terminal():  # type: ignore[attr-defined]
+                return False
+        except (ImportError, AttributeError):
+            return False
+    env = os.environ
+    if not sys.flags.ignore_environment:
+        if env.get("PYTHON_COLORS") == "0":
+            return False
+        if env.get("PYTHON_COLORS") == "1":
+            return True
+        if "NO_COLOR" in env:
+            return False
+        if "FORCE_COLOR" in env:
+            return True
+        if env.get("TERM") == "dumb":
+            return False
+    isatty = getattr(out, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except Exception:  # noqa: BLE001 - a closed or odd stream: no colour
+        return False
+
+
+def _hi(text: str) -> str:
+    return f"{MAGENTA}{text}{RESET}"
+
+
+def _dim(text: str) -> str:
+    return f"{DIM}{text}{RESET}"
+
+
 Lines = Sequence[str] | Callable[[bool], Sequence[str]]
 
 
-def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False) -> None:
+def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False, colour: bool = True) -> None:
     """Write ``lines`` to ``file`` (default: ``sys.stdout``, looked up now); never ``UnicodeEncodeError``.
 
     ``lines`` is either the lines, or a renderer called with whether to use
@@ -138,11 +210,19 @@ def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False) -> Non
     encode the Unicode ones. Given ready lines, such a stream gets them with
     every decoration character mapped (:func:`to_ascii`). What the stream
     still cannot encode is written as backslash escapes.
+
+    A renderer writing to a terminal (:func:`can_colorize`) renders in colour,
+    unless ``colour`` is false (text that is also kept, such as exception notes).
     """
     out = sys.stdout if file is None else file
     plain = ascii_only or not can_decorate(out)
     if callable(lines):
-        rendered: Iterable[str] = lines(plain)
+        token = _colour.set(True) if colour and can_colorize(out) else None
+        try:
+            rendered: Iterable[str] = lines(plain)
+        finally:
+            if token is not None:
+                _colour.reset(token)
     else:
         rendered = map(to_ascii, lines) if plain else lines
     text = "".join(rendered)
@@ -179,27 +259,135 @@ def entry_name(name: str | None) -> str:
 _basenames: dict[str, str] = {}
 
 
+def short_path(filename: str, is_app: bool) -> str:
+    """The program's own file as its basename, a library's by its package-relative path (``starlette/routing.py``)."""
+    if not is_app:
+        relative = classify(filename)[2]
+        if relative is not None:
+            return relative
+    base = _basenames.get(filename)
+    if base is None:
+        base = _basenames[filename] = os.path.basename(filename)
+    return base
+
+
 def frame_text(frame: TraceFrame) -> str:
-    """``name() at line N [file.py]`` (`` [EXECUTOR]`` for a hop), or the bare name of a line-less frame."""
+    """``name() at line N [file.py]`` (`` [EXECUTOR]`` for a hop), or the bare name of a line-less frame.
+
+    A library frame (``in_app`` false) names its file by its package-relative path.
+    """
     line = frame["line"]
     filename = frame["filename"]
+    colour = _colour.get()
     if line is None or filename is None:
         name = frame["name"]
         text = f"thread {str(name)!r}" if isinstance(name, ThreadName) else name
+        if colour and not frame.get("in_app", True):  # a collapsed run
+            return _dim(text)
     else:
-        base = _basenames.get(filename)
-        if base is None:
-            base = _basenames[filename] = os.path.basename(filename)
-        text = f"{frame['name']}() at line {line} [{base}]"
+        is_app = frame.get("in_app", True)
+        path = short_path(filename, is_app)
+        if colour and is_app:
+            text = f"{_hi(frame['name'])}() at line {_hi(str(line))} [{_hi(path)}]"
+        else:
+            text = f"{frame['name']}() at line {line} [{path}]"
+        if colour and not is_app:
+            return _dim(text + _hop_mark(frame))
+    return text + _hop_mark(frame)
+
+
+def _hop_mark(frame: TraceFrame) -> str:
     if frame.get("is_process"):
-        return f"{text} {process_marker(frame)}"
-    return text + " [EXECUTOR]" if frame["is_executor"] else text
+        return f" {process_marker(frame)}"
+    return " [EXECUTOR]" if frame["is_executor"] else ""
 
 
 def process_marker(frame: TraceFrame) -> str:
     """``[PROCESS 12345]``: the id of the process the frame ran in, which made the process-pool call."""
     name = frame["name"]
     return f"[PROCESS {name.pid}]" if isinstance(name, ProcessHopName) and name.pid else "[PROCESS]"
+
+
+# --- library frames ----------------------------------------------------------------
+
+
+def _stays(frame: TraceFrame, index: int, boundaries: Container[int]) -> bool:
+    """The program's own frames, line-less ones (root, markers) and those at a task or executor boundary."""
+    return (
+        frame.get("in_app", True)
+        or frame["line"] is None
+        or frame["task"] is not None
+        or frame["is_executor"]
+        or frame.get("is_process", False)
+        or index in boundaries
+    )
+
+
+def library_marker(run: Sequence[TraceFrame], deco: Decorations = UNICODE) -> str:
+    """``… 19 library frames (fastapi, starlette, uvicorn)``: the packages in alphabetical order."""
+    packages = sorted({p for p in (classify(f["filename"])[1] for f in run if f["filename"]) if p is not None})
+    named = f" ({', '.join(packages)})" if packages else ""
+    return f"{deco.more} {_plural(len(run), 'library frame')}{named}"
+
+
+def fold(
+    frames: Sequence[TraceFrame],
+    library_frames: LibraryFrames,
+    boundaries: Container[int] = (),
+    deco: Decorations = UNICODE,
+) -> list[tuple[TraceFrame, int]]:
+    """``frames`` as shown: each with its index in ``frames``, ``-1`` for a collapsed run's marker.
+
+    ``"collapse"``: each run of two or more consecutive library frames (never
+    one that :func:`_stays`, so a run never spans a task boundary) becomes one
+    line-less marker frame (:func:`library_marker`); a run of one frame stays.
+    ``"hide"``: the runs are dropped. ``"show"``: every frame. Frames below a
+    folded run are indented as many levels less as lines were removed; when
+    nothing is folded the frames are returned as they are.
+    """
+    if library_frames == "show":
+        return [(frame, i) for i, frame in enumerate(frames)]
+    out: list[tuple[TraceFrame, int]] = []
+    shift = 0
+    i = 0
+    count = len(frames)
+    while i < count:
+        frame = frames[i]
+        if _stays(frame, i, boundaries):
+            out.append((_shifted(frame, shift), i))
+            i += 1
+            continue
+        end = i
+        while end < count and not _stays(frames[end], end, boundaries):
+            end += 1
+        run = frames[i:end]
+        if library_frames == "collapse" and len(run) == 1:
+            out.append((_shifted(frame, shift), i))
+        elif library_frames == "collapse":
+            marker: TraceFrame = {
+                "name": library_marker(run, deco),
+                "line": None,
+                "filename": None,
+                "indent": frame["indent"] - shift,
+                "task": None,
+                "is_executor": False,
+                "is_process": False,
+                "in_app": False,
+            }
+            out.append((marker, -1))
+            shift += len(run) - 1
+        else:
+            shift += len(run)
+        i = end
+    return out
+
+
+def _shifted(frame: TraceFrame, shift: int) -> TraceFrame:
+    if not shift:
+        return frame
+    moved = frame.copy()
+    moved["indent"] = frame["indent"] - shift
+    return moved
 
 
 def arrows_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
@@ -211,6 +399,8 @@ def traceback_site(frame: TraceFrame) -> str:
     """``File "...", line N, in name`` (which editors and terminals link), or the bare name."""
     if frame["line"] is None or frame["filename"] is None:
         return frame["name"]
+    if _colour.get() and frame.get("in_app", True):
+        return f'File "{_hi(frame["filename"])}", line {_hi(str(frame["line"]))}, in {_hi(frame["name"])}'
     return f'File "{frame["filename"]}", line {frame["line"]}, in {frame["name"]}'
 
 
@@ -229,11 +419,14 @@ def traceback_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
             return f"  Root task {task_label(task)}\n"
         if isinstance(frame["name"], ThreadName):
             return f"  Root thread {str(frame['name'])!r}\n"
+        if _colour.get() and not frame.get("in_app", True):  # a collapsed run
+            return f"  {_dim(frame['name'])}\n"
         return f"  {frame['name']}\n"
-    text = f"  {traceback_site(frame)}\n"
+    dim = _colour.get() and not frame.get("in_app", True)
+    text = f"  {_dim(traceback_site(frame)) if dim else traceback_site(frame)}\n"
     source = linecache.getline(filename, line).strip()
     if source:
-        text += f"    {source}\n"
+        text += f"    {_dim(source) if dim else source}\n"
     if task is not None:
         text += f"  --- task {task_label(task)} created here ---\n"
     if frame["is_executor"]:
@@ -310,26 +503,43 @@ def _plural(count: int, word: str) -> str:
 # --- traces ----------------------------------------------------------------------
 
 
-def trace_lines(trace: TraceData, limit: int | None, style: Style = "arrows", *, ascii_only: bool = False) -> list[str]:
+def trace_lines(
+    trace: TraceData,
+    limit: int | None,
+    style: Style = "arrows",
+    *,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
+) -> list[str]:
     """:func:`async_trace.format_async_trace`'s lines."""
     check_style(style)
+    check_library_frames(library_frames)
     spec = STYLE_TABLE[style]
     deco = decorations(ascii_only)
     every = trace["frames"]
-    frames = limited(every, limit)
+    shown, first = shown_frames(every, limit, library_frames, deco)
     out = [] if spec.trace_header is None else [spec.trace_header]
     if spec.innermost_first:
-        out.extend(spec.frame(frame, deco) for frame in frames)
+        out.extend(spec.frame(frame, deco) for frame, _ in shown)
         return out
     # Most recent call last, with a separator also at a boundary whose task is gone.
     gone = _gone_boundaries(every)
-    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
-    for i in range(len(frames) - 1, -1, -1):
-        text = spec.frame(frames[i], deco)
-        if first + i in gone:
+    for frame, i in reversed(shown):
+        text = spec.frame(frame, deco)
+        if i >= 0 and first + i in gone:
             text += GONE_SEPARATOR
         out.append(text)
     return out
+
+
+def shown_frames(
+    every: list[TraceFrame], limit: int | None, library_frames: LibraryFrames, deco: Decorations = UNICODE
+) -> tuple[list[tuple[TraceFrame, int]], int]:
+    """``limit``, then :func:`fold` (the boundaries from a :class:`FrameList`); and where in ``every`` it starts."""
+    frames = limited(every, limit)
+    first = 0 if limit is None or limit >= 0 else len(every) - len(frames)
+    marks = getattr(every, "boundaries", None) or ()
+    return fold(frames, library_frames, {b - first for b in marks}, deco), first
 
 
 def _gone_boundaries(frames: list[TraceFrame]) -> frozenset[int]:
@@ -347,9 +557,16 @@ def hop_suffix(frame: TraceFrame) -> str:
     return " [executor]" if frame["is_executor"] else ""
 
 
-def path_line(trace: TraceData, deco: Decorations = UNICODE) -> str:
+def path_line(
+    trace: TraceData,
+    deco: Decorations = UNICODE,
+    *,
+    limit: int | None = None,
+    library_frames: LibraryFrames = "show",
+) -> str:
     """The logging one-line path, innermost first: ``worker ← sub_task ← main ← Task-1``."""
-    parts = (plain(f["name"]) + hop_suffix(f) for f in trace["frames"])
+    shown, _ = shown_frames(trace["frames"], limit, library_frames, deco)
+    parts = (plain(f["name"]) + hop_suffix(f) for f, _ in shown)
     return f" {deco.left} ".join(parts)
 
 
@@ -364,6 +581,7 @@ def exception_note(
     name: str | None,
     style: Style,
     deco: Decorations = UNICODE,
+    library_frames: LibraryFrames = "collapse",
 ) -> str | None:
     """An exception's origin chain as one note, or ``None`` if it holds no line (raised in a root task).
 
@@ -375,17 +593,18 @@ def exception_note(
         return None
     spec = STYLE_TABLE[style]
     lines = [spec.note_header]
+    shown = fold(frames, library_frames, frozenset(boundaries), deco)
     if spec.innermost_first:
-        lines.extend(spec.frame(frame, deco) for frame in frames)
+        lines.extend(spec.frame(frame, deco) for frame, _ in shown)
     else:
         innermost = boundaries[0] if boundaries and not from_executor else -1
-        for i in range(len(frames) - 1, -1, -1):
-            if i == root and frames[i]["task"] is None:
-                kind = "thread" if isinstance(frames[i]["name"], ThreadName) else "task"
-                lines.append(f"  Root {kind} {str(frames[i]['name'])!r}\n")  # gone, but its name is known
+        for frame, i in reversed(shown):
+            if i >= 0 and i == root and frame["task"] is None:
+                kind = "thread" if isinstance(frame["name"], ThreadName) else "task"
+                lines.append(f"  Root {kind} {str(frame['name'])!r}\n")  # gone, but its name is known
                 continue
-            text = spec.frame(frames[i], deco)
-            if i in boundaries and frames[i]["task"] is None:
+            text = spec.frame(frame, deco)
+            if i >= 0 and i in boundaries and frame["task"] is None:
                 # The task is gone: its separator all the same, named if the record knows it.
                 text += f"  --- task {name!r} created here ---\n" if i == innermost and name else GONE_SEPARATOR
             lines.append(text)
@@ -393,6 +612,8 @@ def exception_note(
 
 
 _ARROWS_NOTE_HEAD: Final = ARROWS_HEADER.rstrip("\n")
+#: A collapsed run as the traceback style prints it, after the margin: ``… 19 library frames (...)``.
+_TRACEBACK_RUN: Final = re.compile(rf"{UNICODE.more} \d+ library frames? ")
 
 
 def ascii_notes(lines: list[str]) -> list[str]:
@@ -400,7 +621,9 @@ def ascii_notes(lines: list[str]) -> list[str]:
 
     Only inside an ``Async trace:`` block (a note's first line, after any
     exception group margin of spaces and ``|``) and only the leading ``↑`` of
-    its frame lines: the exception's own text is left alone.
+    its frame lines (and the ``…`` of a collapsed run after it), and the
+    ``…`` opening a line ``… N library frames`` of a traceback-style note:
+    the exception's own text is left alone.
     """
     out: list[str] = []
     in_note = False
@@ -410,7 +633,12 @@ def ascii_notes(lines: list[str]) -> list[str]:
             body = line.lstrip(" |")
             if in_note and body.startswith(f"{UNICODE.up} "):
                 at = len(line) - len(body)
-                line = line[:at] + ASCII.up + line[at + len(UNICODE.up) :]
+                rest = line[at + len(UNICODE.up) :]
+                if rest.startswith(f" {UNICODE.more} "):  # a collapsed run of library frames
+                    rest = f" {ASCII.more}" + rest[1 + len(UNICODE.more) :]
+                line = line[:at] + ASCII.up + rest
+            elif _TRACEBACK_RUN.match(body):  # a traceback-style note's collapsed run (3.10: no notes yet)
+                line = line[: len(line) - len(body)] + body.replace(UNICODE.more, ASCII.more, 1)
             else:
                 in_note = body.rstrip("\n") == _ARROWS_NOTE_HEAD
             fixed.append(line)
@@ -462,7 +690,14 @@ def _awaiter_note(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, quote
 
 
 def _arrows_entry(
-    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, lead: str, rest: str, deco: Decorations, out: list[str]
+    info: TaskInfo,
+    parent: TaskInfo | None,
+    tree: TaskTree,
+    lead: str,
+    rest: str,
+    deco: Decorations,
+    library_frames: LibraryFrames,
+    out: list[str],
 ) -> None:
     """One entry's own lines (not its children's): ``lead`` starts its line, ``rest`` every line below it."""
     title = _title(info, quote=False)
@@ -474,15 +709,21 @@ def _arrows_entry(
     awaited = f"  [awaited by {note}]" if note is not None else ""
     out.append(f"{lead}{title}{created}{awaited}\n")
     detail = rest + (deco.rail if info.children else deco.blank)
-    out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f in info.suspended_at)
+    out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f, _ in fold(info.suspended_at, library_frames, _FIRST, deco))
     for thread in info.executor_threads:
         out.append(f"{detail}executor thread {thread.name!r}:\n")
-        out.extend(f"{detail}  {deco.up} {frame_text(f)}\n" for f in thread.frames)
+        out.extend(
+            f"{detail}  {deco.up} {frame_text(f)}\n" for f, _ in fold(thread.frames, library_frames, _FIRST, deco)
+        )
 
 
-def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
+#: In a task tree the first frame of each list stays: the creation line, or where the task is suspended.
+_FIRST: Final = (0,)
+
+
+def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str, library_frames: LibraryFrames) -> list[str]:
     lines: list[str] = []
-    for frame in reversed(frames):
+    for frame, _ in reversed(fold(frames, library_frames, _FIRST)):
         bare = frame.copy()
         bare["task"] = None  # its own separator would repeat the title
         text = traceback_frame(bare)
@@ -490,7 +731,9 @@ def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str) -> list[str]:
     return lines
 
 
-def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, out: list[str]) -> None:
+def _traceback_entry(
+    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, library_frames: LibraryFrames, out: list[str]
+) -> None:
     """One entry's own lines (not its children's), indented two spaces per ``level``."""
     pad = "  " * level
     if info.origin == "elided":
@@ -502,16 +745,16 @@ def _traceback_entry(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, le
         out.append(f"{pad}  Awaited by: {note}\n")
     if info.created_at:
         out.append(f"{pad}  Created at (most recent call last):\n")
-        out.extend(_traceback_frames(info.created_at, pad + "  "))
+        out.extend(_traceback_frames(info.created_at, pad + "  ", library_frames))
     if info.suspended_at:
         out.append(f"{pad}  {'Running' if info.state == 'running' else 'Suspended'} at (most recent call last):\n")
-        out.extend(_traceback_frames(info.suspended_at, pad + "  "))
+        out.extend(_traceback_frames(info.suspended_at, pad + "  ", library_frames))
     for thread in info.executor_threads:
         out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
-        out.extend(_traceback_frames(thread.frames, pad + "  "))
+        out.extend(_traceback_frames(thread.frames, pad + "  ", library_frames))
 
 
-def _tree_body(tree: TaskTree, style: Style, deco: Decorations, out: list[str]) -> None:
+def _tree_body(tree: TaskTree, style: Style, deco: Decorations, library_frames: LibraryFrames, out: list[str]) -> None:
     """Every entry, depth first, from an explicit stack (no recursion: any depth renders)."""
     # (info, parent, lead, rest, level)
     todo: list[tuple[TaskInfo, TaskInfo | None, str, str, int]] = [
@@ -520,9 +763,9 @@ def _tree_body(tree: TaskTree, style: Style, deco: Decorations, out: list[str]) 
     while todo:
         info, parent, lead, rest, level = todo.pop()
         if style == "arrows":
-            _arrows_entry(info, parent, tree, lead, rest, deco, out)
+            _arrows_entry(info, parent, tree, lead, rest, deco, library_frames, out)
         else:
-            _traceback_entry(info, parent, tree, level, out)
+            _traceback_entry(info, parent, tree, level, library_frames, out)
         children = info.children
         for i in range(len(children) - 1, -1, -1):
             last = i == len(children) - 1
@@ -575,9 +818,17 @@ def _group_line(count: int, info: TaskInfo, spec: StyleSpec) -> str:
     return spec.group_line.format(tasks=_plural(count, "task"), state=info.state, where=where, origin=origin)
 
 
-def tree_lines(tree: TaskTree, style: Style = "arrows", *, group: bool = False, ascii_only: bool = False) -> list[str]:
+def tree_lines(
+    tree: TaskTree,
+    style: Style = "arrows",
+    *,
+    group: bool = False,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
+) -> list[str]:
     """:func:`async_trace.format_task_tree`'s lines for ``tree``."""
     check_style(style)
+    check_library_frames(library_frames)
     spec = STYLE_TABLE[style]
     count = tree.live_count
     if group:
@@ -585,7 +836,7 @@ def tree_lines(tree: TaskTree, style: Style = "arrows", *, group: bool = False, 
         head = f"{_plural(count, 'live task')} in {_plural(len(groups), 'group')}"
         return [f"Task groups ({head}, largest first):\n", *(_group_line(n, info, spec) for n, info in groups)]
     out = [spec.tree_header.format(tasks=_plural(count, "live task"))]
-    _tree_body(tree, style, decorations(ascii_only), out)
+    _tree_body(tree, style, decorations(ascii_only), library_frames, out)
     return out
 
 
@@ -633,7 +884,10 @@ def pstree_lines(result: dict[str, Any], trees: list[TaskTree], *, ascii_only: b
 
 def remote_frames(frames: list[dict[str, Any]]) -> tuple[TraceFrame, ...]:
     """The remote snapshot's frame dicts as :class:`TraceFrame` (no task objects there)."""
-    return tuple(cast(TraceFrame, {"is_process": False, **f, "task": None}) for f in frames)
+    # A snapshot from an older async-trace has no ``in_app``: decided here, from the same files.
+    return tuple(
+        cast(TraceFrame, {"is_process": False, "in_app": in_app(f.get("filename")), **f, "task": None}) for f in frames
+    )
 
 
 def _await_tree(tasks: list[dict[str, Any]], deco: Decorations) -> list[str]:

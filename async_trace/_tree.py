@@ -34,7 +34,7 @@ from ._chain import (
 )
 from ._collect import node_of_task, resolve
 from ._discovery import awaiter_edges, executor_threads, loop_thread
-from ._render import Style, check_style, write
+from ._render import LibraryFrames, Style, check_library_frames, check_style, write
 from ._types import TraceFrame
 
 __all__ = [
@@ -503,7 +503,12 @@ def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
 
 
 def format_task_tree(
-    tree: TaskTree | None = None, *, style: Style = "arrows", group: bool = False, ascii_only: bool = False
+    tree: TaskTree | None = None,
+    *,
+    style: Style = "arrows",
+    group: bool = False,
+    ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
 ) -> list[str]:
     """The lines of ``tree`` (default: :func:`task_tree` of the running loop), like ``pstree``.
 
@@ -525,14 +530,20 @@ def format_task_tree(
     characters (newline, tab) is shown with them escaped, on one line. Any
     depth renders (no recursion).
 
+    ``library_frames``: ``"collapse"`` (the default), ``"show"`` or
+    ``"hide"``, as in :func:`format_async_trace`, for each frame list of a
+    task (its first frame, the creation line or where it is suspended,
+    always stays).
+
     Raises:
-        ValueError: an unknown ``style``.
+        ValueError: an unknown ``style`` or ``library_frames``.
         RuntimeError: no ``tree`` given and no loop running in this thread.
     """
     check_style(style)
+    check_library_frames(library_frames)
     if tree is None:
         tree = task_tree()
-    return _render.tree_lines(tree, style, group=group, ascii_only=ascii_only)
+    return _render.tree_lines(tree, style, group=group, ascii_only=ascii_only, library_frames=library_frames)
 
 
 def print_task_tree(
@@ -542,6 +553,7 @@ def print_task_tree(
     style: Style = "arrows",
     group: bool = False,
     ascii_only: bool = False,
+    library_frames: LibraryFrames = "collapse",
 ) -> None:
     """Print :func:`format_task_tree`'s lines to ``file`` (default: ``sys.stdout``, looked up at call time).
 
@@ -549,7 +561,12 @@ def print_task_tree(
     encode the Unicode ones; what else it cannot encode is backslash-escaped.
     """
     check_style(style)
+    check_library_frames(library_frames)
     if tree is None:
         tree = task_tree()
     shown = tree
-    write(lambda plain: _render.tree_lines(shown, style, group=group, ascii_only=plain), file, ascii_only=ascii_only)
+    write(
+        lambda plain: _render.tree_lines(shown, style, group=group, ascii_only=plain, library_frames=library_frames),
+        file,
+        ascii_only=ascii_only,
+    )

@@ -26,6 +26,11 @@ class TraceFrame(TypedDict):
     #: True for the coroutine frame, in another process, that handed this call to a
     #: process pool (the frames from it outwards ran there; their ``task`` is ``None``).
     is_process: bool
+    #: False for a frame of the standard library or an installed package
+    #: (``site-packages``, ``dist-packages``, ``<frozen ...>``), True for the
+    #: program's own, after ``enable_tracing(in_app_include=, in_app_exclude=)``;
+    #: True for the root frame and elision markers (they have no file).
+    in_app: bool
 
 
 class TraceData(TypedDict):

@@ -75,7 +75,7 @@ def origin_frames(trace: TraceData) -> list[dict[str, Any]]:
             "abs_path": filename,
             "function": frame["name"],
             "lineno": line,
-            "in_app": not is_library(filename),
+            "in_app": frame.get("in_app", not is_library(filename)),
         }
         source = linecache.getline(filename, line)
         if source:

@@ -17,6 +17,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 collect_ignore = ["stdlib"]
 
+# Printed output is coloured on a terminal or when these ask for it: the tests
+# expect plain text unless they set one themselves (subprocesses inherit this).
+for _name in ("PYTHON_COLORS", "NO_COLOR", "FORCE_COLOR"):
+    os.environ.pop(_name, None)
+
 
 @pytest.fixture(autouse=True)
 def _tracing_on_with_defaults() -> Iterator[None]:

@@ -66,6 +66,7 @@ def frame(
     task: Any = None,
     is_executor: bool = False,
     is_process: bool = False,
+    in_app: bool = True,
 ) -> TraceFrame:
     return {
         "name": name,
@@ -75,6 +76,7 @@ def frame(
         "task": task,
         "is_executor": is_executor,
         "is_process": is_process,
+        "in_app": in_app,
     }
 
 

@@ -60,7 +60,7 @@ def test_trace_dict_shape() -> None:
     trace, _, _ = run(_basic_main)
     assert set(trace) == {"frames", "current_task", "in_executor"}
     for i, frame in enumerate(trace["frames"]):
-        assert set(frame) == {"name", "line", "filename", "indent", "task", "is_executor", "is_process"}
+        assert set(frame) == {"name", "line", "filename", "indent", "task", "is_executor", "is_process", "in_app"}
         assert frame["indent"] == i
     assert trace["frames"][0]["filename"] == __file__
     assert isinstance(trace["frames"][0]["line"], int)

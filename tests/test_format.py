@@ -33,6 +33,7 @@ def _frame(name: str, line: int | None, indent: int, *, executor: bool = False) 
         "task": None,
         "is_executor": executor,
         "is_process": False,
+        "in_app": True,
     }
 
 

@@ -71,14 +71,24 @@ def test_filter_adds_the_async_path_to_log_lines() -> None:
 
 
 def test_filter_outside_any_task() -> None:
-    """Logging from plain code still works; the path is the synchronous callers."""
+    """Logging from plain code still works; outside any task both fields are empty."""
     stream = io.StringIO()
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
 
     def plain() -> None:
-        _logger(stream).warning("sync")
+        logger = _logger(stream)
+        keep = Keep()
+        keep.addFilter(AsyncTraceFilter())
+        logger.addHandler(keep)
+        logger.warning("sync")
 
     plain()
-    assert stream.getvalue().startswith("WARNING sync [plain ← test_filter_outside_any_task")
+    assert stream.getvalue() == "WARNING sync []\n"
+    assert (seen[0].async_trace, seen[0].async_frames) == ("", [])  # type: ignore[attr-defined]
 
 
 def test_filter_in_an_executor_thread() -> None:

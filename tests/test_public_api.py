@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import Any
 
 import async_trace
 
@@ -101,8 +102,35 @@ def test_import_turns_tracing_on() -> None:
 
 
 def test_frame_dict_keys() -> None:
-    """A frame dict, and its JSON form, has exactly the documented keys (``is_process`` beside ``is_executor``)."""
-    keys = frozenset({"name", "line", "filename", "indent", "task", "is_executor", "is_process"})
+    """A frame dict, and its JSON form, has exactly the documented keys (``is_process``, ``in_app``)."""
+    keys = frozenset({"name", "line", "filename", "indent", "task", "is_executor", "is_process", "in_app"})
     assert async_trace.TraceFrame.__required_keys__ == keys
     assert async_trace.JSONFrame.__required_keys__ == keys
     assert async_trace.TraceFrame.__optional_keys__ == async_trace.JSONFrame.__optional_keys__ == frozenset()
+
+
+def test_every_format_and_print_function_takes_library_frames() -> None:
+    """``library_frames`` on each, keyword-only: ``"collapse"`` by default (for exceptions ``None``: as configured)."""
+    import inspect
+
+    from async_trace.logging import AsyncTraceFilter, compact_path
+
+    collapse: list[Any] = [
+        async_trace.format_trace,
+        async_trace.print_trace,
+        async_trace.format_async_trace,
+        async_trace.print_async_trace,
+        async_trace.format_task_tree,
+        async_trace.print_task_tree,
+        async_trace.dump_tasks,
+        compact_path,
+        AsyncTraceFilter,
+    ]
+    configured: list[Any] = [async_trace.format_exception, async_trace.print_exception, async_trace.enable_tracing]
+    for func, default in [*((f, "collapse") for f in collapse), *((f, None) for f in configured)]:
+        param = inspect.signature(func).parameters["library_frames"]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY, func
+        assert param.default == default, func
+    for name in ("in_app_include", "in_app_exclude"):
+        assert inspect.signature(async_trace.enable_tracing).parameters[name].default is None
+    assert "in_app" in async_trace.TraceFrame.__annotations__

@@ -395,6 +395,7 @@ def test_json_is_the_documented_shape(tmp_path: Path, tmpdir_for_cli: Path, chil
         "task": {"name": "grandchild", "id": by_name["grandchild"]["id"]},
         "is_executor": False,
         "is_process": False,
+        "in_app": True,
     }
     assert by_name["grandchild"]["suspended_at"][0]["line"] == marker_line(script, "sleeping")
     assert all(t["state"] == "pending" and isinstance(t["id"], int) for t in tasks)
@@ -509,13 +510,13 @@ def test_a_target_without_async_trace_gives_asyncios_call_graph(
         "Task-1\n",
         f"    ↑ main() at line {line('main-waits')} [plain.py]\n",
         "grandchild\n",
-        f"    ↑ sleep() at line {sleep} [tasks.py]\n",
+        f"    ↑ sleep() at line {sleep} [asyncio/tasks.py]\n",
         f"    ↑ sleeper() at line {line('sleeping')} [plain.py]\n",
         "in-thread\n",
-        f"    ↑ to_thread() at line {to_thread} [threads.py]\n",
+        f"    ↑ to_thread() at line {to_thread} [asyncio/threads.py]\n",
         f"    ↑ in_thread() at line {line('to-thread')} [plain.py]\n",
         "spawner\n",
-        f"    ↑ sleep() at line {sleep} [tasks.py]\n",
+        f"    ↑ sleep() at line {sleep} [asyncio/tasks.py]\n",
         f"    ↑ spawner() at line {line('spawner-sleeping')} [plain.py]\n",
     ]
     as_json = json.loads(cli("ps", str(target.pid), "--json", tmpdir=tmpdir_for_cli).stdout)

@@ -125,6 +125,7 @@ def test_failing_task_event_carries_its_origin() -> None:
                 "task": {"name": "parse"},
                 "is_executor": False,
                 "is_process": False,
+                "in_app": True,
             },
             {
                 "name": "main",
@@ -134,6 +135,7 @@ def test_failing_task_event_carries_its_origin() -> None:
                 "task": {"name": "handle"},
                 "is_executor": False,
                 "is_process": False,
+                "in_app": True,
             },
             {
                 "name": root,
@@ -143,6 +145,7 @@ def test_failing_task_event_carries_its_origin() -> None:
                 "task": {"name": root},
                 "is_executor": False,
                 "is_process": False,
+                "in_app": True,
             },
         ],
         "in_executor": False,

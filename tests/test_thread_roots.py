@@ -95,6 +95,7 @@ def test_every_printed_style_shows_the_thread_root() -> None:
         "task": None,
         "is_executor": False,
         "is_process": False,
+        "in_app": True,
     }
 
 

@@ -81,6 +81,7 @@ def test_flat_depth_first_entries_linked_by_key() -> None:
         "task": {"name": "conn", "id": conn["id"]},
         "is_executor": False,
         "is_process": False,
+        "in_app": True,
     }
     assert [(f["name"], f["line"]) for f in conn["suspended_at"]] == [("_sleeper", line_of(_sleeper, "sleeping"))]
     assert data["tasks"][1]["children"] == [2]
