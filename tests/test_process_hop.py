@@ -82,7 +82,7 @@ def source(func: Callable[..., Any], marker: str) -> str:
 def test_worker_sees_its_frames_the_hop_and_the_parent_chain(pool: ProcessPoolExecutor) -> None:
     """Exact frames: the worker's own, the hop marked with this process's id, the parent's chain to its root."""
     root, got = run(pool, process_workers.report)
-    frame = {"task": None, "is_executor": False}
+    frame = {"task": None, "is_executor": False, "in_app": True}
     assert got["trace"] == {
         "frames": [
             {"name": "report", "line": line_of(process_workers.report, "collect"), "filename": process_workers.__file__,
