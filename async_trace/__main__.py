@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import NoReturn
 
-from . import __version__, _exceptions, _pstree
-from ._dump import dump_tasks_on_signal
+from . import __version__, _pstree, _workers
 from ._pstree import COMMANDS
 from ._render import STYLES
+from ._workers import CLIOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -142,12 +142,12 @@ def _apply(options: argparse.Namespace) -> None:
     """Configure the library from the parsed options, before the program starts."""
     if options.summary and options.dump_signal is None:
         _fail("--summary needs --dump-signal", 2)
-    _exceptions.configure(style=options.style, notes_on_exit=True)
-    if options.dump_signal is not None:
-        try:
-            dump_tasks_on_signal(options.dump_signal, style=options.style, summary=options.summary)
-        except (ValueError, OSError) as exc:
-            _fail(f"--dump-signal: {exc}", 2)
+    cli_options: CLIOptions = {"style": options.style, "dump_signal": options.dump_signal, "summary": options.summary}
+    try:
+        _workers.apply(cli_options)
+    except (ValueError, OSError) as exc:
+        _fail(f"--dump-signal: {exc}", 2)
+    _workers.follow_children(cli_options)
 
 
 def _program_tb(tb: TracebackType | None) -> TracebackType | None:

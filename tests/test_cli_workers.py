@@ -1,0 +1,406 @@
+"""``python -m async_trace`` traces the child Python processes its program starts.
+
+multiprocessing children (spawn, forkserver, fork), uvicorn's ``--workers`` (spawn) and gunicorn's
+``UvicornWorker`` (fork) get the command line's options; Python children it cannot trace are named
+in one warning. Every process a test starts, it stops; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import multiprocessing.spawn
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from async_trace import _workers
+
+from .helpers import run_python
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX: signals, unix sockets, fork")
+
+DEADLINE = 60.0
+NOTES = sys.version_info >= (3, 12)  # eager notes (the command line's) exist from 3.12
+PROG = "python -m async_trace"
+
+
+def write(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return path
+
+
+def marker_line(path: Path, marker: str) -> int:
+    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if line.rstrip().endswith(f"# {marker}")]
+    assert len(hits) == 1, marker
+    return hits[0]
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+# --- multiprocessing --------------------------------------------------------------------------
+
+CHILD = """\
+    import asyncio
+    import json
+    import multiprocessing
+    import os
+    import signal
+    import sys
+
+    from async_trace import collect_async_trace, format_exception
+
+
+    async def fail():
+        raise ValueError("boom")  # raise
+
+
+    async def work(queue):
+        trace = collect_async_trace()  # collect
+        try:
+            await asyncio.create_task(fail())  # spawn-fail
+        except ValueError as exc:
+            notes = getattr(exc, "__notes__", None)
+            printed = "".join(format_exception(exc))
+        os.kill(os.getpid(), signal.SIGUSR1)  # our own dump signal: the tree on stderr
+        await asyncio.sleep(0.2)
+        frames = [[f["name"], f["line"], os.path.basename(f["filename"] or "")] for f in trace["frames"]]
+        queue.put({"pid": os.getpid(), "frames": frames, "notes": notes, "printed": printed})
+
+
+    async def main(queue):
+        await asyncio.create_task(work(queue), name="worker")  # spawn-work
+
+
+    def target(queue):
+        asyncio.run(main(queue))
+
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context(sys.argv[1])
+        queue = context.Queue()
+        process = context.Process(target=target, args=(queue,))
+        process.start()
+        report = queue.get(timeout=60)
+        process.join(60)
+        report["exitcode"] = process.exitcode
+        print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_multiprocessing_child_gets_the_command_lines_options(tmp_path: Path, method: str) -> None:
+    """The child's trace, its exception's chain in --style arrows, eager notes, and a dump on --dump-signal."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    script = write(tmp_path / "child.py", CHILD)
+    line = {m: marker_line(script, m) for m in ("collect", "spawn-fail", "spawn-work", "raise")}
+    result = run_python(
+        "-m", "async_trace", "--style", "arrows", "--dump-signal", "USR1", str(script), method, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["exitcode"] == 0
+    assert report["frames"] == [
+        ["work", line["collect"], "child.py"],
+        ["main", line["spawn-work"], "child.py"],
+        ["Task-1", None, ""],
+    ]
+    assert report["printed"].endswith(
+        "ValueError: boom\n"
+        "Async trace:\n"
+        f"↑ work() at line {line['spawn-fail']} [child.py]\n"
+        f"  ↑ main() at line {line['spawn-work']} [child.py]\n"
+        "    ↑ Task-1\n"
+    ), report["printed"]
+    # Eager notes (3.12+): the chain is in __notes__ before anything formats the exception.
+    assert (report["notes"] is not None) is NOTES
+    dump = result.stderr
+    assert dump.count("Async task dump: 1 running event loop\n") == 1, dump
+    assert f"├── worker (running) ← main() at line {line['spawn-work']} [child.py]\n" in dump or (
+        f"└── worker (running) ← main() at line {line['spawn-work']} [child.py]\n" in dump
+    ), dump
+    assert PROG + ": warning" not in dump
+
+
+def test_without_the_command_line_children_are_untouched(tmp_path: Path) -> None:
+    """A program that imports async_trace itself: no preparation entry, no dump handler in its children."""
+    script = write(tmp_path / "plain.py", CHILD.replace("os.kill(os.getpid(), signal.SIGUSR1)", "pass"))
+    result = run_python(str(script), "spawn", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    headers = [line for line in report["printed"].splitlines() if line.startswith("Async trace")]
+    assert headers == ["Async trace (most recent call last):"]  # the default style, not the child's own choice
+    assert report["notes"] is None
+    assert result.stderr == ""
+    # And in this process (pytest imported async_trace, never ran the command line):
+    assert _workers.HOOKS.active is False
+    assert "async_trace" not in multiprocessing.spawn.get_preparation_data("x")
+    assert not hasattr(signal.signal, "__wrapped__")  # our wrappers keep what they wrap there
+    assert not hasattr(subprocess.Popen._execute_child, "__wrapped__")  # type: ignore[attr-defined]
+    assert not hasattr(os.execv, "__wrapped__")
+
+
+RESTORE = """\
+    import json
+    import multiprocessing.spawn
+    import os
+    import signal
+    import subprocess
+
+    import async_trace
+
+    def state():
+        return {
+            "prep": "async_trace" in multiprocessing.spawn.get_preparation_data("x"),
+            "signal": hasattr(signal.signal, "__wrapped__"),
+            "popen": hasattr(subprocess.Popen._execute_child, "__wrapped__"),
+            "execv": hasattr(os.execv, "__wrapped__"),
+        }
+
+    on = state()
+    async_trace.disable_tracing()
+    off = state()
+    async_trace.enable_tracing()
+    print(json.dumps([on, off, state()]))
+"""
+
+
+def test_disable_tracing_restores_what_the_command_line_patched(tmp_path: Path) -> None:
+    """disable_tracing() puts back every attribute the child hooks replaced; enable_tracing() re-installs them."""
+    script = write(tmp_path / "restore.py", RESTORE)
+    result = run_python("-m", "async_trace", "--dump-signal", "USR1", str(script), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    on = {"prep": True, "signal": True, "popen": True, "execv": True}
+    off = {"prep": False, "signal": False, "popen": False, "execv": False}
+    assert json.loads(result.stdout) == [on, off, on]
+
+
+UNTRACED = """\
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)  # one warning for both
+    subprocess.run([sys.executable, "-m", "async_trace", "--version"], check=True, capture_output=True)
+    subprocess.run(["true"], check=True)  # not Python
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # handler
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # once
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-c", "print('replaced')"])
+"""
+
+
+def test_untraced_python_children_and_a_replaced_dump_handler_warn_once(tmp_path: Path) -> None:
+    """subprocess and os.exec of a Python, not under the command line: one warning each, naming it."""
+    script = write(tmp_path / "untraced.py", UNTRACED)
+    result = run_python("-m", "async_trace", "--dump-signal", "USR1", str(script), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "replaced\n"
+    exe = sys.executable
+    exec_code = "print('replaced')"
+    assert result.stderr.splitlines() == [
+        f"{PROG}: warning: child process not traced: {shlex.join([exe, '-c', 'pass'])} (started with subprocess, not "
+        f"multiprocessing); run it as '{PROG} ...' to trace it",
+        f"{PROG}: warning: process {_pid_of(result.stderr)} set its own handler for SIGUSR1 "
+        f"(at {script}:{marker_line(script, 'handler')}): --dump-signal SIGUSR1 dumps no longer come from it; "
+        "choose a signal the program does not use",
+        f"{PROG}: warning: child process not traced: {shlex.join([exe, '-c', exec_code])} (started with os.execv, "
+        f"not multiprocessing); run it as '{PROG} ...' to trace it",
+    ]
+
+
+def _pid_of(stderr: str) -> str:
+    return stderr.split("warning: process ", 1)[1].split(" ", 1)[0]
+
+
+# --- uvicorn --workers 2 ------------------------------------------------------------------------
+
+APP = """\
+    import asyncio
+    import json
+    import os
+
+    from async_trace import collect_async_trace, format_exception
+
+
+    async def fail():
+        raise ValueError("boom")
+
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        trace = collect_async_trace()  # collect
+        try:
+            await asyncio.create_task(fail())
+        except ValueError as exc:
+            notes = getattr(exc, "__notes__", None)
+            printed = "".join(format_exception(exc))
+        frames = [[f["name"], os.path.basename(f["filename"] or "")] for f in trace["frames"]]
+        headers = [line for line in printed.splitlines() if line.startswith("Async trace")]
+        body = json.dumps({"pid": os.getpid(), "frames": frames, "line": trace["frames"][0]["line"],
+                           "notes": notes is not None, "headers": headers}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+
+def get_unix(path: Path) -> dict[str, Any] | None:
+    """GET / over the unix socket ``path`` on a new connection: the JSON body, or ``None`` if not served yet."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")  # 1.0: no chunked body
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` with stdout and stderr to ``log``; on the way out, stop it and whatever it left."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONIOENCODING": "utf-8"}
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The live children of ``supervisor`` that are not multiprocessing's resource tracker."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == supervisor and stat[0] != "Z" and b"resource_tracker" not in cmdline:
+            out.append(int(entry))
+    return sorted(out)
+
+
+def _stop_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
+def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> None:
+    """uvicorn --workers 2 under the command line: both workers traced with its options, each dumps on SIGUSR1."""
+    pytest.importorskip("uvicorn")
+    app = write(tmp_path / "app.py", APP)
+    sock = tmp_path / "s.sock"
+    cmd = [sys.executable, "-m", "async_trace", "--style", "arrows", "--dump-signal", "USR1",
+           "-m", "uvicorn", "app:app", "--uds", str(sock), "--workers", "2",
+           "--loop", "asyncio", "--http", "h11", "--no-access-log"]  # fmt: skip
+    log = tmp_path / "server.log"
+    workers: list[int] = []
+    with server(cmd, tmp_path, log) as proc:
+        try:
+            workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
+            answers: dict[int, dict[str, Any]] = {}
+            end = time.monotonic() + DEADLINE
+            for _ in range(500):  # new connections until both workers answered
+                if len(answers) == 2 or time.monotonic() > end:
+                    break
+                reply = get_unix(sock)
+                if reply is None:
+                    time.sleep(0.05)
+                    continue
+                answers[reply["pid"]] = reply
+            assert sorted(answers) == workers, log.read_text()
+            for reply in answers.values():
+                assert reply["frames"] == [
+                    ["app", "app.py"],
+                    ["__call__", "proxy_headers.py"],
+                    ["run_asgi", "h11_impl.py"],
+                    ["handle_events", "h11_impl.py"],
+                    ["data_received", "h11_impl.py"],
+                    ["Task-1", ""],
+                ]
+                assert reply["line"] == marker_line(app, "collect")
+                assert reply["headers"] == ["Async trace:"]  # --style arrows
+                assert reply["notes"] is NOTES
+
+            before = log.read_text()
+            assert before.count("Async task dump") == 0
+            os.kill(workers[0], signal.SIGUSR1)
+            text = wait_for(lambda: "Task tree (" in log.read_text() and log.read_text(), "the dump")
+            time.sleep(0.3)
+            text = log.read_text()
+            assert text.count("Async task dump: 1 running event loop\n") == 1, text
+            dump = text[text.index("Async task dump") :]
+            assert "\nTask-1 (pending)\n" in dump, dump
+            assert all(alive(pid) for pid in workers), "a dump must not stop the worker"
+
+            # uvicorn's supervisor takes SIGUSR1 itself: the one warning says so.
+            warnings = [line for line in text.splitlines() if line.startswith(f"{PROG}: warning")]
+            assert len(warnings) == 1, warnings
+            assert warnings[0].startswith(f"{PROG}: warning: process {proc.pid} set its own handler for SIGUSR1 (at ")
+            assert "multiprocess.py:" in warnings[0]
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(DEADLINE) == 0, log.read_text()
+            wait_for(lambda: not any(alive(pid) for pid in workers), "the workers to exit")
+        finally:
+            _stop_all(workers)
