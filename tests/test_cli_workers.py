@@ -322,6 +322,33 @@ def server(cmd: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[by
         proc.wait(30)
 
 
+#: A request's trace in a worker: the app, uvicorn's request task, the connection's callback, the root.
+REQUEST_FRAMES = [
+    ["app", "app.py"],
+    ["__call__", "proxy_headers.py"],
+    ["run_asgi", "h11_impl.py"],
+    ["handle_events", "h11_impl.py"],
+    ["data_received", "h11_impl.py"],
+    ["Task-1", ""],
+]
+
+
+def both_answer(sock: Path, workers: list[int], log: Path) -> dict[int, dict[str, Any]]:
+    """GET / on new connections until each of ``workers`` answered (bounded in count and time)."""
+    answers: dict[int, dict[str, Any]] = {}
+    end = time.monotonic() + DEADLINE
+    for _ in range(500):
+        if len(answers) == len(workers) or time.monotonic() > end:
+            break
+        reply = get_unix(sock)
+        if reply is None:  # not listening yet
+            time.sleep(0.05)
+            continue
+        answers[reply["pid"]] = reply
+    assert sorted(answers) == workers, log.read_text()
+    return answers
+
+
 def worker_pids(supervisor: int) -> list[int]:
     """The live children of ``supervisor`` that are not multiprocessing's resource tracker."""
     out = []
@@ -358,26 +385,9 @@ def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> No
     with server(cmd, tmp_path, log) as proc:
         try:
             workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
-            answers: dict[int, dict[str, Any]] = {}
-            end = time.monotonic() + DEADLINE
-            for _ in range(500):  # new connections until both workers answered
-                if len(answers) == 2 or time.monotonic() > end:
-                    break
-                reply = get_unix(sock)
-                if reply is None:
-                    time.sleep(0.05)
-                    continue
-                answers[reply["pid"]] = reply
-            assert sorted(answers) == workers, log.read_text()
+            answers = both_answer(sock, workers, log)
             for reply in answers.values():
-                assert reply["frames"] == [
-                    ["app", "app.py"],
-                    ["__call__", "proxy_headers.py"],
-                    ["run_asgi", "h11_impl.py"],
-                    ["handle_events", "h11_impl.py"],
-                    ["data_received", "h11_impl.py"],
-                    ["Task-1", ""],
-                ]
+                assert reply["frames"] == REQUEST_FRAMES
                 assert reply["line"] == marker_line(app, "collect")
                 assert reply["headers"] == ["Async trace:"]  # --style arrows
                 assert reply["notes"] is NOTES
@@ -398,6 +408,51 @@ def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> No
             assert len(warnings) == 1, warnings
             assert warnings[0].startswith(f"{PROG}: warning: process {proc.pid} set its own handler for SIGUSR1 (at ")
             assert "multiprocess.py:" in warnings[0]
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(DEADLINE) == 0, log.read_text()
+            wait_for(lambda: not any(alive(pid) for pid in workers), "the workers to exit")
+        finally:
+            _stop_all(workers)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
+def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path: Path) -> None:
+    """gunicorn -k uvicorn.workers.UvicornWorker forks its workers: they inherit tracing and the dump signal.
+
+    gunicorn resets and takes USR1, USR2, HUP, TTIN, TTOU, WINCH in the arbiter and its workers: a signal it does
+    not use (URG, ignored by default) dumps each worker's tree; the loop is uvloop's where installed.
+    """
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    pytest.importorskip("uvicorn")
+    app = write(tmp_path / "app.py", APP)
+    sock = tmp_path / "g.sock"
+    cmd = [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "async_trace", "--style", "arrows",
+           "--dump-signal", "URG", "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "2",
+           "--chdir", str(tmp_path), "-b", f"unix:{sock}", "app:app"]  # fmt: skip
+    if "control_socket" in gunicorn_config.Config().settings:
+        cmd.insert(cmd.index("app:app"), "--no-control-socket")  # gunicorn 25+: not in the home directory
+    log = tmp_path / "server.log"
+    workers: list[int] = []
+    with server(cmd, tmp_path, log) as proc:
+        try:
+            workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
+            answers = both_answer(sock, workers, log)
+            for reply in answers.values():
+                assert reply["frames"] == REQUEST_FRAMES
+                assert reply["line"] == marker_line(app, "collect")
+                assert reply["headers"] == ["Async trace:"]
+                assert reply["notes"] is NOTES
+
+            assert "Async task dump" not in log.read_text()
+            os.kill(workers[1], signal.SIGURG)
+            wait_for(lambda: "Task tree (" in log.read_text(), "the dump")
+            time.sleep(0.3)
+            text = log.read_text()
+            assert text.count("Async task dump: 1 running event loop\n") == 1, text
+            assert "\nTask-1 (pending)\n" in text[text.index("Async task dump") :]
+            assert all(alive(pid) for pid in workers)
+            assert f"{PROG}: warning" not in text
 
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(DEADLINE) == 0, log.read_text()
