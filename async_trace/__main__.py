@@ -13,7 +13,9 @@ They are commands only as the first argument: a script named ``ps`` runs as
 Tracing is on before the first line of the program runs, and exception notes
 are eager (see :func:`async_trace._exceptions.configure`). The program sees the
 ``sys.argv`` and ``sys.path[0]`` that ``python script.py`` / ``python -m
-module`` would give it; its output, and its exit status, are its own.
+module`` would give it; its output, and its exit status, are its own. The
+Python processes it starts through ``multiprocessing`` get the same options
+(see :mod:`async_trace._workers`).
 """
 
 from __future__ import annotations
