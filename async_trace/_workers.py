@@ -34,6 +34,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Final, TypedDict
 
@@ -209,6 +210,10 @@ def _child_started(program: Any, argv: Any, how: str) -> None:
         pass
 
 
+#: Set while subprocess starts a child: its own os.posix_spawn (3.13+) is not a second child.
+_in_subprocess = threading.local()
+
+
 def _make_execute_child(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _execute_child(self: Any, args: Any, executable: Any, *rest: Any, **kwargs: Any) -> Any:
@@ -216,7 +221,11 @@ def _make_execute_child(original: Callable[..., Any]) -> Callable[..., Any]:
         shell = rest[7] if len(rest) > 7 else kwargs.get("shell", False)
         if not shell:
             _child_started(executable, args, "subprocess")
-        return original(self, args, executable, *rest, **kwargs)
+        _in_subprocess.active = True
+        try:
+            return original(self, args, executable, *rest, **kwargs)
+        finally:
+            _in_subprocess.active = False
 
     return _execute_child
 
@@ -224,7 +233,8 @@ def _make_execute_child(original: Callable[..., Any]) -> Callable[..., Any]:
 def _make_exec(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def exec_(path: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
-        _child_started(path, args, f"os.{original.__name__}")
+        if not getattr(_in_subprocess, "active", False):
+            _child_started(path, args, f"os.{original.__name__}")
         return original(path, args, *rest, **kwargs)
 
     return exec_
