@@ -352,8 +352,8 @@ def both_answer(sock: Path, workers: list[int], log: Path) -> dict[int, dict[str
     return answers
 
 
-def worker_pids(supervisor: int) -> list[int]:
-    """The live children of ``supervisor`` that are not multiprocessing's resource tracker."""
+def worker_pids(supervisor: int, *, all_children: bool = False) -> list[int]:
+    """The live children of ``supervisor`` that are not multiprocessing's resource tracker (``all_children``: all)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -363,7 +363,7 @@ def worker_pids(supervisor: int) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == supervisor and stat[0] != "Z" and b"resource_tracker" not in cmdline:
+        if int(stat[1]) == supervisor and stat[0] != "Z" and (all_children or b"resource_tracker" not in cmdline):
             out.append(int(entry))
     return sorted(out)
 
@@ -412,11 +412,13 @@ def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> No
             assert warnings[0].startswith(f"{PROG}: warning: process {proc.pid} set its own handler for SIGUSR1 (at ")
             assert "multiprocess.py:" in warnings[0]
 
+            children = worker_pids(proc.pid, all_children=True)  # the workers, and the resource tracker if any
+            assert set(workers) <= set(children)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(DEADLINE) == 0, log.read_text()
-            wait_for(lambda: not any(alive(pid) for pid in workers), "the workers to exit")
+            wait_for(lambda: not any(alive(pid) for pid in children), "every child to exit")
         finally:
-            _stop_all(workers)
+            _stop_all(worker_pids(proc.pid, all_children=True) if proc.poll() is None else workers)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
@@ -465,8 +467,10 @@ def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path:
             assert all(alive(pid) for pid in workers)
             assert f"{PROG}: warning" not in text
 
+            children = worker_pids(proc.pid, all_children=True)  # the workers, and the resource tracker if any
+            assert set(workers) <= set(children)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(DEADLINE) == 0, log.read_text()
-            wait_for(lambda: not any(alive(pid) for pid in workers), "the workers to exit")
+            wait_for(lambda: not any(alive(pid) for pid in children), "every child to exit")
         finally:
-            _stop_all(workers)
+            _stop_all(worker_pids(proc.pid, all_children=True) if proc.poll() is None else workers)
