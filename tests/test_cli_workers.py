@@ -312,16 +312,25 @@ def get_unix(path: Path) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def server(cmd: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``cmd`` with stdout and stderr to ``log``; on the way out, stop it and whatever it left."""
+    """Run ``cmd`` with stdout and stderr to ``log``; on the way out, stop it and whatever it left.
+
+    The server leads a new process group: killing the group on the way out also takes the workers a
+    supervisor would start again after one of them was killed alone.
+    """
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONIOENCODING": "utf-8"}
+            cmd,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+            start_new_session=True,
         )
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
 
 
@@ -368,12 +377,6 @@ def worker_pids(supervisor: int, *, all_children: bool = False) -> list[int]:
     return sorted(out)
 
 
-def _stop_all(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
 def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> None:
     """uvicorn --workers 2 under the command line: both workers traced with its options, each dumps on SIGUSR1."""
@@ -384,41 +387,37 @@ def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> No
            "-m", "uvicorn", "app:app", "--uds", str(sock), "--workers", "2",
            "--loop", "asyncio", "--http", "h11", "--no-access-log"]  # fmt: skip
     log = tmp_path / "server.log"
-    workers: list[int] = []
     with server(cmd, tmp_path, log) as proc:
-        try:
-            workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
-            answers = both_answer(sock, workers, log)
-            for reply in answers.values():
-                assert reply["frames"] == REQUEST_FRAMES
-                assert reply["line"] == marker_line(app, "collect")
-                assert reply["headers"] == ["Async trace:"]  # --style arrows
-                assert reply["notes"] is NOTES
+        workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
+        answers = both_answer(sock, workers, log)
+        for reply in answers.values():
+            assert reply["frames"] == REQUEST_FRAMES
+            assert reply["line"] == marker_line(app, "collect")
+            assert reply["headers"] == ["Async trace:"]  # --style arrows
+            assert reply["notes"] is NOTES
 
-            before = log.read_text()
-            assert before.count("Async task dump") == 0
-            os.kill(workers[0], signal.SIGUSR1)
-            text = wait_for(lambda: "Task tree (" in log.read_text() and log.read_text(), "the dump")
-            time.sleep(0.3)
-            text = log.read_text()
-            assert text.count("Async task dump: 1 running event loop\n") == 1, text
-            dump = text[text.index("Async task dump") :]
-            assert "\nTask-1 (pending)\n" in dump, dump
-            assert all(alive(pid) for pid in workers), "a dump must not stop the worker"
+        before = log.read_text()
+        assert before.count("Async task dump") == 0
+        os.kill(workers[0], signal.SIGUSR1)
+        text = wait_for(lambda: "Task tree (" in log.read_text() and log.read_text(), "the dump")
+        time.sleep(0.3)
+        text = log.read_text()
+        assert text.count("Async task dump: 1 running event loop\n") == 1, text
+        dump = text[text.index("Async task dump") :]
+        assert "\nTask-1 (pending)\n" in dump, dump
+        assert all(alive(pid) for pid in workers), "a dump must not stop the worker"
 
-            # uvicorn's supervisor takes SIGUSR1 itself: the one warning says so.
-            warnings = [line for line in text.splitlines() if line.startswith(f"{PROG}: warning")]
-            assert len(warnings) == 1, warnings
-            assert warnings[0].startswith(f"{PROG}: warning: process {proc.pid} set its own handler for SIGUSR1 (at ")
-            assert "multiprocess.py:" in warnings[0]
+        # uvicorn's supervisor takes SIGUSR1 itself: the one warning says so.
+        warnings = [line for line in text.splitlines() if line.startswith(f"{PROG}: warning")]
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith(f"{PROG}: warning: process {proc.pid} set its own handler for SIGUSR1 (at ")
+        assert "multiprocess.py:" in warnings[0]
 
-            children = worker_pids(proc.pid, all_children=True)  # the workers, and the resource tracker if any
-            assert set(workers) <= set(children)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(DEADLINE) == 0, log.read_text()
-            wait_for(lambda: not any(alive(pid) for pid in children), "every child to exit")
-        finally:
-            _stop_all(worker_pids(proc.pid, all_children=True) if proc.poll() is None else workers)
+        children = worker_pids(proc.pid, all_children=True)  # the workers, and the resource tracker if any
+        assert set(workers) <= set(children)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0, log.read_text()
+        wait_for(lambda: not any(alive(pid) for pid in children), "every child to exit")
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
@@ -438,39 +437,35 @@ def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path:
     if "control_socket" in gunicorn_config.Config().settings:
         cmd.insert(cmd.index("app:app"), "--no-control-socket")  # gunicorn 25+: not in the home directory
     log = tmp_path / "server.log"
-    workers: list[int] = []
     with server(cmd, tmp_path, log) as proc:
-        try:
-            workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
-            answers = both_answer(sock, workers, log)
-            for reply in answers.values():
-                # On 3.10 uvicorn's asyncio_run runs the loop itself (no asyncio.Runner): the root task's creator's
-                # (synchronous) frames, in uvicorn and gunicorn, come before the root.
-                frames = reply["frames"]
-                assert frames[:5] == REQUEST_FRAMES[:5]
-                assert frames[-1] == REQUEST_FRAMES[-1]
-                if sys.version_info >= (3, 11):
-                    assert frames == REQUEST_FRAMES
-                else:
-                    assert ["asyncio_run", "_compat.py"] in frames
-                assert reply["line"] == marker_line(app, "collect")
-                assert reply["headers"] == ["Async trace:"]
-                assert reply["notes"] is NOTES
+        workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
+        answers = both_answer(sock, workers, log)
+        for reply in answers.values():
+            # On 3.10 uvicorn's asyncio_run runs the loop itself (no asyncio.Runner): the root task's creator's
+            # (synchronous) frames, in uvicorn and gunicorn, come before the root.
+            frames = reply["frames"]
+            assert frames[:5] == REQUEST_FRAMES[:5]
+            assert frames[-1] == REQUEST_FRAMES[-1]
+            if sys.version_info >= (3, 11):
+                assert frames == REQUEST_FRAMES
+            else:
+                assert ["asyncio_run", "_compat.py"] in frames
+            assert reply["line"] == marker_line(app, "collect")
+            assert reply["headers"] == ["Async trace:"]
+            assert reply["notes"] is NOTES
 
-            assert "Async task dump" not in log.read_text()
-            os.kill(workers[1], signal.SIGURG)
-            wait_for(lambda: "Task tree (" in log.read_text(), "the dump")
-            time.sleep(0.3)
-            text = log.read_text()
-            assert text.count("Async task dump: 1 running event loop\n") == 1, text
-            assert "\nTask-1 (pending)\n" in text[text.index("Async task dump") :]
-            assert all(alive(pid) for pid in workers)
-            assert f"{PROG}: warning" not in text
+        assert "Async task dump" not in log.read_text()
+        os.kill(workers[1], signal.SIGURG)
+        wait_for(lambda: "Task tree (" in log.read_text(), "the dump")
+        time.sleep(0.3)
+        text = log.read_text()
+        assert text.count("Async task dump: 1 running event loop\n") == 1, text
+        assert "\nTask-1 (pending)\n" in text[text.index("Async task dump") :]
+        assert all(alive(pid) for pid in workers)
+        assert f"{PROG}: warning" not in text
 
-            children = worker_pids(proc.pid, all_children=True)  # the workers, and the resource tracker if any
-            assert set(workers) <= set(children)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(DEADLINE) == 0, log.read_text()
-            wait_for(lambda: not any(alive(pid) for pid in children), "every child to exit")
-        finally:
-            _stop_all(worker_pids(proc.pid, all_children=True) if proc.poll() is None else workers)
+        children = worker_pids(proc.pid, all_children=True)  # the workers, and the resource tracker if any
+        assert set(workers) <= set(children)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0, log.read_text()
+        wait_for(lambda: not any(alive(pid) for pid in children), "every child to exit")
