@@ -469,3 +469,54 @@ def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE) == 0, log.read_text()
         wait_for(lambda: not any(alive(pid) for pid in children), "every child to exit")
+
+
+OTHER_COPY = """\
+    import json
+    import multiprocessing
+    import os
+    import signal
+    import sys
+
+
+    def target(queue):
+        queue.put(signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None))
+
+
+    if __name__ == "__main__":
+        os.environ["PYTHONPATH"] = sys.argv[1]  # the child's interpreter finds this copy first
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        process = context.Process(target=target, args=(queue,))
+        process.start()
+        traced = queue.get(timeout=60)
+        process.join(60)
+        print(json.dumps({"traced": traced, "exitcode": process.exitcode, "pid": process.pid}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("copy", "traced"),
+    [("raise ImportError('not this one')\n", True), ("raise RuntimeError('broken copy')\n", False)],
+    ids=["falls-back-to-the-parents-copy", "warns"],
+)
+def test_a_child_that_finds_another_async_trace(tmp_path: Path, copy: str, traced: bool) -> None:
+    """The child imports async_trace from its own sys.path; an ImportError there: the parent's copy; anything
+    else: the child runs untraced and says so."""
+    other = tmp_path / "other"
+    (other / "async_trace").mkdir(parents=True)
+    (other / "async_trace" / "__init__.py").write_text(copy, encoding="utf-8")
+    script = write(tmp_path / "other_copy.py", OTHER_COPY)
+    result = run_python("-m", "async_trace", "--dump-signal", "USR1", str(script), str(other), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["traced"], report["exitcode"]) == (traced, 0)
+    expected = (
+        []
+        if traced
+        else [
+            f"{PROG}: warning: child process {report['pid']} ({sys.executable}) is not traced: "
+            "RuntimeError: broken copy"
+        ]
+    )
+    assert result.stderr.splitlines() == expected
