@@ -13,7 +13,9 @@ They are commands only as the first argument: a script named ``ps`` runs as
 Tracing is on before the first line of the program runs, and exception notes
 are eager (see :func:`async_trace._exceptions.configure`). The program sees the
 ``sys.argv`` and ``sys.path[0]`` that ``python script.py`` / ``python -m
-module`` would give it; its output, and its exit status, are its own.
+module`` would give it; its output, and its exit status, are its own. The
+Python processes it starts through ``multiprocessing`` get the same options
+(see :mod:`async_trace._workers`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import NoReturn
 
-from . import __version__, _exceptions, _pstree
-from ._dump import dump_tasks_on_signal
+from . import __version__, _pstree, _workers
 from ._pstree import COMMANDS
 from ._render import STYLES
+from ._workers import CLIOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -142,12 +144,12 @@ def _apply(options: argparse.Namespace) -> None:
     """Configure the library from the parsed options, before the program starts."""
     if options.summary and options.dump_signal is None:
         _fail("--summary needs --dump-signal", 2)
-    _exceptions.configure(style=options.style, notes_on_exit=True)
-    if options.dump_signal is not None:
-        try:
-            dump_tasks_on_signal(options.dump_signal, style=options.style, summary=options.summary)
-        except (ValueError, OSError) as exc:
-            _fail(f"--dump-signal: {exc}", 2)
+    cli_options: CLIOptions = {"style": options.style, "dump_signal": options.dump_signal, "summary": options.summary}
+    try:
+        _workers.apply(cli_options)
+    except (ValueError, OSError) as exc:
+        _fail(f"--dump-signal: {exc}", 2)
+    _workers.follow_children(cli_options)
 
 
 def _program_tb(tb: TracebackType | None) -> TracebackType | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
@@ -31,6 +32,16 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 _registered: dict[int, tuple[Handler, Callable[[int, FrameType | None], None]]] = {}
 _lock = threading.Lock()
 _dumping = threading.local()
+#: Every handler dump_tasks_on_signal made (the command line tells them from the program's own).
+_handlers: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
+def is_dump_handler(obj: object) -> bool:
+    """Whether ``obj`` is a signal handler made by :func:`dump_tasks_on_signal`."""
+    try:
+        return obj in _handlers
+    except TypeError:  # not weakly referenceable (an int such as SIG_DFL): not ours
+        return False
 
 
 def format_dump(
@@ -145,6 +156,7 @@ def dump_tasks_on_signal(
             if callable(previous):
                 previous(received, frame)
 
+    _handlers.add(handler)
     with _lock:
         current = signal.getsignal(number)
         previous = _registered[number][0] if number in _registered else current

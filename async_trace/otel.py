@@ -30,6 +30,8 @@ This module imports ``opentelemetry`` (``import async_trace`` does not).
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
@@ -48,6 +50,7 @@ except ImportError as _err:  # pragma: no cover - exercised in a subprocess
 from ._chain import Node, warn_internal
 from ._exceptions import exception_trace
 from ._origin import chain_line, creation_site, current_node, has_line, origin_of_node
+from ._types import TraceFrame
 
 __all__ = [
     "CHAIN",
@@ -130,6 +133,21 @@ def _record_with_origin(
     type(span).record_exception(span, exception, attributes=merged or None, timestamp=timestamp, escaped=escaped)
 
 
+#: opentelemetry-instrumentation-asyncio's wrappers of create_task, gather, to_thread, ... and its
+#: trace_coroutine: frames of the package between the program's lines, not creation sites.
+_INSTRUMENTATION: Final = "opentelemetry.instrumentation.asyncio"
+
+
+def _without_instrumentation(frames: list[TraceFrame]) -> list[TraceFrame]:
+    module = sys.modules.get(_INSTRUMENTATION)
+    path = getattr(module, "__file__", None) if module is not None else None
+    if not path:
+        return frames
+    home = os.path.dirname(path) + os.sep
+    kept = [frame for frame in frames if not (frame["filename"] or "").startswith(home)]
+    return kept if len(kept) < len(frames) else frames
+
+
 class AsyncTraceSpanProcessor(SpanProcessor):
     """Sets the creation site and the origin chain of the current task on each span it starts.
 
@@ -175,6 +193,8 @@ class AsyncTraceSpanProcessor(SpanProcessor):
             return hit[1]
         attributes: dict[str, str | int] | None = None
         frames = origin_of_node(node, task)
+        if frames is not None:
+            frames = _without_instrumentation(frames)
         site = creation_site(frames) if frames is not None else None
         if frames is not None and site is not None:
             attributes = {

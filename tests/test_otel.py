@@ -345,3 +345,103 @@ def test_otlp_http_round_trip() -> None:
         decoded[kv.key] = getattr(kv.value, kind)
     line = line_of(main, "spawn-work")
     assert decoded == _origin("main", line, f"main ({NAME}:{line}) ← {root}")
+
+
+def _scenario(tracer: Tracer) -> tuple[str, dict[str, int]]:
+    """Nested tasks, a gather, an executor call and to_thread, each starting a span; ``(root task name, lines)``."""
+
+    def blocking() -> None:
+        with tracer.start_as_current_span("blocking"):
+            pass
+
+    async def leaf() -> None:
+        with tracer.start_as_current_span("leaf"):
+            await asyncio.sleep(0)
+
+    async def inner() -> None:
+        with tracer.start_as_current_span("inner"):
+            await asyncio.get_running_loop().run_in_executor(None, blocking)  # hop
+            await asyncio.gather(leaf())  # gather
+
+    async def outer() -> None:
+        with tracer.start_as_current_span("outer"):
+            await asyncio.create_task(inner(), name="inner")  # spawn-inner
+
+    async def main() -> str:
+        with tracer.start_as_current_span("main"):
+            await asyncio.create_task(outer(), name="outer")  # spawn-outer
+            await asyncio.to_thread(blocking_in_thread)  # to-thread
+        return asyncio.current_task().get_name()  # type: ignore[union-attr]
+
+    def blocking_in_thread() -> None:
+        with tracer.start_as_current_span("to_thread"):
+            pass
+
+    lines = {
+        "hop": line_of(inner, "hop"),
+        "gather": line_of(inner, "gather"),
+        "spawn-inner": line_of(outer, "spawn-inner"),
+        "spawn-outer": line_of(main, "spawn-outer"),
+        "to-thread": line_of(main, "to-thread"),
+    }
+    return asyncio.run(main()), lines
+
+
+def _parents(spans: dict[str, ReadableSpan]) -> dict[str, str | None]:
+    """Each span's parent, by name."""
+    by_id = {span.context.span_id: name for name, span in spans.items() if span.context is not None}
+    return {name: by_id[span.parent.span_id] if span.parent else None for name, span in spans.items()}
+
+
+def test_with_opentelemetry_instrumentation_asyncio(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AsyncioInstrumentor wraps create_task, gather and to_thread (and starts its own span in a traced
+    coroutine): the creation sites stay the program's lines, exactly, and parenting is the same as without us."""
+    instrumentation = pytest.importorskip("opentelemetry.instrumentation.asyncio")
+    monkeypatch.setenv("OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE", "leaf")
+    provider = TracerProvider()
+    provider.add_span_processor(AsyncTraceSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = instrumentation.AsyncioInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        root, line = _scenario(provider.get_tracer("async-trace-test"))
+        spans = _spans(exporter)
+        plain = InMemorySpanExporter()
+        plain_provider = TracerProvider()
+        plain_provider.add_span_processor(SimpleSpanProcessor(plain))
+        instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=plain_provider)
+        _scenario(plain_provider.get_tracer("async-trace-test"))
+        plain_spans = _spans(plain)
+    finally:
+        instrumentor.uninstrument()
+    assert sorted(spans) == ["asyncio coro-leaf", "blocking", "inner", "leaf", "main", "outer", "to_thread"]
+    hop, gather, s_inner, s_outer = line["hop"], line["gather"], line["spawn-inner"], line["spawn-outer"]
+    above_inner = f"outer ({NAME}:{s_inner}) ← main ({NAME}:{s_outer}) ← {root}"
+    assert _attrs(spans["main"]) == {}
+    assert _attrs(spans["outer"]) == _origin("main", s_outer, f"main ({NAME}:{s_outer}) ← {root}")
+    assert _attrs(spans["inner"]) == _origin("outer", s_inner, above_inner)
+    assert _attrs(spans["blocking"]) == _origin("inner", hop, f"inner ({NAME}:{hop}) [executor] ← {above_inner}")
+    leaf = _origin("inner", gather, f"inner ({NAME}:{gather}) ← {above_inner}")
+    assert _attrs(spans["leaf"]) == leaf
+    assert _attrs(spans["asyncio coro-leaf"]) == leaf  # the instrumentor's span, in the same task
+    to_thread = line["to-thread"]
+    assert _attrs(spans["to_thread"]) == _origin("main", to_thread, f"main ({NAME}:{to_thread}) [executor] ← {root}")
+    assert (
+        _parents(spans)
+        == _parents(plain_spans)
+        == {
+            "main": None,
+            "outer": "main",
+            "inner": "outer",
+            "blocking": "inner",
+            "asyncio coro-leaf": "inner",
+            "leaf": "inner",  # the instrumentor starts its span without making it current
+            "to_thread": "main",
+        }
+    )
+    assert all(not _attrs(span) for name, span in plain_spans.items() if name != "asyncio coro-leaf")
+    # Uninstrumented: asyncio's functions are ours (or the originals) again, not the instrumentor's wrappers.
+    assert not type(asyncio.create_task).__name__.endswith("FunctionWrapper")
