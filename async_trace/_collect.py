@@ -35,7 +35,7 @@ from ._chain import (
     task_name,
     valid_for,
 )
-from ._inapp import in_app
+from ._inapp import in_app, in_app_cache
 from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
 
 __all__: list[str] = []
@@ -185,7 +185,8 @@ def _frame(
         "task": task,
         "is_executor": is_executor,
         "is_process": is_process,
-        "in_app": in_app(filename),
+        # in_app() with its cache hit inlined: this runs for every collected frame.
+        "in_app": hit[0] if filename is not None and (hit := _in_app_get(filename)) is not None else in_app(filename),
     }
 
 
@@ -202,6 +203,7 @@ Resolved = tuple[tuple[str, "int | None", "str | None"], ...]
 # resolve to is cached (by identity, the tuple kept in the value).
 _resolved_cache: dict[int, tuple[Frames, Resolved]] = {}
 _resolved_get: Final = _resolved_cache.get
+_in_app_get: Final = in_app_cache.get
 
 
 def resolve_uncached(frames: Frames) -> Resolved:

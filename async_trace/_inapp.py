@@ -46,6 +46,8 @@ Kind = tuple[bool, "str | None", "str | None"]
 _include: frozenset[str] = frozenset()
 _exclude: frozenset[str] = frozenset()
 _cache: dict[str, Kind] = {}
+#: The cache itself, for callers that inline the hit (it is cleared, never replaced).
+in_app_cache: Final = _cache
 _CACHE_MAX: Final = 4096
 _APP: Final[Kind] = (True, None, None)
 
