@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --dump-signal: print each loop's live tasks grouped by creation and suspended site, with counts",
     )
+    parser.add_argument(
+        "--no-record-origins",
+        dest="record_origins",
+        action="store_false",
+        help=(
+            "3.12+: do not record each exception's task as it unwinds (no sys.monitoring hook: raising "
+            "and catching costs what it does untraced); origins are found when printed, and notes are "
+            "not added eagerly"
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"async-trace {__version__}")
     return parser
 
@@ -144,7 +154,12 @@ def _apply(options: argparse.Namespace) -> None:
     """Configure the library from the parsed options, before the program starts."""
     if options.summary and options.dump_signal is None:
         _fail("--summary needs --dump-signal", 2)
-    cli_options: CLIOptions = {"style": options.style, "dump_signal": options.dump_signal, "summary": options.summary}
+    cli_options: CLIOptions = {
+        "style": options.style,
+        "dump_signal": options.dump_signal,
+        "summary": options.summary,
+        "record_origins": options.record_origins,
+    }
     try:
         _workers.apply(cli_options)
     except (ValueError, OSError) as exc:

@@ -54,6 +54,8 @@ class CLIOptions(TypedDict):
     style: Style
     dump_signal: int | None
     summary: bool
+    #: ``--no-record-origins`` gives ``False``: no unwind record, so no eager notes either.
+    record_origins: bool
 
 
 #: The options of this process's command line; ``None``: not run under it.
@@ -104,6 +106,7 @@ class _ChildBootstrap:
             "style": str(options["style"]),
             "dump_signal": None if options["dump_signal"] is None else int(options["dump_signal"]),
             "summary": bool(options["summary"]),
+            "record_origins": bool(options["record_origins"]),
         }
         self.source = _BOOTSTRAP.format(home=home, options=plain)
 
@@ -117,7 +120,8 @@ def apply(options: CLIOptions) -> None:
     Raises:
         ValueError, OSError: the dump signal cannot be registered.
     """
-    _exceptions.configure(style=options["style"], notes_on_exit=True)
+    record = bool(options.get("record_origins", True))
+    _exceptions.configure(style=options["style"], notes_on_exit=record, record=record)
     if options["dump_signal"] is not None:
         dump_tasks_on_signal(options["dump_signal"], style=options["style"], summary=options["summary"])
 

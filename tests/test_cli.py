@@ -259,3 +259,21 @@ def test_parser_value_options_are_skipped_when_finding_the_program() -> None:
     )
     assert _split(parser, ["--style=arrows", "-m", "pkg.mod", "-m"]) == (["--style=arrows"], None, "pkg.mod", ["-m"])
     assert _split(parser, ["--", "-weird.py", "a"]) == ([], "-weird.py", None, ["a"])
+
+
+SETTINGS = """\
+import sys
+from async_trace import _exceptions
+tools = [t for t in (3, 4) if sys.version_info >= (3, 12) and sys.monitoring.get_tool(t) == "async_trace"]
+print(_exceptions.settings(), tools)
+"""
+
+
+def test_no_record_origins(tmp_path: Path) -> None:
+    """--no-record-origins: no unwind hook (3.12+) and no eager notes; by default both are on."""
+    write(tmp_path / "settings.py", SETTINGS)
+    hooked = "[4]" if sys.version_info >= (3, 12) else "[]"
+    default = cli("settings.py", cwd=tmp_path)
+    assert (default.returncode, default.stdout, default.stderr) == (0, f"(True, True) {hooked}\n", "")
+    off = cli("--no-record-origins", "settings.py", cwd=tmp_path)
+    assert (off.returncode, off.stdout, off.stderr) == (0, "(False, False) []\n", "")
