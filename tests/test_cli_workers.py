@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,23 +27,13 @@ import pytest
 from async_trace import _workers
 
 from .helpers import run_python
+from .test_cli import marker_line, write
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX: signals, unix sockets, fork")
 
 DEADLINE = 60.0
 NOTES = sys.version_info >= (3, 12)  # eager notes (the command line's) exist from 3.12
 PROG = "python -m async_trace"
-
-
-def write(path: Path, source: str) -> Path:
-    path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return path
-
-
-def marker_line(path: Path, marker: str) -> int:
-    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if line.rstrip().endswith(f"# {marker}")]
-    assert len(hits) == 1, marker
-    return hits[0]
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
