@@ -430,15 +430,9 @@ def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path:
         workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
         answers = both_answer(sock, workers, log)
         for reply in answers.values():
-            # On 3.10 uvicorn's asyncio_run runs the loop itself (no asyncio.Runner): the root task's creator's
-            # (synchronous) frames, in uvicorn and gunicorn, come before the root.
-            frames = reply["frames"]
-            assert frames[:5] == REQUEST_FRAMES[:5]
-            assert frames[-1] == REQUEST_FRAMES[-1]
-            if sys.version_info >= (3, 11):
-                assert frames == REQUEST_FRAMES
-            else:
-                assert ["asyncio_run", "_compat.py"] in frames
+            # The request task is created in a protocol callback, whose capture stops at the loop's
+            # Handle._run: no frame of the code that started the loop (uvicorn's asyncio_run on 3.10).
+            assert reply["frames"] == REQUEST_FRAMES
             assert reply["line"] == marker_line(app, "collect")
             assert reply["headers"] == ["Async trace:"]
             assert reply["notes"] is NOTES
