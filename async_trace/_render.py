@@ -552,9 +552,7 @@ def _gone_boundaries(frames: list[TraceFrame]) -> frozenset[int]:
 
 def hop_suffix(frame: TraceFrame) -> str:
     """`` [executor]``, `` [process 12345]`` or nothing: a hop's mark in the one-line forms."""
-    if frame.get("is_process"):
-        return " " + process_marker(frame).lower()
-    return " [executor]" if frame["is_executor"] else ""
+    return _hop_mark(frame).lower()
 
 
 def path_line(

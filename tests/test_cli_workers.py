@@ -334,6 +334,15 @@ REQUEST_FRAMES = [
 ]
 
 
+def assert_traced(answers: dict[int, Any], app: Path) -> None:
+    """Each worker answered with the request's exact chain, in the arrows style (--style arrows)."""
+    for reply in answers.values():
+        assert reply["frames"] == REQUEST_FRAMES
+        assert reply["line"] == marker_line(app, "collect")
+        assert reply["headers"] == ["Async trace:"]
+        assert reply["notes"] is NOTES
+
+
 def both_answer(sock: Path, workers: list[int], log: Path) -> dict[int, dict[str, Any]]:
     """GET / on new connections until each of ``workers`` answered (bounded in count and time)."""
     answers: dict[int, dict[str, Any]] = {}
@@ -379,11 +388,7 @@ def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> No
     with server(cmd, tmp_path, log) as proc:
         workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
         answers = both_answer(sock, workers, log)
-        for reply in answers.values():
-            assert reply["frames"] == REQUEST_FRAMES
-            assert reply["line"] == marker_line(app, "collect")
-            assert reply["headers"] == ["Async trace:"]  # --style arrows
-            assert reply["notes"] is NOTES
+        assert_traced(answers, app)
 
         before = log.read_text()
         assert before.count("Async task dump") == 0
@@ -429,13 +434,9 @@ def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path:
     with server(cmd, tmp_path, log) as proc:
         workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
         answers = both_answer(sock, workers, log)
-        for reply in answers.values():
-            # The request task is created in a protocol callback, whose capture stops at the loop's
-            # Handle._run: no frame of the code that started the loop (uvicorn's asyncio_run on 3.10).
-            assert reply["frames"] == REQUEST_FRAMES
-            assert reply["line"] == marker_line(app, "collect")
-            assert reply["headers"] == ["Async trace:"]
-            assert reply["notes"] is NOTES
+        # The request task is created in a protocol callback, whose capture stops at the loop's
+        # Handle._run: no frame of the code that started the loop (uvicorn's asyncio_run on 3.10).
+        assert_traced(answers, app)
 
         assert "Async task dump" not in log.read_text()
         os.kill(workers[1], signal.SIGURG)
