@@ -276,7 +276,6 @@ _current_task: Final = asyncio.current_task
 _tuple_new: Final = tuple.__new__
 _config: Final = config
 _frame_module: Final[Callable[[int], str | None] | None] = getattr(sys, "_getframemodulename", None)
-_HANDLE_RUN_CODE: Final = asyncio.events.Handle._run.__code__
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
 
@@ -509,7 +508,7 @@ def walk(frame: FrameType | None, stop: FrameType | None, *, remember: bool = Tr
         # A callback's stack (a protocol method, call_soon): collection cuts it
         # at the loop's Handle._run, so walking on to runpy would only cost.
         f = frame
-        while f is not None and f.f_code is not _HANDLE_RUN_CODE:
+        while f is not None and f.f_code is not _HANDLE_RUN:
             f = f.f_back
         stop = f
     last = _last
