@@ -421,6 +421,7 @@ def chain_frames(
     boundaries: list[int] = []
     root = -1
     index: TaskIndex | None = None
+    append = frames.append
     while node is not None:
         kind = type(node)
         if (kind is TaskNode or kind is RootNode) and not known:
@@ -434,22 +435,24 @@ def chain_frames(
             shown = hit[1] if hit is not None and hit[0] is hop else resolve(hop)
             boundary = True
             for name, line, filename in shown:
+                i = len(frames)
                 if line is None:  # an elision marker does not take the boundary
-                    frames.append(_frame(name, None, None, None, False, len(frames)))
+                    append(_frame(name, None, None, None, False, i))
                     continue
                 if boundary:
-                    boundaries.append(len(frames))
+                    boundaries.append(i)
                     boundary = False
-                frames.append(
+                hit = _in_app_get(filename)  # type: ignore[arg-type]
+                append(
                     {
                         "name": name,
                         "line": line,
                         "filename": filename,
-                        "indent": len(frames),
+                        "indent": i,
                         "task": created,
                         "is_executor": False,
                         "is_process": False,
-                        "in_app": in_app(filename),
+                        "in_app": hit[0] if hit is not None else in_app(filename),
                     }
                 )
                 created = None
