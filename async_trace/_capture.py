@@ -141,8 +141,10 @@ def seen_loops() -> list[tuple[Any, int]]:
 
 
 def clear_caches() -> None:
-    global _hot
+    """Drop the sibling cache and the latest capture (``disable_tracing()``): they hold code objects and contexts."""
+    global _hot, _last
     _hot = _EMPTY_HOT
+    _last = _EMPTY
 
 
 def _drop_hot(ref: Any) -> None:
@@ -809,6 +811,12 @@ def _off() -> None:
     global _active
     _active = False
     clear_caches()
+    # Collection's caches and the process hop's (imported by the first process-pool call) hold
+    # the program's code objects: nothing of the program outlives tracing in them.
+    for name in ("_collect", "_process"):
+        module = sys.modules.get(f"{__package__}.{name}")
+        if module is not None:
+            module.clear_caches()
 
 
 #: The tracing wrappers, switched by ``enable_tracing()`` / ``disable_tracing()`` through :mod:`._hooks`.

@@ -238,6 +238,13 @@ def resolve_uncached(frames: Frames) -> Resolved:
     return tuple(out)
 
 
+def clear_caches() -> None:
+    """Empty the kind, line and resolved-frames caches (``disable_tracing()``)."""
+    _kind_cache.clear()
+    _line_cache.clear()
+    _resolved_cache.clear()
+
+
 def resolve(frames: Frames) -> Resolved:
     """The frames of one hop as shown: asyncio's own dropped, cut at the event loop."""
     cached = _resolved_cache.get(id(frames))
@@ -442,7 +449,7 @@ def chain_frames(
                 if boundary:
                     boundaries.append(i)
                     boundary = False
-                hit = _in_app_get(filename)  # type: ignore[arg-type]
+                app = _in_app_get(filename)  # type: ignore[arg-type]
                 append(
                     {
                         "name": name,
@@ -452,7 +459,7 @@ def chain_frames(
                         "task": created,
                         "is_executor": False,
                         "is_process": False,
-                        "in_app": hit[0] if hit is not None else in_app(filename),
+                        "in_app": app[0] if app is not None else in_app(filename),
                     }
                 )
                 created = None

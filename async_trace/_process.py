@@ -76,6 +76,12 @@ def _mark(frame: TraceFrame, boundary: bool) -> tuple[int, int]:
 _last: tuple[Any, ...] = (None,) * 7
 
 
+def clear_caches() -> None:
+    """Drop the latest records (``disable_tracing()``): they hold the program's code objects."""
+    global _last
+    _last = (None,) * 7
+
+
 def records_of(node: ProcessNode, loop: Any) -> tuple[_hop.Record, ...]:
     """The chain of ``node`` (and of the hop this process was reached by, if any) as records."""
     global _last

@@ -86,3 +86,42 @@ def test_nodes_hold_no_tasks_frames_or_locals() -> None:
     kinds = (types.FrameType, asyncio.Task, types.CoroutineType, asyncio.AbstractEventLoop)
     assert not [o for o in found if isinstance(o, kinds)]
     assert not any(o is marker for o in found)
+
+
+def test_disable_tracing_lets_go_of_the_program_s_code() -> None:
+    """After ``disable_tracing()`` no cache of ours holds a code object of the program.
+
+    A module the program unloads, or code it compiled at run time, is freed
+    as without tracing: the capture, collection and process-hop caches are
+    emptied when tracing goes off.
+    """
+    import concurrent.futures
+
+    import async_trace
+
+    from . import process_workers
+
+    namespace: dict[str, Any] = {"asyncio": asyncio, "collect": collect_async_trace}
+    # Code made at run time, as a plugin system or a REPL makes it.
+    exec(
+        "async def child():\n"
+        "    return collect()\n"
+        "async def made(pool, double):\n"
+        "    await asyncio.create_task(child())\n"
+        "    return await asyncio.get_running_loop().run_in_executor(pool, double, 2)\n",
+        namespace,
+    )
+    codes = [weakref.ref(namespace[name].__code__) for name in ("child", "made")]
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:
+
+        async def main() -> Any:
+            return await asyncio.wait_for(namespace["made"](pool, process_workers.double), 60)
+
+        assert asyncio.run(main()) == 4
+    namespace.clear()
+    async_trace.disable_tracing()
+    try:
+        gc.collect()
+        assert [ref() for ref in codes] == [None, None]
+    finally:
+        async_trace.enable_tracing()
