@@ -336,6 +336,17 @@ _is_coroutine_function: Final[Callable[[Any], bool]] = (
 
 
 _ProcessPool: Final = concurrent.futures.ProcessPoolExecutor
+_process: Any = None
+
+
+def _process_module() -> Any:
+    """:mod:`._process`, imported by the first process-pool call (it imports collection, which imports us)."""
+    global _process
+    if _process is None:
+        from . import _process as module
+
+        _process = module
+    return _process
 
 
 def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -397,9 +408,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
             if ctx is None and isinstance(executor, _ProcessPool):
                 # A process pool pickles its calls: the chain goes with it, symbolized
                 # (the loop's default executor can only be a thread pool).
-                from . import _process
-
-                func, on_done = _process.hop(self, node, func)
+                func, on_done = _process_module().hop(self, node, func)
             elif ctx is not None:
                 # asyncio.to_thread copied the context before calling us:
                 # push the node into that copy, not a new one.
