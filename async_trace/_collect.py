@@ -389,7 +389,8 @@ def collect(start: FrameType | None) -> TraceData:
     remote = _hop.CHAIN.get()
     # In a process-pool worker, the call itself (node None) is an executor call too.
     in_executor = loop is None and (type(node) is ExecutorNode or (node is None and remote is not None))
-    boundaries, _ = chain_frames(frames, node, task, True, task, loop)
+    # In a callback (no running task) the node's task is unknown: looked up among the loop's tasks.
+    boundaries, _ = chain_frames(frames, node, task, task is not None, task, loop)
     if remote is not None:
         boundaries.extend(remote_frames(frames, remote))
     frames.boundaries = frozenset(boundaries)

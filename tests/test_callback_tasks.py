@@ -18,7 +18,7 @@ import async_trace
 from async_trace import TraceData, _collect, collect_async_trace
 
 from .apps import shape
-from .helpers import line_of
+from .helpers import line_of, rows
 
 HERE = "test_callback_tasks.py"
 
@@ -140,3 +140,41 @@ def test_a_callback_capture_stops_at_the_loop() -> None:
     assert all(c is not launcher_inner.__code__ for c in codes)
     assert all(c is not launcher_outer.__code__ for c in codes)
     assert len(codes) <= 8  # cb, ensure_future/create_task and the loop's own frames
+
+
+def test_a_trace_taken_in_a_callback_names_the_live_task_that_scheduled_it() -> None:
+    """No task runs in a callback: the task whose context scheduled it is found among the loop's tasks.
+
+    Its boundary frame carries the live Task (as in a trace taken inside it), and a
+    root is named, not shown as a finished placeholder.
+    """
+    seen: dict[str, Any] = {}
+
+    def cb(key: str) -> None:
+        seen[key] = collect_async_trace()  # in-callback
+
+    async def wait_for(key: str) -> None:
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if key in seen:
+                return
+
+    async def scheduler() -> None:
+        asyncio.get_running_loop().call_soon(cb, "from child")
+        await wait_for("from child")
+
+    async def main() -> None:
+        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+        asyncio.get_running_loop().call_soon(cb, "from root")
+        await wait_for("from root")
+        await asyncio.create_task(scheduler(), name="scheduler")  # spawn
+
+    asyncio.run(main())
+    in_callback = ("cb", line_of(cb, "in-callback"), HERE, None, False)
+    assert rows(seen["from root"]) == [in_callback, ("main", None, None, "main", False)]
+    assert rows(seen["from child"]) == [
+        in_callback,
+        ("main", line_of(main, "spawn"), HERE, "scheduler", False),
+        ("main", None, None, "main", False),
+    ]
+    assert seen["from child"]["current_task"] is None
