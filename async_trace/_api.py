@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from . import _capture, _chain, _exceptions, _hooks, _inapp, _registry  # noqa: F401  (their hook sets register on import)
 from ._capture import current_frame
@@ -49,7 +49,7 @@ def collect_async_trace() -> TraceData:
 
 
 def format_async_trace(
-    trace: TraceData,
+    trace: TraceData | Mapping[str, Any],
     *,
     limit: int | None = None,
     style: Style = "arrows",
@@ -100,7 +100,7 @@ def format_trace(
 
 
 def print_async_trace(
-    trace: TraceData,
+    trace: TraceData | Mapping[str, Any],
     *,
     file: TextIO | None = None,
     limit: int | None = None,

@@ -35,14 +35,14 @@ import os
 import re
 import sys
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from ._chain import task_name
 from ._inapp import classify, in_app
-from ._types import ProcessHopName, ThreadName, TraceData, TraceFrame
+from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
 
 if TYPE_CHECKING:
     from ._tree import TaskInfo, TaskTree
@@ -436,6 +436,57 @@ def traceback_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
     return text
 
 
+def check_limit(limit: object) -> None:
+    """``limit`` is ``None`` or an ``int``, as :mod:`traceback` takes it."""
+    if limit is not None and not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+
+
+#: What a hand-built frame dict may leave out, and what it then means.
+_FRAME_DEFAULTS: Final[dict[str, Any]] = {
+    "line": None,
+    "filename": None,
+    "task": None,
+    "is_executor": False,
+    "is_process": False,
+}
+
+
+def frames_of(trace: object) -> list[TraceFrame]:
+    """The frames of ``trace`` to render: a collected trace's as they are, a hand-built one's checked.
+
+    A trace built by hand or read back from JSON (with the specification's six
+    keys, or fewer) renders as long as each frame has a ``name``: a missing
+    ``indent`` is the frame's position, ``in_app`` follows from ``filename``,
+    the rest default to "nothing known". Anything else is a ``TypeError`` that
+    says what was expected, not a ``KeyError`` from inside the renderer.
+    """
+    if not isinstance(trace, Mapping):
+        raise TypeError(f"expected the trace dict collect_async_trace() returns, not {type(trace).__name__}")
+    every = trace.get("frames")
+    if type(every) is FrameList:
+        return every  # collected: complete by construction
+    if not isinstance(every, Sequence) or isinstance(every, (str, bytes)):
+        raise TypeError(f"the trace's 'frames' must be a list of frame dicts, not {type(every).__name__}")
+    out: list[TraceFrame] = []
+    for i, frame in enumerate(every):
+        if not isinstance(frame, Mapping) or "name" not in frame:
+            what = type(frame).__name__ if not isinstance(frame, Mapping) else "a dict without 'name'"
+            raise TypeError(f"frame {i} of the trace must be a frame dict with a 'name', not {what}")
+        name = frame["name"]
+        if len(frame) >= 8 and type(frame) is dict and isinstance(name, str):
+            out.append(cast(TraceFrame, frame))
+            continue
+        full: dict[str, Any] = {**_FRAME_DEFAULTS, "indent": i, **frame}
+        if not isinstance(name, str):
+            full["name"] = str(name)
+        if "in_app" not in frame:
+            filename = full["filename"]
+            full["in_app"] = in_app(filename if isinstance(filename, str) else None)
+        out.append(cast(TraceFrame, full))
+    return out
+
+
 def limited(frames: list[TraceFrame], limit: int | None) -> list[TraceFrame]:
     """``traceback``'s ``limit``: N > 0 keeps the innermost N, N < 0 the outermost |N|."""
     if limit is None:
@@ -504,7 +555,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def trace_lines(
-    trace: TraceData,
+    trace: TraceData | Mapping[str, Any],
     limit: int | None,
     style: Style = "arrows",
     *,
@@ -514,9 +565,10 @@ def trace_lines(
     """:func:`async_trace.format_async_trace`'s lines."""
     check_style(style)
     check_library_frames(library_frames)
+    check_limit(limit)
     spec = STYLE_TABLE[style]
     deco = decorations(ascii_only)
-    every = trace["frames"]
+    every = frames_of(trace)
     shown, first = shown_frames(every, limit, library_frames, deco)
     out = [] if spec.trace_header is None else [spec.trace_header]
     if spec.innermost_first:

@@ -49,7 +49,7 @@ class FrameList(list):  # type: ignore[type-arg]
 
     ``boundaries`` holds the indices of the frames where a task was created
     (whether or not that task is still alive), so a renderer can mark a
-    boundary whose task is gone; the frame dicts keep their seven documented
+    boundary whose task is gone; the frame dicts keep their eight documented
     keys. A copy or slice made by the caller is a plain list and loses the
     marks (renderers then mark only boundaries whose task is alive).
     """

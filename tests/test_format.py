@@ -135,3 +135,62 @@ def test_format_async_trace_of_a_collected_trace() -> None:
     a, b = asyncio.run(main())
     assert [x.split(" at line")[0] for x in a] == [x.split(" at line")[0] for x in b]
     assert len(a) == 2
+
+
+def test_a_trace_built_to_the_specification_renders() -> None:
+    """A trace with the specification's six keys per frame (no ``is_process``, ``in_app``) renders as collected.
+
+    ``in_app`` follows from the file name: a site-packages frame is a library frame.
+    """
+    six = [
+        {key: value for key, value in _frame(name, line, i).items() if key not in ("is_process", "in_app")}
+        for i, (name, line) in enumerate([("leaf", 3), ("main", 9)])
+    ]
+    assert format_async_trace({"frames": six, "current_task": None}) == format_async_trace(
+        {"frames": [_frame("leaf", 3, 0), _frame("main", 9, 1)], "current_task": None}
+    )
+    library = {**six[0], "filename": "/venv/lib/python3.12/site-packages/pkg/mod.py"}
+    assert format_async_trace({"frames": [library, six[1]]}) == [
+        "↑ leaf() at line 3 [pkg/mod.py]\n",
+        "  ↑ main() at line 9 [app.py]\n",
+    ]
+
+
+def test_a_frame_needs_only_a_name() -> None:
+    """Left-out keys mean "nothing known": the position is the indent, no line, no file."""
+    trace: Any = {"frames": [{"name": "leaf", "line": 3, "filename": "/x/app.py"}, {"name": "Task-1"}]}
+    assert format_async_trace(trace) == ["↑ leaf() at line 3 [app.py]\n", "  ↑ Task-1\n"]
+    assert format_async_trace({"frames": [{"name": 7}]}) == ["↑ 7\n"]
+
+
+@pytest.mark.parametrize(
+    ("trace", "message"),
+    [
+        (None, "expected the trace dict collect_async_trace() returns, not NoneType"),
+        ([], "expected the trace dict collect_async_trace() returns, not list"),
+        ({}, "the trace's 'frames' must be a list of frame dicts, not NoneType"),
+        ({"frames": "leaf"}, "the trace's 'frames' must be a list of frame dicts, not str"),
+        ({"frames": [_frame("leaf", 3, 0), 42]}, "frame 1 of the trace must be a frame dict with a 'name', not int"),
+        (
+            {"frames": [{"line": 3}]},
+            "frame 0 of the trace must be a frame dict with a 'name', not a dict without 'name'",
+        ),
+    ],
+)
+def test_what_is_not_a_trace_is_a_clear_type_error(trace: Any, message: str) -> None:
+    for call in (
+        lambda: format_async_trace(trace),
+        lambda: print_async_trace(trace, file=io.StringIO()),
+        lambda: format_async_trace(trace, style="traceback"),
+    ):
+        with pytest.raises(TypeError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("limit", ["3", 2.5, [1]])
+def test_limit_must_be_an_int(limit: Any) -> None:
+    with pytest.raises(TypeError, match=rf"^limit must be an int or None, not {type(limit).__name__}$"):
+        format_async_trace(SAMPLE, limit=limit)
+    with pytest.raises(TypeError, match=r"^limit must be an int or None"):
+        print_trace(limit=limit, file=io.StringIO())
