@@ -281,16 +281,18 @@ def frame_text(frame: TraceFrame) -> str:
     colour = _colour.get()
     if line is None or filename is None:
         name = frame["name"]
-        text = f"thread {str(name)!r}" if isinstance(name, ThreadName) else name
+        # A task name is user text (a request's path, say): one line, no escape codes.
+        text = f"thread {str(name)!r}" if isinstance(name, ThreadName) else plain(name)
         if colour and not frame.get("in_app", True):  # a collapsed run
             return _dim(text)
     else:
         is_app = frame.get("in_app", True)
-        path = short_path(filename, is_app)
+        path = plain(short_path(filename, is_app))
+        name = plain(frame["name"])  # code made at run time may have any name and file name
         if colour and is_app:
-            text = f"{_hi(frame['name'])}() at line {_hi(str(line))} [{_hi(path)}]"
+            text = f"{_hi(name)}() at line {_hi(str(line))} [{_hi(path)}]"
         else:
-            text = f"{frame['name']}() at line {line} [{path}]"
+            text = f"{name}() at line {line} [{path}]"
         if colour and not is_app:
             return _dim(text + _hop_mark(frame))
     return text + _hop_mark(frame)

@@ -194,3 +194,22 @@ def test_limit_must_be_an_int(limit: Any) -> None:
         format_async_trace(SAMPLE, limit=limit)
     with pytest.raises(TypeError, match=r"^limit must be an int or None"):
         print_trace(limit=limit, file=io.StringIO())
+
+
+def test_names_print_on_one_line_without_escape_codes() -> None:
+    """A task name is user text: its newline and terminal escape codes are printed escaped, as in the tree."""
+    hostile = "GET /\nfake line\x1b[31m"
+
+    async def leaf() -> list[str]:
+        return format_trace()
+
+    async def main() -> list[str]:
+        asyncio.current_task().set_name(hostile)  # type: ignore[union-attr]
+        return await asyncio.create_task(leaf())
+
+    lines = asyncio.run(main())
+    assert lines[-1] == "    ↑ GET /\\nfake line\\x1b[31m\n"
+    assert all(line.count("\n") == 1 for line in lines)
+    # Code made at run time may have any function and file name.
+    frame = {**_frame("a\nb", 3, 0), "filename": "/x/evil\x1b.py"}
+    assert format_async_trace({"frames": [frame]}) == ["↑ a\\nb() at line 3 [evil\\x1b.py]\n"]
