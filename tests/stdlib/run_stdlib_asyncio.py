@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=1200, help="seconds for each whole run")
     args = parser.parse_args()
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started in the background by a non-interactive shell (`cmd &`, nohup): SIGINT is
+        # ignored, and the suite's children would inherit that; then test_runners'
+        # interrupt_main() tests hang until the timeout, growing to gigabytes (3.11-3.13).
+        # Children get the default disposition back (exec resets a handled signal).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     version = subprocess.run(
         [args.python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True, check=True
     ).stdout.strip()
