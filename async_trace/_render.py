@@ -452,6 +452,8 @@ _FRAME_DEFAULTS: Final[dict[str, Any]] = {
     "is_executor": False,
     "is_process": False,
 }
+#: Every key of a frame dict: a frame that has them all is rendered as it is.
+_FRAME_KEYS: Final = frozenset(TraceFrame.__annotations__)
 
 
 def frames_of(trace: object) -> list[TraceFrame]:
@@ -476,7 +478,7 @@ def frames_of(trace: object) -> list[TraceFrame]:
             what = type(frame).__name__ if not isinstance(frame, Mapping) else "a dict without 'name'"
             raise TypeError(f"frame {i} of the trace must be a frame dict with a 'name', not {what}")
         name = frame["name"]
-        if len(frame) >= 8 and type(frame) is dict and isinstance(name, str):
+        if type(frame) is dict and frame.keys() >= _FRAME_KEYS and isinstance(name, str):
             out.append(cast(TraceFrame, frame))
             continue
         full: dict[str, Any] = {**_FRAME_DEFAULTS, "indent": i, **frame}

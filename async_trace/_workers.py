@@ -120,7 +120,7 @@ def apply(options: CLIOptions) -> None:
     Raises:
         ValueError, OSError: the dump signal cannot be registered.
     """
-    record = bool(options.get("record_origins", True))
+    record = options["record_origins"]
     _exceptions.configure(style=options["style"], notes_on_exit=record, record=record)
     if options["dump_signal"] is not None:
         dump_tasks_on_signal(options["dump_signal"], style=options["style"], summary=options["summary"])

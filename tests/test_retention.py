@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import types
 import weakref
 from typing import Any
 
+import async_trace
 from async_trace import TraceData, collect_async_trace
 from async_trace._chain import CURRENT
+
+from . import process_workers
 
 
 def _reachable(root: Any, limit: int = 20000) -> list[Any]:
@@ -95,12 +99,6 @@ def test_disable_tracing_lets_go_of_the_program_s_code() -> None:
     as without tracing: the capture, collection and process-hop caches are
     emptied when tracing goes off.
     """
-    import concurrent.futures
-
-    import async_trace
-
-    from . import process_workers
-
     namespace: dict[str, Any] = {"asyncio": asyncio, "collect": collect_async_trace}
     # Code made at run time, as a plugin system or a REPL makes it.
     exec(
