@@ -170,14 +170,16 @@ def enable_tracing(
         max_depth: hops kept per chain; longer chains keep the innermost
             half and the outermost quarter, with an elision marker between.
             Default 256.
-        eager_notes: 3.12+: add an exception's origin note to its
-            ``__notes__`` as the exception leaves the task (or executor
-            function) that raised it, so that tools reading ``__notes__``
-            before anything prints it (Sentry and other error trackers,
-            pytest's report) see it. Off by default: the note is added when
-            the exception is printed. On 3.10/3.11 there is no unwind hook:
-            the note is added when printed, as without it. ``None`` keeps
-            the current setting.
+        eager_notes: add an exception's origin note to its ``__notes__``
+            as the exception leaves the task (or executor function) that
+            raised it, so that tools reading ``__notes__`` before anything
+            prints it (Sentry and other error trackers, pytest's report) see
+            it. Off by default: the note is added when the exception is
+            printed. 3.12+: from the unwind hook, at no cost per task.
+            3.10/3.11 (no unwind hook): from a done callback given to each
+            task and executor future as it is created, a cost on every task
+            created (see docs/guarantees.md); on 3.10 the note goes into an
+            ``__notes__`` list. ``None`` keeps the current setting.
         record_origins: 3.12+: record which task an exception was raised
             in as it leaves that task (a ``sys.monitoring`` ``PY_UNWIND``
             callback, run for every frame any exception leaves: raising and

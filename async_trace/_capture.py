@@ -35,7 +35,7 @@ from typing import Any, Final, NamedTuple
 from weakref import WeakKeyDictionary
 from weakref import ref as _weakref
 
-from . import _anyio
+from . import _anyio, _chain
 from ._chain import (
     _EMPTY,
     CURRENT,
@@ -48,10 +48,12 @@ from ._chain import (
     TaskNode,
     config,
     coro_code,
+    inherited_chain,
     make,
     make_elided,
     make_root,
     make_thread_root,
+    named_copy,
     stop_frame,
     task_name,
     valid_for,
@@ -67,6 +69,12 @@ _THIS_FILE: Final = __file__.removesuffix("c")  # a .pyc path never shows in tra
 #: inside someone else's patch becomes a pass-through.
 _active = False
 _lock: Final = threading.RLock()
+
+#: 3.10/3.11 with eager notes (no unwind hook there): called with each task the
+#: wrappers create, and with each executor call's future and node, to add the
+#: origin note as it fails (set by :mod:`._exceptions`; ``None`` otherwise).
+watch_task: Callable[[Any], None] | None = None
+watch_call: Callable[[Any, Node], None] | None = None
 
 
 # --- task creation --------------------------------------------------------
@@ -259,6 +267,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 _note_loop_caller(sys._getframe(1))
         if getattr(task, "_source_traceback", None):
             _trim_source_traceback(task)
+        if watch_task is not None:
+            _watch(watch_task, task)
         return task
 
     create_task.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
@@ -381,6 +391,13 @@ class ContextCall(functools.partial):  # type: ignore[type-arg]
         return f"{self.args[0]!r} (in an async_trace context)"
 
 
+def _watch(watcher: Callable[..., None], *args: Any) -> None:
+    try:
+        watcher(*args)
+    except Exception as exc:  # noqa: BLE001 - never break what was created
+        warn_internal(exc, "watching for an exception's origin")
+
+
 def context_of_run(func: Any) -> Context | None:
     """The Context of ``functools.partial(ctx.run, ...)``, as asyncio.to_thread builds it."""
     kind = type(func)
@@ -398,6 +415,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _active:
             return original(self, executor, func, *args)
         on_done: Any = None
+        node: Node | None = None
         try:
             debug_rejects = self.get_debug() and (_is_coroutine(func) or _is_coroutine_function(func))
             if debug_rejects or not callable(func):
@@ -428,6 +446,8 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
                 on_done(future)
             else:
                 future.add_done_callback(on_done)  # before anyone can await it: see _process.hop
+        elif watch_call is not None and node is not None:
+            _watch(watch_call, future, node)
         return future
 
     run_in_executor.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
@@ -591,6 +611,31 @@ def _walk_elided(head: list[CodeType | int | None], frame: FrameType | None, sto
     return tuple(head)
 
 
+def adopt_inherited(inherited: Node | None, coro: Any) -> Node | None:
+    """The running task's node when it holds its creator's (see :func:`._chain.inherited_chain`), set in its context."""
+    node = _bounded(inherited_chain(inherited, coro))
+    if node is not None:
+        CURRENT.set(node)
+    return node
+
+
+def _bounded(node: Node | None) -> Node | None:
+    parent = node.parent if node is not None else None
+    if node is None or parent is None or node.depth <= config.max_depth:
+        return node
+    parent = compact(parent)
+    return node.clone(parent, parent.depth + 1)
+
+
+def store_inherited(task: Any, ctx: Context | None, inherited: Node | None) -> Node | None:
+    """:func:`adopt_inherited` for a task that is not the running one: stored in ``ctx``, its context, if it can be."""
+    node = _bounded(inherited_chain(inherited, task.get_coro()))
+    if node is not None and ctx is not None:
+        with contextlib.suppress(RuntimeError):  # the context is entered (the task runs in another thread)
+            ctx.run(_set_current, node)
+    return node
+
+
 def adopt_root(task: Any, coro: Any) -> RootNode:
     """Make ``task`` the root of the chain seen from its own context.
 
@@ -698,7 +743,7 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, tag: Any = Non
             # An eager task built directly, in its first step (no hook has
             # run for it yet); else created untraced: do not let its
             # children claim its creator's origin.
-            parent = in_first_step(task, coro, parent) or adopt_root(task, coro)
+            parent = in_first_step(task, coro, parent) or adopt_inherited(parent, coro) or adopt_root(task, coro)
         elif type(parent) is RootNode and parent.name is None:
             parent = name_root(parent, task)
         stop = stop_frame(coro)
@@ -777,7 +822,7 @@ def name_root(root: RootNode, task: Any) -> RootNode:
     cached = _named
     if cached[0] is root:
         return cached[1]  # type: ignore[return-value]
-    named: RootNode = _tuple_new(RootNode, (None, 1, root.code, _EMPTY, None, task_name(task), root.adopted))
+    named = named_copy(root, task_name(task))
     _named = (root, named)
     return named
 
@@ -819,6 +864,7 @@ def _anyio_on() -> None:
 def _off() -> None:
     global _active
     _active = False
+    _chain.epoch += 1  # tasks made from now on, until the next enable, are untraced
     clear_caches()
     # Collection's caches and the process hop's (imported by the first process-pool call) hold
     # the program's code objects: nothing of the program outlives tracing in them.

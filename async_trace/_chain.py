@@ -157,10 +157,18 @@ class RootNode(Node):
 
     name: str | None
     adopted: bool
+    #: The tracing epoch the root was made in (see ``epoch``).
+    epoch: int
 
 
 RootNode.name = field_getter(5, "The root task's name, or None if not known.")
 RootNode.adopted = field_getter(6, "Whether the root was made for a task created while tracing was off.")
+RootNode.epoch = field_getter(7, "The tracing epoch the root was made in.")
+
+#: Bumped by every ``disable_tracing()``. A chain whose root was made in the
+#: current epoch was made while tracing has stayed on since, so a task holding
+#: one of its nodes was created while tracing was on.
+epoch = 0
 
 
 class ThreadRootNode(Node):
@@ -203,7 +211,44 @@ def make_process(hop: Node, pid: int) -> ProcessNode:
 
 
 def make_root(code: Any, name: str | None = None, *, adopted: bool = False) -> RootNode:
-    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, name, adopted))
+    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, name, adopted, epoch))
+
+
+def named_copy(root: RootNode, name: str) -> RootNode:
+    return _tuple_new(RootNode, (None, 1, root.code, _EMPTY, None, name, root.adopted, root.epoch))
+
+
+#: The frames of a hop whose creation line is unknown: a task that no hook saw
+#: being built (``asyncio.Task(...)`` on 3.14+, or on uvloop on 3.10/3.11).
+UNKNOWN_LINE: Final[Frames] = (None, -1)
+
+
+def inherited_chain(node: Node | None, coro: Any) -> Node | None:
+    """The node for a task running ``coro`` that holds its creator's ``node``, or ``None``.
+
+    The task was built where no hook saw it, so its context is a copy of its
+    creator's, holding the creator's own node. If tracing has stayed on since
+    that chain began, the task was created while tracing was on, by a task
+    running with ``node``: it gets a hop below ``node`` whose creation line is
+    unknown (``UNKNOWN_LINE``), and its creator is found later among the
+    tasks whose own node is ``node``. Otherwise (created while tracing was
+    off, or an untraced chain) ``None``: the task is a root of its own.
+    """
+    kind = type(node)
+    if kind is not TaskNode and kind is not RootNode:
+        return None
+    code = coro_code(coro)
+    if code is None or node.code is code:  # type: ignore[union-attr]
+        return None
+    top: Any = node
+    for _ in range(4 * config.max_depth + 16):  # compact() keeps chains shorter than this
+        parent = top.parent
+        if parent is None:
+            break
+        top = parent
+    if type(top) is not RootNode or top.epoch != epoch:
+        return None
+    return _tuple_new(TaskNode, (node, node.depth + 1, code, UNKNOWN_LINE, None))  # type: ignore[union-attr]
 
 
 def make_thread_root(name: str) -> ThreadRootNode:

@@ -20,7 +20,7 @@ from typing import Any, Final
 import _async_trace_process as _hop
 
 from . import _anyio
-from ._capture import in_first_step, walk
+from ._capture import adopt_inherited, in_first_step, walk
 from ._chain import (
     CURRENT,
     ElidedNode,
@@ -190,6 +190,10 @@ def _frame(
     }
 
 
+#: Where a hop's creation line is unknown (``_chain.UNKNOWN_LINE``): a task no hook saw being built.
+UNKNOWN_LINE_TEXT: Final = "... built here by asyncio.Task(...), line unknown ..."
+
+
 def _elided(count: int, what: str) -> str:
     unit = what if count == 1 else what + "s"
     return f"... {count} {unit} elided ..."
@@ -216,7 +220,7 @@ def resolve_uncached(frames: Frames) -> Resolved:
         code: Any = frames[i]
         lasti: Any = frames[i + 1]
         if code is None:
-            append((_elided(lasti, "frame"), None, None))
+            append((_elided(lasti, "frame") if lasti >= 0 else UNKNOWN_LINE_TEXT, None, None))
             continue
         # frame_kind() and line_at(), their cache hits inlined: this runs for every shown frame.
         hit = kind_get(id(code))
@@ -378,7 +382,8 @@ def collect(start: FrameType | None) -> TraceData:
         coro = task.get_coro()
         append_frames(frames, resolve_uncached(walk(start, stop_frame(coro), remember=False)), None, False)
         if node is None or not valid_for(node, coro):
-            node = in_first_step(task, coro, node)  # an eager task built directly, in its first step
+            # An eager task built directly, in its first step; else a task no hook saw being built.
+            node = in_first_step(task, coro, node) or adopt_inherited(node, coro)
         if node is None:
             # Created before tracing was on, or while it was off: the task is
             # the root of what we know.

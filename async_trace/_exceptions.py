@@ -28,9 +28,11 @@ Mechanism; nothing of it runs on the path without exceptions:
   ``default_exception_handler``, ``sys.excepthook`` and
   ``traceback.TracebackException`` (what ``logging`` and every
   :mod:`traceback` function use) are wrapped, and restored exactly by
-  ``disable_tracing()``. With eager notes (``python -m async_trace``; 3.12+)
-  also as the exception leaves the task that raised it, for tools that read
-  ``__notes__`` themselves.
+  ``disable_tracing()``. With eager notes (``enable_tracing(eager_notes=True)``;
+  ``python -m async_trace`` on 3.12+) also as the exception leaves the task
+  that raised it, for tools that read ``__notes__`` themselves: 3.12+ from the
+  unwind hook, 3.10/3.11 from a done callback given to each task and executor
+  future as it is created.
 
 The record is stored on the exception as ``_async_trace_origin`` (exceptions
 cannot be weakly referenced); it pickles and deep-copies as ``None``, so an
@@ -52,8 +54,8 @@ from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
 from typing import Any, Final, TextIO, cast
 
-from . import _collect
-from ._capture import weak_task_ref
+from . import _capture, _collect
+from ._capture import store_inherited, weak_task_ref
 from ._chain import (
     CURRENT,
     ExecutorNode,
@@ -136,6 +138,7 @@ def configure(
         _style = style
     if notes_on_exit is not None:
         _eager = bool(notes_on_exit)
+        _set_watchers()
     if record is not None:
         _record = bool(record)
         if not _record:
@@ -175,9 +178,26 @@ _Origin.name = field_getter(2, "The raising task's name when recorded.")
 
 
 class _Shown(_Origin):
-    """An origin whose note was added (3.11+)."""
+    """An origin whose note was added (3.11+; on 3.10 only by eager notes, in ``__notes__``)."""
 
     __slots__ = ()
+
+
+class _Provisional(_Shown):
+    """An eager note added before the traceback it will be shown with is complete: ``text`` is that note.
+
+    An executor call's exception gets its note as it leaves the call, before
+    it is re-raised in the awaiting coroutine, whose frames the final
+    traceback shows. The note is made again, and replaced in ``__notes__``,
+    when the exception leaves the awaiting task or is printed.
+    """
+
+    __slots__ = ()
+
+    text: str | None
+
+
+_Provisional.text = field_getter(3, "The note as added.")
 
 
 _UNKNOWN: Final = _tuple_new(_Shown, (None, None, None))
@@ -203,8 +223,11 @@ def _origin_of_task(task: Any) -> _Origin | None:
     if not hasattr(task, "get_coro"):  # a plain Future
         return None
     node = node_of_task(task)
-    if node is None or not valid_for(node, task.get_coro()):
-        return None  # created while tracing was off: no origin known
+    if node is not None and not valid_for(node, task.get_coro()):
+        # Built where no hook saw it (its creator's node); else created while tracing was off.
+        node = store_inherited(task, _collect.context_of(task), node)
+    if node is None:
+        return None
     return _make(node, task)
 
 
@@ -325,6 +348,65 @@ def record_hop_origin(node: ProcessNode, future: Any) -> None:
         _store(exc, _tuple_new(_Origin, (node, None, None)))
 
 
+# --- 3.10/3.11: eager notes from done callbacks ----------------------------------
+
+
+def _task_done(task: Any) -> None:
+    """Done callback of each task the wrappers create, with eager notes on 3.10/3.11.
+
+    Added as the task is created, so it runs before the callbacks of whoever
+    awaits the task (they are added later, and run in order): the note is in
+    ``__notes__`` before the exception reaches them. The exception left this
+    task, so the task (or an inner one, which finished first and recorded
+    it) is its origin.
+    """
+    try:
+        if task.cancelled():
+            return
+        # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
+        exc = getattr(task, "_exception", None)
+        if not isinstance(exc, Exception) or isinstance(exc, _NOT_FAILURES):
+            return
+        if getattr(exc, _KEY, None) is None:
+            origin = _origin_of_task(task)
+            if origin is None:
+                return  # created while tracing was off
+            _store(exc, origin)
+        _note(exc, _style)
+    except Exception as err:  # noqa: BLE001 - a callback of the program's task must not fail
+        warn_internal(err, "adding a task's origin note")
+
+
+def _call_done(node: Node, future: Any) -> None:
+    """Done callback of an executor call's future, with eager notes on 3.10/3.11: the call is the origin."""
+    try:
+        if future.cancelled():
+            return
+        exc = getattr(future, "_exception", None)
+        if not isinstance(exc, Exception) or isinstance(exc, _NOT_FAILURES):
+            return
+        if getattr(exc, _KEY, None) is None:
+            _store(exc, _tuple_new(_Origin, (node, None, None)))
+        _note(exc, _style, early=True)
+    except Exception as err:  # noqa: BLE001 - a callback of the program's future must not fail
+        warn_internal(err, "adding an executor call's origin note")
+
+
+def _watch_task(task: Any) -> None:
+    task.add_done_callback(_task_done)
+
+
+def _watch_call(future: Any, node: Node) -> None:
+    future.add_done_callback(functools.partial(_call_done, node))
+
+
+def _set_watchers() -> None:
+    """3.10/3.11: eager notes come from done callbacks, given while the hooks are on (3.12+: the unwind hook)."""
+    on = _active and _eager and not _HAS_MONITORING
+    _capture.watch_task = _watch_task if on else None
+    _capture.watch_call = _watch_call if on else None
+
+
 # --- the chain --------------------------------------------------------------
 
 
@@ -365,7 +447,7 @@ def _in_traceback(exc: BaseException) -> set[tuple[str, int | None, str]]:
 
 
 def _not_shown(
-    frames: list[TraceFrame], boundaries: list[int], root: int, exc: BaseException | None
+    frames: list[TraceFrame], boundaries: list[int], root: int, exc: BaseException | None, early: bool = False
 ) -> tuple[list[TraceFrame], list[int], int]:
     """The chain without its innermost frames that ``exc``'s traceback already shows.
 
@@ -374,10 +456,16 @@ def _not_shown(
     up to the task's own coroutine: the note starts after them. It stops at
     the first frame the traceback lacks, and at a task boundary (the line
     that created a task is news even when the traceback passes through it).
+    ``early``: the exception has not been re-raised in the awaiting coroutine
+    yet; the frame that awaits the call, which the traceback will show from
+    then on, counts as shown.
     """
-    if exc is None or exc.__traceback__ is None or not frames:
+    if exc is None or (exc.__traceback__ is None and not early) or not frames:
         return frames, boundaries, root
-    shown = _in_traceback(exc)
+    shown: set[tuple[str | None, int | None, str]] = set(_in_traceback(exc))
+    if early:
+        first = frames[0]
+        shown.add((first["filename"], first["line"], first["name"]))
     stops = set(boundaries)
     stops.add(root)
     skip = 0
@@ -395,14 +483,18 @@ def _not_shown(
 
 
 def _block(
-    found: Found, style: Style, exc: BaseException | None = None, library_frames: LibraryFrames | None = None
+    found: Found,
+    style: Style,
+    exc: BaseException | None = None,
+    library_frames: LibraryFrames | None = None,
+    early: bool = False,
 ) -> str | None:
     """The chain as one note, or ``None`` if it holds no line (raised in a root task).
 
     With ``exc``, the frames its traceback already shows are left out (see :func:`_not_shown`).
     """
     node, task, name = found
-    frames, boundaries, root = _not_shown(*chain_frames(node, task), exc)
+    frames, boundaries, root = _not_shown(*chain_frames(node, task), exc, early)
     shown = _library_frames if library_frames is None else library_frames
     return exception_note(frames, boundaries, root, _is_hop(node), name, style, library_frames=shown)
 
@@ -412,20 +504,71 @@ def _note_text(exc: BaseException, style: Style, library_frames: LibraryFrames |
     return _block(found, style, exc, library_frames) if found is not None else None
 
 
-def _note(exc: BaseException, style: Style, library_frames: LibraryFrames | None = None) -> None:
-    """Add the note to ``exc`` unless it was added before (3.11+)."""
-    if type(getattr(exc, _KEY, None)) is _Shown:
+def _note_text_310(exc: BaseException, style: Style, library_frames: LibraryFrames | None = None) -> str | None:
+    """3.10: the lines printed after the exception line; with eager notes, ``__notes__`` gets the same text."""
+    if _eager:
+        _note(exc, style, library_frames)  # makes a provisional note final
+    return _note_text(exc, style, library_frames)
+
+
+def _printed(text: str, lines: list[str]) -> bool:
+    """3.10: whether ``text`` is in ``lines`` already (a formatter that prints ``__notes__``: ``exceptiongroup``'s)."""
+    return text in "".join(lines)
+
+
+def _note(exc: BaseException, style: Style, library_frames: LibraryFrames | None = None, early: bool = False) -> None:
+    """Add the note to ``exc`` unless it was added before (3.11+; on 3.10 only eagerly, to ``__notes__``).
+
+    ``early``: an eager note for an executor call's exception, before it is
+    re-raised in the awaiting coroutine (see :class:`_Provisional`); a later
+    call replaces that note with the final one.
+    """
+    before = getattr(exc, _KEY, None)
+    if type(before) is _Shown:
         return
     found = origin_of(exc)
     if found is None:
         return
     node, task, name = found
-    _store(exc, _tuple_new(_Shown, (node, weak_task_ref(task) if task is not None else None, name)))
-    text = _block(found, style, exc, library_frames)
-    if text is not None:
-        # An exception type refusing attributes refuses __notes__ too: no note then.
-        with contextlib.suppress(Exception):
+    ref = weak_task_ref(task) if task is not None else None
+    text = _block(found, style, exc, library_frames, early)
+    if early:
+        _store(exc, _tuple_new(_Provisional, (node, ref, name, text)))
+    else:
+        _store(exc, _tuple_new(_Shown, (node, ref, name)))
+    if type(before) is _Provisional:
+        _replace_note(exc, before.text, text)
+    elif text is not None:
+        _add_note(exc, text)
+
+
+def _add_note(exc: BaseException, text: str) -> None:
+    # An exception type refusing attributes refuses __notes__ too: no note then.
+    with contextlib.suppress(Exception):
+        if _HAS_NOTES:
             exc.add_note(text)  # type: ignore[attr-defined,unused-ignore]  # 3.11+
+        else:
+            # 3.10: PEP 678's attribute, as its backports and error trackers read it.
+            notes = getattr(exc, "__notes__", None)
+            if notes is None:
+                exc.__notes__ = [text]  # type: ignore[attr-defined,unused-ignore]
+            elif isinstance(notes, list):
+                notes.append(text)
+
+
+def _replace_note(exc: BaseException, old: str | None, new: str | None) -> None:
+    """Put ``new`` where the provisional note ``old`` is in ``__notes__`` (or add it, if ``old`` is not there)."""
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        for i, note in enumerate(notes):
+            if note is old and old is not None:
+                if new is None:
+                    del notes[i]
+                else:
+                    notes[i] = new
+                return
+    if new is not None:
+        _add_note(exc, new)
 
 
 def _family(exc: BaseException) -> Iterator[BaseException]:
@@ -505,9 +648,10 @@ def _format_310(exc: BaseException, style: Style, library_frames: LibraryFrames 
         if te.stack:
             lines.append("Traceback (most recent call last):\n")
             lines.extend(te.stack.format())
-        lines.extend(_FORMAT_EXCEPTION_ONLY(te))
-        text = _note_text(e, style, library_frames)
-        if text is not None:
+        only = list(_FORMAT_EXCEPTION_ONLY(te))
+        lines.extend(only)
+        text = _note_text_310(e, style, library_frames)
+        if text is not None and not _printed(text, only):
             lines.extend(line + "\n" for line in text.split("\n"))
     return lines
 
@@ -633,6 +777,11 @@ def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
         and _leaves_the_call(sys._getframe(1))
     ):
         _store(exc, _tuple_new(_Origin, (_get_current(), None, None)))
+        if _eager:
+            try:
+                _note(exc, _style, early=True)
+            except Exception as err:  # noqa: BLE001 - never disturb the exception in flight
+                warn_internal(err, "adding an executor call's origin note")
 
 
 def _leaves_the_call(frame: FrameType) -> bool:
@@ -756,7 +905,7 @@ def _make_te_init(original: Callable[..., Any]) -> Callable[..., Any]:
                 if _HAS_NOTES:
                     _note(exc_value, _style)
                 else:
-                    setattr(self, _NOTE_ATTR, _note_text(exc_value, _style))
+                    setattr(self, _NOTE_ATTR, _note_text_310(exc_value, _style))
             except Exception as err:  # noqa: BLE001 - the traceback itself comes first
                 warn_internal(err, "adding an exception's origin to a traceback")
         original(self, exc_type, exc_value, *args, **kwargs)
@@ -769,9 +918,10 @@ def _make_format_exception_only(original: Callable[..., Any]) -> Callable[..., A
     # 3.10: the note, printed where 3.11 prints notes.
     @functools.wraps(original)
     def format_exception_only(self: Any) -> Iterator[str]:
-        yield from original(self)
+        lines = list(original(self))
+        yield from lines
         text = getattr(self, _NOTE_ATTR, None)
-        if text:
+        if text and not _printed(text, lines):
             yield from (line + "\n" for line in text.split("\n"))
 
     format_exception_only.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
@@ -812,12 +962,14 @@ def _on() -> None:
     if _record:
         _monitoring_install()
     _active = True
+    _set_watchers()
 
 
 def _off() -> None:
     global _active
     _active = False
     _monitoring_uninstall()
+    _set_watchers()
 
 
 #: The exception hooks, switched after the tracing wrappers (see :mod:`._hooks`).

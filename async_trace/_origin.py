@@ -14,6 +14,7 @@ import asyncio.events
 import os
 from typing import Any, Final
 
+from ._capture import adopt_inherited
 from ._chain import CURRENT, Node, valid_for
 from ._exceptions import chain_frames
 from ._inapp import in_app
@@ -37,7 +38,11 @@ def current_node() -> tuple[Node, Any] | None:
     loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
     if task is not None and not valid_for(node, task.get_coro()):
-        return None  # created untraced: the node in its context is its creator's
+        # Built where no hook saw it (its creator's node); else created untraced.
+        adopted = adopt_inherited(node, task.get_coro())
+        if adopted is None:
+            return None
+        node = adopted
     return node, task
 
 

@@ -137,6 +137,9 @@ def _trace_built(task: Any, frame: Any) -> None:
             return  # traced by a create_task wrapper (a task factory of the user's between)
     node = capture(TaskNode, loop, frame, code)
     ctx.run(CURRENT.set, node)
+    watcher = _capture.watch_task
+    if watcher is not None:
+        watcher(task)  # 3.10/3.11 eager notes (see _exceptions._task_done)
 
 
 def _on() -> None:

@@ -19,7 +19,7 @@ from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final, Literal, TextIO
 
 from . import _collect, _render
-from ._capture import walk
+from ._capture import store_inherited, walk
 from ._chain import (
     ElidedNode,
     ExecutorNode,
@@ -308,7 +308,9 @@ class _Builder:
             return entry
         node = node_of_task(task)
         coro = task.get_coro()
-        if node is None or not valid_for(node, coro):
+        if node is not None and not valid_for(node, coro):
+            node = store_inherited(task, _collect.context_of(task), node)  # built where no hook saw it
+        if node is None:
             entry = _Entry(task_name(task), task, _state(task, self.running), "unknown")
         elif type(node) is RootNode:
             entry = _Entry(task_name(task), task, _state(task, self.running), "unknown" if is_adopted(node) else "root")

@@ -121,7 +121,9 @@ def apply(options: CLIOptions) -> None:
         ValueError, OSError: the dump signal cannot be registered.
     """
     record = options["record_origins"]
-    _exceptions.configure(style=options["style"], notes_on_exit=record, record=record)
+    # Eager notes where they cost nothing per task (3.12+: the unwind hook); 3.10/3.11 would need a
+    # done callback on every task (enable_tracing(eager_notes=True) gives them there).
+    _exceptions.configure(style=options["style"], notes_on_exit=record and sys.version_info >= (3, 12), record=record)
     if options["dump_signal"] is not None:
         dump_tasks_on_signal(options["dump_signal"], style=options["style"], summary=options["summary"])
 

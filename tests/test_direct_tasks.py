@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import TraceData, collect_async_trace
+from async_trace import TaskInfo, TraceData, collect_async_trace, task_tree
+from async_trace._collect import UNKNOWN_LINE_TEXT
 
 from .helpers import Row, line_of, rows
 
@@ -20,7 +21,6 @@ HERE = "test_direct_tasks.py"
 #: 3.10-3.13 register each task in a Python WeakSet: that registration is the hook.
 HOOKED = sys.version_info < (3, 14)
 REGISTRY_NAME = "_all_tasks" if sys.version_info < (3, 12) else "_scheduled_tasks"
-needs_hook = pytest.mark.skipif(not HOOKED, reason="3.14+: no hook for Task() (C task lists)")
 needs_312 = pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_start= is 3.12+")
 
 Coro = Coroutine[Any, Any, TraceData]
@@ -50,39 +50,90 @@ async def builder(build: Callable[[Coro], asyncio.Task[TraceData]], func: Callab
 
 
 def _expected(build: Any, func: Any, task_name: str) -> list[Row]:
-    return [
-        (func.__name__, line_of(func, "capture"), HERE, None, False),
-        (build.__name__, line_of(build, "build"), HERE, task_name, False),
-        ("builder", line_of(builder, "call"), HERE, None, False),
-    ]
+    own = (func.__name__, line_of(func, "capture"), HERE, None, False)
+    if HOOKED or (build is build_eager and func is child):
+        # The registration hook (3.10-3.13), or a capture in an eager first step (every version).
+        return [
+            own,
+            (build.__name__, line_of(build, "build"), HERE, task_name, False),
+            ("builder", line_of(builder, "call"), HERE, None, False),
+        ]
+    # 3.14+, no hook: under its creator (here the root task), the line that built it unknown.
+    return [own, (UNKNOWN_LINE_TEXT, None, None, None, False)]
 
 
 def _check(got: list[Row], build: Any, func: Any) -> None:
     *trace, (_, _, _, name, _) = got
     assert name is not None
-    assert trace[:3] == _expected(build, func, name)
+    expected = _expected(build, func, name)
+    assert trace[: len(expected)] == expected
     # Then asyncio.run's root task, and nothing else.
-    assert len(trace) == 4
-    root, line, filename, root_task, _ = trace[3]
+    assert len(trace) == len(expected) + 1
+    root, line, filename, root_task, _ = trace[-1]
     assert (line, filename, root_task) == (None, None, root)
 
 
 FUNCS = pytest.mark.parametrize("func", [child, child_after_await], ids=["first-step", "after-await"])
 
 
-@needs_hook
 @FUNCS
 def test_task_built_directly_has_its_creation_line(func: Any) -> None:
-    """``asyncio.Task(coro, loop=loop)``: the chain runs through the line that built it, to the root."""
+    """``asyncio.Task(coro, loop=loop)``: the chain runs through the line that built it, to the root.
+
+    3.14+ has no hook: the chain runs through a marker for the unknown line to the creator's chain.
+    """
     _check(asyncio.run(builder(build_plain, func)), build_plain, func)
 
 
-@needs_hook
 @needs_312
 @FUNCS
 def test_eager_task_built_directly_has_its_creation_line(func: Any) -> None:
     """``asyncio.Task(coro, loop=loop, eager_start=True)``, as aiohttp builds its tasks on 3.12/3.13."""
     _check(asyncio.run(builder(build_eager, func)), build_eager, func)
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def _build_and_look(event: asyncio.Event) -> list[TaskInfo]:
+    task = asyncio.Task(_wait(event), loop=asyncio.get_running_loop(), name="direct")  # build-in-tree
+    await asyncio.sleep(0)
+    tree = task_tree()
+    event.set()
+    await task
+    return list(tree.roots)
+
+
+def test_task_built_directly_hangs_under_its_creator_in_the_tree() -> None:
+    """In task_tree() a task built directly is under the task that built it, on every version."""
+
+    async def main() -> list[TaskInfo]:
+        return await asyncio.create_task(_build_and_look(asyncio.Event()), name="builder")
+
+    (root,) = asyncio.run(main())
+    (builder_info,) = root.children
+    (direct,) = builder_info.children
+    assert (builder_info.name, direct.name, direct.origin, direct.state) == ("builder", "direct", "traced", "pending")
+    created = [(f["name"], f["line"], f["filename"]) for f in direct.created_at]
+    if HOOKED:
+        assert created == [("_build_and_look", line_of(_build_and_look, "build-in-tree"), __file__)]
+    else:
+        assert created == [(UNKNOWN_LINE_TEXT, None, None)]
+
+
+def test_task_built_directly_while_tracing_was_off_is_a_root() -> None:
+    """Built (or created) while tracing was off, a task does not claim its creator's chain, on every version."""
+
+    async def main() -> list[str]:
+        async_trace.disable_tracing()
+        try:
+            task = asyncio.Task(child_after_await(), loop=asyncio.get_running_loop(), name="untraced")
+        finally:
+            async_trace.enable_tracing()
+        return [row[0] for row in rows(await task)]
+
+    assert asyncio.run(main()) == ["child_after_await", "untraced"]
 
 
 def test_tasks_keep_their_type_and_the_registry_is_restored() -> None:

@@ -716,12 +716,89 @@ def eager() -> Iterator[None]:
         _exceptions.configure(notes_on_exit=False)
 
 
-@pytest.mark.skipif(not MONITORING, reason="eager notes need sys.monitoring, 3.12+")
 @pytest.mark.usefixtures("eager")
 def test_eager_notes_are_added_as_the_exception_leaves_its_task() -> None:
-    """With eager notes the note is in __notes__ before anything prints the exception."""
+    """With eager notes the note is in __notes__ before anything prints the exception, on every version.
+
+    3.12+: the unwind hook; 3.10/3.11: a done callback on each task, run before its awaiter's.
+    """
     exc, root = asyncio.run(_catch_once())
     assert exc.__notes__ == [_once_block(root)]  # type: ignore[attr-defined,unused-ignore]
+    # Printing adds nothing more, and prints the note once (3.10: after the exception line).
+    text = "".join(format_exception(exc))
+    assert text.count(HEADER) == 1
+    assert text.endswith(f"ValueError: once\n{_once_block(root)}\n")
+    assert exc.__notes__ == [_once_block(root)]  # type: ignore[attr-defined,unused-ignore]
+
+
+async def _blocking_call() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, _blocking)  # hop
+
+
+def _blocking() -> None:
+    raise KeyError("in a thread")
+
+
+async def _catch_from_thread() -> tuple[KeyError, list[str]]:
+    try:
+        await _blocking_call()  # call-blocking
+    except KeyError as exc:
+        return exc, list(exc.__notes__)  # type: ignore[attr-defined,unused-ignore]
+    raise AssertionError("not raised")
+
+
+async def _spawn_catcher() -> tuple[KeyError, list[str], str]:
+    exc, seen = await asyncio.create_task(_catch_from_thread(), name="catcher")  # spawn-catcher
+    return exc, seen, asyncio.current_task().get_name()  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("eager")
+def test_eager_note_of_an_executor_call_is_there_at_the_catch_and_exact_once_printed() -> None:
+    """An executor call's exception has its note where the awaiting code catches it, before any print.
+
+    Made before the exception is re-raised in the awaiting coroutine, that note leaves out only the
+    awaiting line; printed, the note becomes the final one, without the frames the traceback shows.
+    """
+    exc, seen, root = asyncio.run(_spawn_catcher())
+    spawn = (line_of(_spawn_catcher, "spawn-catcher"), "_spawn_catcher", task_sep("catcher"))
+    call = (line_of(_catch_from_thread, "call-blocking"), "_catch_from_thread", None)
+    assert seen == [block(__file__, root, [spawn, call])]
+    # Printed once the catching task is gone: its boundary is the unnamed separator.
+    final = block(__file__, root, [(spawn[0], spawn[1], _exceptions.GONE_SEPARATOR.rstrip("\n"))])
+    text = "".join(format_exception(exc))
+    assert text.endswith(f"KeyError: 'in a thread'\n{final}\n")
+    assert text.count(HEADER) == 1
+    assert exc.__notes__ == [final]  # type: ignore[attr-defined,unused-ignore]
+
+
+@pytest.mark.usefixtures("eager")
+def test_eager_notes_leave_cancelled_and_untraced_tasks_alone() -> None:
+    """No note for a cancelled task, a task created while tracing was off, or a retrieved-later failure's state."""
+
+    async def fails() -> None:
+        raise ValueError("untraced")
+
+    async def main() -> tuple[ValueError, bool]:
+        sleeper = asyncio.create_task(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        sleeper.cancel()
+        async_trace.disable_tracing()
+        try:
+            t = asyncio.create_task(fails())
+        finally:
+            async_trace.enable_tracing()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        cancelled = sleeper.cancelled()
+        try:
+            await t
+        except ValueError as exc:
+            return exc, cancelled
+        raise AssertionError("not raised")
+
+    exc, cancelled = asyncio.run(main())
+    assert cancelled
+    assert getattr(exc, "__notes__", None) is None
 
 
 @pytest.fixture

@@ -79,7 +79,6 @@ async def _task_raises() -> None:
     raise ValueError("eager")
 
 
-@pytest.mark.skipif(not MONITORING, reason="eager notes need sys.monitoring (3.12+)")
 def test_eager_notes_switch_is_public() -> None:
     """``enable_tracing(eager_notes=True)``: ``__notes__`` holds the origin before anything prints it."""
 
