@@ -393,7 +393,9 @@ def _call_done(node: Node, future: Any) -> None:
 
 
 def _watch_task(task: Any) -> None:
-    task.add_done_callback(_task_done)
+    add = getattr(task, "add_done_callback", None)
+    if add is not None and hasattr(task, "get_coro"):  # not a Future-like object from a custom factory
+        add(_task_done)
 
 
 def _watch_call(future: Any, node: Node) -> None:

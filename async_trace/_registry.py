@@ -131,10 +131,15 @@ def _trace_built(task: Any, frame: Any) -> None:
     kind = type(node)
     loop = task.get_loop()
     if node is not None and node.code is code:
-        if kind is RootNode:
+        # Traced by a create_task wrapper, a task factory of the user's between: the node was made
+        # for this task, by the running task (a root: by none). Else the same code is a recursion,
+        # a task built directly from a task running the same coroutine function: the node is the
+        # creator's, inherited.
+        creator = asyncio.current_task(loop)
+        if kind is RootNode and creator is None:
             return
-        if kind is TaskNode and node.creator_ref is not None:
-            return  # traced by a create_task wrapper (a task factory of the user's between)
+        if kind is TaskNode and node.creator_ref is not None and node.creator_ref() is creator:
+            return
     node = capture(TaskNode, loop, frame, code)
     ctx.run(CURRENT.set, node)
     watcher = _capture.watch_task

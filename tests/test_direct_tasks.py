@@ -150,3 +150,27 @@ def test_tasks_keep_their_type_and_the_registry_is_restored() -> None:
     assert type(registry) is weakref.WeakSet
     async_trace.enable_tracing()
     assert isinstance(registry, weakref.WeakSet)
+
+
+async def _level(n: int) -> TraceData:
+    if n == 0:
+        return collect_async_trace()  # capture
+    return await asyncio.Task(_level(n - 1), loop=asyncio.get_running_loop())  # recurse
+
+
+def test_tasks_built_directly_by_the_same_coroutine_function() -> None:
+    """A recursion of tasks built directly: each level was built by the one above it.
+
+    3.10-3.13: the registration hook tells the creator's node (the same code) from one made for
+    the task. 3.14+ (no hook) cannot: the inherited node looks like the task's own, so the trace
+    skips the levels between, to the line that created the outermost (docs/guarantees.md).
+    """
+
+    async def main() -> TraceData:
+        return await asyncio.create_task(_level(2))  # spawn-level
+
+    got = [row[:3] for row in rows(asyncio.run(main()))]
+    levels = [("_level", line_of(_level, "recurse"), HERE)] * 2 if HOOKED else []
+    spawn = ("main", line_of(main, "spawn-level"), HERE)
+    assert got[:-1] == [("_level", line_of(_level, "capture"), HERE), *levels, spawn]
+    assert got[-1][1:] == (None, None)  # the root task
