@@ -14,6 +14,7 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
+import async_trace
 import async_trace.sentry as at_sentry
 from async_trace import AsyncTraceWarning
 from async_trace._origin import is_library
@@ -159,8 +160,20 @@ def test_failing_task_event_carries_its_origin() -> None:
     assert [f["function"] for f in frames[2:]] == ["main", "handle", "parse"]
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="an executor thread's exception learns its origin on 3.12+")
-@pytest.mark.usefixtures("sentry")
+@pytest.fixture
+def hop_origins() -> Iterator[None]:
+    """3.10/3.11 record an executor call's exception as the call's (not the awaiting task's) with eager notes."""
+    if sys.version_info >= (3, 12):
+        yield
+        return
+    async_trace.enable_tracing(eager_notes=True)
+    try:
+        yield
+    finally:
+        async_trace.enable_tracing(eager_notes=False)
+
+
+@pytest.mark.usefixtures("sentry", "hop_origins")
 def test_executor_function_event() -> None:
     def blocking() -> None:
         raise OSError("disk")
