@@ -351,6 +351,15 @@ def record_hop_origin(node: ProcessNode, future: Any) -> None:
 # --- 3.10/3.11: eager notes from done callbacks ----------------------------------
 
 
+def _failure(future: Any) -> Exception | None:
+    """The failure ``future`` (done) ended with; not cancellation, exits or iteration."""
+    if future.cancelled():
+        return None
+    # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
+    exc = getattr(future, "_exception", None)
+    return exc if isinstance(exc, Exception) and not isinstance(exc, _NOT_FAILURES) else None
+
+
 def _task_done(task: Any) -> None:
     """Done callback of each task the wrappers create, with eager notes on 3.10/3.11.
 
@@ -361,11 +370,8 @@ def _task_done(task: Any) -> None:
     it) is its origin.
     """
     try:
-        if task.cancelled():
-            return
-        # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
-        exc = getattr(task, "_exception", None)
-        if not isinstance(exc, Exception) or isinstance(exc, _NOT_FAILURES):
+        exc = _failure(task)
+        if exc is None:
             return
         if getattr(exc, _KEY, None) is None:
             origin = _origin_of_task(task)
@@ -380,10 +386,8 @@ def _task_done(task: Any) -> None:
 def _call_done(node: Node, future: Any) -> None:
     """Done callback of an executor call's future, with eager notes on 3.10/3.11: the call is the origin."""
     try:
-        if future.cancelled():
-            return
-        exc = getattr(future, "_exception", None)
-        if not isinstance(exc, Exception) or isinstance(exc, _NOT_FAILURES):
+        exc = _failure(future)
+        if exc is None:
             return
         if getattr(exc, _KEY, None) is None:
             _store(exc, _tuple_new(_Origin, (node, None, None)))
