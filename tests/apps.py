@@ -9,15 +9,49 @@ call: on 3.10/3.11 that would put a task of its own in every traced chain.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import inspect
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from async_trace import TraceData
+
+T = TypeVar("T")
+
+#: The application tests run on both loops (uvloop where it is installed).
+ON_BOTH_LOOPS: pytest.MarkDecorator = pytest.mark.parametrize(
+    "loop",
+    [
+        "asyncio",
+        pytest.param(
+            "uvloop",
+            marks=pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="needs uvloop"),
+        ),
+    ],
+)
+
+
+def run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)`` on asyncio's own loop or on uvloop, as servers start."""
+    if loop == "asyncio":
+        return asyncio.run(coro)
+    uvloop: Any = importlib.import_module("uvloop")
+    if sys.version_info >= (3, 12):
+        return asyncio.run(coro, loop_factory=uvloop.new_event_loop)  # type: ignore[call-arg,unused-ignore]
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        return asyncio.run(coro)
+    finally:
+        asyncio.set_event_loop_policy(None)
+
 
 #: Seconds any one request, server start or server stop may take.
 TIMEOUT = 20.0

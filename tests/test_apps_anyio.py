@@ -6,7 +6,7 @@ import pytest
 
 from async_trace import TraceData, collect_async_trace
 
-from .apps import Shape, shape
+from .apps import ON_BOTH_LOOPS, Shape, shape
 from .helpers import line_of
 
 anyio = pytest.importorskip("anyio")
@@ -57,15 +57,16 @@ def _spawned() -> list[Shape]:
     ]
 
 
-def test_to_thread_is_a_hop_and_from_thread_continues_the_chain() -> None:
+@ON_BOTH_LOOPS
+def test_to_thread_is_a_hop_and_from_thread_continues_the_chain(loop: str) -> None:
     seen.clear()
-    anyio.run(main)
+    anyio.run(main, backend_options={"use_uvloop": loop == "uvloop"})
     thread = seen["thread"]
     assert thread["in_executor"] is True
     assert _comparable(thread) == [("in_thread", line_of(in_thread, "capture-thread"), HERE, False), *_spawned()]
-    loop = seen["from_thread"]
-    assert loop["in_executor"] is False
-    assert _comparable(loop) == [
+    back = seen["from_thread"]
+    assert back["in_executor"] is False
+    assert _comparable(back) == [
         ("back_in_loop", line_of(back_in_loop, "capture-loop"), HERE, False),
         ("task_wrapper", None, "_asyncio.py", False),
         ("run_async_from_thread", None, "_asyncio.py", False),

@@ -11,7 +11,7 @@ import pytest
 from async_trace import TraceData, collect_async_trace
 
 from . import apps
-from .apps import Shape, get_httpx, shape, source_line, uvicorn_server
+from .apps import ON_BOTH_LOOPS, Shape, get_httpx, run_on, shape, source_line, uvicorn_server
 from .helpers import line_of
 
 fastapi = pytest.importorskip("fastapi")
@@ -28,8 +28,8 @@ async def main(app: Any, paths: list[str]) -> None:
             assert await get_httpx(url + path) == (200, '{"ok":1}')
 
 
-def _serve(app: Any, paths: list[str]) -> None:
-    asyncio.run(main(app, paths))
+def _serve(app: Any, paths: list[str], loop: str) -> None:
+    run_on(loop, main(app, paths))
 
 
 def _server_tail() -> list[Shape]:
@@ -59,7 +59,8 @@ def _check_tail(got: list[Shape]) -> None:
     assert files.isdisjoint({"python.py", "runner.py", "main.py", "_hooks.py", "_callers.py"}), files
 
 
-def test_async_endpoint_reaches_the_root() -> None:
+@ON_BOTH_LOOPS
+def test_async_endpoint_reaches_the_root(loop: str) -> None:
     seen: list[TraceData] = []
     app = fastapi.FastAPI()
 
@@ -68,7 +69,7 @@ def test_async_endpoint_reaches_the_root() -> None:
         seen.append(collect_async_trace())  # capture
         return {"ok": 1}
 
-    _serve(app, ["/async"])
+    _serve(app, ["/async"], loop)
     got = _comparable(seen[0])
     assert got[0] == ("endpoint", line_of(endpoint, "capture"), HERE, False)
     assert not any(e for *_, e in got)
@@ -76,7 +77,8 @@ def test_async_endpoint_reaches_the_root() -> None:
     _check_tail(got)
 
 
-def test_sync_endpoint_and_dependency_hop_at_the_awaiting_frame() -> None:
+@ON_BOTH_LOOPS
+def test_sync_endpoint_and_dependency_hop_at_the_awaiting_frame(loop: str) -> None:
     seen: dict[str, TraceData] = {}
     app = fastapi.FastAPI()
 
@@ -89,7 +91,7 @@ def test_sync_endpoint_and_dependency_hop_at_the_awaiting_frame() -> None:
         seen["endpoint"] = collect_async_trace()  # capture-endpoint
         return {"ok": value}
 
-    _serve(app, ["/sync"])
+    _serve(app, ["/sync"], loop)
     hop = (
         "run_in_threadpool",
         source_line(starlette_concurrency.run_in_threadpool, "return await anyio.to_thread.run_sync("),

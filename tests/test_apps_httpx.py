@@ -19,7 +19,7 @@ import pytest
 
 import async_trace
 
-from .apps import aiohttp_server
+from .apps import ON_BOTH_LOOPS, aiohttp_server, run_on
 from .helpers import line_of
 
 httpx = pytest.importorskip("httpx")
@@ -123,14 +123,15 @@ def _check_printed(text: str, note: str, margin: str = "") -> None:
     assert text.count("Root task 'crawler'") == 1, text
 
 
-def _run() -> dict[str, Any]:
+def _run(loop: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    asyncio.run(main(out))
+    run_on(loop, main(out))
     return out
 
 
-def test_gather_failures_name_their_creation_line() -> None:
-    out = _run()
+@ON_BOTH_LOOPS
+def test_gather_failures_name_their_creation_line(loop: str) -> None:
+    out = _run(loop)
     printed, results = out["gather"]
     assert results[0] == "ok"
     broken_exc, dead_exc = results[1:]
@@ -147,8 +148,9 @@ def test_gather_failures_name_their_creation_line() -> None:
 
 
 @pytest.mark.skipif(not HAS_TASKGROUP, reason="asyncio.TaskGroup is 3.11+")
-def test_taskgroup_failures_name_their_creation_line() -> None:
-    out = _run()
+@ON_BOTH_LOOPS
+def test_taskgroup_failures_name_their_creation_line(loop: str) -> None:
+    out = _run(loop)
     text, group = out["group"]
     joined = "".join(text)
     assert type(group).__name__ == "ExceptionGroup"
