@@ -564,15 +564,16 @@ def _add_note(exc: BaseException, text: str) -> None:
 
 def _replace_note(exc: BaseException, old: str | None, new: str | None) -> None:
     """Put ``new`` where the provisional note ``old`` is in ``__notes__`` (or add it, if ``old`` is not there)."""
-    notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list):
-        for i, note in enumerate(notes):
-            if note is old and old is not None:
-                if new is None:
-                    del notes[i]
-                else:
-                    notes[i] = new
-                return
+    with contextlib.suppress(Exception):  # an exception whose __notes__ is not what PEP 678 says
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            for i, note in enumerate(notes):
+                if note is old and old is not None:
+                    if new is None:
+                        del notes[i]
+                    else:
+                        notes[i] = new
+                    return
     if new is not None:
         _add_note(exc, new)
 
