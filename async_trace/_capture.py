@@ -47,6 +47,7 @@ from ._chain import (
     RootNode,
     TaskNode,
     config,
+    context_of,
     coro_code,
     inherited_chain,
     make,
@@ -54,6 +55,7 @@ from ._chain import (
     make_root,
     make_thread_root,
     named_copy,
+    retagged,
     stop_frame,
     task_name,
     valid_for,
@@ -216,6 +218,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             warn_internal(exc, "capturing a task creation")
             return original(self, coro, **kwargs)
         context = kwargs.get("context") if kwargs else None
+        ctx: Context | None = context
+        factory = getattr(self, "_task_factory", _UNKNOWN)  # uvloop's is not readable: unknown
         if context is not None:
             # The caller chose the task's context; our private variable is
             # set in it, so the task still runs in exactly that Context.
@@ -227,7 +231,7 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
         elif (
             _HAS_CONTEXT_ARG
             and (not kwargs or kwargs.keys() <= _NAME_AND_CONTEXT)
-            and (getattr(self, "_task_factory", _UNKNOWN) is None or _passes_context(self))
+            and (factory is None or _passes_context(self))
         ):
             # 3.11+: hand the task its context (see _hot).
             ctx = _copy_context()
@@ -261,6 +265,8 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 CURRENT.reset(token)
                 if rooting:
                     _roots_in_flight.node = None
+        if factory is not None and (factory is not _UNKNOWN or _factory_of(self) is not None):
+            _check_coroutine(task, node, coro, ctx)
         if type(node) is RootNode:
             _note_loop(self)
             if not isinstance(self, asyncio.base_events.BaseEventLoop):
@@ -389,6 +395,39 @@ class ContextCall(functools.partial):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"{self.args[0]!r} (in an async_trace context)"
+
+
+def _factory_of(loop: Any) -> Any:
+    try:
+        return loop.get_task_factory()
+    except Exception:  # noqa: BLE001 - a loop without one
+        return None
+
+
+def _check_coroutine(task: Any, node: Node, coro: Any, ctx: Context | None) -> None:
+    """A task factory that wrapped the coroutine (as Sentry's asyncio integration does): rename the node.
+
+    The node then names the coroutine the task runs; else the task would not
+    recognise its own node, and would take it for its creator's. Stored in
+    the task's context if that still holds our node.
+    """
+    try:
+        # A finished task is past caring (and 3.12.1's get_coro() crashes on an eager task that finished).
+        if task.done():
+            return
+        made = task.get_coro()
+    except Exception:  # noqa: BLE001 - a Future-like object from a custom factory
+        return
+    code = coro_code(made) if made is not coro else None
+    if code is None or node.code is code:
+        return
+    try:
+        if ctx is None:
+            ctx = context_of(task)  # the task copied the creator's context while it held the node
+        if ctx is not None and ctx.get(CURRENT) is node:
+            ctx.run(_set_current, retagged(node, code))
+    except Exception as exc:  # noqa: BLE001 - e.g. an eager task's context, entered elsewhere
+        warn_internal(exc, "naming a wrapped coroutine's node")
 
 
 def _watch(watcher: Callable[..., None], *args: Any) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import operator
 import warnings
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from types import CodeType, FrameType
 from typing import Any, Final
 
@@ -322,7 +323,29 @@ def task_name(task: Any) -> str:
         return f"<{type(task).__name__} at {id(task):#x}>"
 
 
+def retagged(node: Node, code: Any) -> Node:
+    """``node`` naming ``code`` as its task's coroutine (a task factory wrapped the one it was made for)."""
+    return _tuple_new(type(node), (node.parent, node.depth, code, node.frames, node.creator_ref, *node[5:]))
+
+
 def valid_for(node: Node | None, coro: Any) -> bool:
     """Whether ``node`` was pushed for the task running ``coro`` (not inherited)."""
     kind = type(node)
     return (kind is TaskNode or kind is RootNode) and node.code is coro_code(coro)  # type: ignore[union-attr]
+
+
+def context_of(task: Any) -> Context | None:
+    """The ``contextvars.Context`` a task runs in (without entering it)."""
+    get_context = getattr(task, "get_context", None)  # 3.12+
+    if get_context is not None:
+        ctx = get_context()
+        return ctx if type(ctx) is Context else None
+    ctx = getattr(task, "_context", None)  # the pure-Python Task
+    if type(ctx) is Context:
+        return ctx
+    # 3.10/3.11's C Task does not expose its context, but reports it to the
+    # garbage collector, first among its referents.
+    for obj in gc.get_referents(task):
+        if type(obj) is Context:
+            return obj
+    return None

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import concurrent.futures
-import gc
 import os
 import threading
-from contextvars import Context
 from types import CodeType, FrameType
 from typing import Any, Final
 
@@ -31,6 +29,7 @@ from ._chain import (
     RootNode,
     TaskNode,
     ThreadRootNode,
+    context_of,
     stop_frame,
     task_name,
     valid_for,
@@ -279,23 +278,6 @@ def append_frames(out: list[TraceFrame], shown: Resolved, task: Any, is_executor
 def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -> None:
     """Append the shown frames of one (shared, immutable) hop."""
     append_frames(out, resolve(frames), task, is_executor)
-
-
-def context_of(task: Any) -> Context | None:
-    """The ``contextvars.Context`` a task runs in (without entering it)."""
-    get_context = getattr(task, "get_context", None)  # 3.12+
-    if get_context is not None:
-        ctx = get_context()
-        return ctx if type(ctx) is Context else None
-    ctx = getattr(task, "_context", None)  # the pure-Python Task
-    if type(ctx) is Context:
-        return ctx
-    # 3.10/3.11's C Task does not expose its context, but reports it to the
-    # garbage collector, first among its referents.
-    for obj in gc.get_referents(task):
-        if type(obj) is Context:
-            return obj
-    return None
 
 
 def node_of_task(task: Any) -> Node | None:

@@ -61,6 +61,7 @@ from ._chain import (
     ExecutorNode,
     Node,
     ProcessNode,
+    context_of,
     field_getter,
     task_name,
     valid_for,
@@ -225,7 +226,7 @@ def _origin_of_task(task: Any) -> _Origin | None:
     node = node_of_task(task)
     if node is not None and not valid_for(node, task.get_coro()):
         # Built where no hook saw it (its creator's node); else created while tracing was off.
-        node = store_inherited(task, _collect.context_of(task), node)
+        node = store_inherited(task, context_of(task), node)
     if node is None:
         return None
     return _make(node, task)

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from . import _capture
 from ._capture import capture
-from ._chain import CURRENT, RootNode, TaskNode, coro_code, warn_internal
+from ._chain import CURRENT, RootNode, TaskNode, coro_code, retagged, warn_internal
 from ._hooks import HookSet, register
 
 __all__: list[str] = []
@@ -130,15 +130,18 @@ def _trace_built(task: Any, frame: Any) -> None:
     node = ctx.get(CURRENT)
     kind = type(node)
     loop = task.get_loop()
-    if node is not None and node.code is code:
+    if node is not None:
         # Traced by a create_task wrapper, a task factory of the user's between: the node was made
-        # for this task, by the running task (a root: by none). Else the same code is a recursion,
-        # a task built directly from a task running the same coroutine function: the node is the
-        # creator's, inherited.
+        # for this task, by the running task (a root: by none). A factory that wrapped the
+        # coroutine (Sentry's asyncio integration does) gives the task another code: the node is
+        # renamed for it. Else the node is the creator's, inherited: with the same code, a
+        # recursion (a task built directly from a task running the same coroutine function).
         creator = asyncio.current_task(loop)
-        if kind is RootNode and creator is None:
-            return
         if kind is TaskNode and node.creator_ref is not None and node.creator_ref() is creator:
+            if node.code is not code:
+                ctx.run(CURRENT.set, retagged(node, code))
+            return
+        if kind is RootNode and creator is None and node.code is code:
             return
     node = capture(TaskNode, loop, frame, code)
     ctx.run(CURRENT.set, node)

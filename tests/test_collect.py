@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import sys
 import textwrap
@@ -16,6 +17,7 @@ import async_trace
 from async_trace import TraceData, collect_async_trace
 from async_trace._collect import UNKNOWN_LINE_TEXT
 
+from .apps import ON_BOTH_LOOPS, run_on
 from .helpers import line_of, rows, run_python
 
 F = os.path.basename(__file__)
@@ -246,6 +248,52 @@ def test_user_task_factory_is_called_and_traced() -> None:
     trace = run(main)
     assert [c.__name__ for c in calls][:1] == ["_leaf"]  # then asyncio.run's own shutdown tasks
     assert _boundary(trace)[:2] == ("main", line_of(main, "factory-spawn"))
+
+
+async def _wrapped_leaf() -> TraceData:
+    return collect_async_trace()  # wrapped-capture
+
+
+async def _wrapped_mid() -> TraceData:
+    return await asyncio.create_task(_wrapped_leaf(), name="leaf")  # wrapped-spawn-leaf
+
+
+def _wrapping_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+    """A factory that runs each coroutine inside one of its own, as Sentry's asyncio integration does."""
+
+    async def wrapper() -> Any:
+        return await coro  # wrapper-await
+
+    return asyncio.Task(wrapper(), loop=loop, **kwargs)
+
+
+@ON_BOTH_LOOPS
+@pytest.mark.parametrize("context_arg", [False, True], ids=["copies-context", "passes-context"])
+def test_factory_that_wraps_the_coroutine(context_arg: bool, loop: str) -> None:
+    """Each task runs the factory's coroutine, not the one it was created with: its chain is still its own.
+
+    The task's node names the coroutine it runs (it would otherwise be taken for its creator's
+    node, a task built where no hook saw it). The wrapper's frame is the task's outermost frame.
+    """
+
+    async def main() -> TraceData:
+        if context_arg and sys.version_info >= (3, 11):
+            factory: Any = functools.partial(_wrapping_factory)  # a factory we cannot tell passes context=
+        else:
+            factory = _wrapping_factory
+        asyncio.get_running_loop().set_task_factory(factory)
+        return await asyncio.create_task(_wrapped_mid(), name="mid")  # wrapped-spawn-mid
+
+    trace = run_on(loop, main())
+    wrapper = ("wrapper", line_of(_wrapping_factory, "wrapper-await"), F, None, False)
+    assert rows(trace)[:-1] == [
+        ("_wrapped_leaf", line_of(_wrapped_leaf, "wrapped-capture"), F, None, False),
+        wrapper,
+        ("_wrapped_mid", line_of(_wrapped_mid, "wrapped-spawn-leaf"), F, "leaf", False),
+        wrapper,
+        ("main", line_of(main, "wrapped-spawn-mid"), F, "mid", False),
+    ]
+    assert rows(trace)[-1][1:3] == (None, None)
 
 
 def test_legacy_two_argument_factory() -> None:

@@ -20,6 +20,7 @@ from async_trace import AsyncTraceWarning
 from async_trace._origin import is_library
 from async_trace.sentry import AsyncTraceIntegration, origin_frames
 
+from .apps import source_line
 from .helpers import line_of
 
 FILE = __file__
@@ -35,13 +36,13 @@ class CaptureTransport(Transport):
         CaptureTransport.envelopes.append(envelope)
 
 
-def _init(*, integration: bool = True) -> None:
+def _init(*, integration: bool = True, extra: tuple[Any, ...] = ()) -> None:
     CaptureTransport.envelopes = []
     sentry_sdk.init(
         dsn="http://public@127.0.0.1:9/1",
         transport=CaptureTransport,
         default_integrations=False,
-        integrations=[AsyncTraceIntegration()] if integration else [],
+        integrations=[*extra, AsyncTraceIntegration()] if integration else [*extra],
     )
 
 
@@ -196,6 +197,54 @@ def test_executor_function_event() -> None:
     )
     frames = event["exception"]["values"][0]["stacktrace"]["frames"]
     assert _ours(frames, 1) == [_frame("main", hop)]
+
+
+def test_beside_sentrys_asyncio_integration() -> None:
+    """Sentry's AsyncioIntegration runs each task's coroutine inside one of its own: the chain stays exact.
+
+    Its task factory wraps every coroutine; the wrapper is the task's outermost frame, a library
+    frame of the chain, and no task is taken for its creator.
+    """
+    from sentry_sdk.integrations.asyncio import AsyncioIntegration
+
+    async def parse() -> None:
+        raise ValueError("bad record")
+
+    kept: list[Any] = []  # 3.10/3.11 find the raising task among the live ones
+
+    async def handle() -> None:
+        kept.append(asyncio.create_task(parse()))  # aio-spawn-parse
+        await kept[-1]
+
+    async def main() -> str:
+        _init(extra=(AsyncioIntegration(),))  # patches the running loop's task factory
+        try:
+            await asyncio.create_task(handle())  # aio-spawn-handle
+        except ValueError:
+            sentry_sdk.capture_exception()
+        return asyncio.current_task().get_name()  # type: ignore[union-attr]
+
+    try:
+        root = asyncio.run(main())
+        events = _events()
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+    import sentry_sdk.integrations.asyncio as sentry_asyncio
+
+    wrapper = source_line(sentry_asyncio, "result = await coro")
+    s_parse, s_handle = line_of(handle, "aio-spawn-parse"), line_of(main, "aio-spawn-handle")
+    path = (
+        f"handle ({NAME}:{s_parse}) ← _task_with_sentry_span_creation (asyncio.py:{wrapper})"
+        f" ← main ({NAME}:{s_handle}) ← {root}"
+    )
+    # The integration reports the failure inside each task it leaves (parse's, handle's), then main
+    # reports it. 3.10/3.11 find no origin for the first two: the exception is caught inside the
+    # raising task, through an await (of parse's coroutine), which without the unwind hook could
+    # have been another task's (docs/exceptions.md).
+    assert len(events) == 3
+    got = [event["contexts"].get("async_trace", {}).get("path") for event in events]
+    assert got == [path] * 3 if sys.version_info >= (3, 12) else [None, None, path]
 
 
 @pytest.mark.usefixtures("sentry")
