@@ -49,6 +49,7 @@ from ._chain import (
     config,
     context_of,
     coro_code,
+    coro_of,
     inherited_chain,
     make,
     make_elided,
@@ -668,7 +669,7 @@ def _bounded(node: Node | None) -> Node | None:
 
 def store_inherited(task: Any, ctx: Context | None, inherited: Node | None) -> Node | None:
     """:func:`adopt_inherited` for a task that is not the running one: stored in ``ctx``, its context, if it can be."""
-    node = _bounded(inherited_chain(inherited, task.get_coro()))
+    node = _bounded(inherited_chain(inherited, coro_of(task)))
     if node is not None and ctx is not None:
         with contextlib.suppress(RuntimeError):  # the context is entered (the task runs in another thread)
             ctx.run(_set_current, node)

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import gc
 import operator
+import sys
 import warnings
 from collections.abc import Callable
 from contextvars import Context, ContextVar
@@ -321,6 +322,25 @@ def task_name(task: Any) -> str:
         return str(task.get_name())
     except Exception:  # noqa: BLE001 - a Future subclass from a custom factory
         return f"<{type(task).__name__} at {id(task):#x}>"
+
+
+#: 3.12's ``Task.get_coro()`` crashes the interpreter (a NULL return) for an eager task that
+#: finished in its first step: its coroutine is already dropped (3.13 returns ``None``).
+_GET_CORO_CRASHES: Final = sys.version_info[:2] == (3, 12)
+_CORO_ATTRS: Final = ("cr_code", "gi_code")
+
+
+def coro_of(task: Any) -> Any:
+    """``task.get_coro()``, safe for any task: ``None`` where the task no longer holds its coroutine."""
+    if _GET_CORO_CRASHES and task.done():
+        # The coroutine, if still held, is the last coroutine among the task's references
+        # (the C task visits its result before its coroutine).
+        found = None
+        for obj in gc.get_referents(task):
+            if any(hasattr(obj, attr) for attr in _CORO_ATTRS):
+                found = obj
+        return found
+    return task.get_coro()
 
 
 def retagged(node: Node, code: Any) -> Node:

@@ -30,6 +30,7 @@ from ._chain import (
     TaskNode,
     ThreadRootNode,
     context_of,
+    coro_of,
     stop_frame,
     task_name,
     valid_for,
@@ -317,7 +318,7 @@ class TaskIndex:
                     index.setdefault(id(found), []).append(task)
             entry = (loop, index)
             self._by_loop[id(loop)] = entry
-        matches = [task for task in entry[1].get(id(node), ()) if valid_for(node, task.get_coro())]
+        matches = [task for task in entry[1].get(id(node), ()) if valid_for(node, coro_of(task))]
         return matches[0] if len(matches) == 1 else None
 
 

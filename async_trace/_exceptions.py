@@ -62,6 +62,7 @@ from ._chain import (
     Node,
     ProcessNode,
     context_of,
+    coro_of,
     field_getter,
     task_name,
     valid_for,
@@ -224,7 +225,7 @@ def _origin_of_task(task: Any) -> _Origin | None:
     if not hasattr(task, "get_coro"):  # a plain Future
         return None
     node = node_of_task(task)
-    if node is not None and not valid_for(node, task.get_coro()):
+    if node is not None and not valid_for(node, coro_of(task)):
         # Built where no hook saw it (its creator's node); else created while tracing was off.
         node = store_inherited(task, context_of(task), node)
     if node is None:
@@ -322,10 +323,13 @@ def origin_of(exc: BaseException) -> Found | None:
     if node is None:
         return None
     task = ref() if ref is not None else None
-    if task is not None and not _is_hop(node) and not valid_for(node, task.get_coro()):
-        # Recorded in a task created while tracing was off: the node is its creator's.
-        _store(exc, _UNKNOWN)
-        return None
+    if task is not None and not _is_hop(node):
+        coro = coro_of(task)
+        # Recorded in a task created while tracing was off: the node is its creator's. (A
+        # task that no longer holds its coroutine, on 3.12, cannot tell: the record stands.)
+        if coro is not None and not valid_for(node, coro):
+            _store(exc, _UNKNOWN)
+            return None
     return node, task, name
 
 

@@ -28,6 +28,7 @@ from ._chain import (
     RootNode,
     ThreadRootNode,
     context_of,
+    coro_of,
     is_adopted,
     task_name,
     valid_for,
@@ -238,7 +239,7 @@ def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
 
     (A running coroutine reports no ``cr_await``.) ``None`` if its frame is not on that stack.
     """
-    stop = getattr(task.get_coro(), "cr_frame", None)
+    stop = getattr(coro_of(task), "cr_frame", None)
     ident = loop_thread(loop)
     frame: FrameType | None
     frame = sys._getframe(1) if ident is None or ident == threading.get_ident() else sys._current_frames().get(ident)
@@ -252,7 +253,7 @@ def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
 def _suspended(task: Any) -> list[TraceFrame]:
     """The coroutine's ``await`` chain, innermost first, as trace frames."""
     shown: list[tuple[str, int | None, str]] = []
-    coro = task.get_coro()
+    coro = coro_of(task)
     kind = _collect.frame_kind
     user = _collect.USER
     line_at = _collect.line_at
@@ -308,7 +309,7 @@ class _Builder:
         if entry is not None:
             return entry
         node = node_of_task(task)
-        coro = task.get_coro()
+        coro = coro_of(task)
         if node is not None and not valid_for(node, coro):
             node = store_inherited(task, context_of(task), node)  # built where no hook saw it
         if node is None:

@@ -6,9 +6,11 @@ import asyncio
 import concurrent.futures
 import io
 import multiprocessing
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 import async_trace
 from async_trace import AsyncTraceWarning, _capture, _chain, collect_async_trace
 from async_trace._chain import CURRENT
+
+from .helpers import run_python
 
 
 def _boom(*args: Any, **kwargs: Any) -> Any:
@@ -443,3 +447,42 @@ def test_warning_is_emitted_once_across_threads(
         t.join(timeout=60)
     assert results == [WORKLOAD_RESULT] * 4
     assert len(_ours(caught)) == 1
+
+
+EAGER_FAILS = """\
+import asyncio, gc, traceback
+import async_trace
+
+async def boom():
+    raise ValueError("eager boom")
+
+async def main():
+    loop = asyncio.get_running_loop()
+    asyncio.Task(boom(), loop=loop, eager_start=True)  # never retrieved: the loop reports it
+    gc.collect()
+    loop.set_task_factory(asyncio.eager_task_factory)
+    task = asyncio.create_task(boom())  # spawn-eager
+    try:
+        await task
+    except ValueError as exc:
+        print("".join(async_trace.format_exception(exc)).splitlines()[-2])
+    print(async_trace.format_task_tree(async_trace.task_tree())[0], end="")
+
+asyncio.run(main())
+print("survived")
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_start= is 3.12+")
+def test_eager_task_that_finished_in_its_first_step(tmp_path: Path) -> None:
+    """3.12's Task.get_coro() crashes for an eager task that finished in its first step: we never call it there.
+
+    The loop's report, a printed origin and the task tree meet such tasks; the program runs to its end.
+    """
+    script = tmp_path / "eager_fails.py"
+    script.write_text(EAGER_FAILS, encoding="utf-8")
+    result = run_python(str(script), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "    task = asyncio.create_task(boom())  # spawn-eager"
+    assert result.stdout.splitlines()[-1] == "survived"
+    assert "Task exception was never retrieved" in result.stderr
