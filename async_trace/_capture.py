@@ -49,7 +49,6 @@ from ._chain import (
     config,
     context_of,
     coro_code,
-    coro_of,
     inherited_chain,
     make,
     make_elided,
@@ -266,7 +265,7 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 CURRENT.reset(token)
                 if rooting:
                     _roots_in_flight.node = None
-        if factory is not None and (factory is not _UNKNOWN or _factory_of(self) is not None):
+        if factory is not None and (factory is not _UNKNOWN or self.get_task_factory() is not None):
             _check_coroutine(task, node, coro, ctx)
         if type(node) is RootNode:
             _note_loop(self)
@@ -396,13 +395,6 @@ class ContextCall(functools.partial):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"{self.args[0]!r} (in an async_trace context)"
-
-
-def _factory_of(loop: Any) -> Any:
-    try:
-        return loop.get_task_factory()
-    except Exception:  # noqa: BLE001 - a loop without one
-        return None
 
 
 def _check_coroutine(task: Any, node: Node, coro: Any, ctx: Context | None) -> None:
@@ -667,10 +659,11 @@ def _bounded(node: Node | None) -> Node | None:
     return node.clone(parent, parent.depth + 1)
 
 
-def store_inherited(task: Any, ctx: Context | None, inherited: Node | None) -> Node | None:
-    """:func:`adopt_inherited` for a task that is not the running one: stored in ``ctx``, its context, if it can be."""
-    node = _bounded(inherited_chain(inherited, coro_of(task)))
-    if node is not None and ctx is not None:
+def store_inherited(task: Any, coro: Any, inherited: Node | None) -> Node | None:
+    """:func:`adopt_inherited` for a task that is not the running one: stored in its context, if it can be."""
+    node = _bounded(inherited_chain(inherited, coro))
+    ctx = context_of(task) if node is not None else None
+    if ctx is not None:
         with contextlib.suppress(RuntimeError):  # the context is entered (the task runs in another thread)
             ctx.run(_set_current, node)
     return node

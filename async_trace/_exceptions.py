@@ -61,7 +61,6 @@ from ._chain import (
     ExecutorNode,
     Node,
     ProcessNode,
-    context_of,
     coro_of,
     field_getter,
     task_name,
@@ -225,9 +224,10 @@ def _origin_of_task(task: Any) -> _Origin | None:
     if not hasattr(task, "get_coro"):  # a plain Future
         return None
     node = node_of_task(task)
-    if node is not None and not valid_for(node, coro_of(task)):
+    coro = coro_of(task)
+    if node is not None and not valid_for(node, coro):
         # Built where no hook saw it (its creator's node); else created while tracing was off.
-        node = store_inherited(task, context_of(task), node)
+        node = store_inherited(task, coro, node)
     if node is None:
         return None
     return _make(node, task)
@@ -518,7 +518,9 @@ def _note_text(exc: BaseException, style: Style, library_frames: LibraryFrames |
 def _note_text_310(exc: BaseException, style: Style, library_frames: LibraryFrames | None = None) -> str | None:
     """3.10: the lines printed after the exception line; with eager notes, ``__notes__`` gets the same text."""
     if _eager:
-        _note(exc, style, library_frames)  # makes a provisional note final
+        text = _note(exc, style, library_frames)  # also makes a provisional note final
+        if text is not None:
+            return text
     return _note_text(exc, style, library_frames)
 
 
@@ -527,19 +529,21 @@ def _printed(text: str, lines: list[str]) -> bool:
     return text in "".join(lines)
 
 
-def _note(exc: BaseException, style: Style, library_frames: LibraryFrames | None = None, early: bool = False) -> None:
+def _note(
+    exc: BaseException, style: Style, library_frames: LibraryFrames | None = None, early: bool = False
+) -> str | None:
     """Add the note to ``exc`` unless it was added before (3.11+; on 3.10 only eagerly, to ``__notes__``).
 
     ``early``: an eager note for an executor call's exception, before it is
     re-raised in the awaiting coroutine (see :class:`_Provisional`); a later
-    call replaces that note with the final one.
+    call replaces that note with the final one. Returns the note added now, if any.
     """
     before = getattr(exc, _KEY, None)
     if type(before) is _Shown:
-        return
+        return None
     found = origin_of(exc)
     if found is None:
-        return
+        return None
     node, task, name = found
     ref = weak_task_ref(task) if task is not None else None
     text = _block(found, style, exc, library_frames, early)
@@ -551,6 +555,7 @@ def _note(exc: BaseException, style: Style, library_frames: LibraryFrames | None
         _replace_note(exc, before.text, text)
     elif text is not None:
         _add_note(exc, text)
+    return text
 
 
 def _add_note(exc: BaseException, text: str) -> None:

@@ -37,9 +37,10 @@ def current_node() -> tuple[Node, Any] | None:
         return None
     loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
-    if task is not None and not valid_for(node, task.get_coro()):
+    coro = task.get_coro() if task is not None else None
+    if task is not None and not valid_for(node, coro):
         # Built where no hook saw it (its creator's node); else created untraced.
-        adopted = adopt_inherited(node, task.get_coro())
+        adopted = adopt_inherited(node, coro)
         if adopted is None:
             return None
         node = adopted

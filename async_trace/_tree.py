@@ -27,7 +27,6 @@ from ._chain import (
     PendingNode,
     RootNode,
     ThreadRootNode,
-    context_of,
     coro_of,
     is_adopted,
     task_name,
@@ -311,7 +310,7 @@ class _Builder:
         node = node_of_task(task)
         coro = coro_of(task)
         if node is not None and not valid_for(node, coro):
-            node = store_inherited(task, context_of(task), node)  # built where no hook saw it
+            node = store_inherited(task, coro, node)  # built where no hook saw it
         if node is None:
             entry = _Entry(task_name(task), task, _state(task, self.running), "unknown")
         elif type(node) is RootNode:

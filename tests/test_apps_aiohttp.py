@@ -11,7 +11,7 @@ import pytest
 from async_trace import TraceData, collect_async_trace
 from async_trace._collect import UNKNOWN_LINE_TEXT
 
-from .apps import aiohttp_server, get_aiohttp, shape, source_line
+from .apps import ON_BOTH_LOOPS, aiohttp_server, get_aiohttp, run_on, shape, source_line
 from .helpers import line_of
 
 aiohttp = pytest.importorskip("aiohttp")
@@ -67,15 +67,13 @@ def _server_chain(loop: str) -> list[tuple[str, int | None, str | None, bool]]:
     ]
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@ON_BOTH_LOOPS
 def test_handler_trace_reaches_the_root_through_aiohttp(loop: str) -> None:
     """A handler's trace runs through the request task's creation in aiohttp, the connection task, to the root.
 
     On uvloop aiohttp builds its tasks with ``asyncio.Task(...)`` from 3.12 on: 3.14+ has no hook for
     that, and the trace reaches the root through a marker for the unknown lines.
     """
-    if loop == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
     seen: list[TraceData] = []
 
     async def handler(request: Any) -> Any:
@@ -91,19 +89,9 @@ def test_handler_trace_reaches_the_root_through_aiohttp(loop: str) -> None:
         async with aiohttp_server(app) as url:  # serve
             assert await get_aiohttp(url + "/") == (200, "ok")
 
-    if loop == "uvloop":
-        # Through asyncio.run, as servers start: uvloop runs callbacks from C, so a hop captured
-        # in one stops at asyncio.run's frames (a bare run_until_complete leaves its caller's).
-        if sys.version_info >= (3, 12):
-            asyncio.run(main(), loop_factory=uvloop.new_event_loop)  # type: ignore[call-arg,unused-ignore]
-        else:
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-            try:
-                asyncio.run(main())
-            finally:
-                asyncio.set_event_loop_policy(None)
-    else:
-        asyncio.run(main())
+    # Through asyncio.run, as servers start: uvloop runs callbacks from C, so a hop captured
+    # in one stops at asyncio.run's frames (a bare run_until_complete leaves its caller's).
+    run_on(loop, main())
     tail = [
         ("_handle", source_line(web.Application._handle, "return await handler(request)"), "web_app.py", False),
         *_server_chain(loop),
