@@ -29,19 +29,18 @@ from ._json import trace_to_dict as trace_to_dict
 from ._json import trace_to_json as trace_to_json
 from ._json import tree_to_dict as tree_to_dict
 from ._json import tree_to_json as tree_to_json
-from ._tree import ExecutorThread as ExecutorThread
-from ._tree import TaskInfo as TaskInfo
-from ._tree import TaskOrigin as TaskOrigin
-from ._tree import TaskState as TaskState
-from ._tree import TaskTree as TaskTree
 from ._tree import format_task_tree as format_task_tree
 from ._tree import print_task_tree as print_task_tree
 from ._tree import task_tree as task_tree
 from ._types import AsyncTraceWarning as AsyncTraceWarning
+from ._types import ExecutorThread as ExecutorThread
+from ._types import TaskInfo as TaskInfo
+from ._types import TaskOrigin as TaskOrigin
+from ._types import TaskState as TaskState
+from ._types import TaskTree as TaskTree
 from ._types import TraceData as TraceData
 from ._types import TraceFrame as TraceFrame
-
-__version__ = "0.2.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "AsyncTraceWarning",

@@ -15,7 +15,7 @@ are eager (see :func:`async_trace._exceptions.configure`). The program sees the
 ``sys.argv`` and ``sys.path[0]`` that ``python script.py`` / ``python -m
 module`` would give it; its output, and its exit status, are its own. The
 Python processes it starts through ``multiprocessing`` get the same options
-(see :mod:`async_trace._workers`).
+(see :mod:`async_trace._children`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import NoReturn
 
-from . import __version__, _pstree, _workers
+from . import _children, _pstree
+from ._children import CLIOptions
 from ._pstree import COMMANDS
-from ._render import STYLES
-from ._workers import CLIOptions
+from ._types import STYLES
+from ._version import __version__
 
 __all__ = ["build_parser", "main"]
 
@@ -161,10 +162,10 @@ def _apply(options: argparse.Namespace) -> None:
         "record_origins": options.record_origins,
     }
     try:
-        _workers.apply(cli_options)
+        _children.apply(cli_options)
     except (ValueError, OSError) as exc:
         _fail(f"--dump-signal: {exc}", 2)
-    _workers.follow_children(cli_options)
+    _children.follow_children(cli_options)
 
 
 def _program_tb(tb: TracebackType | None) -> TracebackType | None:

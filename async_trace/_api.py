@@ -1,16 +1,23 @@
-"""The public functions; thin shells over collection and formatting."""
+"""The public shell: the trace functions, ``enable_tracing()`` / ``disable_tracing()``, and the hook order.
+
+Thin shells over collection (:mod:`._collect`) and rendering
+(:mod:`._render`). :data:`HOOK_SETS` is the one place that says which hook
+sets tracing switches, and in which order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
-from . import _capture, _chain, _exceptions, _hooks, _inapp, _registry  # noqa: F401  (their hook sets register on import)
-from ._capture import current_frame
-from ._chain import warn_internal
-from ._collect import collect
-from ._render import LibraryFrames, Style, check_library_frames, check_style, trace_lines, write
-from ._types import TraceData
+from . import _anyio, _capture, _direct_tasks, _display, _exceptions, _hooks, _inapp
+from ._collect import trace_from
+from ._config import check_library_frames, check_style, settings
+from ._failsafe import warn_internal
+from ._render import trace_lines
+from ._stack import current_frame
+from ._types import LibraryFrames, Style, TraceData
+from ._writer import write
 
 __all__ = [
     "collect_async_trace",
@@ -23,11 +30,20 @@ __all__ = [
 ]
 
 
+#: Every hook set tracing switches, in the order they are switched on (off in reverse): the
+#: tracing wrappers first (the display hooks read the nodes they push), anyio's worker-thread hop,
+#: the registration hook for tasks built directly, then the display hooks (and with them the
+#: origin recorder). The command line adds its own set for child processes (:mod:`._children`).
+HOOK_SETS: Final = (_capture.HOOKS, _anyio.HOOKS, _direct_tasks.HOOKS, _display.HOOKS)
+for _hook_set in HOOK_SETS:
+    _hooks.register(_hook_set)
+
+
 def safe_collect(depth: int) -> TraceData:
     # depth counts frames between the caller of the public function and here.
     start = current_frame(depth + 1)
     try:
-        return collect(start)
+        return trace_from(start)
     except Exception as exc:  # noqa: BLE001 - a debugging aid must not raise
         warn_internal(exc, "collecting a trace")
         return {"frames": [], "current_task": None, "in_executor": False}
@@ -206,9 +222,8 @@ def enable_tracing(
             a name that is not an identifier or in both lists, an unknown
             ``library_frames``.
     """
-    eager, record = _exceptions.settings()
-    eager = eager if eager_notes is None else bool(eager_notes)
-    record = record if record_origins is None else bool(record_origins)
+    eager = settings.eager_notes if eager_notes is None else bool(eager_notes)
+    record = settings.record_origins if record_origins is None else bool(record_origins)
     if eager and not record:
         raise ValueError("eager_notes=True needs record_origins=True: notes are added as origins are recorded")
     if library_frames is not None:
@@ -218,11 +233,11 @@ def enable_tracing(
     if max_frames is not None:
         if type(max_frames) is not int or max_frames < 4:
             raise ValueError(f"max_frames must be an int >= 4, got {max_frames!r}")
-        _chain.config.max_frames = max_frames
+        settings.max_frames = max_frames
     if max_depth is not None:
         if type(max_depth) is not int or max_depth < 8:
             raise ValueError(f"max_depth must be an int >= 8, got {max_depth!r}")
-        _chain.config.max_depth = max_depth
+        settings.max_depth = max_depth
     if eager_notes is not None or record_origins is not None:
         _exceptions.configure(notes_on_exit=eager, record=record)
     if library_frames is not None:

@@ -16,42 +16,21 @@ code object walks its bytecode on 3.12+), no string work.
 from __future__ import annotations
 
 import collections
-import contextlib
-import gc
 import operator
-import sys
-import warnings
 from collections.abc import Callable
-from contextvars import Context, ContextVar
+from contextvars import ContextVar
 from types import CodeType, FrameType
 from typing import Any, Final
+from weakref import ref as _weakref
 
-from ._types import AsyncTraceWarning
+from ._config import settings
 
 __all__: list[str] = []
 
 #: Flat stack data: ``(code, lasti, code, lasti, ...)``, innermost first. A
 #: ``(None, n)`` pair marks ``n`` frames elided by ``max_frames``.
 Frames = tuple[CodeType | int | None, ...]
-
 _EMPTY: Final[Frames] = ()
-
-DEFAULT_MAX_FRAMES: Final = 64
-DEFAULT_MAX_DEPTH: Final = 256
-
-
-class _Config:
-    """Bounds applied at capture time (module-level singleton ``config``)."""
-
-    __slots__ = ("max_depth", "max_frames")
-
-    def __init__(self) -> None:
-        self.max_frames = DEFAULT_MAX_FRAMES
-        self.max_depth = DEFAULT_MAX_DEPTH
-
-
-config: Final = _Config()
-
 _tuple_new: Final = tuple.__new__
 
 # C-level field accessors, as namedtuple uses: reading ``node.parent`` costs
@@ -167,11 +146,6 @@ RootNode.name = field_getter(5, "The root task's name, or None if not known.")
 RootNode.adopted = field_getter(6, "Whether the root was made for a task created while tracing was off.")
 RootNode.epoch = field_getter(7, "The tracing epoch the root was made in.")
 
-#: Bumped by every ``disable_tracing()``. A chain whose root was made in the
-#: current epoch was made while tracing has stayed on since, so a task holding
-#: one of its nodes was created while tracing was on.
-epoch = 0
-
 
 class ThreadRootNode(Node):
     """The root of a chain that starts in a thread no traced hop led to; ``name`` is the thread's.
@@ -213,7 +187,7 @@ def make_process(hop: Node, pid: int) -> ProcessNode:
 
 
 def make_root(code: Any, name: str | None = None, *, adopted: bool = False) -> RootNode:
-    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, name, adopted, epoch))
+    return _tuple_new(RootNode, (None, 1, code, _EMPTY, None, name, adopted, settings.epoch))
 
 
 def named_copy(root: RootNode, name: str) -> RootNode:
@@ -223,34 +197,6 @@ def named_copy(root: RootNode, name: str) -> RootNode:
 #: The frames of a hop whose creation line is unknown: a task that no hook saw
 #: being built (``asyncio.Task(...)`` on 3.14+, or on uvloop on 3.10/3.11).
 UNKNOWN_LINE: Final[Frames] = (None, -1)
-
-
-def inherited_chain(node: Node | None, coro: Any) -> Node | None:
-    """The node for a task running ``coro`` that holds its creator's ``node``, or ``None``.
-
-    The task was built where no hook saw it, so its context is a copy of its
-    creator's, holding the creator's own node. If tracing has stayed on since
-    that chain began, the task was created while tracing was on, by a task
-    running with ``node``: it gets a hop below ``node`` whose creation line is
-    unknown (``UNKNOWN_LINE``), and its creator is found later among the
-    tasks whose own node is ``node``. Otherwise (created while tracing was
-    off, or an untraced chain) ``None``: the task is a root of its own.
-    """
-    kind = type(node)
-    if kind is not TaskNode and kind is not RootNode:
-        return None
-    code = coro_code(coro)
-    if code is None or node.code is code:  # type: ignore[union-attr]
-        return None
-    top: Any = node
-    for _ in range(4 * config.max_depth + 16):  # compact() keeps chains shorter than this
-        parent = top.parent
-        if parent is None:
-            break
-        top = parent
-    if type(top) is not RootNode or top.epoch != epoch:
-        return None
-    return _tuple_new(TaskNode, (node, node.depth + 1, code, UNKNOWN_LINE, None))  # type: ignore[union-attr]
 
 
 def make_thread_root(name: str) -> ThreadRootNode:
@@ -272,30 +218,6 @@ CURRENT: Final[ContextVar[Node | None]] = ContextVar("async_trace.current_node",
 
 
 # --- warnings -------------------------------------------------------------
-
-_warned = False
-
-
-def warn_internal(exc: BaseException, where: str) -> None:
-    """Report an internal failure once per process; the caller falls back."""
-    global _warned
-    if _warned:
-        return
-    _warned = True
-    # A warnings filter set to "error" must not turn this into an exception.
-    with contextlib.suppress(Exception):
-        warnings.warn(
-            f"async_trace: internal error while {where}; this call falls back to "
-            f"untraced behaviour ({type(exc).__name__}: {exc})",
-            AsyncTraceWarning,
-            stacklevel=3,
-        )
-
-
-def reset_warned() -> None:
-    """Allow the next internal error to warn again (for tests)."""
-    global _warned
-    _warned = False
 
 
 # --- helpers shared by capture and collection --------------------------------
@@ -324,48 +246,16 @@ def task_name(task: Any) -> str:
         return f"<{type(task).__name__} at {id(task):#x}>"
 
 
-#: 3.12's ``Task.get_coro()`` crashes the interpreter (a NULL return) for an eager task that
-#: finished in its first step: its coroutine is already dropped (3.13 returns ``None``).
-_GET_CORO_CRASHES: Final = sys.version_info[:2] == (3, 12)
-_CORO_ATTRS: Final = ("cr_code", "gi_code")
-
-
-def coro_of(task: Any) -> Any:
-    """``task.get_coro()``, safe for any task: ``None`` where the task no longer holds its coroutine."""
-    if _GET_CORO_CRASHES and task.done():
-        # The coroutine, if still held, is the last coroutine among the task's references
-        # (the C task visits its result before its coroutine).
-        found = None
-        for obj in gc.get_referents(task):
-            if any(hasattr(obj, attr) for attr in _CORO_ATTRS):
-                found = obj
-        return found
-    return task.get_coro()
-
-
 def retagged(node: Node, code: Any) -> Node:
     """``node`` naming ``code`` as its task's coroutine (a task factory wrapped the one it was made for)."""
     return _tuple_new(type(node), (node.parent, node.depth, code, node.frames, node.creator_ref, *node[5:]))
 
 
-def valid_for(node: Node | None, coro: Any) -> bool:
-    """Whether ``node`` was pushed for the task running ``coro`` (not inherited)."""
-    kind = type(node)
-    return (kind is TaskNode or kind is RootNode) and node.code is coro_code(coro)  # type: ignore[union-attr]
-
-
-def context_of(task: Any) -> Context | None:
-    """The ``contextvars.Context`` a task runs in (without entering it)."""
-    get_context = getattr(task, "get_context", None)  # 3.12+
-    if get_context is not None:
-        ctx = get_context()
-        return ctx if type(ctx) is Context else None
-    ctx = getattr(task, "_context", None)  # the pure-Python Task
-    if type(ctx) is Context:
-        return ctx
-    # 3.10/3.11's C Task does not expose its context, but reports it to the
-    # garbage collector, first among its referents.
-    for obj in gc.get_referents(task):
-        if type(obj) is Context:
-            return obj
-    return None
+def creator_ref(task: Any) -> Any:
+    """A weak reference to ``task`` for a node's ``creator_ref`` (``None`` for an object that cannot have one)."""
+    # weakref.ref returns the existing reference when there is one, so every
+    # node captured in one task shares a single weakref object.
+    try:
+        return _weakref(task)
+    except TypeError:  # a Future-like object from a custom factory
+        return None

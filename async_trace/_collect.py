@@ -1,171 +1,48 @@
 """Collection: read the ContextVar, walk the chain, build the trace dicts.
 
-All the work deferred at capture time happens here: line numbers are decoded
-from instruction offsets, asyncio's own frames are dropped and the event loop
-machinery (and anything above it) is cut off.
+All the work deferred at capture time happens here, through :mod:`._frames`:
+line numbers are decoded from instruction offsets, asyncio's own frames are
+dropped and the event loop machinery (and anything above it) is cut off.
+Also the origin of the code running now, for the integrations
+(:func:`current_node`, :func:`origin_of_node`): the chain above the current
+task, read from its node without walking the current stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.events
-import concurrent.futures
-import os
-import threading
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any, Final
 
 import _async_trace_process as _hop
 
-from . import _anyio
-from ._capture import adopt_inherited, in_first_step, walk
 from ._chain import (
     CURRENT,
     ElidedNode,
     ExecutorNode,
-    Frames,
     Node,
     ProcessNode,
     RootNode,
     TaskNode,
     ThreadRootNode,
-    context_of,
-    coro_of,
     stop_frame,
     task_name,
-    valid_for,
 )
+from ._compat import TASK_REGISTRIES, coro_of
+from ._frames import Resolved, elided, resolve, resolve_uncached, resolved_get
 from ._inapp import in_app, in_app_cache
+from ._lineage import is_own, node_of_task, running_node
+from ._stack import walk
 from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
 
 __all__: list[str] = []
 
 _get_running_loop: Final = asyncio.events._get_running_loop
 _current_task: Final = asyncio.current_task
+_get_current: Final = CURRENT.get
 
 # --- which frames are shown -------------------------------------------------
-
-USER, SKIP, CUT = 0, 1, 2
-#: A function that started a loop running in C (uvloop's ``run_until_complete``,
-#: called by the program itself or by a server's runner): shown when a trace
-#: starts in it, else the event loop's edge (see :func:`note_loop_caller`).
-LOOP_CALLER: Final = 3
-
-
-def _dir_of(path: str | None) -> str:
-    return os.path.dirname(os.path.abspath(path or "")) + os.sep
-
-
-_PACKAGE_DIR: Final = _dir_of(__file__)
-_ASYNCIO_DIR: Final = _dir_of(asyncio.__file__)
-_FUTURES_DIR: Final = _dir_of(concurrent.futures.__file__)
-_THREADING_FILE: Final = os.path.abspath(threading.__file__ or "")
-#: ``uvloop.run()`` runs the user's coroutine inside its own ``wrapper()`` coroutine.
-_UVLOOP_RUNNER: Final = os.sep + os.path.join("uvloop", "__init__.py")
-
-#: Frames where the event loop or a worker thread starts running user code.
-#: Everything from one of these outwards is machinery (or the program that
-#: called asyncio.run), never part of a trace.
-_ENTRY_POINTS: Final = {
-    ("events.py", "_run"),
-    ("base_events.py", "_run_once"),
-    ("base_events.py", "run_forever"),
-    ("base_events.py", "run_until_complete"),
-    ("runners.py", "run"),
-    ("thread.py", "run"),
-    ("thread.py", "_worker"),
-    ("process.py", "_process_worker"),  # a process pool's worker (forked: the parent's frames are above it)
-    ("threading.py", "run"),
-    ("threading.py", "_bootstrap_inner"),
-    ("threading.py", "_bootstrap"),
-}
-
-#: Python's Handle._run: where the loop runs a callback (see resolve_uncached).
-_HANDLE_RUN: Final = asyncio.events.Handle._run.__code__
-
-# Keyed by id(code) with the code kept in the value and compared by identity:
-# hashing a code object walks its bytecode on 3.12+.
-_kind_cache: dict[int, tuple[CodeType, int]] = {}
-_line_cache: dict[tuple[int, int], tuple[CodeType, int | None]] = {}
-_CACHE_MAX: Final = 4096
-
-
-#: The functions that started a C loop with a root task, by ``id`` (see :func:`note_loop_caller`).
-_loop_callers: dict[int, CodeType] = {}
-_LOOP_CALLERS_MAX: Final = 256
-
-
-def note_loop_caller(frame: FrameType | None) -> None:
-    """Remember the function that made a root task on a loop running in C (uvloop).
-
-    Called with the frame that called ``loop.create_task`` for a root task
-    (``asyncio.run``, ``run_until_complete``), not for stdlib loops: their
-    ``run_until_complete`` / ``asyncio.Runner`` frames are the loop's edge
-    already. A uvloop loop runs callbacks from C, so a hop captured in a
-    callback walks on to the code that started the loop (uvicorn's runner on
-    3.10, click, ``runpy``); its first function outside asyncio and us is
-    where the loop was started, and collection cuts such a hop there. Roots
-    are rare: this runs once per ``asyncio.run`` or so.
-    """
-    for _ in range(64):
-        if frame is None:
-            return
-        code = frame.f_code
-        kind = frame_kind(code)
-        if kind == CUT:
-            return  # asyncio.Runner, a Python run_until_complete: the edge is there already
-        if kind != SKIP:
-            if kind == USER and len(_loop_callers) < _LOOP_CALLERS_MAX:
-                _loop_callers[id(code)] = code
-                _kind_cache.pop(id(code), None)
-            return
-        frame = frame.f_back
-
-
-def frame_kind(code: CodeType) -> int:
-    cached = _kind_cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    if _anyio.entry_codes.get(id(code)) is code:
-        return CUT  # not cached: rare (once per anyio worker frame shown)
-    if _loop_callers.get(id(code)) is code:
-        return LOOP_CALLER  # not cached: rare, and the registry can grow after a lookup
-    filename = os.path.abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
-    if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
-        key = (os.path.basename(filename), code.co_name)
-        kind = CUT if key in _ENTRY_POINTS else SKIP
-    elif (
-        filename.startswith(_PACKAGE_DIR)
-        or code.co_name == "<module>"
-        or (code.co_name == "wrapper" and filename.endswith(_UVLOOP_RUNNER))
-    ):
-        kind = SKIP
-    else:
-        kind = USER
-    if len(_kind_cache) >= _CACHE_MAX:
-        _kind_cache.clear()
-    _kind_cache[id(code)] = (code, kind)
-    return kind
-
-
-def line_at(code: CodeType, lasti: int) -> int | None:
-    key = (id(code), lasti)
-    cached = _line_cache.get(key)
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    line: int | None = None
-    if lasti >= 0:
-        for start, end, lineno in code.co_lines():
-            if lineno is not None and start <= lasti:
-                line = lineno  # the last line starting at or before lasti
-            if start <= lasti < end:
-                break
-    if line is None:
-        line = code.co_firstlineno
-    if len(_line_cache) >= _CACHE_MAX:
-        _line_cache.clear()
-    _line_cache[key] = (code, line)
-    return line
 
 
 def _frame(
@@ -190,75 +67,7 @@ def _frame(
     }
 
 
-#: Where a hop's creation line is unknown (``_chain.UNKNOWN_LINE``): a task no hook saw being built.
-UNKNOWN_LINE_TEXT: Final = "... built here by asyncio.Task(...), line unknown ..."
-
-
-def _elided(count: int, what: str) -> str:
-    unit = what if count == 1 else what + "s"
-    return f"... {count} {unit} elided ..."
-
-
-#: One hop's shown frames: ``(name, line, filename)``, innermost first; elision
-#: markers have ``line`` None.
-Resolved = tuple[tuple[str, "int | None", "str | None"], ...]
-
-# Frame tuples are immutable and shared between sibling nodes, so what they
-# resolve to is cached (by identity, the tuple kept in the value).
-_resolved_cache: dict[int, tuple[Frames, Resolved]] = {}
-_resolved_get: Final = _resolved_cache.get
 _in_app_get: Final = in_app_cache.get
-
-
-def resolve_uncached(frames: Frames) -> Resolved:
-    out: list[tuple[str, int | None, str | None]] = []
-    append = out.append
-    kind_get = _kind_cache.get
-    line_get = _line_cache.get
-    taken = False
-    for i in range(0, len(frames), 2):
-        code: Any = frames[i]
-        lasti: Any = frames[i + 1]
-        if code is None:
-            append((_elided(lasti, "frame") if lasti >= 0 else UNKNOWN_LINE_TEXT, None, None))
-            continue
-        # frame_kind() and line_at(), their cache hits inlined: this runs for every shown frame.
-        hit = kind_get(id(code))
-        kind = hit[1] if hit is not None and hit[0] is code else frame_kind(code)
-        if kind:
-            if kind == CUT and (taken or code is _HANDLE_RUN):
-                # The event loop: above it is the program that started it. A
-                # hop captured in a callback (a protocol method) stops at
-                # Handle._run even when all its frames were asyncio's own.
-                break
-            if kind != LOOP_CALLER:
-                continue
-            if taken:
-                break  # where a C loop was started: the program that started it follows
-        hit2 = line_get((id(code), lasti))
-        line = hit2[1] if hit2 is not None and hit2[0] is code else line_at(code, lasti)
-        append((code.co_name, line, code.co_filename))
-        taken = True
-    return tuple(out)
-
-
-def clear_caches() -> None:
-    """Empty the kind, line and resolved-frames caches (``disable_tracing()``)."""
-    _kind_cache.clear()
-    _line_cache.clear()
-    _resolved_cache.clear()
-
-
-def resolve(frames: Frames) -> Resolved:
-    """The frames of one hop as shown: asyncio's own dropped, cut at the event loop."""
-    cached = _resolved_cache.get(id(frames))
-    if cached is not None and cached[0] is frames:
-        return cached[1]
-    result = resolve_uncached(frames)
-    if len(_resolved_cache) >= _CACHE_MAX:
-        _resolved_cache.clear()
-    _resolved_cache[id(frames)] = (frames, result)
-    return result
 
 
 def append_frames(out: list[TraceFrame], shown: Resolved, task: Any, is_executor: bool, pid: int = 0) -> None:
@@ -276,16 +85,9 @@ def append_frames(out: list[TraceFrame], shown: Resolved, task: Any, is_executor
         is_executor = False
 
 
-def _emit(out: list[TraceFrame], frames: Frames, task: Any, is_executor: bool) -> None:
+def _emit(out: list[TraceFrame], frames: Any, task: Any, is_executor: bool) -> None:
     """Append the shown frames of one (shared, immutable) hop."""
     append_frames(out, resolve(frames), task, is_executor)
-
-
-def node_of_task(task: Any) -> Node | None:
-    """The chain node in ``task``'s context, or ``None``."""
-    ctx = context_of(task)
-    node = ctx.get(CURRENT) if ctx is not None else None
-    return node if isinstance(node, Node) else None
 
 
 class TaskIndex:
@@ -318,23 +120,14 @@ class TaskIndex:
                     index.setdefault(id(found), []).append(task)
             entry = (loop, index)
             self._by_loop[id(loop)] = entry
-        matches = [task for task in entry[1].get(id(node), ()) if valid_for(node, coro_of(task))]
+        matches = [task for task in entry[1].get(id(node), ()) if is_own(node, coro_of(task))]
         return matches[0] if len(matches) == 1 else None
-
-
-#: asyncio's registries of live tasks, every loop's: 3.10/3.11 ``_all_tasks``;
-#: 3.12+ ``_scheduled_tasks`` plus ``_eager_tasks`` (those in their first, eager step).
-_REGISTRIES: Final = tuple(
-    registry
-    for registry in (getattr(asyncio.tasks, name, None) for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"))
-    if registry is not None
-)
 
 
 def registered_tasks() -> list[Any]:
     """Every live task asyncio knows of, of every loop (weak sets copied from any thread)."""
     out: list[Any] = []
-    for registry in _REGISTRIES:
+    for registry in TASK_REGISTRIES:
         for _ in range(100):
             try:
                 out.extend(list(registry))
@@ -351,7 +144,7 @@ def loop_of(task: Any) -> Any:
         return None
 
 
-def collect(start: FrameType | None) -> TraceData:
+def trace_from(start: FrameType | None) -> TraceData:
     """Build the trace for code running at ``start`` (see ``collect_async_trace``).
 
     Walking outwards, the task created at each task boundary is the creator
@@ -364,9 +157,9 @@ def collect(start: FrameType | None) -> TraceData:
     if task is not None:
         coro = task.get_coro()
         append_frames(frames, resolve_uncached(walk(start, stop_frame(coro), remember=False)), None, False)
-        if node is None or not valid_for(node, coro):
+        if node is None or not is_own(node, coro):
             # An eager task built directly, in its first step; else a task no hook saw being built.
-            node = in_first_step(task, coro, node) or adopt_inherited(node, coro)
+            node = running_node(task, coro, node)
         if node is None:
             # Created before tracing was on, or while it was off: the task is
             # the root of what we know.
@@ -378,14 +171,14 @@ def collect(start: FrameType | None) -> TraceData:
     # In a process-pool worker, the call itself (node None) is an executor call too.
     in_executor = loop is None and (type(node) is ExecutorNode or (node is None and remote is not None))
     # In a callback (no running task) the node's task is unknown: looked up among the loop's tasks.
-    boundaries, _ = chain_frames(frames, node, task, task is not None, task, loop)
+    boundaries, _ = append_chain(frames, node, task, task is not None, task, loop)
     if remote is not None:
-        boundaries.extend(remote_frames(frames, remote))
+        boundaries.extend(append_remote(frames, remote))
     frames.boundaries = frozenset(boundaries)
     return {"frames": frames, "current_task": task, "in_executor": in_executor}
 
 
-def remote_frames(frames: list[TraceFrame], records: tuple[_hop.Record, ...]) -> list[int]:
+def append_remote(frames: list[TraceFrame], records: tuple[_hop.Record, ...]) -> list[int]:
     """Append the frames of another process's chain (a process hop's records); returns its boundaries."""
     boundaries: list[int] = []
     for name, line, filename, mark, pid in records:
@@ -400,7 +193,7 @@ def remote_frames(frames: list[TraceFrame], records: tuple[_hop.Record, ...]) ->
     return boundaries
 
 
-def chain_frames(
+def append_chain(
     frames: list[TraceFrame], node: Node | None, created: Any, known: bool, last_seen: Any, loop: Any
 ) -> tuple[list[int], int]:
     """Append the frames of ``node``'s chain to ``frames``, innermost first.
@@ -427,7 +220,7 @@ def chain_frames(
         if kind is TaskNode:
             # _emit() inlined, dict literal and all: this runs once per task hop.
             hop = node.frames
-            hit = _resolved_get(id(hop))
+            hit = resolved_get(id(hop))
             shown = hit[1] if hit is not None and hit[0] is hop else resolve(hop)
             boundary = True
             for name, line, filename in shown:
@@ -464,7 +257,7 @@ def chain_frames(
             root = len(frames)
             frames.append(_frame(ThreadName(node.name), None, None, None, False, root))  # type: ignore[attr-defined]
         elif kind is ElidedNode:
-            frames.append(_frame(_elided(node.hops, "task hop"), None, None, None, False, len(frames)))  # type: ignore[attr-defined]
+            frames.append(_frame(elided(node.hops, "task hop"), None, None, None, False, len(frames)))  # type: ignore[attr-defined]
         # A PendingNode only lives in the context of the callback that
         # creates its task; there is nothing of it to show.
         ref = node.creator_ref
@@ -474,3 +267,49 @@ def chain_frames(
             last_seen = created
         node = node.parent
     return boundaries, root
+
+
+def current_node() -> tuple[Node, Any] | None:
+    """The chain node of the running task or executor call, and the running task (or ``None``)."""
+    node = _get_current()
+    if node is None:
+        return None
+    loop = _get_running_loop()
+    task = _current_task(loop) if loop is not None else None
+    coro = task.get_coro() if task is not None else None
+    if task is not None and not is_own(node, coro):
+        # An eager task built directly, in its first step; a task built where no hook saw it
+        # (its creator's node); else created untraced.
+        repaired = running_node(task, coro, node)
+        if repaired is None:
+            return None
+        node = repaired
+    return node, task
+
+
+def origin_of_node(node: Node, task: Any) -> list[TraceFrame] | None:
+    """The chain from ``node`` up, innermost first; ``None`` if it holds no line (a root task's)."""
+    frames = chain_trace(node, task)[0]
+    return frames if has_line(frames) else None
+
+
+def has_line(frames: list[TraceFrame]) -> bool:
+    return any(frame["line"] is not None for frame in frames)
+
+
+def creation_site(frames: list[TraceFrame]) -> TraceFrame | None:
+    """The innermost frame with a line: where the task was created, or the executor call made."""
+    for frame in frames:
+        if frame["line"] is not None:
+            return frame
+    return None
+
+
+def chain_trace(node: Node | None, created: Any) -> tuple[list[TraceFrame], list[int], int]:
+    """The frames of ``node``'s chain, the indices of its task boundaries and of its root.
+
+    ``created`` is the task ``node`` belongs to, ``None`` if gone or unknown.
+    """
+    frames: list[TraceFrame] = []
+    boundaries, root = append_chain(frames, node, created, created is not None, created, _get_running_loop())
+    return frames, boundaries, root

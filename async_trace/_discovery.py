@@ -17,9 +17,14 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, Final
 
-from . import _anyio, _capture, _collect
-from ._capture import walk
-from ._chain import CURRENT, ExecutorNode, warn_internal
+from ._chain import CURRENT, ExecutorNode
+from ._collect import append_frames, loop_of, registered_tasks
+from ._compat import awaited_by, work_item_fn
+from ._contexts import context_of_run
+from ._failsafe import warn_internal
+from ._frames import entry_codes, resolve_uncached
+from ._loops import seen_loops
+from ._stack import walk
 from ._types import TraceFrame
 
 __all__: list[str] = []
@@ -127,9 +132,9 @@ def _registered_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any
     """The tasks asyncio's 3.14+ bookkeeping says await ``task``, a waiting future resolved to its tasks."""
 
     def awaiting(fut: Any) -> list[Any]:  # a future standing between: whoever awaits it
-        return [*(getattr(fut, "_asyncio_awaited_by", None) or ()), *waiting_on.get(id(fut), ())]
+        return [*awaited_by(fut), *waiting_on.get(id(fut), ())]
 
-    return _tasks_reached(list(getattr(task, "_asyncio_awaited_by", None) or ()), awaiting)
+    return _tasks_reached(list(awaited_by(task)), awaiting)
 
 
 def _callback_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
@@ -182,17 +187,12 @@ _WORK_ITEM_RUN: Final[CodeType | None] = getattr(
 
 def _context_of_frame(frame: FrameType) -> Any:
     """The Context an executor call runs in, from the frame that entered it."""
-    if _anyio.entry_codes.get(id(frame.f_code)) is frame.f_code:
-        # anyio's WorkerThread.run: ``context.run(func, *args)``, ``func`` our ContextCall.
-        return _capture.context_of_run(frame.f_locals.get("func"))
-    owner = frame.f_locals.get("self")
-    # Our ContextCall, or asyncio.to_thread's partial(ctx.run, ...): the work item's ``fn`` up to
-    # 3.13; from 3.14 its ``task``, the ``(fn, args, kwargs)`` of WorkerContext.
-    fn = getattr(owner, "fn", None)
-    if fn is None:
-        task = getattr(owner, "task", None)
-        fn = task[0] if type(task) is tuple and task else None
-    return _capture.context_of_run(fn)
+    entry = entry_codes.get(id(frame.f_code))
+    if entry is not None and entry[0] is frame.f_code:
+        # A library's worker (anyio's WorkerThread.run: ``context.run(func, *args)``): the call is a local.
+        return context_of_run(frame.f_locals.get(entry[1]))
+    # Our ContextCall, or asyncio.to_thread's partial(ctx.run, ...), as the pool's work item holds it.
+    return context_of_run(work_item_fn(frame.f_locals.get("self")))
 
 
 def executor_threads() -> list[tuple[Any, ExecutorThreadData]]:
@@ -213,11 +213,15 @@ def executor_threads() -> list[tuple[Any, ExecutorThreadData]]:
     return out
 
 
+def _is_entry(code: CodeType) -> bool:
+    entry = entry_codes.get(id(code))
+    return entry is not None and entry[0] is code
+
+
 def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> tuple[Any, ExecutorThreadData] | None:
     """``(task that made the call, thread)`` if the thread with frame ``top`` runs a traced executor call."""
     frame: FrameType | None = top
-    entry = _anyio.entry_codes
-    while frame is not None and frame.f_code is not _WORK_ITEM_RUN and entry.get(id(frame.f_code)) is not frame.f_code:
+    while frame is not None and frame.f_code is not _WORK_ITEM_RUN and not _is_entry(frame.f_code):
         frame = frame.f_back
     ctx = _context_of_frame(frame) if frame is not None else None
     node = ctx.get(CURRENT) if ctx is not None else None
@@ -228,7 +232,7 @@ def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> 
         return None
     # The thread's frames down to the pool's, which collection cuts at.
     frames: list[TraceFrame] = []
-    _collect.append_frames(frames, _collect.resolve_uncached(walk(top, frame, remember=False)), None, False)
+    append_frames(frames, resolve_uncached(walk(top, frame, remember=False)), None, False)
     return creator, (names.get(ident, f"<thread {ident}>"), ident, tuple(frames))
 
 
@@ -250,26 +254,13 @@ def running_loops() -> list[asyncio.AbstractEventLoop]:
                     loops[id(loop)] = loop
 
     add(asyncio.events._get_running_loop())
-    for task in _collect.registered_tasks():
-        add(_collect.loop_of(task))
-    for loop, _ in _capture.seen_loops():
+    for task in registered_tasks():
+        add(loop_of(task))
+    for loop, _ in seen_loops():
         add(loop)
     for loop, _ in _loops_on_stacks():
         add(loop)
     return list(loops.values())
-
-
-def loop_thread(loop: Any) -> int | None:
-    """The ``threading.get_ident()`` of the thread running ``loop``, if known."""
-    ident = getattr(loop, "_thread_id", None)
-    if isinstance(ident, int):
-        return ident
-    if loop is asyncio.events._get_running_loop():
-        return threading.get_ident()
-    for seen, thread in _capture.seen_loops():
-        if seen is loop:
-            return thread
-    return None
 
 
 _RUN_FOREVER: Final = frozenset({"run_forever", "_run_once"})

@@ -10,19 +10,17 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
 
-from ._chain import warn_internal
-from ._discovery import loop_thread, running_loops
-from ._render import (
-    LibraryFrames,
-    Style,
-    check_library_frames,
-    check_style,
-    dump_header,
-    dump_loop_line,
-    tree_lines,
-    write,
-)
-from ._tree import TaskTree, task_tree
+from ._compat import PYTHON_VERSION
+from ._config import check_library_frames, check_style
+from ._discovery import running_loops
+from ._failsafe import warn_internal
+from ._json import tree_to_dict
+from ._loops import loop_thread
+from ._render_tree import dump_header, dump_loop_line, tree_lines
+from ._tree import task_tree
+from ._types import LibraryFrames, Style, TaskTree
+from ._version import __version__
+from ._writer import write
 
 __all__ = ["cancel_dump_tasks_on_signal", "dump_tasks", "dump_tasks_on_signal"]
 
@@ -186,9 +184,6 @@ def remote_snapshot() -> dict[str, Any]:
 
     Called by the script that ``sys.remote_exec`` runs in this process (see :mod:`async_trace._pstree`).
     """
-    from . import __version__
-    from ._json import tree_to_dict
-
     loops = [tree_to_dict(task_tree(loop)) for loop in running_loops()]
     for data in loops:
         for entry in data["tasks"]:
@@ -203,7 +198,7 @@ def remote_snapshot() -> dict[str, Any]:
     return {
         "source": "async_trace",
         "async_trace_version": __version__,
-        "python": ".".join(map(str, sys.version_info[:3])),
+        "python": PYTHON_VERSION,
         "loops": loops,
         "await_graph": [],
     }

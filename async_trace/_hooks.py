@@ -1,10 +1,10 @@
 """Installing and restoring hooks: one skeleton for every set of patched attributes.
 
 A :class:`HookSet` names the attributes one part of the library replaces
-(the tracing wrappers of :mod:`._capture`, the exception hooks of
-:mod:`._exceptions`) and what to run when it is switched on or off.
+(the tracing wrappers of :mod:`._capture`, the display hooks of
+:mod:`._display`, ...) and what to run when it is switched on or off.
 :func:`enable` and :func:`disable` go over every registered set, in order
-(off in reverse). Patches are recorded and undone exactly; if someone
+(off in reverse); the order is one list, ``_api.HOOK_SETS``. Patches are recorded and undone exactly; if someone
 patched over us, our wrapper stays in their chain, and its set's ``on``/``off``
 callbacks make it a pass-through until tracing is enabled again.
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final
 
-from ._chain import warn_internal
+from ._failsafe import warn_internal
 
 __all__: list[str] = []
 
@@ -170,35 +170,63 @@ class HookSet:
         return [(owner, name) for owner, name, _ in self.targets()]
 
 
-#: Every hook set, in the order they are switched on.
-_registry: list[HookSet] = []
+#: Every hook set, in the order they are switched on (``_api.HOOK_SETS``, then the command line's).
+_sets: list[HookSet] = []
+#: What runs after every set is off (caches of the program's code objects, emptied by their owners).
+_disable_callbacks: list[Callable[[], None]] = []
+#: Whether tracing is on: between :func:`enable` and :func:`disable`.
+_enabled = False
+
+#: Observers of what the capture hooks create, each called with the new task (``task_watchers``),
+#: or with an executor call's future and node (``call_watchers``): 3.10/3.11 eager notes subscribe
+#: here (see :mod:`._record_callbacks`). Mutated in place, never replaced: the hot path tests the
+#: list it imported for emptiness.
+task_watchers: Final[list[Callable[[Any], None]]] = []
+call_watchers: Final[list[Callable[[Any, Any], None]]] = []
 
 
 def register(hook_set: HookSet) -> HookSet:
     """Add ``hook_set`` to what :func:`enable` and :func:`disable` switch (once)."""
-    if hook_set not in _registry:
-        _registry.append(hook_set)
+    if hook_set not in _sets:
+        _sets.append(hook_set)
     return hook_set
+
+
+def on_disable(callback: Callable[[], None]) -> None:
+    """Run ``callback`` whenever tracing is disabled, after every set is off (a cache's owner empties it)."""
+    if callback not in _disable_callbacks:
+        _disable_callbacks.append(callback)
+
+
+def tracing_enabled() -> bool:
+    """Whether tracing is on (``enable_tracing()`` ran after the last ``disable_tracing()``)."""
+    return _enabled
 
 
 def enable() -> None:
     """Switch every registered hook set on, in order; idempotent, thread-safe."""
+    global _enabled
     with _lock:
-        for hook_set in _registry:
+        _enabled = True
+        for hook_set in _sets:
             hook_set.install()
 
 
 def disable() -> None:
     """Switch every registered hook set off, in reverse order, restoring what each replaced exactly."""
+    global _enabled
     with _lock:
-        for hook_set in reversed(_registry):
+        _enabled = False
+        for hook_set in reversed(_sets):
             hook_set.uninstall()
         _ImportHook.uninstall()
+        for callback in _disable_callbacks:
+            callback()
 
 
 def _after_import(name: str) -> None:
     with _lock:
-        for hook_set in _registry:
+        for hook_set in _sets:
             if hook_set.active and name in hook_set.watch:
                 hook_set.install()
                 if hook_set.imported is not None:
@@ -206,7 +234,7 @@ def _after_import(name: str) -> None:
 
 
 def _watched() -> set[str]:
-    return {name for hook_set in _registry for name in hook_set.watch}
+    return {name for hook_set in _sets for name in hook_set.watch}
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):

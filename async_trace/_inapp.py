@@ -20,6 +20,9 @@ import sysconfig
 from collections.abc import Iterable
 from typing import Final
 
+from ._compat import STDLIB_DIR_NAME
+from ._config import settings
+
 __all__: list[str] = []
 
 
@@ -30,7 +33,7 @@ def _library_dirs() -> tuple[str, ...]:
         if path:
             dirs.add(os.path.normcase(os.path.abspath(path)) + os.sep)
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        lib = os.path.join(prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+        lib = os.path.join(prefix, "lib", STDLIB_DIR_NAME)
         dirs.add(os.path.normcase(os.path.abspath(lib)) + os.sep)
     # Longest first: a site-packages inside the stdlib directory wins over it.
     return tuple(sorted(dirs, key=len, reverse=True))
@@ -43,8 +46,6 @@ _MARKS: Final = frozenset({"site-packages", "dist-packages"})
 #: for the program's own files ``package`` and the path are ``None``.
 Kind = tuple[bool, "str | None", "str | None"]
 
-_include: frozenset[str] = frozenset()
-_exclude: frozenset[str] = frozenset()
 _cache: dict[str, Kind] = {}
 #: The cache itself, for callers that inline the hit (it is cleared, never replaced).
 in_app_cache: Final = _cache
@@ -66,15 +67,14 @@ def _names(value: Iterable[str] | None, what: str) -> frozenset[str] | None:
 
 def configure(include: Iterable[str] | None, exclude: Iterable[str] | None) -> None:
     """Set the overrides (``None`` keeps the current one); ``ValueError`` for a bad or conflicting name."""
-    global _include, _exclude
     new_include = _names(include, "in_app_include")
     new_exclude = _names(exclude, "in_app_exclude")
-    inc = _include if new_include is None else new_include
-    exc = _exclude if new_exclude is None else new_exclude
+    inc = settings.in_app_include if new_include is None else new_include
+    exc = settings.in_app_exclude if new_exclude is None else new_exclude
     both = inc & exc
     if both:
         raise ValueError(f"in both in_app_include and in_app_exclude: {', '.join(sorted(both))}")
-    _include, _exclude = inc, exc
+    settings.in_app_include, settings.in_app_exclude = inc, exc
     _cache.clear()
 
 
@@ -99,7 +99,7 @@ def _classify(filename: str) -> Kind:
     if filename.startswith("<frozen "):
         module = filename[len("<frozen ") :].rstrip(">")
         package = module.split(".", 1)[0]
-        return (package in _include, package, filename)
+        return (package in settings.in_app_include, package, filename)
     if filename.startswith("<"):
         return _APP  # <string>, <stdin>, <doctest ...>: code the program made
     path = os.path.normcase(os.path.abspath(filename))
@@ -117,13 +117,13 @@ def _classify(filename: str) -> Kind:
                 break
     if relative is not None:
         package = _top(relative)
-        return (package in _include, package, relative)
-    if _exclude:
+        return (package in settings.in_app_include, package, relative)
+    if settings.in_app_exclude:
         # A vendored library inside the program's tree: the innermost directory
         # (or module file) named after an excluded package.
         for i in range(len(parts) - 1, -1, -1):
             name = parts[i] if i < len(parts) - 1 else parts[i].removesuffix(".py")
-            if name in _exclude:
+            if name in settings.in_app_exclude:
                 return (False, name, "/".join(parts[i:]))
     return _APP
 
@@ -134,3 +134,8 @@ def in_app(filename: str | None) -> bool:
         return True
     found = _cache.get(filename)
     return (found if found is not None else classify(filename))[0]
+
+
+def is_library(filename: str) -> bool:
+    """Whether ``filename`` belongs to the standard library or an installed package (``in_app`` false)."""
+    return not in_app(filename)

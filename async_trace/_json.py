@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from ._chain import task_name
-from ._tree import TaskOrigin, TaskState, TaskTree
-from ._types import TraceData, TraceFrame
+from ._loops import loop_thread
+from ._types import TaskOrigin, TaskState, TaskTree, TraceData, TraceFrame
 
 __all__ = [
     "JSONExecutorThread",
@@ -145,8 +145,7 @@ def trace_to_json(trace: TraceData, **dumps_kwargs: Any) -> str:
 
 
 def _loop(loop: Any) -> JSONLoop:
-    ident = getattr(loop, "_thread_id", None)
-    ident = ident if isinstance(ident, int) else None
+    ident = loop_thread(loop)
     name = None
     if ident is not None:
         name = next((t.name for t in threading.enumerate() if t.ident == ident), None)

@@ -8,7 +8,7 @@ numbers, root task names: no code objects, frames, locals or tasks), at most
 :func:`max_records` of them. The worker rebuilds it as
 ``functools.partial(ctx.run, func)`` with the records in ``ctx``; its
 ``print_trace()`` and ``collect_async_trace()`` show them after its own frames
-(:func:`._collect.remote_frames`). An exception the call raises comes back
+(:func:`._collect.append_remote`). An exception the call raises comes back
 with the call's node as its origin, as for a call in an executor thread.
 """
 
@@ -24,8 +24,13 @@ from typing import Any
 
 import _async_trace_process as _hop
 
-from . import _collect, _exceptions
-from ._chain import Node, ProcessNode, config, make_process, warn_internal
+from ._chain import Node, ProcessNode, make_process
+from ._collect import append_chain, append_remote
+from ._config import settings
+from ._failsafe import warn_internal
+from ._frames import elided
+from ._hooks import on_disable
+from ._origins import record_hop_origin
 from ._types import ProcessHopName, ThreadName, TraceFrame
 
 __all__: list[str] = []
@@ -55,7 +60,7 @@ class ProcessHop(functools.partial):  # type: ignore[type-arg]
 
 def max_records() -> int:
     """The most records a hop carries: ``max_depth + max_frames`` (320 by default)."""
-    return config.max_depth + config.max_frames
+    return settings.max_depth + settings.max_frames
 
 
 def _mark(frame: TraceFrame, boundary: bool) -> tuple[int, int]:
@@ -76,10 +81,13 @@ def _mark(frame: TraceFrame, boundary: bool) -> tuple[int, int]:
 _last: tuple[Any, ...] = (None,) * 7
 
 
-def clear_caches() -> None:
+def _forget() -> None:
     """Drop the latest records (``disable_tracing()``): they hold the program's code objects."""
     global _last
     _last = (None,) * 7
+
+
+on_disable(_forget)
 
 
 def records_of(node: ProcessNode, loop: Any) -> tuple[_hop.Record, ...]:
@@ -106,9 +114,9 @@ def _records(
     node: ProcessNode, loop: Any, inherited: tuple[_hop.Record, ...] | None, limit: int
 ) -> tuple[_hop.Record, ...]:
     frames: list[TraceFrame] = []
-    boundaries = set(_collect.chain_frames(frames, node, None, True, None, loop)[0])
+    boundaries = set(append_chain(frames, node, None, True, None, loop)[0])
     if inherited is not None:  # a worker handing a call on: its own parent's chain follows
-        boundaries.update(_collect.remote_frames(frames, inherited))
+        boundaries.update(append_remote(frames, inherited))
     out: list[_hop.Record] = []
     for i, frame in enumerate(frames):
         mark, pid = _mark(frame, i in boundaries)
@@ -118,7 +126,7 @@ def _records(
         keep_outer = limit // 4
         keep_inner = limit - keep_outer - 1
         dropped = len(out) - keep_inner - keep_outer
-        marker: _hop.Record = (f"... {dropped} frames elided ...", None, None, _hop.MARK_PLAIN, 0)
+        marker: _hop.Record = (elided(dropped, "frame"), None, None, _hop.MARK_PLAIN, 0)
         out = [*out[:keep_inner], marker, *out[-keep_outer:]]
     return tuple(out)
 
@@ -158,4 +166,4 @@ def hop(loop: Any, node: Node, func: Any) -> tuple[Any, Callable[[Any], None] | 
     except Exception as exc:  # noqa: BLE001 - never break the call
         warn_internal(exc, "capturing a process-pool call")
         return func, None
-    return call, functools.partial(_exceptions.record_hop_origin, process_node)
+    return call, functools.partial(record_hop_origin, process_node)

@@ -30,8 +30,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
-from ._render import ps_lines, pstree_lines, remote_frames, write
-from ._tree import ExecutorThread, TaskInfo, TaskTree
+from ._render_remote import ps_lines, pstree_lines, remote_trace_frames
+from ._types import ExecutorThread, TaskInfo, TaskTree
+from ._writer import write
 
 __all__ = ["COMMANDS", "main"]
 
@@ -440,10 +441,11 @@ def _tree(data: dict[str, Any]) -> TaskTree:
             state=entry["state"],
             origin=entry["origin"],
             task=None,
-            created_at=remote_frames(entry["created_at"]),
-            suspended_at=remote_frames(entry["suspended_at"]),
+            created_at=remote_trace_frames(entry["created_at"]),
+            suspended_at=remote_trace_frames(entry["suspended_at"]),
             executor_threads=tuple(
-                ExecutorThread(t["name"], t["ident"], remote_frames(t["frames"])) for t in entry["executor_threads"]
+                ExecutorThread(t["name"], t["ident"], remote_trace_frames(t["frames"]))
+                for t in entry["executor_threads"]
             ),
             children=tuple(built[key] for key in entry["children"]),
             awaited_by=tuple(entry.get("awaited_by", ())),

@@ -1,235 +1,32 @@
-"""The one renderer: every line of text async-trace prints, and the one writer.
+"""Rendering traces: every line of text a trace, a note or a one-line path is printed as.
 
-Traces (arrows and traceback styles), task trees (both styles and the grouped
-view), the dump's headers, the exception note, the logging one-line path and
-``python -m async_trace ps|pstree``'s output are all made here, from plain
-data (trace dicts, :class:`~async_trace.TaskTree` records, the remote
-snapshot's dicts). Collection lives elsewhere; nothing here looks at a live
-task except to ask its name (:func:`task_label`).
-
-Decorations. The characters we draw ourselves come from a
-:class:`Decorations` table, :data:`UNICODE` or :data:`ASCII`::
-
-    ↑    ->  ^      (a frame, arrows style)
-    ←    ->  <-     (a creating / awaiting line, and the logging path)
-    …    ->  ...    (a run of collapsed library frames)
-    ├──  ->  |--    (a child that has a sibling below it)
-    └──  ->  `--    (the last child)
-    │    ->  |      (the rail of a parent with children below)
-
-:func:`write` picks :data:`ASCII` when asked (``ascii_only=True``) or when the
-stream's encoding cannot encode the Unicode ones; user text the stream cannot
-encode (task names, file names, source lines) is written with
-``backslashreplace``: printing never raises ``UnicodeEncodeError``.
-
-Trees are rendered with an explicit stack, never by recursion: a chain of
-tasks deeper than the recursion limit renders like any other.
+Traces (arrows and traceback styles), the exception note, the logging
+one-line path and the integrations' one-line chain are all made here, from
+plain data (trace dicts); task trees are rendered by :mod:`._render_tree`,
+another process's snapshot by :mod:`._render_remote`, and the text is written
+out by :mod:`._writer`. Nothing here looks at a live task except to ask its
+name (:func:`task_label`).
 """
 
 from __future__ import annotations
 
-import codecs
-import contextvars
 import linecache
 import os
 import re
-import sys
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
+from typing import Any, Final, cast
 
 from ._chain import task_name
+from ._config import check_library_frames, check_style
+from ._frames import elided
 from ._inapp import classify, in_app
-from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
-
-if TYPE_CHECKING:
-    from ._tree import TaskInfo, TaskTree
+from ._types import FrameList, LibraryFrames, ProcessHopName, Style, ThreadName, TraceData, TraceFrame
+from ._writer import ASCII, COLOUR, UNICODE, Decorations, decorations, dim, highlight
 
 __all__: list[str] = []
-
-Style = Literal["arrows", "traceback"]
-STYLES: tuple[Style, ...] = ("arrows", "traceback")
-
-
-def check_style(style: object) -> None:
-    """``ValueError`` unless ``style`` is one of :data:`STYLES`."""
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
-
-
-LibraryFrames = Literal["collapse", "show", "hide"]
-LIBRARY_FRAMES: tuple[LibraryFrames, ...] = ("collapse", "show", "hide")
-
-
-def check_library_frames(library_frames: object) -> None:
-    """``ValueError`` unless ``library_frames`` is one of :data:`LIBRARY_FRAMES`."""
-    if library_frames not in LIBRARY_FRAMES:
-        raise ValueError(
-            f"library_frames must be one of {', '.join(map(repr, LIBRARY_FRAMES))}, not {library_frames!r}"
-        )
-
-
-# --- decorations ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decorations:
-    """The characters drawn around user text."""
-
-    #: Before a frame in the arrows style.
-    up: str
-    #: Before a creating line (trees), an awaiting line (pstree), between path parts (logging).
-    left: str
-    #: Branch to a child with siblings below it, to the last child, and the rail beside a parent's children.
-    tee: str
-    last: str
-    rail: str
-    #: Before the count of a run of collapsed library frames.
-    more: str
-    blank: str = "    "
-
-
-UNICODE: Final = Decorations(up="↑", left="←", tee="├── ", last="└── ", rail="│   ", more="…")
-ASCII: Final = Decorations(up="^", left="<-", tee="|-- ", last="`-- ", rail="|   ", more="...")
-
-#: Every non-ASCII character we print ourselves, to its ASCII stand-in (the same as :data:`ASCII`'s).
-ASCII_MAP: Final = {"↑": "^", "←": "<-", "├": "|", "└": "`", "│": "|", "─": "-", "…": "..."}
-_TRANSLATE: Final = str.maketrans(ASCII_MAP)
-_DECORATION_CHARS: Final = "".join(ASCII_MAP)
-
-
-def decorations(ascii_only: bool) -> Decorations:
-    return ASCII if ascii_only else UNICODE
-
-
-def to_ascii(text: str) -> str:
-    """``text`` with every decoration character replaced by its ASCII stand-in (:data:`ASCII_MAP`)."""
-    return text.translate(_TRANSLATE)
-
-
-# --- the writer ------------------------------------------------------------------
-
-_encodes: dict[str, bool] = {}
-
-
-def _encoding(out: object) -> str | None:
-    encoding = getattr(out, "encoding", None)
-    return encoding if isinstance(encoding, str) else None
-
-
-def can_decorate(out: object) -> bool:
-    """Whether ``out``'s encoding can encode the Unicode decorations (a stream without one: yes)."""
-    encoding = _encoding(out)
-    if encoding is None:
-        return True
-    found = _encodes.get(encoding)
-    if found is None:
-        try:
-            _DECORATION_CHARS.encode(encoding)
-            found = True
-        except (UnicodeError, LookupError):
-            found = False
-        _encodes[encoding] = found
-    return found
-
-
-def _escaped(text: str, out: object) -> str:
-    """``text`` with what ``out``'s encoding cannot encode written as backslash escapes."""
-    encoding = _encoding(out) or "ascii"
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        encoding = "ascii"
-    return text.encode(encoding, "backslashreplace").decode(encoding)
-
-
-# --- colour ------------------------------------------------------------------------
-
-#: 3.13+ traceback colours: the file, line number and function name magenta; library frames dim.
-MAGENTA: Final = "\x1b[35m"
-DIM: Final = "\x1b[2m"
-RESET: Final = "\x1b[0m"
-
-#: Set by :func:`write` while it renders for a terminal; every ``format_*`` function renders plain.
-_colour: Final = contextvars.ContextVar("async_trace_colour", default=False)
-
-
-def can_colorize(out: object) -> bool:
-    """Whether to colour what is written to ``out``: CPython 3.13's ``_colorize.can_colorize``, for ``out``.
-
-    ``PYTHON_COLORS=0`` / ``=1`` decide first, then ``NO_COLOR`` (set: no
-    colour), then ``FORCE_COLOR`` (set: colour), then ``TERM=dumb`` (no colour);
-    otherwise colour only if ``out`` is a terminal. ``python -E`` ignores the
-    variables. On Windows, only a console with virtual terminal support.
-    """
-    if sys.platform == "win32":
-        try:
-            import nt
-
-            if not nt._supports_virtual_terminal():  # type: ignore[attr-defined]
-                return False
-        except (ImportError, AttributeError):
-            return False
-    env = os.environ
-    if not sys.flags.ignore_environment:
-        if env.get("PYTHON_COLORS") == "0":
-            return False
-        if env.get("PYTHON_COLORS") == "1":
-            return True
-        if "NO_COLOR" in env:
-            return False
-        if "FORCE_COLOR" in env:
-            return True
-        if env.get("TERM") == "dumb":
-            return False
-    isatty = getattr(out, "isatty", None)
-    try:
-        return bool(isatty()) if callable(isatty) else False
-    except Exception:  # noqa: BLE001 - a closed or odd stream: no colour
-        return False
-
-
-def _hi(text: str) -> str:
-    return f"{MAGENTA}{text}{RESET}"
-
-
-def _dim(text: str) -> str:
-    return f"{DIM}{text}{RESET}"
-
-
-Lines = Sequence[str] | Callable[[bool], Sequence[str]]
-
-
-def write(lines: Lines, file: TextIO | None, *, ascii_only: bool = False, colour: bool = True) -> None:
-    """Write ``lines`` to ``file`` (default: ``sys.stdout``, looked up now); never ``UnicodeEncodeError``.
-
-    ``lines`` is either the lines, or a renderer called with whether to use
-    the ASCII decorations: true for ``ascii_only`` or when the stream cannot
-    encode the Unicode ones. Given ready lines, such a stream gets them with
-    every decoration character mapped (:func:`to_ascii`). What the stream
-    still cannot encode is written as backslash escapes.
-
-    A renderer writing to a terminal (:func:`can_colorize`) renders in colour,
-    unless ``colour`` is false (text that is also kept, such as exception notes).
-    """
-    out = sys.stdout if file is None else file
-    plain = ascii_only or not can_decorate(out)
-    if callable(lines):
-        token = _colour.set(True) if colour and can_colorize(out) else None
-        try:
-            rendered: Iterable[str] = lines(plain)
-        finally:
-            if token is not None:
-                _colour.reset(token)
-    else:
-        rendered = map(to_ascii, lines) if plain else lines
-    text = "".join(rendered)
-    try:
-        out.write(text)
-    except UnicodeEncodeError:
-        out.write(_escaped(text, out))
 
 
 # --- labels ----------------------------------------------------------------------
@@ -278,23 +75,23 @@ def frame_text(frame: TraceFrame) -> str:
     """
     line = frame["line"]
     filename = frame["filename"]
-    colour = _colour.get()
+    colour = COLOUR.get()
     if line is None or filename is None:
         name = frame["name"]
         # A task name is user text (a request's path, say): one line, no escape codes.
         text = f"thread {str(name)!r}" if isinstance(name, ThreadName) else plain(name)
         if colour and not frame.get("in_app", True):  # a collapsed run
-            return _dim(text)
+            return dim(text)
     else:
         is_app = frame.get("in_app", True)
         path = plain(short_path(filename, is_app))
         name = plain(frame["name"])  # code made at run time may have any name and file name
         if colour and is_app:
-            text = f"{_hi(name)}() at line {_hi(str(line))} [{_hi(path)}]"
+            text = f"{highlight(name)}() at line {highlight(str(line))} [{highlight(path)}]"
         else:
             text = f"{name}() at line {line} [{path}]"
         if colour and not is_app:
-            return _dim(text + _hop_mark(frame))
+            return dim(text + _hop_mark(frame))
     return text + _hop_mark(frame)
 
 
@@ -329,7 +126,7 @@ def library_marker(run: Sequence[TraceFrame], deco: Decorations = UNICODE) -> st
     """``… 19 library frames (fastapi, starlette, uvicorn)``: the packages in alphabetical order."""
     packages = sorted({p for p in (classify(f["filename"])[1] for f in run if f["filename"]) if p is not None})
     named = f" ({', '.join(packages)})" if packages else ""
-    return f"{deco.more} {_plural(len(run), 'library frame')}{named}"
+    return f"{deco.more} {plural(len(run), 'library frame')}{named}"
 
 
 def fold(
@@ -401,8 +198,9 @@ def traceback_site(frame: TraceFrame) -> str:
     """``File "...", line N, in name`` (which editors and terminals link), or the bare name."""
     if frame["line"] is None or frame["filename"] is None:
         return frame["name"]
-    if _colour.get() and frame.get("in_app", True):
-        return f'File "{_hi(frame["filename"])}", line {_hi(str(frame["line"]))}, in {_hi(frame["name"])}'
+    if COLOUR.get() and frame.get("in_app", True):
+        filename, line, name = highlight(frame["filename"]), highlight(str(frame["line"])), highlight(frame["name"])
+        return f'File "{filename}", line {line}, in {name}'
     return f'File "{frame["filename"]}", line {frame["line"]}, in {frame["name"]}'
 
 
@@ -421,14 +219,14 @@ def traceback_frame(frame: TraceFrame, deco: Decorations = UNICODE) -> str:
             return f"  Root task {task_label(task)}\n"
         if isinstance(frame["name"], ThreadName):
             return f"  Root thread {str(frame['name'])!r}\n"
-        if _colour.get() and not frame.get("in_app", True):  # a collapsed run
-            return f"  {_dim(frame['name'])}\n"
+        if COLOUR.get() and not frame.get("in_app", True):  # a collapsed run
+            return f"  {dim(frame['name'])}\n"
         return f"  {frame['name']}\n"
-    dim = _colour.get() and not frame.get("in_app", True)
-    text = f"  {_dim(traceback_site(frame)) if dim else traceback_site(frame)}\n"
+    dimmed = COLOUR.get() and not frame.get("in_app", True)
+    text = f"  {dim(traceback_site(frame)) if dimmed else traceback_site(frame)}\n"
     source = linecache.getline(filename, line).strip()
     if source:
-        text += f"    {_dim(source) if dim else source}\n"
+        text += f"    {dim(source) if dimmed else source}\n"
     if task is not None:
         text += f"  --- task {task_label(task)} created here ---\n"
     if frame["is_executor"]:
@@ -551,7 +349,7 @@ STYLE_TABLE: Final[dict[Style, StyleSpec]] = {
 }
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}{'s' if count != 1 else ''}"
 
 
@@ -700,378 +498,46 @@ def ascii_notes(lines: list[str]) -> list[str]:
     return out
 
 
-# --- task trees ------------------------------------------------------------------
+# --- one-line chains (OpenTelemetry attributes, Sentry) ----------------------------
+
+#: Between the parts of a one-line chain.
+LEFT: Final = " ← "
 
 
-def _title(info: TaskInfo, quote: bool) -> str:
-    if info.origin == "elided":
-        return plain(str(info.name))
-    extra = ", unknown origin" if info.origin == "unknown" else ""
-    if info.name is None:
-        return f"{FINISHED}{' (unknown origin)' if extra else ''}"
-    return f"{repr(info.name) if quote else entry_name(info.name)} ({info.state}{extra})"
+def site_text(frame: TraceFrame) -> str:
+    """``main (app.py:32)``, ``worker (app.py:9) [executor]``; a root or elision marker: its name."""
+    name = plain(frame["name"])
+    if frame["line"] is None or frame["filename"] is None:
+        return name
+    text = f"{name} ({plain(os.path.basename(frame['filename']))}:{frame['line']})"
+    return text + hop_suffix(frame)
 
 
-#: Awaiter names shown on one line, at most; then ``and N more``.
-_MAX_AWAITERS_SHOWN: Final = 5
+def chain_line(frames: list[TraceFrame], max_frames: int, max_length: int) -> str:
+    """The chain in one line, innermost first, at most ``max_frames`` frames and ``max_length`` characters.
 
-
-def _awaiter_note(info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, quote: bool) -> str | None:
-    """``'w-2, not its creator'``: who awaits ``info``, unless none or only its parent in the tree (creator).
-
-    ``not its creator`` when the task has a creator in the tree (a live or
-    finished parent) and no awaiter is it; a root or a task of unknown
-    origin has no creator to compare with.
+    Too many frames: the innermost three quarters and the outermost quarter,
+    with ``... N frames elided ...`` between. Too long: the innermost frames
+    that fit, the marker, and the outermost frame (the root); a line still too
+    long is cut, ending in ``...``.
     """
-    awaited_by = info.awaited_by
-    if not awaited_by or (parent is not None and parent.id is not None and awaited_by == (parent.id,)):
-        return None
-    names = []
-    for ident in awaited_by[:_MAX_AWAITERS_SHOWN]:
-        found = tree.by_id(ident)
-        name = found.name if found is not None and found.name is not None else f"<task {ident:#x}>"
-        names.append(repr(name) if quote else plain(name))
-    more = len(awaited_by) - len(names)
-    if more:
-        text = f"{', '.join(names)} and {more} more"
-    elif len(names) > 1:
-        text = f"{', '.join(names[:-1])} and {names[-1]}"
-    else:
-        text = names[0]
-    if parent is not None and parent.origin != "elided" and parent.id not in awaited_by:
-        text += ", not its creator"
-    return text
-
-
-def _arrows_entry(
-    info: TaskInfo,
-    parent: TaskInfo | None,
-    tree: TaskTree,
-    lead: str,
-    rest: str,
-    deco: Decorations,
-    library_frames: LibraryFrames,
-    out: list[str],
-) -> None:
-    """One entry's own lines (not its children's): ``lead`` starts its line, ``rest`` every line below it."""
-    title = _title(info, quote=False)
-    boundaries = [f for i, f in enumerate(info.created_at) if f["line"] is not None and (i == 0 or f["is_executor"])]
-    if not boundaries and info.created_at:
-        boundaries = [f for f in info.created_at if f["line"] is not None][:1]
-    created = "".join(f" {deco.left} {frame_text(f)}" for f in boundaries)
-    note = _awaiter_note(info, parent, tree, quote=False)
-    awaited = f"  [awaited by {note}]" if note is not None else ""
-    out.append(f"{lead}{title}{created}{awaited}\n")
-    detail = rest + (deco.rail if info.children else deco.blank)
-    out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f, _ in fold(info.suspended_at, library_frames, _FIRST, deco))
-    for thread in info.executor_threads:
-        out.append(f"{detail}executor thread {thread.name!r}:\n")
-        out.extend(
-            f"{detail}  {deco.up} {frame_text(f)}\n" for f, _ in fold(thread.frames, library_frames, _FIRST, deco)
-        )
-
-
-#: In a task tree the first frame of each list stays: the creation line, or where the task is suspended.
-_FIRST: Final = (0,)
-
-
-def _traceback_frames(frames: tuple[TraceFrame, ...], pad: str, library_frames: LibraryFrames) -> list[str]:
-    lines: list[str] = []
-    for frame, _ in reversed(fold(frames, library_frames, _FIRST)):
-        bare = frame.copy()
-        bare["task"] = None  # its own separator would repeat the title
-        text = traceback_frame(bare)
-        lines.extend(pad + line + "\n" for line in text.splitlines())
-    return lines
-
-
-def _traceback_entry(
-    info: TaskInfo, parent: TaskInfo | None, tree: TaskTree, level: int, library_frames: LibraryFrames, out: list[str]
-) -> None:
-    """One entry's own lines (not its children's), indented two spaces per ``level``."""
-    pad = "  " * level
-    if info.origin == "elided":
-        out.append(f"{pad}{plain(str(info.name))}\n")
-    else:
-        out.append(f"{pad}Task {_title(info, quote=True)}\n")
-    note = _awaiter_note(info, parent, tree, quote=True)
-    if note is not None:
-        out.append(f"{pad}  Awaited by: {note}\n")
-    if info.created_at:
-        out.append(f"{pad}  Created at (most recent call last):\n")
-        out.extend(_traceback_frames(info.created_at, pad + "  ", library_frames))
-    if info.suspended_at:
-        out.append(f"{pad}  {'Running' if info.state == 'running' else 'Suspended'} at (most recent call last):\n")
-        out.extend(_traceback_frames(info.suspended_at, pad + "  ", library_frames))
-    for thread in info.executor_threads:
-        out.append(f"{pad}  Executor thread {thread.name!r} (most recent call last):\n")
-        out.extend(_traceback_frames(thread.frames, pad + "  ", library_frames))
-
-
-def _tree_body(tree: TaskTree, style: Style, deco: Decorations, library_frames: LibraryFrames, out: list[str]) -> None:
-    """Every entry, depth first, from an explicit stack (no recursion: any depth renders)."""
-    # (info, parent, lead, rest, level)
-    todo: list[tuple[TaskInfo, TaskInfo | None, str, str, int]] = [
-        (root, None, "", "", 0) for root in reversed(tree.roots)
-    ]
-    while todo:
-        info, parent, lead, rest, level = todo.pop()
-        if style == "arrows":
-            _arrows_entry(info, parent, tree, lead, rest, deco, library_frames, out)
-        else:
-            _traceback_entry(info, parent, tree, level, library_frames, out)
-        children = info.children
-        for i in range(len(children) - 1, -1, -1):
-            last = i == len(children) - 1
-            todo.append(
-                (
-                    children[i],
-                    info,
-                    rest + (deco.last if last else deco.tee),
-                    rest + (deco.blank if last else deco.rail),
-                    level + 1,
-                )
-            )
-
-
-def _site_key(frame: TraceFrame | None) -> tuple[str, str | None, int | None, bool] | None:
-    return None if frame is None else (frame["name"], frame["filename"], frame["line"], frame["is_executor"])
-
-
-def _groups(tree: TaskTree) -> list[tuple[int, TaskInfo]]:
-    """``(count, first member)`` per group of live tasks, largest first, then in tree order.
-
-    A group: the same state, creation site (the first ``created_at`` frame
-    with a line; else the origin) and suspended site (the first
-    ``suspended_at`` frame).
-    """
-    counts: dict[tuple[Any, ...], list[Any]] = {}
-    for _, info in tree.walk():
-        if info.state == "finished":
-            continue
-        created = next((f for f in info.created_at if f["line"] is not None), None)
-        suspended = info.suspended_at[0] if info.suspended_at else None
-        key = (info.state, None if created is not None else info.origin, _site_key(created), _site_key(suspended))
-        found = counts.get(key)
-        if found is None:
-            counts[key] = [1, info]
-        else:
-            found[0] += 1
-    order = sorted(counts.values(), key=lambda item: -item[0])  # stable: ties stay in tree order
-    return [(count, info) for count, info in order]
-
-
-def _group_line(count: int, info: TaskInfo, spec: StyleSpec) -> str:
-    created = next((f for f in info.created_at if f["line"] is not None), None)
-    suspended = info.suspended_at[0] if info.suspended_at else None
-    if created is not None:
-        origin = f"created at {spec.site(created)}"
-    else:
-        origin = "a root task" if info.origin == "root" else "origin unknown"
-    where = f" at {spec.site(suspended)}" if suspended is not None else ""
-    return spec.group_line.format(tasks=_plural(count, "task"), state=info.state, where=where, origin=origin)
-
-
-def tree_lines(
-    tree: TaskTree,
-    style: Style = "arrows",
-    *,
-    group: bool = False,
-    ascii_only: bool = False,
-    library_frames: LibraryFrames = "collapse",
-) -> list[str]:
-    """:func:`async_trace.format_task_tree`'s lines for ``tree``."""
-    check_style(style)
-    check_library_frames(library_frames)
-    spec = STYLE_TABLE[style]
-    count = tree.live_count
-    if group:
-        groups = _groups(tree)
-        head = f"{_plural(count, 'live task')} in {_plural(len(groups), 'group')}"
-        return [f"Task groups ({head}, largest first):\n", *(_group_line(n, info, spec) for n, info in groups)]
-    out = [spec.tree_header.format(tasks=_plural(count, "live task"))]
-    _tree_body(tree, style, decorations(ascii_only), library_frames, out)
-    return out
-
-
-# --- dumps -----------------------------------------------------------------------
-
-
-def dump_header(loops: int) -> str:
-    return f"Async task dump: {_plural(loops, 'running event loop')}\n"
-
-
-def dump_loop_line(loop: Any, thread: str) -> str:
-    return f"\nLoop {type(loop).__name__} at {id(loop):#x} in thread {thread!r}:\n"
-
-
-# --- python -m async_trace ps | pstree -----------------------------------------------
-
-
-def _where(loop: dict[str, Any]) -> str:
-    name = loop.get("thread_name")
-    if name is not None:
-        return f"thread {name!r}"
-    return f"thread {loop['thread_id']}" if loop.get("thread_id") is not None else "an unknown thread"
-
-
-def pstree_lines(result: dict[str, Any], trees: list[TaskTree], *, ascii_only: bool = False) -> list[str]:
-    """``pstree``'s lines: each loop's task tree (``trees``, as ``dump_tasks`` prints them), or the await graph."""
-    pid = result["pid"]
-    if result["source"] == "async_trace":
-        loops = result["loops"]
-        out = [f"Async task dump of process {pid}: {_plural(len(loops), 'running event loop')}\n"]
-        for data, tree in zip(loops, trees, strict=True):
-            out.append(f"\nLoop {data['loop']['type']} in {_where(data['loop'])}:\n")
-            out.extend(tree_lines(tree, ascii_only=ascii_only))
-        return out
-    graphs = result["await_graph"]
-    out = [
-        f"Await graph of process {pid} (each task under the task awaiting it; no creation origins): "
-        f"{_plural(len(graphs), 'event loop')}\n"
-    ]
-    for graph in graphs:
-        out.append(f"\nLoop in {_where(graph)}:\n")
-        out.extend(_await_tree(graph["tasks"], decorations(ascii_only)))
-    return out
-
-
-def remote_frames(frames: list[dict[str, Any]]) -> tuple[TraceFrame, ...]:
-    """The remote snapshot's frame dicts as :class:`TraceFrame` (no task objects there)."""
-    # A snapshot from an older async-trace has no ``in_app``: decided here, from the same files.
-    return tuple(
-        cast(TraceFrame, {"is_process": False, "in_app": in_app(f.get("filename")), **f, "task": None}) for f in frames
-    )
-
-
-def _await_tree(tasks: list[dict[str, Any]], deco: Decorations) -> list[str]:
-    tasks = sorted(tasks, key=by_name)
-    by_id = {task["id"]: task for task in tasks}
-    children: dict[int, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
-    for task in tasks:
-        for waiter in task["awaited_by"]:
-            if waiter["id"] in by_id:
-                children.setdefault(waiter["id"], []).append((task, waiter["frames"]))
-    roots = [task for task in tasks if not any(w["id"] in by_id for w in task["awaited_by"])]
-    shown: set[int] = set()
-    out: list[str] = []
-
-    def draw(top: dict[str, Any]) -> None:
-        # (task, awaited at, lead, rest, the ids on the path down to it): an explicit stack.
-        todo: list[tuple[dict[str, Any], list[dict[str, Any]], str, str, frozenset[int]]] = [
-            (top, [], "", "", frozenset({top["id"]}))
-        ]
-        while todo:
-            task, at, lead, rest, path = todo.pop()
-            shown.add(task["id"])
-            awaited = f" {deco.left} awaited at {frame_text(remote_frames(at)[0])}" if at else ""
-            out.append(f"{lead}{plain(str(task['name']))}{awaited}\n")
-            kids = [k for k in children.get(task["id"], []) if k[0]["id"] not in path]
-            detail = rest + (deco.rail if kids else deco.blank)
-            out.extend(f"{detail}{deco.up} {frame_text(f)}\n" for f in remote_frames(task["frames"]))
-            for i in range(len(kids) - 1, -1, -1):
-                kid, kid_at = kids[i]
-                last = i == len(kids) - 1
-                todo.append(
-                    (
-                        kid,
-                        kid_at,
-                        rest + (deco.last if last else deco.tee),
-                        rest + (deco.blank if last else deco.rail),
-                        path | {kid["id"]},
-                    )
-                )
-
-    for task in roots:
-        draw(task)
-    for task in tasks:  # in a cycle of awaits only
-        if task["id"] not in shown:
-            draw(task)
-    return out
-
-
-def by_name(task: dict[str, Any]) -> tuple[str, int]:
-    """Tasks in a stable order (asyncio keeps them in a set): by name, numbers in names in numeric order."""
-    name = str(task["name"])
-    digits = len(name) - len(name.rstrip("0123456789"))
-    return (name[: len(name) - digits], int(name[len(name) - digits :] or -1))
-
-
-def _ps_site(frames: list[dict[str, Any]]) -> str:
-    for frame in frames:
-        if frame["line"] is not None and frame["filename"]:
-            return f"{frame['name']} {os.path.basename(frame['filename'])}:{frame['line']}"
-    return frames[0]["name"] if frames else ""
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    rows = [[plain(str(cell)) for cell in row] for row in rows]  # a name with a newline keeps its row
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
-
-    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
-
-
-def _hex(value: int | None) -> str:
-    return f"{value:#x}" if isinstance(value, int) else ""
-
-
-def ps_lines(result: dict[str, Any]) -> list[str]:
-    """``ps``'s lines: one row per task of every loop."""
-    rows: list[list[str]] = []
-    if result["source"] == "async_trace":
-        header = [
-            "thread",
-            "task id",
-            "name",
-            "state",
-            "origin",
-            "created at",
-            "suspended at",
-            "parent",
-            "parent id",
-            "awaited by",
-        ]
-        for data in result["loops"]:
-            thread = str(data["loop"].get("thread_name") or data["loop"].get("thread_id") or "?")
-            tasks = data["tasks"]
-            names = {task["id"]: entry_name(task["name"] or None) for task in tasks if task["id"] is not None}
-            for task in tasks:
-                parent = tasks[task["parent"]] if task["parent"] is not None else None
-                awaiters = ", ".join(names.get(i, _hex(i)) for i in task.get("awaited_by", ()))
-                rows.append(
-                    [
-                        thread,
-                        _hex(task["id"]),
-                        entry_name(task["name"] or None),
-                        task["state"],
-                        task["origin"],
-                        _ps_site(task["created_at"]),
-                        _ps_site(task["suspended_at"]),
-                        entry_name(parent["name"] or None) if parent is not None else "",
-                        _hex(parent["id"]) if parent is not None else "",
-                        awaiters,
-                    ]
-                )
-        return _table(header, rows)
-    header = ["thread", "task id", "name", "suspended at", "awaited by", "awaiter id", "awaited at"]
-    for graph in result["await_graph"]:
-        thread = str(graph.get("thread_name") or graph.get("thread_id") or "?")
-        names = {task["id"]: task["name"] for task in graph["tasks"]}
-        for task in sorted(graph["tasks"], key=by_name):
-            waiters = task["awaited_by"] or [None]
-            for waiter in waiters:
-                rows.append(
-                    [
-                        thread,
-                        _hex(task["id"]),
-                        task["name"],
-                        _ps_site(task["frames"]),
-                        names.get(waiter["id"], "?") if waiter else "",
-                        _hex(waiter["id"]) if waiter else "",
-                        _ps_site(waiter["frames"]) if waiter else "",
-                    ]
-                )
-    return _table(header, rows)
+    parts = [site_text(frame) for frame in frames]
+    if len(parts) > max_frames:
+        outer = max(1, max_frames // 4)
+        inner = max(1, max_frames - outer - 1)
+        parts = [*parts[:inner], elided(len(parts) - inner - outer, "frame"), *parts[len(parts) - outer :]]
+    line = LEFT.join(parts)
+    if len(line) <= max_length:
+        return line
+    last = parts[-1]
+    budget = max_length - len(last) - 2 * len(LEFT) - len(elided(len(parts), "frame"))
+    kept: list[str] = []
+    used = 0
+    for part in parts[:-1]:
+        if used + len(part) + len(LEFT) > budget:
+            break
+        kept.append(part)
+        used += len(part) + len(LEFT)
+    if kept:
+        line = LEFT.join([*kept, elided(len(parts) - len(kept) - 1, "frame"), last])
+    return line if len(line) <= max_length else line[: max(0, max_length - 3)] + "..."

@@ -14,12 +14,9 @@ import asyncio
 import gc
 import sys
 import threading
-from dataclasses import dataclass, field
 from types import CodeType, CoroutineType, FrameType
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, TextIO
 
-from . import _collect, _render
-from ._capture import store_inherited, walk
 from ._chain import (
     ElidedNode,
     ExecutorNode,
@@ -27,139 +24,32 @@ from ._chain import (
     PendingNode,
     RootNode,
     ThreadRootNode,
-    coro_of,
     is_adopted,
     task_name,
-    valid_for,
-    warn_internal,
 )
-from ._collect import node_of_task, resolve
-from ._discovery import awaiter_edges, executor_threads, loop_thread
-from ._render import LibraryFrames, Style, check_library_frames, check_style, write
-from ._types import TraceFrame
+from ._collect import TaskIndex, append_frames
+from ._compat import coro_of
+from ._config import check_library_frames, check_style
+from ._discovery import awaiter_edges, executor_threads
+from ._failsafe import warn_internal
+from ._frames import USER, elided, frame_kind, line_at, resolve, resolve_uncached
+from ._lineage import task_node
+from ._loops import loop_thread
+from ._render_tree import tree_lines
+from ._stack import walk
+from ._types import (
+    ExecutorThread,
+    LibraryFrames,
+    Style,
+    TaskInfo,
+    TaskOrigin,
+    TaskState,
+    TaskTree,
+    TraceFrame,
+)
+from ._writer import write
 
-__all__ = [
-    "ExecutorThread",
-    "TaskInfo",
-    "TaskOrigin",
-    "TaskState",
-    "TaskTree",
-    "format_task_tree",
-    "print_task_tree",
-    "task_tree",
-]
-
-#: ``running``: the loop's current task; ``pending``: waiting; ``done``,
-#: ``failed``, ``cancelled``: finished, the task object still alive;
-#: ``finished``: the task object is gone (known only as a parent).
-TaskState = Literal["running", "pending", "done", "failed", "cancelled", "finished"]
-#: ``root``: a task created outside any task (``asyncio.run``'s); ``traced``:
-#: created by a traced task, callback or thread; ``unknown``: created while
-#: tracing was off (or before it was on); ``elided``: stands for task hops
-#: dropped by ``max_depth``.
-TaskOrigin = Literal["root", "traced", "unknown", "elided"]
-
-
-# The records: slotted, immutable, equal and hashed by identity (``eq=False``: two
-# snapshots of one task are two records; a value comparison of deep trees would
-# recurse), with a short ``repr`` that never descends into children or frames.
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ExecutorThread:
-    """A thread running an executor call (``run_in_executor``, ``to_thread``) for a task."""
-
-    #: The thread's name and ``threading.get_ident()``.
-    name: str
-    ident: int
-    #: Where it is now, innermost first, from the executor function on (no pool machinery).
-    frames: tuple[TraceFrame, ...]
-
-    def __repr__(self) -> str:
-        return f"ExecutorThread(name={self.name!r}, ident={self.ident}, frames={len(self.frames)})"
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class TaskInfo:
-    """One task of a :class:`TaskTree`, with the tasks it created as ``children``."""
-
-    #: ``task.get_name()``; ``None`` for a finished task whose name is not known.
-    name: str | None
-    #: ``id(task)``; ``None`` once the task object is gone.
-    id: int | None
-    state: TaskState
-    origin: TaskOrigin
-    #: The task itself; ``None`` once it is gone. Holding the tree holds the tasks.
-    task: asyncio.Task[Any] | None = field(repr=False)
-    #: Where it was created, innermost first: the creating line (``task`` set on
-    #: it), up the creator's stack; then, for a task created in an executor
-    #: thread, the coroutine line that started the thread (``is_executor``).
-    #: Empty for roots and tasks of unknown origin.
-    created_at: tuple[TraceFrame, ...]
-    #: Where it is suspended now (running: where it runs), innermost first,
-    #: following the ``await`` chain of its coroutine (asyncio's frames dropped).
-    suspended_at: tuple[TraceFrame, ...]
-    #: Executor threads running a call made by this task, now.
-    executor_threads: tuple[ExecutorThread, ...]
-    children: tuple[TaskInfo, ...]
-    #: The ``id`` of every live task of the same tree awaiting this one now,
-    #: in tree order (see :meth:`TaskTree.by_id`). What each Python version
-    #: can see is in docs/task-tree.md ("Who awaits whom").
-    awaited_by: tuple[int, ...] = ()
-
-    def __repr__(self) -> str:
-        # Short: the frames and the whole subtree are one attribute away.
-        ident = "None" if self.id is None else f"{self.id:#x}"
-        return (
-            f"TaskInfo(name={self.name!r}, id={ident}, state={self.state!r}, origin={self.origin!r}, "
-            f"children={len(self.children)}, awaited_by={len(self.awaited_by)})"
-        )
-
-    def walk(self) -> list[tuple[int, TaskInfo]]:
-        """``(depth, info)`` for this task and every task below it, depth first (this one is depth 0)."""
-        out: list[tuple[int, TaskInfo]] = []
-        todo: list[tuple[int, TaskInfo]] = [(0, self)]
-        while todo:
-            depth, info = todo.pop()
-            out.append((depth, info))
-            todo.extend((depth + 1, child) for child in reversed(info.children))
-        return out
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class TaskTree:
-    """The live tasks of one loop, by creation parent (see :func:`task_tree`)."""
-
-    loop: asyncio.AbstractEventLoop = field(repr=False)
-    #: Top-level entries: root tasks, then tasks of unknown origin.
-    roots: tuple[TaskInfo, ...]
-    #: ``by_id``'s index, made on first use.
-    _index: dict[int, TaskInfo] | None = field(default=None, init=False, repr=False)
-
-    def __repr__(self) -> str:
-        # Short: the entries are one attribute away (and a deep tree would make a huge string).
-        return f"TaskTree(loop={type(self.loop).__name__} at {id(self.loop):#x}, roots={len(self.roots)})"
-
-    def walk(self) -> list[tuple[int, TaskInfo]]:
-        """``(depth, info)`` for every entry, depth first; roots are depth 0."""
-        return [item for root in self.roots for item in root.walk()]
-
-    def find(self, name: str) -> TaskInfo | None:
-        """The first entry named ``name``, or ``None``."""
-        return next((info for _, info in self.walk() if info.name == name), None)
-
-    def by_id(self, id: int) -> TaskInfo | None:
-        """The entry of the live task whose ``id`` is ``id`` (as in :attr:`TaskInfo.awaited_by`), or ``None``."""
-        index = self._index
-        if index is None:
-            index = {info.id: info for _, info in self.walk() if info.id is not None}
-            object.__setattr__(self, "_index", index)
-        return index.get(id)
-
-    @property
-    def live_count(self) -> int:
-        """How many entries are live tasks (not finished placeholders)."""
-        return sum(1 for _, info in self.walk() if info.state != "finished")
+__all__ = ["format_task_tree", "print_task_tree", "task_tree"]
 
 
 # --- building ---------------------------------------------------------------
@@ -212,11 +102,11 @@ def _state(task: Any, running: Any) -> TaskState:
 def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] | None]:
     """Frames from ``node`` up to the parent task's node, and ``(parent node, its owner's ref)``."""
     frames: list[TraceFrame] = []
-    _collect.append_frames(frames, resolve(node.frames), created, False)
+    append_frames(frames, resolve(node.frames), created, False)
     ref = node.creator_ref
     parent = node.parent
     while type(parent) is ExecutorNode or type(parent) is PendingNode:
-        _collect.append_frames(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
+        append_frames(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
         ref = parent.creator_ref
         parent = parent.parent
     # A chain that starts in a plain thread: the task is a top-level entry.
@@ -230,7 +120,7 @@ _MAX_INTERNAL_HOPS: Final = 10_000
 def _internal(node: Node) -> bool:
     """Whether ``node`` is the node of a task running a coroutine of asyncio's own."""
     code = node.code
-    return isinstance(code, CodeType) and _collect.frame_kind(code) != _collect.USER and code.co_name != "<module>"
+    return isinstance(code, CodeType) and frame_kind(code) != USER and code.co_name != "<module>"
 
 
 def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
@@ -245,7 +135,7 @@ def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
     if frame is None or stop is None:
         return None
     out: list[TraceFrame] = []
-    _collect.append_frames(out, _collect.resolve_uncached(walk(frame, stop, remember=False)), None, False)
+    append_frames(out, resolve_uncached(walk(frame, stop, remember=False)), None, False)
     return out
 
 
@@ -253,9 +143,8 @@ def _suspended(task: Any) -> list[TraceFrame]:
     """The coroutine's ``await`` chain, innermost first, as trace frames."""
     shown: list[tuple[str, int | None, str]] = []
     coro = coro_of(task)
-    kind = _collect.frame_kind
-    user = _collect.USER
-    line_at = _collect.line_at
+    kind = frame_kind
+    user = USER
     for _ in range(1000):  # a cycle cannot happen, but a debugging aid must not hang
         if type(coro) is CoroutineType:
             frame = coro.cr_frame
@@ -273,7 +162,7 @@ def _suspended(task: Any) -> list[TraceFrame]:
             break
         coro = nxt
     out: list[TraceFrame] = []
-    _collect.append_frames(out, tuple(reversed(shown)), None, False)
+    append_frames(out, tuple(reversed(shown)), None, False)
     return out
 
 
@@ -284,7 +173,7 @@ class _Builder:
         self.entries: dict[tuple[str, int], _Entry] = {}
         self.order: list[_Entry] = []
         self.todo: list[_Entry] = []
-        self._index: _collect.TaskIndex | None = None
+        self._index: TaskIndex | None = None
 
     def build(self, tasks: list[Any]) -> list[_Entry]:
         for task in tasks:
@@ -307,10 +196,7 @@ class _Builder:
         entry = self.entries.get(key)
         if entry is not None:
             return entry
-        node = node_of_task(task)
-        coro = coro_of(task)
-        if node is not None and not valid_for(node, coro):
-            node = store_inherited(task, coro, node)  # built where no hook saw it
+        node = task_node(task)
         if node is None:
             entry = _Entry(task_name(task), task, _state(task, self.running), "unknown")
         elif type(node) is RootNode:
@@ -354,7 +240,7 @@ class _Builder:
                 name = node.name  # type: ignore[attr-defined]
                 entry = _Entry(name, None, "finished", "unknown" if is_adopted(node) else "root")
             elif kind is ElidedNode:
-                entry = _Entry(f"... {node.hops} task hops elided ...", None, "finished", "elided")  # type: ignore[attr-defined]
+                entry = _Entry(elided(node.hops, "task hop"), None, "finished", "elided")  # type: ignore[attr-defined]
                 if node.parent is not None:
                     entry.spec = (node.parent, node.creator_ref)
             else:
@@ -374,7 +260,7 @@ class _Builder:
         # A task created by a callback records no creator: the parent is the
         # one live task of this loop whose own node is the callback's.
         if self._index is None:
-            self._index = _collect.TaskIndex()
+            self._index = TaskIndex()
         return self._index.task_for(node, self.loop)
 
     def attach_threads(self) -> None:
@@ -546,7 +432,7 @@ def format_task_tree(
     check_library_frames(library_frames)
     if tree is None:
         tree = task_tree()
-    return _render.tree_lines(tree, style, group=group, ascii_only=ascii_only, library_frames=library_frames)
+    return tree_lines(tree, style, group=group, ascii_only=ascii_only, library_frames=library_frames)
 
 
 def print_task_tree(
@@ -569,7 +455,7 @@ def print_task_tree(
         tree = task_tree()
     shown = tree
     write(
-        lambda plain: _render.tree_lines(shown, style, group=group, ascii_only=plain, library_frames=library_frames),
+        lambda plain: tree_lines(shown, style, group=group, ascii_only=plain, library_frames=library_frames),
         file,
         ascii_only=ascii_only,
     )

@@ -1,11 +1,30 @@
-"""Public data types: the trace dict shape and the warning category."""
+"""The package's vocabulary: the public records and dict shapes, the option literals, the warning category.
+
+A leaf: it imports nothing of the package, and every module may import it.
+The task tree's records are frozen, slotted dataclasses, as asyncio's
+``graph.py`` keeps its call-graph records.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
 
-__all__ = ["AsyncTraceWarning", "TraceData", "TraceFrame"]
+__all__ = [
+    "LIBRARY_FRAMES",
+    "STYLES",
+    "AsyncTraceWarning",
+    "ExecutorThread",
+    "LibraryFrames",
+    "Style",
+    "TaskInfo",
+    "TaskOrigin",
+    "TaskState",
+    "TaskTree",
+    "TraceData",
+    "TraceFrame",
+]
 
 
 class TraceFrame(TypedDict):
@@ -96,3 +115,128 @@ class AsyncTraceWarning(RuntimeWarning):
     Filter it like any warning, e.g.
     ``warnings.simplefilter("ignore", async_trace.AsyncTraceWarning)``.
     """
+
+
+# --- option literals ------------------------------------------------------------
+
+#: How a trace is printed (``style=``).
+Style = Literal["arrows", "traceback"]
+STYLES: tuple[Style, ...] = ("arrows", "traceback")
+#: How runs of library frames are printed (``library_frames=``).
+LibraryFrames = Literal["collapse", "show", "hide"]
+LIBRARY_FRAMES: tuple[LibraryFrames, ...] = ("collapse", "show", "hide")
+
+
+# --- the task tree's records ----------------------------------------------------
+#
+# Slotted, immutable, equal and hashed by identity (``eq=False``: two snapshots of
+# one task are two records; a value comparison of deep trees would recurse), with a
+# short ``repr`` that never descends into children or frames.
+
+
+#: ``running``: the loop's current task; ``pending``: waiting; ``done``,
+#: ``failed``, ``cancelled``: finished, the task object still alive;
+#: ``finished``: the task object is gone (known only as a parent).
+TaskState = Literal["running", "pending", "done", "failed", "cancelled", "finished"]
+#: ``root``: a task created outside any task (``asyncio.run``'s); ``traced``:
+#: created by a traced task, callback or thread; ``unknown``: created while
+#: tracing was off (or before it was on); ``elided``: stands for task hops
+#: dropped by ``max_depth``.
+TaskOrigin = Literal["root", "traced", "unknown", "elided"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ExecutorThread:
+    """A thread running an executor call (``run_in_executor``, ``to_thread``) for a task."""
+
+    #: The thread's name and ``threading.get_ident()``.
+    name: str
+    ident: int
+    #: Where it is now, innermost first, from the executor function on (no pool machinery).
+    frames: tuple[TraceFrame, ...]
+
+    def __repr__(self) -> str:
+        return f"ExecutorThread(name={self.name!r}, ident={self.ident}, frames={len(self.frames)})"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TaskInfo:
+    """One task of a :class:`TaskTree`, with the tasks it created as ``children``."""
+
+    #: ``task.get_name()``; ``None`` for a finished task whose name is not known.
+    name: str | None
+    #: ``id(task)``; ``None`` once the task object is gone.
+    id: int | None
+    state: TaskState
+    origin: TaskOrigin
+    #: The task itself; ``None`` once it is gone. Holding the tree holds the tasks.
+    task: asyncio.Task[Any] | None = field(repr=False)
+    #: Where it was created, innermost first: the creating line (``task`` set on
+    #: it), up the creator's stack; then, for a task created in an executor
+    #: thread, the coroutine line that started the thread (``is_executor``).
+    #: Empty for roots and tasks of unknown origin.
+    created_at: tuple[TraceFrame, ...]
+    #: Where it is suspended now (running: where it runs), innermost first,
+    #: following the ``await`` chain of its coroutine (asyncio's frames dropped).
+    suspended_at: tuple[TraceFrame, ...]
+    #: Executor threads running a call made by this task, now.
+    executor_threads: tuple[ExecutorThread, ...]
+    children: tuple[TaskInfo, ...]
+    #: The ``id`` of every live task of the same tree awaiting this one now,
+    #: in tree order (see :meth:`TaskTree.by_id`). What each Python version
+    #: can see is in docs/task-tree.md ("Who awaits whom").
+    awaited_by: tuple[int, ...] = ()
+
+    def __repr__(self) -> str:
+        # Short: the frames and the whole subtree are one attribute away.
+        ident = "None" if self.id is None else f"{self.id:#x}"
+        return (
+            f"TaskInfo(name={self.name!r}, id={ident}, state={self.state!r}, origin={self.origin!r}, "
+            f"children={len(self.children)}, awaited_by={len(self.awaited_by)})"
+        )
+
+    def walk(self) -> list[tuple[int, TaskInfo]]:
+        """``(depth, info)`` for this task and every task below it, depth first (this one is depth 0)."""
+        out: list[tuple[int, TaskInfo]] = []
+        todo: list[tuple[int, TaskInfo]] = [(0, self)]
+        while todo:
+            depth, info = todo.pop()
+            out.append((depth, info))
+            todo.extend((depth + 1, child) for child in reversed(info.children))
+        return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TaskTree:
+    """The live tasks of one loop, by creation parent (see :func:`task_tree`)."""
+
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+    #: Top-level entries: root tasks, then tasks of unknown origin.
+    roots: tuple[TaskInfo, ...]
+    #: ``by_id``'s index, made on first use.
+    _index: dict[int, TaskInfo] | None = field(default=None, init=False, repr=False)
+
+    def __repr__(self) -> str:
+        # Short: the entries are one attribute away (and a deep tree would make a huge string).
+        return f"TaskTree(loop={type(self.loop).__name__} at {id(self.loop):#x}, roots={len(self.roots)})"
+
+    def walk(self) -> list[tuple[int, TaskInfo]]:
+        """``(depth, info)`` for every entry, depth first; roots are depth 0."""
+        return [item for root in self.roots for item in root.walk()]
+
+    def find(self, name: str) -> TaskInfo | None:
+        """The first entry named ``name``, or ``None``."""
+        return next((info for _, info in self.walk() if info.name == name), None)
+
+    def by_id(self, id: int) -> TaskInfo | None:
+        """The entry of the live task whose ``id`` is ``id`` (as in :attr:`TaskInfo.awaited_by`), or ``None``."""
+        index = self._index
+        if index is None:
+            index = {info.id: info for _, info in self.walk() if info.id is not None}
+            object.__setattr__(self, "_index", index)
+        return index.get(id)
+
+    @property
+    def live_count(self) -> int:
+        """How many entries are live tasks (not finished placeholders)."""
+        return sum(1 for _, info in self.walk() if info.state != "finished")

@@ -21,9 +21,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from ._api import safe_collect
+from ._config import check_library_frames
 from ._json import trace_to_dict
-from ._render import LibraryFrames, check_library_frames, decorations, limited, path_line, shown_frames
-from ._types import TraceData
+from ._render import limited, path_line, shown_frames
+from ._types import LibraryFrames, TraceData
+from ._writer import decorations
 
 __all__ = ["AsyncTraceFilter", "add_async_trace", "compact_path"]
 

@@ -47,9 +47,11 @@ except ImportError as _err:  # pragma: no cover - exercised in a subprocess
         f"(opentelemetry-api and opentelemetry-sdk); {_err}"
     ) from _err
 
-from ._chain import Node, warn_internal
+from ._chain import Node
+from ._collect import creation_site, current_node, has_line, origin_of_node
 from ._exceptions import exception_trace
-from ._origin import chain_line, creation_site, current_node, has_line, origin_of_node
+from ._failsafe import warn_internal
+from ._render import chain_line
 from ._types import TraceFrame
 
 __all__ = [

@@ -46,10 +46,13 @@ except ImportError as _err:  # pragma: no cover - exercised in a subprocess
         f"async_trace.sentry needs sentry-sdk 2: pip install 'async-trace[sentry]' (sentry-sdk>=2); {_err}"
     ) from _err
 
-from ._chain import task_name, warn_internal
+from ._chain import task_name
+from ._collect import has_line
 from ._exceptions import exception_trace
+from ._failsafe import warn_internal
+from ._inapp import is_library
 from ._json import trace_to_dict
-from ._origin import chain_line, has_line, is_library
+from ._render import chain_line
 from ._types import TraceData, TraceFrame
 
 __all__ = ["CONTEXT", "AsyncTraceIntegration", "origin_context", "origin_frames"]

@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from async_trace import _display
+
 HERE = Path(__file__).resolve().parent
 #: workload -> (framework, the modules it needs: the server's and the load client's)
 SERVER_WORKLOADS: dict[str, tuple[str, list[str]]] = {
@@ -214,9 +216,7 @@ def serve(framework: str, contender: str) -> None:
     if contender == "async_trace":
         import async_trace  # noqa: F401 - importing it turns tracing on
     elif contender == "async_trace_noexc":  # by hand only: tracing on, the exception hooks off
-        from async_trace import _exceptions
-
-        _exceptions.uninstall()
+        _display.uninstall()
     elif contender != "plain":
         raise SystemExit(f"unknown contender {contender!r}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from async_trace import _display
+
 WORKLOAD, CONTENDER = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv
 DEBUG = CONTENDER == "debug"
@@ -33,9 +35,8 @@ if CONTENDER == "async_trace":
     collect = async_trace.collect_async_trace
 elif CONTENDER == "async_trace_noexc":
     import async_trace
-    from async_trace import _exceptions
 
-    _exceptions.uninstall()  # tracing on, exception hooks (and sys.monitoring) off
+    _display.uninstall()  # tracing on, exception hooks (and sys.monitoring) off
     collect = async_trace.collect_async_trace
 elif CONTENDER == "async_trace_eager":
     import async_trace

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from async_trace import TraceData, collect_async_trace
-from async_trace._collect import UNKNOWN_LINE_TEXT
+from async_trace._frames import UNKNOWN_LINE_TEXT
 
 from .apps import ON_BOTH_LOOPS, aiohttp_server, get_aiohttp, run_on, shape, source_line
 from .helpers import line_of

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import TraceData, _chain, collect_async_trace
+from async_trace import TraceData, _config, collect_async_trace
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -87,7 +87,7 @@ def test_self_respawning_task_trace_is_capped(respawned: tuple[int, TraceData]) 
     """The last generation's trace keeps at most max_depth hops and shows how many it elided."""
     _, trace = respawned
     frames = trace["frames"]
-    assert len(frames) <= _chain.DEFAULT_MAX_DEPTH
+    assert len(frames) <= _config.DEFAULT_MAX_DEPTH
     assert [f["name"] for f in frames if f["line"] is None][-1] == "root"
     (elided,) = _markers(trace, _HOPS)
     # Every hop is accounted for: the ones shown (one frame each: the line in
@@ -133,7 +133,7 @@ def test_deep_creation_stack_obeys_max_frames(max_frames: int | None) -> None:
     """A task created 150 frames deep keeps at most max_frames frames of that hop, and counts the rest."""
     if max_frames is not None:
         async_trace.enable_tracing(max_frames=max_frames)
-    limit = max_frames or _chain.DEFAULT_MAX_FRAMES
+    limit = max_frames or _config.DEFAULT_MAX_FRAMES
     trace = _deep_trace(150)
     hop = [f for f in trace["frames"][1:-1]]  # between leaf() and the root
     (elided,) = _markers(trace, _FRAMES)

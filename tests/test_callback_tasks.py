@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import TraceData, _collect, collect_async_trace
+from async_trace import TraceData, _lineage, collect_async_trace
 
 from .apps import shape
 from .helpers import line_of, rows
@@ -133,7 +133,7 @@ def test_a_callback_capture_stops_at_the_loop() -> None:
         launcher_inner()
 
     launcher_outer()
-    node = _collect.node_of_task(seen["child"])
+    node = _lineage.node_of_task(seen["child"])
     assert node is not None
     codes = node.frames[0::2]
     assert codes[-1] is asyncio.events.Handle._run.__code__

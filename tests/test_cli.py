@@ -263,9 +263,9 @@ def test_parser_value_options_are_skipped_when_finding_the_program() -> None:
 
 SETTINGS = """\
 import sys
-from async_trace import _exceptions
+from async_trace import _config
 tools = [t for t in (3, 4) if sys.version_info >= (3, 12) and sys.monitoring.get_tool(t) == "async_trace"]
-print(_exceptions.settings(), tools)
+print((_config.settings.eager_notes, _config.settings.record_origins), tools)
 """
 
 

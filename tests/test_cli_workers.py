@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from async_trace import _workers
+from async_trace import _children
 
 from .helpers import run_python
 from .test_cli import marker_line, write
@@ -158,7 +158,7 @@ def test_without_the_command_line_children_are_untouched(tmp_path: Path) -> None
     assert report["notes"] is None
     assert result.stderr == ""
     # And in this process (pytest imported async_trace, never ran the command line):
-    assert _workers.HOOKS.active is False
+    assert _children.HOOKS.active is False
     assert "async_trace" not in multiprocessing.spawn.get_preparation_data("x")
     assert not hasattr(signal.signal, "__wrapped__")  # our wrappers keep what they wrap there
     assert not hasattr(subprocess.Popen._execute_child, "__wrapped__")  # type: ignore[attr-defined]

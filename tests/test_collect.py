@@ -15,7 +15,7 @@ import pytest
 
 import async_trace
 from async_trace import TraceData, collect_async_trace
-from async_trace._collect import UNKNOWN_LINE_TEXT
+from async_trace._frames import UNKNOWN_LINE_TEXT
 
 from .apps import ON_BOTH_LOOPS, run_on
 from .helpers import line_of, rows, run_python

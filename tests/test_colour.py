@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from async_trace._render import can_colorize
+from async_trace._writer import can_colorize
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="pty is POSIX")
 

@@ -13,7 +13,7 @@ import pytest
 
 import async_trace
 from async_trace import TaskInfo, TraceData, collect_async_trace, task_tree
-from async_trace._collect import UNKNOWN_LINE_TEXT
+from async_trace._frames import UNKNOWN_LINE_TEXT
 
 from .helpers import Row, line_of, rows
 

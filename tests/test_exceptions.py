@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import _exceptions, exception_trace, format_exception, print_exception
+from async_trace import _config, _display, _exceptions, _render, exception_trace, format_exception, print_exception
 
 from .helpers import line_of, run_python
 
@@ -338,7 +338,7 @@ def test_task_destroyed_pending_shows_where_it_was_created(tmp_path: Path, loop:
     expected = script_block(path, "spawner", [("spawn", "spawner", task_sep("stuck"))])
     assert result.returncode == 0
     assert result.stderr.startswith("Task was destroyed but it is pending!\ntask: <Task pending name='stuck' ")
-    assert result.stderr.endswith(f"\n{_exceptions.CONTEXT_KEY}: {expected}\n")
+    assert result.stderr.endswith(f"\n{_display.CONTEXT_KEY}: {expected}\n")
 
 
 ROOT_ONLY = """\
@@ -587,7 +587,7 @@ def test_gone_tasks_keep_their_separators() -> None:
         __file__,
         root,
         [
-            (line_of(main, "spawn-outer"), "main", _exceptions.GONE_SEPARATOR.rstrip("\n")),
+            (line_of(main, "spawn-outer"), "main", _render.GONE_SEPARATOR.rstrip("\n")),
             (line_of(outer, "spawn-inner"), "outer", task_sep("inner")),
         ],
     )
@@ -764,7 +764,7 @@ def test_eager_note_of_an_executor_call_is_there_at_the_catch_and_exact_once_pri
     call = (line_of(_catch_from_thread, "call-blocking"), "_catch_from_thread", None)
     assert seen == [block(__file__, root, [spawn, call])]
     # Printed once the catching task is gone: its boundary is the unnamed separator.
-    final = block(__file__, root, [(spawn[0], spawn[1], _exceptions.GONE_SEPARATOR.rstrip("\n"))])
+    final = block(__file__, root, [(spawn[0], spawn[1], _render.GONE_SEPARATOR.rstrip("\n"))])
     text = "".join(format_exception(exc))
     assert text.endswith(f"KeyError: 'in a thread'\n{final}\n")
     assert text.count(HEADER) == 1
@@ -861,21 +861,21 @@ def test_eager_notes_need_the_record() -> None:
     """Asking for eager notes without the record is refused, and nothing changes."""
     with pytest.raises(ValueError, match="eager_notes=True needs record_origins=True"):
         async_trace.enable_tracing(eager_notes=True, record_origins=False)
-    assert _exceptions.settings() == (False, True)
+    assert (_config.settings.eager_notes, _config.settings.record_origins) == (False, True)
     async_trace.enable_tracing(record_origins=False)
     try:
         with pytest.raises(ValueError, match="needs record_origins"):
             async_trace.enable_tracing(eager_notes=True)
     finally:
         async_trace.enable_tracing(record_origins=True)
-    assert _exceptions.settings() == (False, True)
+    assert (_config.settings.eager_notes, _config.settings.record_origins) == (False, True)
 
 
 # --- hooks: installed by enable_tracing, restored exactly by disable_tracing ---------------
 
 
 def _hooked() -> list[Any]:
-    return [vars(owner).get(name) for owner, name in _exceptions.patched_attributes()]
+    return [vars(owner).get(name) for owner, name in _display.patched_attributes()]
 
 
 def test_disable_tracing_restores_the_exception_hooks_exactly() -> None:
@@ -894,7 +894,7 @@ def test_disable_tracing_restores_the_exception_hooks_exactly() -> None:
             assert sys.monitoring.get_tool(4) is None  # type: ignore[attr-defined,unused-ignore]
     finally:
         async_trace.enable_tracing()
-    assert _exceptions.is_active()
+    assert _display.is_active()
 
 
 def test_a_hook_installed_over_ours_stays() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import async_trace
-from async_trace import AsyncTraceWarning, _capture, _chain, collect_async_trace
+from async_trace import AsyncTraceWarning, _capture, _chain, _failsafe, collect_async_trace
 from async_trace._chain import CURRENT
 
 from .helpers import run_python
@@ -74,7 +74,7 @@ def test_workload_runs_clean_without_faults(caught: list[warnings.WarningMessage
 @pytest.mark.parametrize(
     ("module", "name"),
     [(_capture, "capture"), (_capture, "walk"), (_capture, "make_root"), (_capture, "name_root")],
-    ids=["_capture.capture", "_capture.walk", "_capture.make_root", "_capture.name_root"],
+    ids=["_capture.capture", "_stack.walk", "_capture.make_root", "_capture.name_root"],
 )
 def test_capture_failure_falls_back_and_warns_once(
     monkeypatch: pytest.MonkeyPatch, caught: list[warnings.WarningMessage], module: Any, name: str
@@ -429,7 +429,7 @@ def test_process_pool_hop_runs(caught: list[warnings.WarningMessage]) -> None:
 def test_warning_is_filterable(caught: list[warnings.WarningMessage]) -> None:
     """AsyncTraceWarning can be silenced with an ordinary filter."""
     warnings.filterwarnings("ignore", category=AsyncTraceWarning)
-    _chain.warn_internal(RuntimeError("x"), "testing")
+    _failsafe.warn_internal(RuntimeError("x"), "testing")
     assert caught == []
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import _async_trace_process
 import async_trace
-from async_trace import _capture, _chain, _process
+from async_trace import _capture, _chain, _contexts, _process, _render
 
 from . import process_workers
 from .helpers import line_of
@@ -420,7 +420,7 @@ def test_thread_pools_are_unchanged() -> None:
             assert await asyncio.get_running_loop().run_in_executor(executor, int, "7") == 7
 
     asyncio.run(start())
-    assert [type(fn) for fn in sent] == [_capture.ContextCall]
+    assert [type(fn) for fn in sent] == [_contexts.ContextCall]
 
 
 @pytest.mark.skipif(sys.version_info < (3, 14) or sys.platform != "linux", reason="3.14 changed the default on Linux")
@@ -431,7 +431,7 @@ def test_default_start_method_is_forkserver_on_314() -> None:
 
 def test_the_marker_in_every_rendering() -> None:
     """Records as the worker reads them: the same pid in both styles and the one-line forms; the flag in JSON."""
-    from async_trace import _collect, _origin
+    from async_trace import _collect
     from async_trace.logging import compact_path
 
     frames: list[Any] = []
@@ -440,7 +440,7 @@ def test_the_marker_in_every_rendering() -> None:
         ("main", 3, "/srv/app.py", _async_trace_process.MARK_BOUNDARY, 0),
         ("Task-1", None, None, _async_trace_process.MARK_PLAIN, 0),
     )
-    assert _collect.remote_frames(frames, records) == [1]
+    assert _collect.append_remote(frames, records) == [1]
     trace: async_trace.TraceData = {"frames": frames, "current_task": None, "in_executor": True}
     assert async_trace.format_async_trace(trace) == [
         "↑ caller() at line 7 [app.py] [PROCESS 4242]\n",
@@ -454,7 +454,7 @@ def test_the_marker_in_every_rendering() -> None:
         '  File "/srv/app.py", line 7, in caller\n  --- process pool call made here [PROCESS 4242] ---\n',
     ]
     assert compact_path(trace) == "caller [process 4242] ← main ← Task-1"
-    assert _origin.frame_text(frames[0]) == "caller (app.py:7) [process 4242]"
+    assert _render.site_text(frames[0]) == "caller (app.py:7) [process 4242]"
     assert [(f["name"], f["is_process"], f["is_executor"]) for f in async_trace.trace_to_dict(trace)["frames"]] == [
         ("caller", True, False),
         ("main", False, False),

@@ -24,6 +24,7 @@ from async_trace import (
     _dump,
     _pstree,
     _render,
+    _writer,
     dump_tasks,
     format_async_trace,
     format_exception,
@@ -146,7 +147,7 @@ def test_every_renderer_any_tree_any_name_any_stream(tree: TaskTree, trace: Trac
             file_lines(text_of(out))
 
         out = stream(encoding)
-        _render.write([path, "\n", trace_to_json(trace), "\n", tree_to_json(tree), "\n"], out)
+        _writer.write([path, "\n", trace_to_json(trace), "\n", tree_to_json(tree), "\n"], out)
         json.loads(text_of(out).splitlines()[1])
 
         # python -m async_trace pstree / ps, from this process's data and from asyncio's await graph.
@@ -156,10 +157,10 @@ def test_every_renderer_any_tree_any_name_any_stream(tree: TaskTree, trace: Trac
         def pstree_lines(plain: bool, data: dict[str, Any] = result) -> list[str]:
             return _pstree.format_pstree(data, ascii_only=plain)
 
-        _render.write(pstree_lines, out)
+        _writer.write(pstree_lines, out)
         assert text_of(out).count("\n") == 3 + len(format_task_tree(tree))
         out = stream(encoding)
-        _render.write(_pstree.format_ps(result), out)
+        _writer.write(_pstree.format_ps(result), out)
         assert text_of(out).count("\n") == 2 + len(tree.walk())
         at = [{"name": "main", "line": 3, "filename": __file__, "indent": 0, "is_executor": False}]
         graph = {
@@ -177,7 +178,7 @@ def test_every_renderer_any_tree_any_name_any_stream(tree: TaskTree, trace: Trac
         }
         for render, count in ((_pstree.format_pstree, 7), (_pstree.format_ps, 4)):
             out = stream(encoding)
-            _render.write(render(graph), out)
+            _writer.write(render(graph), out)
             assert text_of(out).count("\n") == count  # a name with a newline keeps its line
 
     for style in STYLES:
@@ -185,7 +186,7 @@ def test_every_renderer_any_tree_any_name_any_stream(tree: TaskTree, trace: Trac
         ascii = format_task_tree(tree, style=style, group=group, ascii_only=True)  # type: ignore[arg-type]
         assert all(line.endswith("\n") and line.count("\n") == 1 for line in ascii)  # names stay on one line
         # Only the decorations differ.
-        assert [_render.to_ascii(line) for line in unicode] == [_render.to_ascii(line) for line in ascii]
+        assert [_writer.to_ascii(line) for line in unicode] == [_writer.to_ascii(line) for line in ascii]
         for ascii_only in (False, True):
             format_async_trace(trace, style=style, ascii_only=ascii_only)  # type: ignore[arg-type]
             format_trace(style=style, ascii_only=ascii_only)  # type: ignore[arg-type]
@@ -215,7 +216,7 @@ def test_a_tree_deeper_than_the_recursion_limit_renders() -> None:
     arrows = format_task_tree(tree)
     assert arrows[0] == f"Task tree ({depth} live tasks):\n"
     assert sum(1 for line in arrows if "(pending)" in line) == depth
-    assert arrows[-1].endswith(f"{_render.UNICODE.up} wait() at line 20 [strategies.py]\n")
+    assert arrows[-1].endswith(f"{_writer.UNICODE.up} wait() at line 20 [strategies.py]\n")
     traceback = format_task_tree(tree, style="traceback")
     assert len(file_lines("".join(traceback))) == 2 * depth - 1
     assert format_task_tree(tree, group=True)[1].startswith(f"{depth - 1} tasks  pending")
@@ -407,7 +408,7 @@ def test_ascii_only_tree_exactly() -> None:
     tree = small_tree()
     assert format_task_tree(tree, ascii_only=True) == [line + "\n" for line in ASCII_TREE]
     unicode = format_task_tree(tree)
-    assert [_render.to_ascii(line) for line in unicode] == [line + "\n" for line in ASCII_TREE]
+    assert [_writer.to_ascii(line) for line in unicode] == [line + "\n" for line in ASCII_TREE]
     out = stream("utf-8")
     print_task_tree(tree, file=out, ascii_only=True)
     assert text_of(out) == "".join(line + "\n" for line in ASCII_TREE)
@@ -460,10 +461,10 @@ def test_ascii_only_exception_arrows() -> None:
 
 def test_the_writer_maps_ready_lines_and_escapes_the_rest() -> None:
     out = stream("ascii")
-    _render.write(["├── ↑ a ← b └── │ ─ caf\xe9\n"], out)
+    _writer.write(["├── ↑ a ← b └── │ ─ caf\xe9\n"], out)
     assert text_of(out) == "|-- ^ a <- b `-- | - caf\\xe9\n"
     out = stream("utf-8")
-    _render.write(["lone \ud800\n"], out)
+    _writer.write(["lone \ud800\n"], out)
     assert text_of(out) == "lone \\ud800\n"
 
 

@@ -17,7 +17,7 @@ from sentry_sdk.transport import Transport
 import async_trace
 import async_trace.sentry as at_sentry
 from async_trace import AsyncTraceWarning
-from async_trace._origin import is_library
+from async_trace._inapp import is_library
 from async_trace.sentry import AsyncTraceIntegration, origin_frames
 
 from .apps import source_line

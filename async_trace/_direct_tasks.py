@@ -1,4 +1,4 @@
-"""Tasks built directly with ``asyncio.Task(...)``: the registration hook (3.10-3.13).
+"""Tasks built directly with ``asyncio.Task(...)``: the registration hook (3.10-3.13; none on 3.14+).
 
 ``asyncio.Task``'s C constructor registers every new task in a Python
 ``weakref.WeakSet`` (``asyncio.tasks._all_tasks`` on 3.10/3.11,
@@ -21,7 +21,7 @@ puts the registry's class back.
 
 Eager tasks (3.12+ ``eager_start=True``) register only once their first step
 has suspended, after it ran; a capture made during that first step is given
-the creation point by :func:`._capture.in_first_step` instead (its creator is
+the creation point by :func:`._lineage.in_first_step` instead (its creator is
 known only once the task registers, when this hook replaces the node). An
 eager task that finishes in its first step never registers: its node names
 no creator. 3.14+ keeps tasks in C lists: no hook there.
@@ -34,31 +34,27 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.base_events
-import asyncio.tasks
 import sys
 import weakref
 from typing import Any, Final
 
 from . import _capture
 from ._capture import capture
-from ._chain import CURRENT, RootNode, TaskNode, coro_code, retagged, warn_internal
-from ._hooks import HookSet, register
+from ._chain import CURRENT, RootNode, TaskNode, coro_code, retagged
+from ._compat import ASYNCIO_REGISTRY, frame_module, new_task_context
+from ._failsafe import warn_internal
+from ._hooks import HookSet, task_watchers
 
 __all__: list[str] = []
 
 #: The registry the C constructor calls ``add`` on, or ``None`` (3.14+: C lists).
-_REGISTRY: Final[Any] = (
-    None
-    if sys.version_info >= (3, 14)
-    else getattr(asyncio.tasks, "_scheduled_tasks" if sys.version_info >= (3, 12) else "_all_tasks", None)
-)
-_HAS_GET_CONTEXT: Final = sys.version_info >= (3, 12)
+_REGISTRY: Final[Any] = ASYNCIO_REGISTRY
 _getframe: Final = sys._getframe
-_frame_module: Final[Any] = getattr(sys, "_getframemodulename", None)
+_frame_module: Final = frame_module
 #: Modules of the callers in ``_traced_callers`` (``functools.wraps`` gives our
 #: wrapper asyncio's module name; a wrapper of uvloop's keeps ours).
 _TRACED_MODULES: Final = frozenset({"asyncio.base_events", _capture.__name__})
-weak_task_ref: Final = weakref.ref
+_weak_ref: Final = weakref.ref
 
 #: Codes of the frames that call ``Task()`` for a task already traced: asyncio's
 #: ``create_task`` (which our wrapper calls) and the wrappers themselves.
@@ -90,7 +86,7 @@ class _Registry(weakref.WeakSet):  # type: ignore[type-arg]
         me: Any = self
         if me._pending_removals:
             me._commit_removals()
-        me.data.add(weak_task_ref(item, me._remove))
+        me.data.add(_weak_ref(item, me._remove))
         if _active:
             # 3.12+: the module of asyncio's create_task (or of our wrapper) is
             # known without materialising its frame object (~0.2 us a task).
@@ -104,23 +100,8 @@ class _Registry(weakref.WeakSet):  # type: ignore[type-arg]
                     warn_internal(exc, "tracing a task built directly")
 
 
-def _context_of(task: Any) -> Any:
-    """The Context ``task`` will run in, or ``None`` if it cannot be reached."""
-    if _HAS_GET_CONTEXT:
-        return task.get_context()
-    loop = task.get_loop()
-    ready = getattr(loop, "_ready", None)
-    if not ready:
-        return None
-    handle = ready[-1]
-    callback = getattr(handle, "_callback", None)
-    if type(callback).__name__ != "TaskStepMethWrapper":
-        return None
-    return getattr(handle, "_context", None)
-
-
 def _trace_built(task: Any, frame: Any) -> None:
-    ctx = _context_of(task)
+    ctx = new_task_context(task)
     if ctx is None:
         return
     coro = task.get_coro()
@@ -145,9 +126,8 @@ def _trace_built(task: Any, frame: Any) -> None:
             return
     node = capture(TaskNode, loop, frame, code)
     ctx.run(CURRENT.set, node)
-    watcher = _capture.watch_task
-    if watcher is not None:
-        watcher(task)  # 3.10/3.11 eager notes (see _exceptions._task_done)
+    for watcher in task_watchers:
+        watcher(task)  # 3.10/3.11 eager notes (see _record_callbacks)
 
 
 def _on() -> None:
@@ -169,5 +149,5 @@ def installed() -> bool:
     return _REGISTRY is not None and type(_REGISTRY) is _Registry
 
 
-#: The registration hook, switched by ``enable_tracing()`` / ``disable_tracing()`` through :mod:`._hooks`.
-HOOKS: Final = register(HookSet("registry", list, on=_on, off=_off))
+#: The registration hook, switched by ``enable_tracing()`` / ``disable_tracing()`` (``_api.HOOK_SETS``).
+HOOKS: Final = HookSet("registry", list, on=_on, off=_off)

@@ -39,9 +39,10 @@ from collections.abc import Callable
 from typing import Any, Final, TypedDict
 
 from . import _exceptions
+from ._compat import HAS_MONITORING
 from ._dump import dump_tasks_on_signal, is_dump_handler
 from ._hooks import HookSet, Target, register
-from ._render import Style
+from ._types import Style
 
 __all__ = ["CLIOptions", "child_setup", "follow_children"]
 
@@ -77,11 +78,11 @@ _BOOTSTRAP: Final = """\
 import sys
 try:
     try:
-        from async_trace._workers import child_setup
+        from async_trace._children import child_setup
     except ImportError:
         sys.path.insert(0, {home!r})
         try:
-            from async_trace._workers import child_setup
+            from async_trace._children import child_setup
         finally:
             sys.path.remove({home!r})
     child_setup({options!r})
@@ -123,7 +124,7 @@ def apply(options: CLIOptions) -> None:
     record = options["record_origins"]
     # Eager notes where they cost nothing per task (3.12+: the unwind hook); 3.10/3.11 would need a
     # done callback on every task (enable_tracing(eager_notes=True) gives them there).
-    _exceptions.configure(style=options["style"], notes_on_exit=record and sys.version_info >= (3, 12), record=record)
+    _exceptions.configure(style=options["style"], notes_on_exit=record and HAS_MONITORING, record=record)
     if options["dump_signal"] is not None:
         dump_tasks_on_signal(options["dump_signal"], style=options["style"], summary=options["summary"])
 

@@ -1,0 +1,266 @@
+"""Lineage: which node in a context is a task's own, and how a node that is not gets repaired.
+
+The rule at the heart of the library. A task's context holds the node its
+creation pushed (its *own* node: a task or root node naming the task's
+coroutine). A task built where no hook saw it, or created while tracing was
+off, holds its creator's node instead, inherited with the context copy: taken
+for its own, it would claim its creator's origin. Every reader of a task's
+node goes through this module:
+
+- :func:`running_node` for the task running now (capture, collection, the
+  integrations): its own node, or the repaired one stored in its context;
+- :func:`task_node` for any other task (the task tree, exception origins):
+  the same, stored in that task's context if it can be reached;
+- :func:`is_own` for the one test itself.
+
+Repair, in order: an eager task built directly, in its first step, gets the
+frames that built it (:func:`in_first_step`); a task built directly while
+tracing stayed on gets a hop below its creator's node with the line unknown
+(:func:`inherited_chain`); otherwise the task is a root of what is known
+(:func:`adopt_root`, for captures only). Chains are kept within ``max_depth``
+by :func:`compact`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import FrameType
+from typing import Any, Final
+
+from ._chain import (
+    CURRENT,
+    UNKNOWN_LINE,
+    ElidedNode,
+    Node,
+    RootNode,
+    TaskNode,
+    coro_code,
+    make_elided,
+    make_root,
+    named_copy,
+    task_name,
+)
+from ._compat import coro_of, in_eager_first_step, task_context
+from ._config import settings
+from ._hooks import on_disable, tracing_enabled
+from ._stack import walk
+
+__all__: list[str] = []
+_tuple_new: Final = tuple.__new__
+_set_current: Final = CURRENT.set
+
+
+def inherited_chain(node: Node | None, coro: Any) -> Node | None:
+    """The node for a task running ``coro`` that holds its creator's ``node``, or ``None``.
+
+    The task was built where no hook saw it, so its context is a copy of its
+    creator's, holding the creator's own node. If tracing has stayed on since
+    that chain began, the task was created while tracing was on, by a task
+    running with ``node``: it gets a hop below ``node`` whose creation line is
+    unknown (``UNKNOWN_LINE``), and its creator is found later among the
+    tasks whose own node is ``node``. Otherwise (created while tracing was
+    off, or an untraced chain) ``None``: the task is a root of its own.
+    """
+    kind = type(node)
+    if kind is not TaskNode and kind is not RootNode:
+        return None
+    code = coro_code(coro)
+    if code is None or node.code is code:  # type: ignore[union-attr]
+        return None
+    top: Any = node
+    for _ in range(4 * settings.max_depth + 16):  # compact() keeps chains shorter than this
+        parent = top.parent
+        if parent is None:
+            break
+        top = parent
+    if type(top) is not RootNode or top.epoch != settings.epoch:
+        return None
+    return _tuple_new(TaskNode, (node, node.depth + 1, code, UNKNOWN_LINE, None))  # type: ignore[union-attr]
+
+
+def is_own(node: Node | None, coro: Any) -> bool:
+    """Whether ``node`` was pushed for the task running ``coro`` (not inherited from its creator)."""
+    kind = type(node)
+    return (kind is TaskNode or kind is RootNode) and node.code is coro_code(coro)  # type: ignore[union-attr]
+
+
+def adopt_inherited(inherited: Node | None, coro: Any) -> Node | None:
+    """The running task's node when it holds its creator's (see :func:`inherited_chain`), set in its context."""
+    node = _bounded(inherited_chain(inherited, coro))
+    if node is not None:
+        CURRENT.set(node)
+    return node
+
+
+def _bounded(node: Node | None) -> Node | None:
+    parent = node.parent if node is not None else None
+    if node is None or parent is None or node.depth <= settings.max_depth:
+        return node
+    parent = compact(parent)
+    return node.clone(parent, parent.depth + 1)
+
+
+def store_inherited(task: Any, coro: Any, inherited: Node | None) -> Node | None:
+    """:func:`adopt_inherited` for a task that is not the running one: stored in its context, if it can be."""
+    node = _bounded(inherited_chain(inherited, coro))
+    ctx = task_context(task) if node is not None else None
+    if ctx is not None:
+        with contextlib.suppress(RuntimeError):  # the context is entered (the task runs in another thread)
+            ctx.run(_set_current, node)
+    return node
+
+
+def adopt_root(task: Any, coro: Any) -> RootNode:
+    """Make ``task`` the root of the chain seen from its own context.
+
+    Used when the running task was created while tracing was off (or before
+    it was on): its context then holds nothing, or a node inherited from its
+    creator that would claim the creator's origin. The node is stored in the
+    task's context so later captures from it reuse it.
+    """
+    root = make_root(coro_code(coro), task_name(task), adopted=True)
+    CURRENT.set(root)
+    return root
+
+
+def in_first_step(task: Any, coro: Any, inherited: Node | None) -> Node | None:
+    """The node of an eager task built directly, captured during its first step; else ``None``.
+
+    Such a task (``asyncio.Task(coro, loop=loop, eager_start=True)``, as
+    aiohttp builds its tasks on 3.12/3.13) runs its first step inside the
+    constructor, before it registers, so no hook has run for it: it holds
+    ``inherited``, its creator's node. The frames above its coroutine are
+    those of the code that built it, up to its creator's coroutine (the frame
+    running the code of ``inherited``). The creator task itself cannot be
+    told yet: the node names none, and on 3.12/3.13 the registration hook
+    (:mod:`._direct_tasks`) replaces it if the task registers (its first step
+    suspends). The node is stored in the task's context, like a root
+    adopted by :func:`adopt_root`.
+    """
+    if inherited is None or not tracing_enabled():
+        return None
+    start = getattr(coro, "cr_frame", None)
+    start = start.f_back if start is not None else None
+    if start is None or not in_eager_first_step(task, start):
+        return None
+    stop: FrameType | None = None
+    if type(inherited) is TaskNode or type(inherited) is RootNode:
+        target = inherited.code
+        f: FrameType | None = start
+        while f is not None:
+            if f.f_code is target:
+                stop = f
+                break
+            f = f.f_back
+    depth = inherited.depth + 1
+    if depth > settings.max_depth:
+        inherited = compact(inherited)
+        depth = inherited.depth + 1
+    node: Node = _tuple_new(TaskNode, (inherited, depth, coro_code(coro), walk(start, stop), None))
+    CURRENT.set(node)
+    return node
+
+
+def compact(parent: Node) -> Node:
+    """Return a chain equivalent to ``parent``'s with the middle hops elided.
+
+    Keeps the innermost ``max_depth // 2`` hops (copied, since nodes are
+    immutable) and the outermost ``max_depth // 4``; runs once every
+    ``max_depth // 4`` creations at most, so its cost is amortised.
+    """
+    max_depth = settings.max_depth
+    keep_inner = max(1, max_depth // 2)
+    keep_outer = max(1, max_depth // 4)
+    chain: list[Node] = []
+    node: Node | None = parent
+    elided_at = -1
+    while node is not None:
+        if type(node) is ElidedNode and elided_at < 0:
+            elided_at = len(chain)
+        chain.append(node)
+        node = node.parent
+    if len(chain) <= keep_inner + keep_outer + 1:
+        return parent
+    if elided_at >= keep_inner:
+        marker = chain[elided_at]
+        outer = marker.parent
+        count = marker.hops + (elided_at - keep_inner)  # type: ignore[attr-defined]
+        creator = marker.creator_ref
+    else:
+        outer_start = len(chain) - keep_outer
+        outer = chain[outer_start]
+        count = outer_start - keep_inner
+        for n in chain[keep_inner:outer_start]:
+            if type(n) is ElidedNode:
+                count += n.hops - 1
+        creator = chain[outer_start - 1].creator_ref
+    rebuilt: Node = make_elided(outer, count, creator)
+    for n in reversed(chain[:keep_inner]):
+        rebuilt = n.clone(rebuilt, rebuilt.depth + 1)
+    return rebuilt
+
+
+#: ``(unnamed root, the same root named)``: the latest root named by
+#: :func:`name_root`. Replaced whole, never mutated, so threads race on it
+#: harmlessly; it holds two small tuples (a code object and a name), no task.
+_named: tuple[RootNode | None, RootNode | None] = (None, None)
+
+
+def name_root(root: RootNode, task: Any) -> RootNode:
+    """``root`` with the name of ``task``, the root task, for the nodes its task creates.
+
+    A root is made before its task exists, so before its name does; nodes are
+    immutable and the root task's own context keeps the unnamed root (its
+    ContextVar values stay exactly what they were), so the nodes below point
+    to a named copy instead, shared by consecutive captures of one root task.
+    """
+    global _named
+    cached = _named
+    if cached[0] is root:
+        return cached[1]  # type: ignore[return-value]
+    named = named_copy(root, task_name(task))
+    _named = (root, named)
+    return named
+
+
+def node_of_task(task: Any) -> Node | None:
+    """The chain node in ``task``'s context as it is (maybe inherited: see :func:`task_node`), or ``None``."""
+    ctx = task_context(task)
+    node = ctx.get(CURRENT) if ctx is not None else None
+    return node if isinstance(node, Node) else None
+
+
+def running_node(task: Any, coro: Any, node: Node | None) -> Node | None:
+    """The running ``task``'s own node, when ``node`` (its context's) is not: repaired and stored; else ``None``.
+
+    Call it only when ``is_own(node, coro)`` is false. An eager task built
+    directly, in its first step, gets the frames that built it; else a task
+    built where no hook saw it gets a hop below its creator's node with the
+    line unknown; else (created while tracing was off) ``None``.
+    """
+    return in_first_step(task, coro, node) or adopt_inherited(node, coro)
+
+
+def task_node(task: Any) -> Node | None:
+    """The own node of ``task``, any task (not only the running one), repaired and stored as needed; else ``None``.
+
+    ``None`` for a task created while tracing was off, and for a Future-like
+    object that is no task.
+    """
+    node = node_of_task(task)
+    if node is None:
+        return None
+    coro = coro_of(task)
+    if not is_own(node, coro):
+        # Built where no hook saw it (its creator's node); else created while tracing was off.
+        return store_inherited(task, coro, node)
+    return node
+
+
+def _forget() -> None:
+    """Drop the latest named root (``disable_tracing()``)."""
+    global _named
+    _named = (None, None)
+
+
+on_disable(_forget)

@@ -1,0 +1,3 @@
+"""The package's version, read by ``__init__``, the command line, the dumps and the build (hatch)."""
+
+__version__ = "0.2.0"
