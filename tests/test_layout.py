@@ -506,7 +506,7 @@ def version_checks(sources: Mapping[str, str], *, readers: Sequence[str] = VERSI
     """Rule 4: the Python version (``sys.version_info``, ``sys.version``, ``sys.hexversion``,
     ``platform.python_version()``) is read only in ``readers`` and their submodules: the rest asks
     ``_compat`` for the fact it needs (``HAS_NOTES``, ``task_context(task)``)."""
-    findings: list[Finding] = []
+    findings: set[Finding] = set()
     for module, source in sources.items():
         if any(module == reader or module.startswith(f"{reader}.") for reader in readers):
             continue
@@ -521,7 +521,7 @@ def version_checks(sources: Mapping[str, str], *, readers: Sequence[str] = VERSI
             elif isinstance(node, ast.Name):
                 read = attributes.get(node.id)
             if read in _VERSION_READS:
-                findings.append(Finding(module, node.lineno, read, f"{module} reads the Python version"))
+                findings.add(Finding(module, node.lineno, read, f"{module} reads the Python version"))
     return sorted(findings)
 
 
