@@ -30,7 +30,7 @@ from ._chain import (
     task_name,
 )
 from ._compat import TASK_REGISTRIES, coro_of
-from ._frames import Resolved, elided, resolve, resolve_uncached, resolved_get
+from ._frames import UNKNOWN_LINE_TEXT, Resolved, elided, resolve, resolve_uncached, resolved_get
 from ._inapp import in_app, in_app_cache
 from ._lineage import is_own, node_of_task, running_node
 from ._stack import walk
@@ -298,10 +298,17 @@ def has_line(frames: list[TraceFrame]) -> bool:
 
 
 def creation_site(frames: list[TraceFrame]) -> TraceFrame | None:
-    """The innermost frame with a line: where the task was created, or the executor call made."""
+    """The innermost frame with a line: where the task was created, or the executor call made.
+
+    ``None`` where the creation line is unknown (a task built where no hook saw
+    it, :data:`._frames.UNKNOWN_LINE_TEXT`): the next line out is its creator's
+    creation, not its own.
+    """
     for frame in frames:
         if frame["line"] is not None:
             return frame
+        if frame["name"] == UNKNOWN_LINE_TEXT:
+            return None
     return None
 
 

@@ -21,7 +21,6 @@ from typing import Any, Final, cast
 
 from ._chain import task_name
 from ._config import check_library_frames, check_style
-from ._frames import elided
 from ._inapp import classify, in_app
 from ._types import FrameList, LibraryFrames, ProcessHopName, Style, ThreadName, TraceData, TraceFrame
 from ._writer import ASCII, COLOUR, UNICODE, Decorations, decorations, dim, highlight
@@ -91,11 +90,11 @@ def frame_text(frame: TraceFrame) -> str:
         else:
             text = f"{name}() at line {line} [{path}]"
         if colour and not is_app:
-            return dim(text + _hop_mark(frame))
-    return text + _hop_mark(frame)
+            return dim(text + hop_mark(frame))
+    return text + hop_mark(frame)
 
 
-def _hop_mark(frame: TraceFrame) -> str:
+def hop_mark(frame: TraceFrame) -> str:
     if frame.get("is_process"):
         return f" {process_marker(frame)}"
     return " [EXECUTOR]" if frame["is_executor"] else ""
@@ -404,24 +403,6 @@ def _gone_boundaries(frames: list[TraceFrame]) -> frozenset[int]:
     return frozenset(i for i in marks if i < len(frames) and frames[i]["task"] is None)
 
 
-def hop_suffix(frame: TraceFrame) -> str:
-    """`` [executor]``, `` [process 12345]`` or nothing: a hop's mark in the one-line forms."""
-    return _hop_mark(frame).lower()
-
-
-def path_line(
-    trace: TraceData,
-    deco: Decorations = UNICODE,
-    *,
-    limit: int | None = None,
-    library_frames: LibraryFrames = "show",
-) -> str:
-    """The logging one-line path, innermost first: ``worker ← sub_task ← main ← Task-1``."""
-    shown, _ = shown_frames(trace["frames"], limit, library_frames, deco)
-    parts = (plain(f["name"]) + hop_suffix(f) for f, _ in shown)
-    return f" {deco.left} ".join(parts)
-
-
 # --- exception notes -------------------------------------------------------------
 
 
@@ -499,45 +480,3 @@ def ascii_notes(lines: list[str]) -> list[str]:
 
 
 # --- one-line chains (OpenTelemetry attributes, Sentry) ----------------------------
-
-#: Between the parts of a one-line chain.
-LEFT: Final = " ← "
-
-
-def site_text(frame: TraceFrame) -> str:
-    """``main (app.py:32)``, ``worker (app.py:9) [executor]``; a root or elision marker: its name."""
-    name = plain(frame["name"])
-    if frame["line"] is None or frame["filename"] is None:
-        return name
-    text = f"{name} ({plain(os.path.basename(frame['filename']))}:{frame['line']})"
-    return text + hop_suffix(frame)
-
-
-def chain_line(frames: list[TraceFrame], max_frames: int, max_length: int) -> str:
-    """The chain in one line, innermost first, at most ``max_frames`` frames and ``max_length`` characters.
-
-    Too many frames: the innermost three quarters and the outermost quarter,
-    with ``... N frames elided ...`` between. Too long: the innermost frames
-    that fit, the marker, and the outermost frame (the root); a line still too
-    long is cut, ending in ``...``.
-    """
-    parts = [site_text(frame) for frame in frames]
-    if len(parts) > max_frames:
-        outer = max(1, max_frames // 4)
-        inner = max(1, max_frames - outer - 1)
-        parts = [*parts[:inner], elided(len(parts) - inner - outer, "frame"), *parts[len(parts) - outer :]]
-    line = LEFT.join(parts)
-    if len(line) <= max_length:
-        return line
-    last = parts[-1]
-    budget = max_length - len(last) - 2 * len(LEFT) - len(elided(len(parts), "frame"))
-    kept: list[str] = []
-    used = 0
-    for part in parts[:-1]:
-        if used + len(part) + len(LEFT) > budget:
-            break
-        kept.append(part)
-        used += len(part) + len(LEFT)
-    if kept:
-        line = LEFT.join([*kept, elided(len(parts) - len(kept) - 1, "frame"), last])
-    return line if len(line) <= max_length else line[: max(0, max_length - 3)] + "..."

@@ -23,7 +23,8 @@ from typing import Any
 from ._api import safe_collect
 from ._config import check_library_frames
 from ._json import trace_to_dict
-from ._render import limited, path_line, shown_frames
+from ._render import limited, shown_frames
+from ._render_line import path_line
 from ._types import LibraryFrames, TraceData
 from ._writer import decorations
 

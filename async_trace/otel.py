@@ -51,7 +51,7 @@ from ._chain import Node
 from ._collect import creation_site, current_node, has_line, origin_of_node
 from ._exceptions import exception_trace
 from ._failsafe import warn_internal
-from ._render import chain_line
+from ._render_line import chain_line
 from ._types import TraceFrame
 
 __all__ = [
@@ -197,14 +197,14 @@ class AsyncTraceSpanProcessor(SpanProcessor):
         frames = origin_of_node(node, task)
         if frames is not None:
             frames = _without_instrumentation(frames)
-        site = creation_site(frames) if frames is not None else None
-        if frames is not None and site is not None:
-            attributes = {
+        if frames is not None:
+            site = creation_site(frames)
+            attributes = {} if site is None else {  # None: the creation line is unknown, not the creator's
                 CODE_FUNCTION_NAME: site["name"],
                 CODE_FILE_PATH: site["filename"] or "",
                 CODE_LINE_NUMBER: site["line"] or 0,
-                CHAIN: chain_line(frames, self.max_frames, self.max_length),
             }
+            attributes[CHAIN] = chain_line(frames, self.max_frames, self.max_length)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[id(node)] = (node, attributes)

@@ -52,7 +52,7 @@ from ._exceptions import exception_trace
 from ._failsafe import warn_internal
 from ._inapp import is_library
 from ._json import trace_to_dict
-from ._render import chain_line
+from ._render_line import chain_line
 from ._types import TraceData, TraceFrame
 
 __all__ = ["CONTEXT", "AsyncTraceIntegration", "origin_context", "origin_frames"]

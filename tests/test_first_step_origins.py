@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from async_trace import collect_async_trace
+from async_trace._frames import UNKNOWN_LINE_TEXT
 from async_trace.logging import AsyncTraceFilter
 from async_trace.otel import AsyncTraceSpanProcessor
 
@@ -98,6 +99,7 @@ class Outcome(NamedTuple):
     #: What the probe returned.
     result: Any
     nested: bool
+    after_await: bool
 
 
 async def main(spawn: Spawn, probe: Probe, after_await: bool) -> Outcome:
@@ -107,7 +109,7 @@ async def main(spawn: Spawn, probe: Probe, after_await: bool) -> Outcome:
     task, seen, (name, result) = await spawn(probed(probe, after_await, steps), steps)  # call
     # The probe ran where it should: inside the constructor (first step), or only after it returned.
     assert seen == (["started"] if after_await else ["started", "probed"])
-    return Outcome(creator, creator, task, name, result, False)
+    return Outcome(creator, creator, task, name, result, False, after_await)
 
 
 async def nested_main(spawn: Spawn, probe: Probe, after_await: bool) -> Outcome:
@@ -125,9 +127,26 @@ def run(spawn: Spawn, probe: Probe, after_await: bool, nested: bool = False) -> 
     return asyncio.run(asyncio.wait_for(top(spawn, probe, after_await), 10))
 
 
+#: 3.14+ keeps tasks in C lists: no hook sees a task built directly. Its line is known only if something
+#: read it in its first step (a span, a log record, a trace there store it); else it is unknown, the
+#: documented loss (docs/guarantees.md), and the chain goes on from its creator's creation line.
+LINE_LOST_AFTER_FIRST_STEP = sys.version_info >= (3, 14)
+
+
+def line_unknown(spawn: Spawn, got: Outcome) -> bool:
+    return LINE_LOST_AFTER_FIRST_STEP and spawn is spawn_direct and got.after_await
+
+
 def expected_rows(spawn: Spawn, got: Outcome, name: str) -> list[Row]:
     """The probe's line, the line that built task ``name`` (the task boundary), the line that called it,
     where the creator was created (``nested``), the root."""
+    if line_unknown(spawn, got):
+        return [
+            ("probed", line_of(probed, "probe"), NAME, None, False),
+            (UNKNOWN_LINE_TEXT, None, None, None, False),
+            *([("nested_main", line_of(nested_main, "spawn-main"), NAME, got.creator.get_name(), False)] * got.nested),
+            (got.root.get_name(), None, None, got.root.get_name(), False),
+        ]
     return [
         ("probed", line_of(probed, "probe"), NAME, None, False),
         (spawn.__name__, line_of(spawn, "build"), NAME, name, False),
@@ -138,12 +157,18 @@ def expected_rows(spawn: Spawn, got: Outcome, name: str) -> list[Row]:
 
 
 def expected_span_attributes(spawn: Spawn, got: Outcome) -> dict[str, Any]:
-    """The creation site: the line that built the task; the chain from there to the root."""
+    """The creation site: the line that built the task; the chain from there to the root.
+
+    Where that line is unknown, no creation site (not the creator's line) and the chain as known;
+    nothing at all when the chain holds no line.
+    """
     build = line_of(spawn, "build")
+    shown = expected_rows(spawn, got, got.name)[1:]
     chain = " ← ".join(
-        f"{func} ({filename}:{line})" if line is not None else func
-        for func, line, filename, _, _ in expected_rows(spawn, got, got.name)[1:]
+        f"{func} ({filename}:{line})" if line is not None else func for func, line, filename, _, _ in shown
     )
+    if line_unknown(spawn, got):
+        return {"async_trace.chain": chain} if any(line is not None for _, line, *_ in shown) else {}
     return {
         "code.function.name": spawn.__name__,
         "code.file.path": FILE,

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 
 from async_trace import AsyncTraceWarning, otel
-from async_trace._render import chain_line
+from async_trace._render_line import chain_line
 from async_trace.otel import AsyncTraceSpanProcessor, record_exception_with_origin
 
 from .helpers import line_of

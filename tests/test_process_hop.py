@@ -19,7 +19,7 @@ import pytest
 
 import _async_trace_process
 import async_trace
-from async_trace import _capture, _chain, _contexts, _process, _render
+from async_trace import _capture, _chain, _contexts, _process
 
 from . import process_workers
 from .helpers import line_of
@@ -431,7 +431,7 @@ def test_default_start_method_is_forkserver_on_314() -> None:
 
 def test_the_marker_in_every_rendering() -> None:
     """Records as the worker reads them: the same pid in both styles and the one-line forms; the flag in JSON."""
-    from async_trace import _collect
+    from async_trace import _collect, _render_line
     from async_trace.logging import compact_path
 
     frames: list[Any] = []
@@ -454,7 +454,7 @@ def test_the_marker_in_every_rendering() -> None:
         '  File "/srv/app.py", line 7, in caller\n  --- process pool call made here [PROCESS 4242] ---\n',
     ]
     assert compact_path(trace) == "caller [process 4242] ← main ← Task-1"
-    assert _render.site_text(frames[0]) == "caller (app.py:7) [process 4242]"
+    assert _render_line.site_text(frames[0]) == "caller (app.py:7) [process 4242]"
     assert [(f["name"], f["is_process"], f["is_executor"]) for f in async_trace.trace_to_dict(trace)["frames"]] == [
         ("caller", True, False),
         ("main", False, False),
