@@ -20,6 +20,7 @@ the package's own ``__init__.py``.
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib.machinery
 import os
 import re
@@ -28,11 +29,14 @@ import sys
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import async_trace
+from async_trace import TraceFrame, _capture, _chain, _collect, _config, _frames
 
 PACKAGE = Path(async_trace.__file__).resolve().parent
 PACKAGE_NAME: Final = "async_trace"
@@ -1160,3 +1164,161 @@ def test_the_check_sees_positional_reads() -> None:
     """The check is not vacuous: it flags the forms it is meant to."""
     source = "node[3]\nself.parent[0]\nframes[0]\nnode.frames\nnode[i]\n"
     assert _positional_node_reads(ast.parse(source)) == [(1, "node[3]"), (2, "self.parent[0]")]
+
+
+# --- hand-inlined hot paths agree with their general versions ------------------------
+#
+# The create_task wrapper inlines capture()'s common case (a traced task creating a child)
+# and append_chain inlines append_frames() for task hops: for generated programs, each copy
+# must give exactly what its original gives.
+
+#: How a child task is created: the stdlib's paths that end in loop.create_task.
+CREATION_PATHS = ["create_task", "loop_create_task", "ensure_future", "gather"]
+if sys.version_info >= (3, 11):
+    CREATION_PATHS.append("task_group")
+
+
+def _same_node(made: _chain.Node, general: _chain.Node) -> list[str]:
+    """The fields in which ``made`` (the wrapper's node) differs from ``general`` (capture()'s)."""
+    diffs = []
+    for name in ("parent", "code", "creator_ref"):
+        if getattr(made, name) is not getattr(general, name):
+            diffs.append(name)
+    if type(made) is not type(general):
+        diffs.append("type")
+    if made.depth != general.depth:
+        diffs.append("depth")
+    if _frames.resolve(made.frames) != _frames.resolve(general.frames):
+        diffs.append("frames")
+    return diffs
+
+
+class _Program:
+    """Runs a generated spawn plan; at each creation compares the wrapper's node with capture()'s."""
+
+    def __init__(self) -> None:
+        self.diffs: list[tuple[str, list[str]]] = []
+        self.compared = 0
+
+    async def child(self, plan: list[tuple[str, int]], general: list[_chain.Node]) -> None:
+        made = _chain.CURRENT.get()  # the wrapper's node, before anything in this task captures
+        assert made is not None
+        assert general
+        self.compared += 1
+        if diffs := _same_node(made, general[0]):
+            self.diffs.append((plan[0][0] if plan else "leaf", diffs))
+        await self.run(plan)
+
+    async def run(self, plan: list[tuple[str, int]]) -> None:
+        if not plan:
+            return
+        (path, nesting), rest = plan[0], plan[1:]
+        await self.nested(path, nesting, rest)
+
+    async def nested(self, path: str, nesting: int, rest: list[tuple[str, int]]) -> None:
+        if nesting:  # a deeper stack between the task's coroutine and the creating line
+            await self.nested(path, nesting - 1, rest)
+            return
+        loop = asyncio.get_running_loop()
+        general: list[_chain.Node] = []
+
+        def probe() -> Any:  # capture() at the very line that creates the task, just before it
+            general.append(_capture.capture(_chain.TaskNode, loop, sys._getframe(1), self.child.__code__))
+            return self.child(rest, general)
+
+        if path == "create_task":
+            await asyncio.create_task(probe())
+        elif path == "loop_create_task":
+            await loop.create_task(probe())
+        elif path == "ensure_future":
+            await asyncio.ensure_future(probe())
+        elif path == "gather":
+            await asyncio.gather(probe())
+        else:
+            async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+                group.create_task(probe())
+
+
+spawn_plans = st.lists(st.tuples(st.sampled_from(CREATION_PATHS), st.integers(0, 3)), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(plan=spawn_plans, eager=st.booleans(), max_depth=st.sampled_from([8, 256]))
+def test_the_create_task_fast_path_makes_what_capture_makes(
+    plan: list[tuple[str, int]], eager: bool, max_depth: int
+) -> None:
+    """Whatever path, stack depth, eager factory or chain bound: the wrapper's node equals capture()'s."""
+    program = _Program()
+
+    async def main() -> None:
+        if eager and hasattr(asyncio, "eager_task_factory"):
+            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        await program.run(plan)
+
+    async_trace.enable_tracing(max_depth=max_depth)
+    try:
+        asyncio.run(main())
+    finally:
+        async_trace.enable_tracing(max_depth=_config.DEFAULT_MAX_DEPTH)
+    assert program.compared == len(plan)
+    assert program.diffs == []
+
+
+def _general_chain(node: _chain.Node | None, created: Any) -> tuple[list[TraceFrame], list[int]]:
+    """append_chain's result built the general way: append_frames() for every hop (creators all known)."""
+    frames: list[TraceFrame] = []
+    boundaries: list[int] = []
+    while node is not None:
+        kind = type(node)
+        if kind is _chain.TaskNode:
+            start = len(frames)
+            _collect.append_frames(frames, _frames.resolve(node.frames), created, False)
+            real = [i for i in range(start, len(frames)) if frames[i]["line"] is not None]
+            boundaries.extend(real[:1])
+        elif kind is _chain.ExecutorNode:
+            _collect.append_frames(frames, _frames.resolve(node.frames), None, True)
+        elif kind is _chain.RootNode:
+            name = created.get_name() if created is not None else node.name  # type: ignore[attr-defined]
+            frames.append(
+                {
+                    "name": name or "<finished task>",
+                    "line": None,
+                    "filename": None,
+                    "indent": len(frames),
+                    "task": created,
+                    "is_executor": False,
+                    "is_process": False,
+                    "in_app": True,
+                }
+            )
+        created = node.creator
+        node = node.parent
+    return frames, boundaries
+
+
+@settings(max_examples=40, deadline=None)
+@given(plan=spawn_plans)
+def test_append_chain_gives_what_append_frames_gives(plan: list[tuple[str, int]]) -> None:
+    """The chain's frames and boundaries, task hop by task hop, equal the general appender's."""
+    results: list[tuple[Any, Any]] = []
+
+    async def leaf() -> None:
+        node = _chain.CURRENT.get()
+        task = asyncio.current_task()
+        frames: list[TraceFrame] = []
+        boundaries, _ = _collect.append_chain(frames, node, task, True, task, asyncio.get_running_loop())
+        results.append(((frames, boundaries), _general_chain(node, task)))
+
+    class Leafy(_Program):
+        async def run(self, rest: list[tuple[str, int]]) -> None:
+            if rest:
+                await super().run(rest)
+            else:
+                await leaf()
+
+    async def main() -> None:
+        await Leafy().run(plan)
+
+    asyncio.run(main())
+    assert len(results) == 1
+    assert results[0][0] == results[0][1]
