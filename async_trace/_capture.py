@@ -59,6 +59,7 @@ from ._lineage import adopt_root, compact, is_own, name_root, running_node
 from ._loops import (
     TASK_FACTORY_ATTR,
     UNREADABLE,
+    UVLOOP_MODULE,
     note_loop,
     passes_context,
     runs_in_c,
@@ -467,7 +468,7 @@ def _off() -> None:
 
 
 #: The tracing wrappers, switched by ``enable_tracing()`` / ``disable_tracing()`` (``_api.HOOK_SETS``).
-HOOKS: Final = HookSet("tracing", _targets, on=_on, off=_off, watch=("uvloop",))
+HOOKS: Final = HookSet("tracing", _targets, on=_on, off=_off, watch=(UVLOOP_MODULE,))
 
 
 def patched_attributes() -> list[tuple[Any, str]]:

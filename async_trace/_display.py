@@ -25,7 +25,7 @@ from ._compat import HAS_NOTES
 from ._config import settings
 from ._failsafe import warn_internal
 from ._hooks import HookSet, Target
-from ._loops import uvloop_loop_class
+from ._loops import UVLOOP_MODULE, uvloop_loop_class
 from ._notes import family, note, note_for
 from ._origins import origin_of, origin_of_task, store
 
@@ -152,7 +152,7 @@ def _off() -> None:
 
 
 #: The display hooks, switched after the tracing wrappers (``_api.HOOK_SETS``).
-HOOKS: Final = HookSet("exceptions", _targets, on=_on, off=_off, watch=("uvloop",))
+HOOKS: Final = HookSet("exceptions", _targets, on=_on, off=_off, watch=(UVLOOP_MODULE,))
 
 
 def patched_attributes() -> list[tuple[Any, str]]:

@@ -23,6 +23,8 @@ from weakref import WeakKeyDictionary
 
 __all__: list[str] = []
 
+#: uvloop's module: the hooks that patch ``uvloop.Loop`` watch for its import.
+UVLOOP_MODULE: Final = "uvloop"
 #: ``uvloop.run()`` runs the user's coroutine inside its own ``wrapper()`` coroutine: this file, that function.
 UVLOOP_RUNNER_FILE: Final = os.sep + os.path.join("uvloop", "__init__.py")
 UVLOOP_RUNNER_FUNCTION: Final = "wrapper"
@@ -36,7 +38,7 @@ _CONTEXT_FACTORIES: Final = tuple(f for f in (getattr(asyncio, "eager_task_facto
 
 def uvloop_loop_class() -> type | None:
     """``uvloop.Loop``, once uvloop is imported (the hooks patch it then); else ``None``."""
-    uvloop = sys.modules.get("uvloop")
+    uvloop = sys.modules.get(UVLOOP_MODULE)
     loop_cls = getattr(uvloop, "Loop", None) if uvloop is not None else None
     return loop_cls if isinstance(loop_cls, type) else None
 

@@ -199,11 +199,15 @@ class AsyncTraceSpanProcessor(SpanProcessor):
             frames = _without_instrumentation(frames)
         if frames is not None:
             site = creation_site(frames)
-            attributes = {} if site is None else {  # None: the creation line is unknown, not the creator's
-                CODE_FUNCTION_NAME: site["name"],
-                CODE_FILE_PATH: site["filename"] or "",
-                CODE_LINE_NUMBER: site["line"] or 0,
-            }
+            attributes = (
+                {}
+                if site is None
+                else {  # None: the creation line is unknown, not the creator's
+                    CODE_FUNCTION_NAME: site["name"],
+                    CODE_FILE_PATH: site["filename"] or "",
+                    CODE_LINE_NUMBER: site["line"] or 0,
+                }
+            )
             attributes[CHAIN] = chain_line(frames, self.max_frames, self.max_length)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()

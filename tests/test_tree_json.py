@@ -9,6 +9,7 @@ import threading
 import async_trace
 from async_trace import JSONTaskTree, TaskTree, task_tree, tree_to_dict, tree_to_json
 
+from .apps import ON_BOTH_LOOPS, run_on
 from .helpers import line_of
 
 
@@ -123,6 +124,26 @@ def test_loop_description() -> None:
         "thread_id": threading.get_ident(),
         "thread_name": threading.current_thread().name,
     }
+
+
+@ON_BOTH_LOOPS
+def test_the_loop_s_thread_in_another_thread(loop: str) -> None:
+    """A loop running in another thread (uvloop's keeps its thread id in C) is named by that thread."""
+    got: list[JSONTaskTree] = []
+
+    async def look() -> None:
+        running = asyncio.get_running_loop()
+        worker = threading.Thread(target=lambda: got.append(tree_to_dict(task_tree(running))), name="looker")
+        worker.start()
+        await asyncio.sleep(0.2)
+        worker.join(10)
+
+    thread = threading.Thread(target=run_on, args=(loop, look()), name="loop-thread")
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive()
+    ((data,),) = [got]
+    assert (data["loop"]["thread_id"], data["loop"]["thread_name"]) == (thread.ident, "loop-thread")
 
 
 def test_tree_to_json_round_trips_and_takes_dumps_arguments() -> None:
