@@ -18,6 +18,7 @@ from ._dump import dump_tasks_on_signal as dump_tasks_on_signal
 from ._exceptions import exception_trace as exception_trace
 from ._exceptions import format_exception as format_exception
 from ._exceptions import print_exception as print_exception
+from ._failsafe import internal_errors as internal_errors
 from ._json import JSONExecutorThread as JSONExecutorThread
 from ._json import JSONFrame as JSONFrame
 from ._json import JSONLoop as JSONLoop
@@ -34,6 +35,7 @@ from ._tree import print_task_tree as print_task_tree
 from ._tree import task_tree as task_tree
 from ._types import AsyncTraceWarning as AsyncTraceWarning
 from ._types import ExecutorThread as ExecutorThread
+from ._types import InternalErrors as InternalErrors
 from ._types import TaskInfo as TaskInfo
 from ._types import TaskOrigin as TaskOrigin
 from ._types import TaskState as TaskState
@@ -45,6 +47,7 @@ from ._version import __version__ as __version__
 __all__ = [
     "AsyncTraceWarning",
     "ExecutorThread",
+    "InternalErrors",
     "JSONExecutorThread",
     "JSONFrame",
     "JSONLoop",
@@ -69,6 +72,7 @@ __all__ = [
     "format_exception",
     "format_task_tree",
     "format_trace",
+    "internal_errors",
     "print_async_trace",
     "print_exception",
     "print_task_tree",

@@ -28,7 +28,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextvars import Context, copy_context
-from types import FrameType
+from types import CoroutineType, FrameType
 from typing import Any, Final, NamedTuple
 from weakref import ref as _weakref
 
@@ -161,7 +161,7 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                         frames = walk(sys._getframe(depth), creator_coro.cr_frame)
                     else:
                         frames = walk(sys._getframe(1), creator_coro.cr_frame)
-                    made_code = getattr(coro, "cr_code", None)
+                    made_code = coro.cr_code if type(coro) is _CoroutineType else coro_code(coro)
                     ref = _weakref(creator)  # the existing ref when there is one
                     node = _siblings.node
                     if (
@@ -179,12 +179,12 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             if type(node) is RootNode and kwargs and kwargs.get("name") is not None:
                 # Named before the task exists, so also where its context is out of reach.
                 node = make_root(node.code, str(kwargs["name"]))
+            context = kwargs.get("context") if kwargs else None
+            factory = getattr(self, TASK_FACTORY_ATTR, UNREADABLE)  # _loops.loop_factory(self), inlined
         except Exception as exc:  # noqa: BLE001 - never break task creation
             warn_internal(exc, "capturing a task creation")
             return original(self, coro, **kwargs)
-        context = kwargs.get("context") if kwargs else None
         ctx: Context | None = context
-        factory = getattr(self, TASK_FACTORY_ATTR, UNREADABLE)  # _loops.loop_factory(self), inlined
         if context is not None:
             # The caller chose the task's context; our private variable is
             # set in it, so the task still runs in exactly that Context.
@@ -199,22 +199,26 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             and (factory is None or passes_context(self))
         ):
             # 3.11+: hand the task its context (see _siblings).
-            ctx = _copy_context()
-            cached = _siblings
-            if cached.node is not node:
-                # A new node: this copy becomes the task's context. A template
-                # is only made if a sibling follows (see _siblings).
-                ctx.run(_set_current, node)
-                _siblings = _tuple_new(_SiblingCache, (node, None, None, None))
-            elif cached.snapshot is not None and cached.snapshot == ctx and cached.template is not None:
-                ctx = cached.template.copy()
-            else:
-                owner = creator if creator is not None else _current_task(self)
-                template = ctx.copy()
-                template.run(_set_current, node)
-                if owner is not None:
-                    _siblings = _tuple_new(_SiblingCache, (node, ctx, template, _weakref(owner, _drop_siblings)))
-                ctx = template.copy()
+            try:
+                ctx = _copy_context()
+                cached = _siblings
+                if cached.node is not node:
+                    # A new node: this copy becomes the task's context. A template
+                    # is only made if a sibling follows (see _siblings).
+                    ctx.run(_set_current, node)
+                    _siblings = _tuple_new(_SiblingCache, (node, None, None, None))
+                elif cached.snapshot is not None and cached.snapshot == ctx and cached.template is not None:
+                    ctx = cached.template.copy()
+                else:
+                    owner = creator if creator is not None else _current_task(self)
+                    template = ctx.copy()
+                    template.run(_set_current, node)
+                    if owner is not None:
+                        _siblings = _tuple_new(_SiblingCache, (node, ctx, template, _weakref(owner, _drop_siblings)))
+                    ctx = template.copy()
+            except Exception as exc:  # noqa: BLE001 - a creator that is no weakly referenceable task
+                warn_internal(exc, "preparing a task's context")
+                return original(self, coro, **kwargs)
             kwargs["context"] = ctx
             task = original(self, coro, **kwargs)
         else:
@@ -230,14 +234,17 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 CURRENT.reset(token)
                 if rooting:
                     _roots_in_flight.node = None
-        if factory is not None and (factory is not UNREADABLE or self.get_task_factory() is not None):
-            _check_coroutine(task, node, coro, ctx)
-        if type(node) is RootNode:
-            _note_root(self, sys._getframe(1))
-        if getattr(task, "_source_traceback", None):
-            _trim_source_traceback(task)
-        if _task_watchers:
-            _notify(_task_watchers, task)
+        try:
+            if factory is not None and (factory is not UNREADABLE or self.get_task_factory() is not None):
+                _check_coroutine(task, node, coro, ctx)
+            if type(node) is RootNode:
+                _note_root(self, sys._getframe(1))
+            if getattr(task, "_source_traceback", None):
+                _trim_source_traceback(task)
+            if _task_watchers:
+                _notify(_task_watchers, task)
+        except Exception as exc:  # noqa: BLE001 - the task exists: hand it over, whatever it is
+            warn_internal(exc, "finishing a task creation")
         return task
 
     create_task.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
@@ -252,6 +259,7 @@ _get_current: Final = CURRENT.get
 _current_task: Final = asyncio.current_task
 _tuple_new: Final = tuple.__new__
 _settings: Final = settings
+_CoroutineType: Final = CoroutineType
 _frame_module: Final = frame_module
 _task_watchers: Final = task_watchers
 #: Modules whose frames lead from a user's call to loop.create_task.
@@ -327,6 +335,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, executor, func, *args)
         on_done: Any = None
         node: Node | None = None
+        given = func
         try:
             debug_rejects = self.get_debug() and (_is_coroutine(func) or is_coroutine_function(func))
             if debug_rejects or not callable(func):
@@ -348,17 +357,21 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
                 func = ContextCall(ctx, func)
         except Exception as exc:  # noqa: BLE001 - never break the hop
             warn_internal(exc, "capturing an executor call")
+            func, on_done, node = given, None, None
         future = original(self, executor, func, *args)
-        _trim_source_traceback(future)
-        if on_done is not None:
-            if future.done():
-                # The worker answered before we got the future (3.14 chains the state at once
-                # when it can): an await would raise it now, before any callback runs.
-                on_done(future)
-            else:
-                future.add_done_callback(on_done)  # before anyone can await it: see _process.hop
-        elif call_watchers and node is not None:
-            _notify(call_watchers, future, node)
+        try:
+            _trim_source_traceback(future)
+            if on_done is not None:
+                if future.done():
+                    # The worker answered before we got the future (3.14 chains the state at once
+                    # when it can): an await would raise it now, before any callback runs.
+                    on_done(future)
+                else:
+                    future.add_done_callback(on_done)  # before anyone can await it: see _process.hop
+            elif call_watchers and node is not None:
+                _notify(call_watchers, future, node)
+        except Exception as exc:  # noqa: BLE001 - the call is under way: hand its future over
+            warn_internal(exc, "finishing an executor call")
         return future
 
     run_in_executor.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
@@ -482,12 +495,12 @@ def is_active() -> bool:
 
 def _note_root(loop: Any, caller: FrameType) -> None:
     """A root task was made on ``loop`` from ``caller``: remember the loop (and, for a C loop, its caller)."""
-    note_loop(loop)
-    if runs_in_c(loop):
-        try:
+    try:
+        note_loop(loop)
+        if runs_in_c(loop):
             note_loop_caller(caller)
-        except Exception as exc:  # noqa: BLE001 - a debugging aid must not break task creation
-            warn_internal(exc, "finding where a loop was started")
+    except Exception as exc:  # noqa: BLE001 - a debugging aid must not break task creation
+        warn_internal(exc, "finding where a loop was started")
 
 
 def _notify(watchers: list[Callable[..., None]], *args: Any) -> None:

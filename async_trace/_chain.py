@@ -19,7 +19,7 @@ import collections
 import operator
 from collections.abc import Callable
 from contextvars import ContextVar
-from types import CodeType, FrameType
+from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final
 from weakref import ref as _weakref
 
@@ -223,20 +223,30 @@ CURRENT: Final[ContextVar[Node | None]] = ContextVar("async_trace.current_node",
 # --- helpers shared by capture and collection --------------------------------
 
 
+def _slot(obj: Any, coroutine: str, generator: str) -> Any:
+    # Read only where the object's type defines it (a coroutine's, a generator's, Cython's): a
+    # __getattr__ of the program's class (an awaitable that raises KeyError) never runs.
+    kind = type(obj)
+    if hasattr(kind, coroutine):
+        return getattr(obj, coroutine)
+    if hasattr(kind, generator):
+        return getattr(obj, generator)
+    return None
+
+
 def coro_code(coro: Any) -> Any:
-    try:
+    """The code a task's coroutine runs (``cr_code``, ``gi_code``), or ``None`` for another awaitable."""
+    if type(coro) is CoroutineType:
         return coro.cr_code
-    except AttributeError:
-        return getattr(coro, "gi_code", None)
+    return _slot(coro, "cr_code", "gi_code")
 
 
 def stop_frame(coro: Any) -> FrameType | None:
-    """The frame of a task's coroutine: where the task's own stack ends."""
-    try:
-        return coro.cr_frame  # type: ignore[no-any-return]
-    except AttributeError:
-        # Generator-based coroutines and other awaitables: no cr_frame.
-        return getattr(coro, "gi_frame", None)
+    """The frame of a task's coroutine: where the task's own stack ends (``None`` for another awaitable)."""
+    if type(coro) is CoroutineType:
+        return coro.cr_frame
+    frame = _slot(coro, "cr_frame", "gi_frame")
+    return frame if type(frame) is FrameType else None
 
 
 def task_name(task: Any) -> str:

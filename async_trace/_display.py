@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import functools
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from ._failsafe import warn_internal
 from ._hooks import HookSet, Target
 from ._loops import UVLOOP_MODULE, uvloop_loop_class
 from ._notes import family, note, note_for
-from ._origins import origin_of, origin_of_task, store
+from ._origins import origin_of, origin_of_task, store, watch_collections
 
 __all__: list[str] = []
 
@@ -106,9 +108,11 @@ def _make_excepthook(original: Callable[..., Any]) -> Callable[..., Any]:
 def _make_te_init(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def __init__(self: Any, exc_type: Any, exc_value: Any = None, *args: Any, **kwargs: Any) -> None:
-        if _active and isinstance(exc_value, BaseException):
+        if _active:
             try:
-                if HAS_NOTES:
+                if not isinstance(exc_value, BaseException):
+                    pass
+                elif HAS_NOTES:
                     note(exc_value, settings.note_style)
                 else:
                     setattr(self, _notes_py310.NOTE_ATTR, _notes_py310.note_text_py310(exc_value, settings.note_style))
@@ -139,20 +143,88 @@ def _targets() -> list[Target]:
     return targets
 
 
+class _CallerLocation(logging.Filter):
+    """Gives the loop's log records their caller's location, never ours.
+
+    uvloop's ``default_exception_handler`` is Cython: it logs to the ``asyncio``
+    logger with no Python frame of its own, so logging takes the wrapper we put
+    around it for the caller (``%(filename)s:%(lineno)d`` naming a file of this
+    package). On the ``asyncio`` logger while the display hooks are on and
+    uvloop is patched, this filter looks past our frames as logging looks past
+    its own, and writes what logging would have found without us: the record
+    is otherwise untouched, and records of any other location pass as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if os.path.normcase(record.pathname).startswith(_PACKAGE_DIR):
+                _locate(record)
+        except Exception as err:  # noqa: BLE001 - the record goes out as it is
+            warn_internal(err, "locating a log record's caller")
+        return True
+
+
+_PACKAGE_DIR: Final = os.path.normcase(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: logging's own source file, found as logging finds it (its ``_srcfile``).
+_LOGGING_FILE: Final = os.path.normcase(logging.addLevelName.__code__.co_filename)
+
+
+def _locate(record: logging.LogRecord) -> None:
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.normcase(frame.f_code.co_filename)
+        internal = filename == _LOGGING_FILE or ("importlib" in filename and "_bootstrap" in filename)
+        if not internal and not filename.startswith(_PACKAGE_DIR):
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:  # what logging.Logger.findCaller gives when no frame is left
+        pathname, lineno, function = "(unknown file)", 0, "(unknown function)"
+    else:
+        pathname, lineno, function = frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
+    record.pathname = pathname
+    record.filename = os.path.basename(pathname)
+    record.module = os.path.splitext(record.filename)[0]
+    record.lineno = lineno
+    record.funcName = function
+
+
+_CALLER_LOCATION: Final = _CallerLocation()
+#: The logger asyncio (and uvloop) report on.
+_ASYNCIO_LOGGER: Final = "asyncio"
+
+
+def _locate_callers(on: bool) -> None:
+    """Put the location filter on asyncio's logger while uvloop's handler is wrapped (``on``), or take it off."""
+    logger = logging.getLogger(_ASYNCIO_LOGGER)
+    if on and uvloop_loop_class() is not None:
+        if _CALLER_LOCATION not in logger.filters:
+            logger.addFilter(_CALLER_LOCATION)
+    elif not on:
+        logger.removeFilter(_CALLER_LOCATION)
+
+
+def _imported() -> None:
+    _locate_callers(True)  # uvloop imported after us: its handler is wrapped now
+
+
 def _on() -> None:
     global _active
     _active = True
     _recorders.apply(True)
+    watch_collections(True)
+    _locate_callers(True)
 
 
 def _off() -> None:
     global _active
     _active = False
     _recorders.apply(False)
+    watch_collections(False)
+    _locate_callers(False)
 
 
 #: The display hooks, switched after the tracing wrappers (``_api.HOOK_SETS``).
-HOOKS: Final = HookSet("exceptions", _targets, on=_on, off=_off, watch=(UVLOOP_MODULE,))
+HOOKS: Final = HookSet("exceptions", _targets, on=_on, off=_off, watch=(UVLOOP_MODULE,), imported=_imported)
 
 
 def patched_attributes() -> list[tuple[Any, str]]:

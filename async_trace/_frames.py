@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from ._chain import Frames
 from ._hooks import on_disable
+from ._inapp import resolved_path
 from ._loops import UVLOOP_RUNNER_FILE, UVLOOP_RUNNER_FUNCTION
 from ._stack import HANDLE_RUN
 
@@ -108,7 +109,7 @@ def frame_kind(code: CodeType) -> int:
         return CUT  # not cached: rare (once per worker frame shown)
     if _loop_callers.get(id(code)) is code:
         return LOOP_CALLER  # not cached: rare, and the registry can grow after a lookup
-    filename = os.path.abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
+    filename = resolved_path(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
     if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
         key = (os.path.basename(filename), code.co_name)
         kind = CUT if key in _ENTRY_POINTS else SKIP

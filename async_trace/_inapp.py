@@ -40,6 +40,29 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 LIBRARY_DIRS: Final = _library_dirs()
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # started in a directory since deleted
+        return os.sep
+
+
+#: The working directory when async_trace was imported (off the loop). A relative file name
+#: (``compile(src, "mod.py", ...)``, Cython's) is taken relative to it, so that classifying a
+#: frame asks the filesystem nothing: it runs on the event loop's thread (blockbuster flags
+#: ``os.path.abspath``'s ``getcwd()``), and the working directory may be gone by then.
+_CWD: Final = _cwd()
+
+
+def resolved_path(filename: str) -> str:
+    """``filename`` absolute and normalised, as ``os.path.abspath`` makes it, without a system call."""
+    if not os.path.isabs(filename):
+        filename = os.path.join(_CWD, filename)
+    return os.path.normpath(filename)
+
+
 _MARKS: Final = frozenset({"site-packages", "dist-packages"})
 
 #: What one file name was classified as: ``(in_app, package, package-relative path)``;
@@ -102,7 +125,7 @@ def _classify(filename: str) -> Kind:
         return (package in settings.in_app_include, package, filename)
     if filename.startswith("<"):
         return _APP  # <string>, <stdin>, <doctest ...>: code the program made
-    path = os.path.normcase(os.path.abspath(filename))
+    path = os.path.normcase(resolved_path(filename))
     parts = path.replace(os.sep, "/").split("/")
     relative: str | None = None
     # The last site-packages / dist-packages component: the import root.

@@ -38,6 +38,7 @@ from ._chain import (
     make_elided,
     make_root,
     named_copy,
+    stop_frame,
     task_name,
 )
 from ._compat import coro_of, in_eager_first_step, task_context
@@ -139,7 +140,7 @@ def in_first_step(task: Any, coro: Any, inherited: Node | None) -> Node | None:
     """
     if inherited is None or not tracing_enabled():
         return None
-    start = getattr(coro, "cr_frame", None)
+    start = stop_frame(coro)
     start = start.f_back if start is not None else None
     if start is None or not in_eager_first_step(task, start):
         return None

@@ -17,7 +17,7 @@ from ._chain import creator_ref
 from ._collect import chain_trace
 from ._compat import add_note
 from ._config import settings
-from ._origins import KEY, Found, Provisional, Shown, is_hop, origin_of, store
+from ._origins import Found, Provisional, Shown, is_hop, origin_of, record_of, store
 from ._render import exception_note
 from ._types import LibraryFrames, Style, TraceData, TraceFrame
 
@@ -119,7 +119,7 @@ def note(
     re-raised in the awaiting coroutine (see :class:`Provisional`); a later
     call replaces that note with the final one. Returns the note added now, if any.
     """
-    before = getattr(exc, KEY, None)
+    before = record_of(exc)
     if type(before) is Shown:
         return None
     found = origin_of(exc)

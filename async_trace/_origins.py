@@ -23,7 +23,7 @@ import sys
 from types import FrameType
 from typing import Any, Final
 
-from ._chain import CURRENT, ExecutorNode, Node, ProcessNode, creator_ref, field_getter, task_name
+from ._chain import CURRENT, ExecutorNode, Node, ProcessNode, creator_ref, field_getter, stop_frame, task_name
 from ._collect import registered_tasks
 from ._compat import C_TASK_LISTS, coro_of
 from ._lineage import is_own, task_node
@@ -45,6 +45,29 @@ _tuple_new: Final = tuple.__new__
 #: Whether an unwind hook records origins as exceptions leave their tasks (set by
 #: :mod:`._record_unwind`): then an exception that left another task was recorded as it did.
 _recording = False
+
+
+#: Whether the garbage collector is collecting now (a ``gc.callbacks`` entry, while the display
+#: hooks are on): a finaliser's exception reported then (an unraisable ``ResourceWarning`` under
+#: ``-W error``) was not raised by the task that happens to run the collection.
+_collecting = False
+
+
+def _gc_phase(phase: str, info: dict[str, int]) -> None:
+    global _collecting
+    _collecting = phase == "start"
+
+
+def watch_collections(on: bool) -> None:
+    """Follow the garbage collector's collections (``on``), or stop."""
+    global _collecting
+    if on:
+        if _gc_phase not in gc.callbacks:
+            gc.callbacks.append(_gc_phase)
+    else:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(_gc_phase)
+        _collecting = False
 
 
 def set_recording(on: bool) -> None:
@@ -116,10 +139,30 @@ def make_origin(node: Node | None, task: Any, kind: type[Origin] = Origin) -> Or
     return _tuple_new(kind, (node, creator_ref(task), task_name(task)))
 
 
+_object_setattr: Final = object.__setattr__
+_object_getattribute: Final = object.__getattribute__
+
+
 def store(exc: BaseException, origin: Origin) -> None:
-    # An exception type refusing attributes: nothing is recorded.
+    """Record ``origin`` on ``exc``, past any ``__setattr__`` of its class (a dict-backed error object's)."""
+    # An exception object refusing attributes: nothing is recorded.
     with contextlib.suppress(Exception):
-        setattr(exc, KEY, origin)
+        _object_setattr(exc, KEY, origin)
+
+
+def record_of(exc: BaseException) -> Origin | None:
+    """The origin recorded on ``exc``, or ``None``; never runs code of the exception's class.
+
+    ``getattr(exc, KEY)`` would call a ``__getattr__`` of the program's (many API clients' error
+    objects look attributes up in a dict and raise ``KeyError``); the record is read from the
+    instance dict directly, where :func:`store` put it.
+    """
+    try:
+        found = _object_getattribute(exc, "__dict__").get(KEY)
+    except Exception:  # noqa: BLE001 - no instance dict, or not an exception at all
+        return None
+    kind = type(found)
+    return found if kind is Origin or kind is Shown or kind is Provisional else None
 
 
 def origin_of_task(task: Any) -> Origin | None:
@@ -172,6 +215,9 @@ def _caught_here(exc: BaseException) -> Origin | None:
     tb = exc.__traceback__
     if tb is None or (not _recording and _coroutine_frames(exc) > 1):
         return None
+    if _collecting and sys.exc_info()[1] is not exc:
+        # A finaliser's, reported during a collection: the frames on the stack only ran the collection.
+        return None
     loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
     if task is None:
@@ -180,7 +226,7 @@ def _caught_here(exc: BaseException) -> Origin | None:
         if type(node) is ExecutorNode and _on_stack(tb.tb_frame, None):
             return _tuple_new(Origin, (node, None, None))
         return None
-    stop = getattr(task.get_coro(), "cr_frame", None)
+    stop = stop_frame(task.get_coro())
     return origin_of_task(task) if _on_stack(tb.tb_frame, stop) else None
 
 
@@ -204,8 +250,8 @@ def _on_stack(target: FrameType, stop: FrameType | None) -> bool:
 
 def origin_of(exc: BaseException) -> Found | None:
     """Where ``exc`` was raised, from its record or found now (and then recorded)."""
-    origin = getattr(exc, KEY, None)
-    if not isinstance(origin, Origin):
+    origin = record_of(exc)
+    if origin is None:
         origin = _search_done(exc) if _coroutine_frames(exc) else None
         if origin is None:
             origin = _caught_here(exc)
@@ -242,7 +288,7 @@ def record_hop_origin(node: ProcessNode, future: Any) -> None:
     """
     # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
     exc = getattr(future, "_exception", None)
-    if exc is not None and getattr(exc, KEY, None) is None and isinstance(exc, Exception):
+    if exc is not None and record_of(exc) is None and isinstance(exc, Exception):
         store(exc, _tuple_new(Origin, (node, None, None)))
 
 

@@ -20,7 +20,7 @@ from ._config import settings
 from ._failsafe import warn_internal
 from ._hooks import call_watchers, task_watchers
 from ._notes import note
-from ._origins import KEY, Origin, failure, origin_of_task, store
+from ._origins import Origin, failure, origin_of_task, record_of, store
 
 __all__: list[str] = []
 
@@ -40,7 +40,7 @@ def _task_done(task: Any) -> None:
         exc = failure(task)
         if exc is None:
             return
-        if getattr(exc, KEY, None) is None:
+        if record_of(exc) is None:
             origin = origin_of_task(task)
             if origin is None:
                 return  # created while tracing was off
@@ -56,7 +56,7 @@ def _call_done(node: Node, future: Any) -> None:
         exc = failure(future)
         if exc is None:
             return
-        if getattr(exc, KEY, None) is None:
+        if record_of(exc) is None:
             store(exc, _tuple_new(Origin, (node, None, None)))
         note(exc, settings.note_style, early=True)
     except Exception as err:  # noqa: BLE001 - a callback of the program's future must not fail

@@ -22,7 +22,7 @@ from ._config import settings
 from ._failsafe import warn_internal
 from ._frames import USER, frame_kind
 from ._notes import note
-from ._origins import CORO_FLAGS, KEY, NOT_FAILURES, Origin, Shown, make_origin, set_recording, store
+from ._origins import CORO_FLAGS, NOT_FAILURES, Origin, Shown, make_origin, record_of, set_recording, store
 
 __all__: list[str] = []
 
@@ -45,14 +45,15 @@ def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
     An exception caught inside its task is never recorded: when it is
     printed there, the running task is its origin (see :func:`_caught_here`).
     """
-    if code.co_flags & CORO_FLAGS:
-        node = _get_current()
-        if node is None or node.code is not code:
-            return  # not leaving a traced task
-        origin = getattr(exc, KEY, None)
-        if origin is not None and (not settings.eager_notes or type(origin) is Shown):
-            return  # recorded when it left an inner task
-        try:
+    # Nothing may leave this callback: an exception raised here replaces the program's in flight.
+    try:
+        if code.co_flags & CORO_FLAGS:
+            node = _get_current()
+            if node is None or node.code is not code:
+                return  # not leaving a traced task
+            origin = record_of(exc)
+            if origin is not None and (not settings.eager_notes or type(origin) is Shown):
+                return  # recorded when it left an inner task
             if origin is None:
                 if not isinstance(exc, Exception) or isinstance(exc, NOT_FAILURES):
                     return  # cancellation, exits, iteration: not failures
@@ -61,21 +62,18 @@ def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
                 store(exc, make_origin(node, task))
             if settings.eager_notes:
                 note(exc, settings.note_style)
-        except Exception as err:  # noqa: BLE001 - never disturb the exception in flight
-            warn_internal(err, "recording an exception's origin")
-    elif (
-        type(_get_current()) is ExecutorNode
-        and getattr(exc, KEY, None) is None
-        and isinstance(exc, Exception)
-        and not isinstance(exc, NOT_FAILURES)
-        and _leaves_the_call(sys._getframe(1))
-    ):
-        store(exc, _tuple_new(Origin, (_get_current(), None, None)))
-        if settings.eager_notes:
-            try:
+        elif (
+            type(_get_current()) is ExecutorNode
+            and record_of(exc) is None
+            and isinstance(exc, Exception)
+            and not isinstance(exc, NOT_FAILURES)
+            and _leaves_the_call(sys._getframe(1))
+        ):
+            store(exc, _tuple_new(Origin, (_get_current(), None, None)))
+            if settings.eager_notes:
                 note(exc, settings.note_style, early=True)
-            except Exception as err:  # noqa: BLE001 - never disturb the exception in flight
-                warn_internal(err, "adding an executor call's origin note")
+    except Exception as err:  # noqa: BLE001 - never disturb the exception in flight
+        warn_internal(err, "recording an exception's origin")
 
 
 def _leaves_the_call(frame: FrameType) -> bool:

@@ -14,7 +14,7 @@ import asyncio
 import gc
 import sys
 import threading
-from types import CodeType, CoroutineType, FrameType
+from types import CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Final, TextIO
 
 from ._chain import (
@@ -25,6 +25,7 @@ from ._chain import (
     RootNode,
     ThreadRootNode,
     is_adopted,
+    stop_frame,
     task_name,
 )
 from ._collect import TaskIndex, append_frames
@@ -128,7 +129,7 @@ def _running(task: Any, loop: Any) -> list[TraceFrame] | None:
 
     (A running coroutine reports no ``cr_await``.) ``None`` if its frame is not on that stack.
     """
-    stop = getattr(coro_of(task), "cr_frame", None)
+    stop = stop_frame(coro_of(task))
     ident = loop_thread(loop)
     frame: FrameType | None
     frame = sys._getframe(1) if ident is None or ident == threading.get_ident() else sys._current_frames().get(ident)
@@ -149,9 +150,11 @@ def _suspended(task: Any) -> list[TraceFrame]:
         if type(coro) is CoroutineType:
             frame = coro.cr_frame
             nxt = coro.cr_await
-        else:  # a generator-based coroutine, or an awaitable object without a frame
-            frame = getattr(coro, "gi_frame", None)
-            nxt = getattr(coro, "gi_yieldfrom", None)
+        elif type(coro) is GeneratorType:  # a generator-based coroutine (an awaitable's __await__)
+            frame = coro.gi_frame
+            nxt = coro.gi_yieldfrom
+        else:  # an awaitable object: no frame, and none of its attributes are read
+            break
         if frame is None:
             break
         code = frame.f_code

@@ -16,6 +16,7 @@ __all__ = [
     "STYLES",
     "AsyncTraceWarning",
     "ExecutorThread",
+    "InternalErrors",
     "LibraryFrames",
     "Style",
     "TaskInfo",
@@ -107,6 +108,16 @@ class ProcessHopName(str):
         self = super().__new__(cls, name)
         self.pid = pid
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class InternalErrors:
+    """What :func:`async_trace.internal_errors` returns: the internal failures met and fallen back from."""
+
+    #: How many, since the process started.
+    count: int
+    #: The latest, in one line (``"while capturing a task creation (RuntimeError: ...)"``); ``None`` before the first.
+    last: str | None
 
 
 class AsyncTraceWarning(RuntimeWarning):

@@ -50,7 +50,7 @@ from ._chain import task_name
 from ._collect import has_line
 from ._exceptions import exception_trace
 from ._failsafe import warn_internal
-from ._inapp import is_library
+from ._inapp import is_library, resolved_path
 from ._json import trace_to_dict
 from ._render_line import chain_line
 from ._types import TraceData, TraceFrame
@@ -91,7 +91,7 @@ def _relative(filename: str) -> str:
     """The path below the longest ``sys.path`` entry holding it, as sentry-sdk names its frames' files."""
     best = ""
     for entry in sys.path:
-        root = os.path.join(os.path.abspath(entry or os.curdir), "")
+        root = os.path.join(resolved_path(entry or os.curdir), "")
         if filename.startswith(root) and len(root) > len(best):
             best = root
     return filename[len(best) :] if best else os.path.basename(filename)

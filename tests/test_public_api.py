@@ -41,6 +41,7 @@ def test_all_has_the_documented_names() -> None:
 #: The whole public namespace, pinned: a name added or removed is a decision, made here too.
 PUBLIC = CORE | {
     "ExecutorThread",
+    "InternalErrors",
     "JSONFrame",
     "JSONTask",
     "JSONTrace",
@@ -54,6 +55,7 @@ PUBLIC = CORE | {
     "exception_trace",
     "format_exception",
     "format_task_tree",
+    "internal_errors",
     "print_exception",
     "print_task_tree",
     "trace_to_dict",

@@ -52,9 +52,12 @@ def coro_of(task: Any) -> Any:
     if _GET_CORO_CRASHES and task.done():
         # The coroutine, if still held, is the last coroutine among the task's references
         # (the C task visits its result before its coroutine).
+        # Asked of the type: an instance's __getattr__ (the task's result or exception may be
+        # any object of the program's) never runs.
         found = None
         for obj in gc.get_referents(task):
-            if any(hasattr(obj, attr) for attr in _CORO_ATTRS):
+            kind = type(obj)
+            if any(hasattr(kind, attr) for attr in _CORO_ATTRS):
                 found = obj
         return found
     return task.get_coro()
