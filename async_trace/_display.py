@@ -20,6 +20,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Final
 
 from . import _notes_py310, _recorders
@@ -170,13 +171,13 @@ _LOGGING_FILE: Final = os.path.normcase(logging.addLevelName.__code__.co_filenam
 
 
 def _locate(record: logging.LogRecord) -> None:
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = os.path.normcase(frame.f_code.co_filename)
         internal = filename == _LOGGING_FILE or ("importlib" in filename and "_bootstrap" in filename)
         if not internal and not filename.startswith(_PACKAGE_DIR):
             break
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     if frame is None:  # what logging.Logger.findCaller gives when no frame is left
         pathname, lineno, function = "(unknown file)", 0, "(unknown function)"
     else:

@@ -139,15 +139,19 @@ def make_origin(node: Node | None, task: Any, kind: type[Origin] = Origin) -> Or
     return _tuple_new(kind, (node, creator_ref(task), task_name(task)))
 
 
-_object_setattr: Final = object.__setattr__
+_exception_setattr: Final = BaseException.__setattr__
 _object_getattribute: Final = object.__getattribute__
 
 
 def store(exc: BaseException, origin: Origin) -> None:
-    """Record ``origin`` on ``exc``, past any ``__setattr__`` of its class (a dict-backed error object's)."""
-    # An exception object refusing attributes: nothing is recorded.
-    with contextlib.suppress(Exception):
-        _object_setattr(exc, KEY, origin)
+    """Record ``origin`` in ``exc``'s instance dict, unless its class decides its own attributes.
+
+    A class with a ``__setattr__`` of its own (a frozen exception, one that stores attributes
+    elsewhere) is left alone: nothing is recorded, and none of its code runs.
+    """
+    with contextlib.suppress(Exception):  # no instance dict: nothing is recorded
+        if type(exc).__setattr__ is _exception_setattr:
+            _exception_setattr(exc, KEY, origin)
 
 
 def record_of(exc: BaseException) -> Origin | None:

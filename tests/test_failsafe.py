@@ -91,12 +91,16 @@ def test_capture_failure_falls_back_and_warns_once(
 
 
 def test_capture_failure_under_an_error_filter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With warnings turned into errors, a capture failure still raises nothing into user code."""
+    """With warnings turned into errors, a capture failure raises nothing into user code, and is shown."""
     monkeypatch.setattr(_capture, "capture", _boom)
     monkeypatch.setattr(_capture, "walk", _boom)
+    shown: list[str] = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *args, **kwargs: shown.append(str(message)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert asyncio.run(_workload()) == WORKLOAD_RESULT
+    assert len(shown) == 1
+    assert "RuntimeError: injected" in shown[0]
 
 
 def test_capture_failure_leaves_the_context_clean(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,6 +103,8 @@ class DictBackedError(Exception):
         self.data = {"code": code}
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # what Python itself looks up (__notes__ when printed)
+            raise AttributeError(name)
         return self.__dict__["data"][name]
 
 
@@ -118,12 +120,17 @@ def test_an_exception_whose_getattr_raises_leaves_its_task_as_it_is(
         try:
             await asyncio.create_task(fails())
         except DictBackedError as exc:
-            return f"caught code={exc.code}", async_trace.exception_trace(exc) is not None
+            # Recorded (on 3.12+ as it left its task), so found and noted once however often it is printed.
+            found = async_trace.exception_trace(exc) is not None
+            for _ in range(2):
+                traceback.format_exception(DictBackedError, exc, exc.__traceback__)
+            return f"caught code={exc.code} notes={len(exc.__dict__.get('__notes__', []))}", found
         return "not raised", False
 
     before = internal_errors().count
     plain, traced = plain_and_traced(lambda: asyncio.run(main()))
-    assert (plain, traced) == (("caught code=404", False), ("caught code=404", True))
+    notes = 1 if sys.version_info >= (3, 11) else 0  # 3.10 prints the note without adding it
+    assert (plain, traced) == (("caught code=404 notes=0", False), (f"caught code=404 notes={notes}", True))
     assert internal_errors().count == before
 
 
@@ -316,7 +323,11 @@ def test_hostile_coroutine_like_objects_fail_as_plain(
     async def main() -> list[str]:
         loop = asyncio.get_running_loop()
         out = []
-        for attempt in (lambda: loop.create_task(Awaitable()), lambda: asyncio.ensure_future(Awaitable())):
+        attempts: list[Callable[[], Any]] = [
+            lambda: loop.create_task(Awaitable()),
+            lambda: asyncio.ensure_future(Awaitable()),
+        ]
+        for attempt in attempts:
             try:
                 attempt()
             except BaseException as exc:

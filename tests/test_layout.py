@@ -1252,7 +1252,7 @@ def test_the_create_task_fast_path_makes_what_capture_makes(
 
     async def main() -> None:
         if eager and hasattr(asyncio, "eager_task_factory"):
-            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
         await program.run(plan)
 
     async_trace.enable_tracing(max_depth=max_depth)
