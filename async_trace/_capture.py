@@ -53,9 +53,9 @@ from ._compat import HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_
 from ._config import new_epoch, settings
 from ._contexts import ContextCall, context_of_run
 from ._failsafe import warn_internal
-from ._frames import note_loop_caller
+from ._frames import creating_frame, note_loop_caller, protocol_frames, protocol_get, protocol_method
 from ._hooks import HookSet, Target, call_watchers, on_disable, task_watchers
-from ._lineage import adopt_root, compact, is_own, name_root, running_node
+from ._lineage import adopt_root, compact, connection_parent, is_own, name_root, running_node
 from ._loops import (
     TASK_FACTORY_ATTR,
     UNREADABLE,
@@ -158,11 +158,22 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                         depth = 1
                         while _frame_module(depth) in _ASYNCIO_CALLERS:
                             depth += 1
-                        frames = walk(sys._getframe(depth), creator_coro.cr_frame)
+                        start = sys._getframe(depth)
+                        frames = walk(start, creator_coro.cr_frame)
+                        asker: Any = start
                     else:
-                        frames = walk(sys._getframe(1), creator_coro.cr_frame)
+                        start = sys._getframe(1)
+                        frames = walk(start, creator_coro.cr_frame)
+                        asker = creating_frame(start)
                     made_code = coro.cr_code if type(coro) is _CoroutineType else coro_code(coro)
                     ref = _weakref(creator)  # the existing ref when there is one
+                    # protocol_method(asker), its cache hit inlined: a task a protocol method creates
+                    # belongs to the connection (see _lineage.connection_parent).
+                    asked = asker.f_code
+                    hit = _protocol_get(id(asked))
+                    if hit[1] if hit is not None and hit[0] is asked else protocol_method(asker):
+                        parent, ref = connection_parent(parent, asked, ref)
+                        frames = protocol_frames(frames, asker)
                     node = _siblings.node
                     if (
                         node.parent is not parent
@@ -261,6 +272,7 @@ _tuple_new: Final = tuple.__new__
 _settings: Final = settings
 _CoroutineType: Final = CoroutineType
 _frame_module: Final = frame_module
+_protocol_get: Final = protocol_get
 _task_watchers: Final = task_watchers
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
@@ -443,13 +455,19 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, made_code: Any
             parent = name_root(parent, task)
         stop = stop_frame(coro)
         creator = creator_ref(task)
+    frames = walk(frame, stop)
     if parent is None:
-        return _tuple_new(kind, (None, 1, made_code, walk(frame, stop), creator))
+        return _tuple_new(kind, (None, 1, made_code, frames, creator))
+    if kind is TaskNode:
+        asker = creating_frame(frame)
+        if asker is not None and protocol_method(asker):
+            parent, creator = connection_parent(parent, asker.f_code, creator)
+            frames = protocol_frames(frames, asker)
     depth = parent.depth + 1
     if depth > settings.max_depth:
         parent = compact(parent)
         depth = parent.depth + 1
-    return _tuple_new(kind, (parent, depth, made_code, walk(frame, stop), creator))
+    return _tuple_new(kind, (parent, depth, made_code, frames, creator))
 
 
 # --- the hook set -------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events
+import sys
 from types import FrameType
 from typing import Any, Final
 
@@ -32,7 +33,7 @@ from ._chain import (
 from ._compat import TASK_REGISTRIES, coro_of
 from ._frames import UNKNOWN_LINE_TEXT, Resolved, elided, resolve, resolve_uncached, resolved_get
 from ._inapp import in_app, in_app_cache
-from ._lineage import is_own, node_of_task, running_node
+from ._lineage import hop_node, is_own, node_of_task, running_node
 from ._stack import walk
 from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
 
@@ -167,6 +168,9 @@ def trace_from(start: FrameType | None) -> TraceData:
             node = None
     else:
         append_frames(frames, resolve_uncached(walk(start, None, remember=False)), None, False)
+        if loop is None:
+            # An executor function run in a context the program copied: the hop is the call's.
+            node = hop_node(node, start) or node
     remote = _hop.CHAIN.get()
     # In a process-pool worker, the call itself (node None) is an executor call too.
     in_executor = loop is None and (type(node) is ExecutorNode or (node is None and remote is not None))
@@ -272,9 +276,12 @@ def append_chain(
 def current_node() -> tuple[Node, Any] | None:
     """The chain node of the running task or executor call, and the running task (or ``None``)."""
     node = _get_current()
+    loop = _get_running_loop()
+    if loop is None:
+        # An executor function run in a context the program copied: the hop is the call's.
+        node = hop_node(node, sys._getframe(1)) or node
     if node is None:
         return None
-    loop = _get_running_loop()
     task = _current_task(loop) if loop is not None else None
     coro = task.get_coro() if task is not None else None
     if task is not None and not is_own(node, coro):

@@ -9,12 +9,24 @@ executor hook and for the discovery of executor threads.
 
 from __future__ import annotations
 
+import concurrent.futures.thread
 import functools
 from collections.abc import Callable
 from contextvars import Context
-from typing import Any
+from types import CodeType, FrameType
+from typing import Any, Final
+
+from ._compat import work_item_fn
+from ._frames import entry_codes
 
 __all__: list[str] = []
+
+#: ``concurrent.futures``' work item's ``run``: where a pool thread enters the call it was handed.
+WORK_ITEM_RUN: Final[CodeType | None] = getattr(
+    getattr(getattr(concurrent.futures.thread, "_WorkItem", None), "run", None), "__code__", None
+)
+#: Frames looked at for the entry of an executor call, at most (a debugging aid must not hang).
+_MAX_FRAMES: Final = 10_000
 
 
 def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,3 +70,29 @@ def context_of_run(func: Any) -> Context | None:
         if type(owner) is Context and getattr(target, "__name__", None) == "run":
             return owner
     return None
+
+
+def entered_call(frame: FrameType | None) -> FrameType | None:
+    """The frame that entered the executor call running on ``frame``'s stack: a pool's work item, a library
+    worker's entry (anyio's); ``None`` outside such a call."""
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code is WORK_ITEM_RUN:
+            return frame
+        entry = entry_codes.get(id(code))
+        if entry is not None and entry[0] is code:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def call_context(frame: FrameType) -> Context | None:
+    """The Context an executor call runs in, from the frame that entered it (see :func:`entered_call`)."""
+    entry = entry_codes.get(id(frame.f_code))
+    if entry is not None and entry[0] is frame.f_code:
+        # A library's worker (anyio's WorkerThread.run: ``context.run(func, *args)``): the call is a local.
+        return context_of_run(frame.f_locals.get(entry[1]))
+    # Our ContextCall, or asyncio.to_thread's partial(ctx.run, ...), as the pool's work item holds it.
+    return context_of_run(work_item_fn(frame.f_locals.get("self")))

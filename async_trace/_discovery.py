@@ -8,7 +8,6 @@ another thread changing what it reads (a debugging aid must not raise).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures.thread
 import contextlib
 import functools
 import sys
@@ -19,10 +18,10 @@ from typing import Any, Final
 
 from ._chain import CURRENT, ExecutorNode
 from ._collect import append_frames, loop_of, registered_tasks
-from ._compat import awaited_by, work_item_fn
-from ._contexts import context_of_run
+from ._compat import awaited_by
+from ._contexts import call_context, entered_call
 from ._failsafe import warn_internal
-from ._frames import entry_codes, resolve_uncached
+from ._frames import resolve_uncached
 from ._loops import seen_loops
 from ._stack import walk
 from ._types import TraceFrame
@@ -180,20 +179,6 @@ def awaiter_edges(tasks: list[Any]) -> dict[int, list[Any]]:
 
 # --- executor threads ---------------------------------------------------------
 
-_WORK_ITEM_RUN: Final[CodeType | None] = getattr(
-    getattr(getattr(concurrent.futures.thread, "_WorkItem", None), "run", None), "__code__", None
-)
-
-
-def _context_of_frame(frame: FrameType) -> Any:
-    """The Context an executor call runs in, from the frame that entered it."""
-    entry = entry_codes.get(id(frame.f_code))
-    if entry is not None and entry[0] is frame.f_code:
-        # A library's worker (anyio's WorkerThread.run: ``context.run(func, *args)``): the call is a local.
-        return context_of_run(frame.f_locals.get(entry[1]))
-    # Our ContextCall, or asyncio.to_thread's partial(ctx.run, ...), as the pool's work item holds it.
-    return context_of_run(work_item_fn(frame.f_locals.get("self")))
-
 
 def executor_threads() -> list[tuple[Any, ExecutorThreadData]]:
     """``(task that made the call, thread)`` for every thread running a traced executor call now."""
@@ -213,17 +198,10 @@ def executor_threads() -> list[tuple[Any, ExecutorThreadData]]:
     return out
 
 
-def _is_entry(code: CodeType) -> bool:
-    entry = entry_codes.get(id(code))
-    return entry is not None and entry[0] is code
-
-
 def _executor_call(top: FrameType, ident: int, names: dict[int | None, str]) -> tuple[Any, ExecutorThreadData] | None:
     """``(task that made the call, thread)`` if the thread with frame ``top`` runs a traced executor call."""
-    frame: FrameType | None = top
-    while frame is not None and frame.f_code is not _WORK_ITEM_RUN and not _is_entry(frame.f_code):
-        frame = frame.f_back
-    ctx = _context_of_frame(frame) if frame is not None else None
+    frame = entered_call(top)
+    ctx = call_context(frame) if frame is not None else None
     node = ctx.get(CURRENT) if ctx is not None else None
     if type(node) is not ExecutorNode:
         return None

@@ -13,6 +13,7 @@ created.
 from __future__ import annotations
 
 import asyncio
+import asyncio.tasks
 import concurrent.futures
 import os
 import threading
@@ -235,4 +236,89 @@ def add_entry_code(code: CodeType, call_local: str) -> None:
     _kind_cache.pop(id(code), None)
 
 
+#: id(code) -> (code, whether it is a method of an asyncio protocol): see :func:`protocol_method`.
+_protocol_cache: dict[int, tuple[CodeType, bool]] = {}
+#: For callers that inline a cache hit (task creation): the cache is cleared, never replaced.
+protocol_get: Final = _protocol_cache.get
+#: Codes of asyncio's own functions between a program's line and ``loop.create_task``: where a
+#: creating frame is looked for, these are stepped over.
+_ASYNCIO_CREATORS: Final[dict[int, CodeType]] = {
+    id(code): code
+    for code in (
+        getattr(getattr(asyncio.tasks, name, None), "__code__", None)
+        for name in ("create_task", "ensure_future", "_ensure_future", "gather")
+    )
+    if code is not None
+}
+
+
+def creating_frame(frame: FrameType | None) -> FrameType | None:
+    """The frame of the line that asked for a task: ``frame``, or the first caller past asyncio's own helpers."""
+    for _ in range(8):
+        if frame is None:
+            return None
+        found = _ASYNCIO_CREATORS.get(id(frame.f_code))
+        if found is None or found is not frame.f_code:
+            return frame
+        frame = frame.f_back
+    return frame
+
+
+def creating_code(frames: Frames) -> Any:
+    """The code of a hop's creating line: its first frame's, past asyncio's own helpers (``None`` if none)."""
+    for i in range(0, min(len(frames), 16), 2):
+        code: Any = frames[i]
+        found = _ASYNCIO_CREATORS.get(id(code))
+        if found is None or found is not code:
+            return code
+    return None
+
+
+def protocol_method(frame: FrameType) -> bool:
+    """Whether ``frame`` runs a method of an asyncio protocol (its ``self`` a ``BaseProtocol``), cached by code.
+
+    A task such a method creates belongs to the protocol's connection (see
+    :func:`._lineage.connection_parent`). Decided once per code object, from
+    the first frame seen running it.
+    """
+    code = frame.f_code
+    hit = _protocol_cache.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    answer = False
+    if code.co_argcount and code.co_varnames[0] == "self":
+        try:
+            answer = isinstance(frame.f_locals.get("self"), asyncio.BaseProtocol)
+        except Exception:  # noqa: BLE001 - a self whose class refuses isinstance(): not a protocol
+            answer = False
+    if len(_protocol_cache) >= _CACHE_MAX:
+        _protocol_cache.clear()
+    _protocol_cache[id(code)] = (code, answer)
+    return answer
+
+
+def protocol_frames(frames: Frames, asker: FrameType) -> Frames:
+    """A protocol-made task's creating frames: ``frames`` cut after the protocol methods from ``asker`` out.
+
+    The connection asked for the task, whatever ran the protocol's method (a
+    reader callback, or an earlier request's ``send()`` when requests are
+    pipelined): the frames beyond the protocol's own are not its request's.
+    """
+    code = asker.f_code
+    start = 0
+    while start < len(frames) and start < 16 and frames[start] is not code:
+        start += 2
+    end = start
+    frame: FrameType | None = asker
+    while frame is not None and end < len(frames) and frames[end] is frame.f_code and protocol_method(frame):
+        end += 2
+        frame = frame.f_back
+    return frames[:end] if start < end < len(frames) else frames
+
+
+def _clear_protocol_cache() -> None:
+    _protocol_cache.clear()
+
+
 on_disable(_clear_caches)
+on_disable(_clear_protocol_cache)

@@ -31,6 +31,7 @@ from ._chain import (
     CURRENT,
     UNKNOWN_LINE,
     ElidedNode,
+    ExecutorNode,
     Node,
     RootNode,
     TaskNode,
@@ -43,6 +44,8 @@ from ._chain import (
 )
 from ._compat import coro_of, in_eager_first_step, task_context
 from ._config import settings
+from ._contexts import call_context, entered_call
+from ._frames import creating_code
 from ._hooks import on_disable, tracing_enabled
 from ._stack import walk
 
@@ -256,6 +259,54 @@ def task_node(task: Any) -> Node | None:
         # Built where no hook saw it (its creator's node); else created while tracing was off.
         return store_inherited(task, coro, node)
     return node
+
+
+def hop_node(node: Node | None, frame: FrameType | None) -> Node | None:
+    """In a thread with no running loop: the executor hop the code at ``frame`` runs under, when ``node`` is not it.
+
+    The program may run its function in a context it copied before the call
+    (``run_in_executor(None, lambda: ctx.run(f))``, ``ctx.run`` itself, as
+    structlog's async methods and asgiref do): ``f`` then sees the node of the
+    task that copied it, not the hop's. The hop is in the context the pool's
+    work item (or anyio's worker) entered the call with. ``None`` where
+    ``node`` is the hop, or a node below it.
+    """
+    if type(node) is ExecutorNode:
+        return None
+    entry = entered_call(frame)
+    ctx = call_context(entry) if entry is not None else None
+    hop = ctx.get(CURRENT) if ctx is not None else None
+    if type(hop) is not ExecutorNode:
+        return None
+    below: Node | None = node
+    for _ in range(4 * settings.max_depth + 16):  # compact() keeps chains shorter than this
+        if below is None:
+            break
+        if below is hop:
+            return None
+        below = below.parent
+    return hop
+
+
+def connection_parent(parent: Node, code: Any, ref: Any) -> tuple[Node, Any]:
+    """The parent (and creator reference) of a task a protocol method running ``code`` creates.
+
+    A protocol's requests belong to its connection, not to each other. A
+    method that creates a task per request (uvicorn's ``handle_events``) may
+    run in an earlier request's context: from a reader callback that request
+    re-armed with ``transport.resume_reading()`` (python/cpython#140947), or
+    inside that request's task when requests are pipelined. So the tasks that
+    this same code created are stepped over: the new task hangs where the
+    connection's first request hangs, and every request's chain has the same
+    length. ``ref`` is the creator reference the node would get.
+    """
+    for _ in range(4 * settings.max_depth + 16):  # compact() keeps chains shorter than this
+        above = parent.parent
+        if type(parent) is not TaskNode or above is None or creating_code(parent.frames) is not code:
+            break
+        ref = parent.creator_ref
+        parent = above
+    return parent, ref
 
 
 def _forget() -> None:

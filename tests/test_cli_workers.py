@@ -416,7 +416,7 @@ def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> No
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
 def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path: Path) -> None:
-    """gunicorn -k uvicorn.workers.UvicornWorker forks its workers: they inherit tracing and the dump signal.
+    """gunicorn -k uvicorn.workers.UvicornH11Worker forks its workers: they inherit tracing and the dump signal.
 
     gunicorn resets and takes USR1, USR2, HUP, TTIN, TTOU, WINCH in the arbiter and its workers: a signal it does
     not use (URG, ignored by default) dumps each worker's tree; the loop is uvloop's where installed.
@@ -426,7 +426,7 @@ def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path:
     app = write(tmp_path / "app.py", APP)
     sock = tmp_path / "g.sock"
     cmd = [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "async_trace", "--style", "arrows",
-           "--dump-signal", "URG", "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "2",
+           "--dump-signal", "URG", "-m", "gunicorn", "-k", "uvicorn.workers.UvicornH11Worker", "-w", "2",
            "--chdir", str(tmp_path), "-b", f"unix:{sock}", "app:app"]  # fmt: skip
     if "control_socket" in gunicorn_config.Config().settings:
         cmd.insert(cmd.index("app:app"), "--no-control-socket")  # gunicorn 25+: not in the home directory
