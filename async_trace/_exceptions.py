@@ -28,6 +28,7 @@ from . import _display, _recorders
 from ._compat import HAS_NOTES
 from ._config import check_library_frames, check_style, settings
 from ._failsafe import warn_internal
+from ._misuse import exception_error
 from ._notes import family, note, trace_of
 from ._notes_py310 import format_exception_lines
 from ._origins import origin_of
@@ -89,8 +90,8 @@ def exception_trace(exc: BaseException) -> TraceData | None:
     Raises:
         TypeError: ``exc`` is not an exception (otherwise it never raises).
     """
-    if not isinstance(exc, BaseException):
-        raise TypeError(f"exception_trace() takes an exception instance, not {type(exc).__name__}")
+    if (error := exception_error("exception_trace", exc)) is not None:
+        raise error
     try:
         found = origin_of(exc)
         return trace_of(found) if found is not None else None
@@ -138,8 +139,8 @@ def format_exception(
         TypeError: ``exc`` is not an exception.
         ValueError: an unknown ``style`` or ``library_frames``.
     """
-    if not isinstance(exc, BaseException):
-        raise TypeError(f"format_exception() takes an exception instance, not {type(exc).__name__}")
+    if (error := exception_error("format_exception", exc)) is not None:
+        raise error
     chosen = settings.note_style if style is None else style
     check_style(chosen)
     if library_frames is not None:
@@ -178,8 +179,8 @@ def print_exception(
         TypeError: ``exc`` is not an exception.
         ValueError: an unknown ``style`` or ``library_frames``.
     """
-    if not isinstance(exc, BaseException):
-        raise TypeError(f"print_exception() takes an exception instance, not {type(exc).__name__}")
+    if (error := exception_error("print_exception", exc)) is not None:
+        raise error
     check_style(settings.note_style if style is None else style)
     if library_frames is not None:
         check_library_frames(library_frames)
