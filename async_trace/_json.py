@@ -141,12 +141,20 @@ def trace_to_dict(trace: TraceData) -> JSONTrace:
         TypeError: ``trace`` is not a trace (a dict with ``frames``, each
             frame with the keys :class:`~async_trace.TraceFrame` requires).
     """
-    if (error := trace_error("trace_to_dict", trace, _REQUIRED)) is not None:
+    if (error := trace_error("trace_to_dict", trace)) is not None:
         raise error
+    try:
+        frames = _frames(trace["frames"])
+    except (KeyError, TypeError):
+        # Which frame lacks what, found only when one does (logging converts a trace per record).
+        error = trace_error("trace_to_dict", trace, _REQUIRED)
+        if error is None:
+            raise
+        raise error from None
     return {
-        "frames": _frames(trace["frames"]),
-        "current_task": _task(trace["current_task"]),
-        "in_executor": trace["in_executor"],
+        "frames": frames,
+        "current_task": _task(trace.get("current_task")),
+        "in_executor": trace.get("in_executor", False),
     }
 
 
@@ -156,9 +164,16 @@ def trace_to_json(trace: TraceData, **dumps_kwargs: Any) -> str:
     Raises:
         TypeError: ``trace`` is not a trace (as :func:`trace_to_dict`).
     """
-    if (error := trace_error("trace_to_json", trace, _REQUIRED)) is not None:
+    if (error := trace_error("trace_to_json", trace)) is not None:
         raise error
-    return json.dumps(trace_to_dict(trace), **dumps_kwargs)
+    try:
+        data = trace_to_dict(trace)
+    except TypeError:
+        error = trace_error("trace_to_json", trace, _REQUIRED)
+        if error is None:
+            raise
+        raise error from None
+    return json.dumps(data, **dumps_kwargs)
 
 
 def _loop(loop: Any) -> JSONLoop:

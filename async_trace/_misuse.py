@@ -28,8 +28,12 @@ def _kind(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def trace_error(func: str, trace: object, frame_keys: Iterable[str] = ()) -> TypeError | None:
-    """``None`` if ``trace`` is shaped as a trace whose frames each have ``frame_keys``; else the error to raise."""
+def trace_error(func: str, trace: object, frame_keys: Iterable[str] | None = None) -> TypeError | None:
+    """``None`` if ``trace`` is shaped as a trace whose frames each have ``frame_keys``; else the error to raise.
+
+    Without ``frame_keys`` only the trace itself is checked (its frames are
+    not visited: a cost paid per call, which logging pays per record).
+    """
     if not isinstance(trace, Mapping):
         return TypeError(f"{func}() takes {TRACE}; not {_kind(trace)}")
     if "frames" not in trace:
@@ -37,6 +41,8 @@ def trace_error(func: str, trace: object, frame_keys: Iterable[str] = ()) -> Typ
     frames = trace["frames"]
     if not isinstance(frames, Sequence) or isinstance(frames, (str, bytes)):
         return TypeError(f"{func}() takes {TRACE}; its 'frames' is a {_kind(frames)}, not a list of frame dicts")
+    if frame_keys is None:
+        return None
     wanted = tuple(frame_keys)
     for i, frame in enumerate(frames):
         if not isinstance(frame, Mapping):
