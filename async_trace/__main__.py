@@ -26,15 +26,15 @@ import importlib.machinery
 import io
 import os
 import runpy
-import signal
 import sys
 import types
 from collections.abc import Sequence
 from types import TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import _children, _pstree
 from ._children import CLIOptions
+from ._misuse import signal_number
 from ._pstree import COMMANDS
 from ._types import STYLES
 from ._version import __version__
@@ -109,13 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _signal_number(text: str) -> int:
-    """``USR1``, ``SIGUSR1`` or ``10`` -> the signal number (argparse reports a ValueError as invalid)."""
-    if text.isdigit():
-        return int(text)
-    name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
-    number = getattr(signal, name, None)
-    if not isinstance(number, int) or name.startswith("SIG_"):
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r}")
+    """``USR1``, ``SIGUSR1`` or ``10`` -> the signal number, as ``dump_tasks_on_signal()`` reads it."""
+    number = signal_number("--dump-signal", text)
+    if isinstance(number, Exception):
+        message = str(number).removeprefix("--dump-signal(): ")
+        raise argparse.ArgumentTypeError(message)
     return number
 
 
@@ -173,6 +171,37 @@ def _program_tb(tb: TracebackType | None) -> TracebackType | None:
     while tb is not None and (tb.tb_frame.f_globals is globals() or tb.tb_frame.f_globals is vars(runpy)):
         tb = tb.tb_next
     return tb
+
+
+def _report_from_program(exc: BaseException) -> None:
+    """Have the top level print ``exc`` (on its way out of runpy) from the program's first frame, as Python would.
+
+    The interpreter reports an exception leaving ``python -m`` through
+    ``sys.excepthook`` with every frame it passed: runpy's and this module's
+    above the program's. The hook installed now (over whatever hook the
+    program left) gets the traceback without those, for ``exc`` alone.
+    """
+    previous = sys.excepthook
+    ours = os.path.normcase(os.path.abspath(__file__))
+
+    def _is_ours(tb: TracebackType) -> bool:
+        frame = tb.tb_frame
+        return (
+            frame.f_globals is globals()
+            or frame.f_globals is vars(runpy)
+            or os.path.normcase(os.path.abspath(frame.f_code.co_filename)) == ours
+        )
+
+    def excepthook(exc_type: type[BaseException], value: BaseException, tb: TracebackType | None) -> Any:
+        sys.excepthook = previous
+        if value is exc:
+            while tb is not None and _is_ours(tb):
+                tb = tb.tb_next
+            value.__traceback__ = tb
+            sys.last_traceback = tb
+        return previous(exc_type, value, tb)
+
+    sys.excepthook = excepthook
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -233,8 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run(script, module, args)
     except SystemExit:
         raise
-    except KeyboardInterrupt:
-        raise  # Python's own handling: the traceback, then exit by SIGINT
+    except KeyboardInterrupt as exc:
+        # Python's own handling (the traceback, then exit by SIGINT after the
+        # program's atexit handlers), which needs it to leave runpy; the
+        # traceback shows the program's frames only, as for `python script.py`.
+        _report_from_program(exc)
+        raise
     except BaseException as exc:  # noqa: BLE001 - the program's crash, reported as Python would
         tb = _program_tb(exc.__traceback__)
         if tb is None:

@@ -16,6 +16,7 @@ from ._discovery import running_loops
 from ._failsafe import warn_internal
 from ._json import tree_to_dict
 from ._loops import loop_thread
+from ._misuse import signal_number
 from ._render_tree import dump_header, dump_loop_line, tree_lines
 from ._tree import task_tree
 from ._types import LibraryFrames, Style, TaskTree
@@ -113,7 +114,7 @@ def _default_signal() -> int:
 
 
 def dump_tasks_on_signal(
-    signum: int | None = None,
+    signum: int | str | None = None,
     file: TextIO | None = None,
     *,
     style: Style = "arrows",
@@ -123,8 +124,10 @@ def dump_tasks_on_signal(
 ) -> None:
     """Dump every running loop's task tree (:func:`dump_tasks`) when ``signum`` arrives.
 
-    Like ``faulthandler.register``: ``signum`` defaults to ``SIGUSR1`` (POSIX
-    only), ``file`` to ``sys.stderr`` at the time of the signal. Python runs
+    Like ``faulthandler.register``: ``signum`` (a number, a
+    :class:`signal.Signals`, or a name as ``--dump-signal`` takes it: ``"USR1"``,
+    ``"SIGUSR1"``) defaults to ``SIGUSR1`` (POSIX only), ``file`` to
+    ``sys.stderr`` at the time of the signal. Python runs
     the handler in the main thread between two bytecodes, so the dump comes
     while a task in the main thread's loop is busy, too (not while one C call
     runs that never returns to Python). ``chain=True`` calls the handler that
@@ -134,10 +137,14 @@ def dump_tasks_on_signal(
     Must be called from the main thread (``signal.signal``'s rule).
 
     Raises:
-        ValueError: not the main thread, an invalid signal, or an unknown ``style``.
+        TypeError: ``signum`` is not a signal number or name.
+        ValueError: not the main thread, an unknown signal, one that cannot be
+            caught (``SIGKILL``, ``SIGSTOP``), or an unknown ``style``.
     """
+    number = _default_signal() if signum is None else signal_number("dump_tasks_on_signal", signum)
+    if isinstance(number, Exception):
+        raise number
     check_style(style)
-    number = _default_signal() if signum is None else int(signum)
 
     def handler(received: int, frame: FrameType | None) -> None:
         if getattr(_dumping, "active", False):
@@ -162,13 +169,19 @@ def dump_tasks_on_signal(
         _registered[number] = (previous, handler)
 
 
-def cancel_dump_tasks_on_signal(signum: int | None = None) -> bool:
+def cancel_dump_tasks_on_signal(signum: int | str | None = None) -> bool:
     """Undo :func:`dump_tasks_on_signal` for ``signum`` (default ``SIGUSR1``): put back the handler it replaced.
 
     Returns ``False`` if no dump was registered for the signal. If another
-    handler was installed over ours since, it is left in place.
+    handler was installed over ours since, it is left in place. ``signum`` as
+    in :func:`dump_tasks_on_signal`.
+
+    Raises:
+        TypeError, ValueError: as :func:`dump_tasks_on_signal`, for ``signum``.
     """
-    number = _default_signal() if signum is None else int(signum)
+    number = _default_signal() if signum is None else signal_number("cancel_dump_tasks_on_signal", signum)
+    if isinstance(number, Exception):
+        raise number
     with _lock:
         entry = _registered.pop(number, None)
         if entry is None:

@@ -28,10 +28,12 @@ from . import _display, _recorders
 from ._compat import HAS_NOTES
 from ._config import check_library_frames, check_style, settings
 from ._failsafe import warn_internal
+from ._misuse import exception_error
 from ._notes import family, note, trace_of
 from ._notes_py310 import format_exception_lines
 from ._origins import origin_of
 from ._render import ascii_notes
+from ._restyle import restyled_lines
 from ._types import LibraryFrames, Style, TraceData
 from ._writer import write
 
@@ -83,8 +85,13 @@ def exception_trace(exc: BaseException) -> TraceData | None:
         (``None`` once it is gone, and for an executor thread);
         ``in_executor`` is true for an exception raised in an executor thread.
         ``None`` when the origin is not known: not raised in a traced task, or
-        on 3.10/3.11 when the raising task is no longer alive. Never raises.
+        on 3.10/3.11 when the raising task is no longer alive.
+
+    Raises:
+        TypeError: ``exc`` is not an exception (otherwise it never raises).
     """
+    if (error := exception_error("exception_trace", exc)) is not None:
+        raise error
     try:
         found = origin_of(exc)
         return trace_of(found) if found is not None else None
@@ -106,8 +113,11 @@ def format_exception(
     exception groups) whose origin is known is followed by its async trace
     (:func:`exception_trace`) where Python prints notes, right after its
     ``Type: message`` line. On 3.11+ the trace is added to ``__notes__``, once:
-    an exception that already carries it keeps it, in the style it was
-    added with, and later prints show it too.
+    an exception that already carries it keeps it there, in the style it was
+    added with, and later prints show it too. The lines returned show it in
+    the ``style`` and ``library_frames`` asked for, whichever it was added
+    with (by printing, ``logging.exception()``, an earlier call); with
+    neither given, as it was added.
 
     Args:
         exc: the exception.
@@ -126,8 +136,11 @@ def format_exception(
         Lines, each ending in a newline, as :func:`traceback.format_exception`.
 
     Raises:
+        TypeError: ``exc`` is not an exception.
         ValueError: an unknown ``style`` or ``library_frames``.
     """
+    if (error := exception_error("format_exception", exc)) is not None:
+        raise error
     chosen = settings.note_style if style is None else style
     check_style(chosen)
     if library_frames is not None:
@@ -139,6 +152,8 @@ def format_exception(
         else:
             for e in family(exc):
                 note(e, chosen, library_frames)
+            if style is not None or library_frames is not None:
+                lines = restyled_lines(exc, chosen, library_frames)
     except Exception as err:  # noqa: BLE001 - fall back to the plain traceback
         warn_internal(err, "formatting an exception's origin")
     if lines is None:
@@ -159,7 +174,13 @@ def print_exception(
     ASCII decorations when ``ascii_only`` or when the stream's encoding cannot
     encode ``↑``; never raises ``UnicodeEncodeError`` (what the stream cannot
     encode, such as the exception's own text, is backslash-escaped).
+
+    Raises:
+        TypeError: ``exc`` is not an exception.
+        ValueError: an unknown ``style`` or ``library_frames``.
     """
+    if (error := exception_error("print_exception", exc)) is not None:
+        raise error
     check_style(settings.note_style if style is None else style)
     if library_frames is not None:
         check_library_frames(library_frames)

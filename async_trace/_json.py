@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
-from typing import Any, TypedDict
+from typing import Any, Final, TypedDict
 
 from ._chain import task_name
 from ._loops import loop_thread
+from ._misuse import trace_error
 from ._types import TaskOrigin, TaskState, TaskTree, TraceData, TraceFrame
 
 __all__ = [
@@ -127,21 +128,52 @@ def _frames(frames: Iterable[TraceFrame]) -> list[JSONFrame]:
     ]
 
 
+#: The frame keys :func:`trace_to_dict` reads (``is_process`` and ``in_app`` have defaults).
+_REQUIRED: Final = ("name", "line", "filename", "indent", "task", "is_executor")
+
+
 def trace_to_dict(trace: TraceData) -> JSONTrace:
     """The trace with every Task replaced by ``{"name": ..., "id": ...}``: JSON-ready.
 
     ``id`` is ``id(task)``, which tells tasks apart while they are alive.
+
+    Raises:
+        TypeError: ``trace`` is not a trace (a dict with ``frames``, each
+            frame with the keys :class:`~async_trace.TraceFrame` requires).
     """
+    if (error := trace_error("trace_to_dict", trace)) is not None:
+        raise error
+    try:
+        frames = _frames(trace["frames"])
+    except (KeyError, TypeError):
+        # Which frame lacks what, found only when one does (logging converts a trace per record).
+        error = trace_error("trace_to_dict", trace, _REQUIRED)
+        if error is None:
+            raise
+        raise error from None
     return {
-        "frames": _frames(trace["frames"]),
-        "current_task": _task(trace["current_task"]),
-        "in_executor": trace["in_executor"],
+        "frames": frames,
+        "current_task": _task(trace.get("current_task")),
+        "in_executor": trace.get("in_executor", False),
     }
 
 
 def trace_to_json(trace: TraceData, **dumps_kwargs: Any) -> str:
-    """``json.dumps(trace_to_dict(trace), **dumps_kwargs)``."""
-    return json.dumps(trace_to_dict(trace), **dumps_kwargs)
+    """``json.dumps(trace_to_dict(trace), **dumps_kwargs)``.
+
+    Raises:
+        TypeError: ``trace`` is not a trace (as :func:`trace_to_dict`).
+    """
+    if (error := trace_error("trace_to_json", trace)) is not None:
+        raise error
+    try:
+        data = trace_to_dict(trace)
+    except TypeError:
+        error = trace_error("trace_to_json", trace, _REQUIRED)
+        if error is None:
+            raise
+        raise error from None
+    return json.dumps(data, **dumps_kwargs)
 
 
 def _loop(loop: Any) -> JSONLoop:

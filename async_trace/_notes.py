@@ -26,6 +26,19 @@ __all__: list[str] = []
 _tuple_new: Final = tuple.__new__
 
 
+class OurNote(str):
+    """A note this package added: ``__notes__`` tells it from the program's own by its type.
+
+    Pickled and copied as a plain ``str``, so a process that never imported the
+    package reads it back.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return (str, (str(self),))
+
+
 def trace_of(found: Found) -> TraceData:
     node, task, _ = found
     return {
@@ -128,6 +141,8 @@ def note(
     node, task, name = found
     ref = creator_ref(task) if task is not None else None
     text = note_for(found, style, exc, library_frames, early)
+    if text is not None:
+        text = OurNote(text)
     if early:
         store(exc, _tuple_new(Provisional, (node, ref, name, text)))
     else:

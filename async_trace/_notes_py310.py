@@ -19,6 +19,7 @@ from typing import Any, Final, cast
 
 from ._config import settings
 from ._notes import note, note_text
+from ._restyle import ours, swap
 from ._types import LibraryFrames, Style
 
 __all__: list[str] = []
@@ -71,13 +72,16 @@ def format_exception_lines(exc: BaseException, style: Style, library_frames: Lib
     for msg, e in _chain_order(exc):
         if msg is not None:
             lines.append(msg)
+        text = note_text_py310(e, style, library_frames)
         te = traceback.TracebackException(type(e), e, e.__traceback__, compact=True)
+        if text is not None:
+            # A formatter that prints __notes__ (exceptiongroup's) shows the asked style too.
+            swap(te, {id(n): text for n in ours(e)})
         if te.stack:
             lines.append("Traceback (most recent call last):\n")
             lines.extend(te.stack.format())
         only = list(_FORMAT_EXCEPTION_ONLY(te))
         lines.extend(only)
-        text = note_text_py310(e, style, library_frames)
         if text is not None and not printed(text, only):
             lines.extend(line + "\n" for line in text.split("\n"))
     return lines

@@ -36,6 +36,7 @@ from ._failsafe import warn_internal
 from ._frames import USER, elided, frame_kind, line_at, resolve, resolve_uncached
 from ._lineage import task_node
 from ._loops import loop_thread
+from ._misuse import loop_error, tree_error
 from ._render_tree import tree_lines
 from ._stack import walk
 from ._types import (
@@ -373,8 +374,11 @@ def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
     watchdog); the tree is a snapshot.
 
     Raises:
+        TypeError: ``loop`` is neither an event loop nor ``None``.
         RuntimeError: no ``loop`` given and no loop running in this thread.
     """
+    if (error := loop_error("task_tree", loop)) is not None:
+        raise error
     if loop is None:
         loop = asyncio.get_running_loop()
     # Thousands of new objects would trigger collections that each scan every
@@ -428,9 +432,12 @@ def format_task_tree(
     always stays).
 
     Raises:
+        TypeError: ``tree`` is neither a :class:`TaskTree` nor ``None``.
         ValueError: an unknown ``style`` or ``library_frames``.
         RuntimeError: no ``tree`` given and no loop running in this thread.
     """
+    if (error := tree_error("format_task_tree", tree)) is not None:
+        raise error
     check_style(style)
     check_library_frames(library_frames)
     if tree is None:
@@ -451,7 +458,14 @@ def print_task_tree(
 
     ASCII decorations when ``ascii_only`` or when the stream's encoding cannot
     encode the Unicode ones; what else it cannot encode is backslash-escaped.
+
+    Raises:
+        TypeError: ``tree`` is neither a :class:`TaskTree` nor ``None``.
+        ValueError: an unknown ``style`` or ``library_frames``.
+        RuntimeError: no ``tree`` given and no loop running in this thread.
     """
+    if (error := tree_error("print_task_tree", tree)) is not None:
+        raise error
     check_style(style)
     check_library_frames(library_frames)
     if tree is None:

@@ -23,7 +23,8 @@ from typing import Any
 from ._api import safe_collect
 from ._config import check_library_frames
 from ._json import trace_to_dict
-from ._render import limited, shown_frames
+from ._misuse import trace_error
+from ._render import frames_of, limited, shown_frames
 from ._render_line import path_line
 from ._types import LibraryFrames, TraceData
 from ._writer import decorations
@@ -41,16 +42,23 @@ def compact_path(
     """One line, innermost first: ``worker ← sub_task ← main ← Task-1`` (``ascii_only``: ``worker <- sub_task``).
 
     ``limit`` and ``library_frames`` as in :func:`async_trace.format_async_trace`.
+
+    Raises:
+        TypeError: ``trace`` is not a trace (a dict with ``frames``, each frame with a ``name``).
     """
+    if (error := trace_error("compact_path", trace, ("name",))) is not None:
+        raise error
     check_library_frames(library_frames)
-    return path_line(trace, decorations(ascii_only), limit=limit, library_frames=library_frames)
+    # A trace built by hand or read back from JSON: its frames completed as format_async_trace() does.
+    whole: TraceData = {"frames": frames_of(trace), "current_task": None, "in_executor": False}
+    return path_line(whole, decorations(ascii_only), limit=limit, library_frames=library_frames)
 
 
 def _fields(limit: int | None, library_frames: LibraryFrames, ascii_only: bool) -> tuple[str, list[Any]]:
     trace = _collect_for_logging()
     if trace["current_task"] is None and not trace["in_executor"]:
         return "", []  # not async code: no path to tell
-    path = compact_path(trace, ascii_only=ascii_only, limit=limit, library_frames=library_frames)
+    path = path_line(trace, decorations(ascii_only), limit=limit, library_frames=library_frames)
     # Every frame ``limit`` keeps (``in_app`` tells them apart), less the runs ``"hide"`` drops.
     if library_frames == "hide":
         kept = [frame for frame, _ in shown_frames(trace["frames"], limit, "hide")[0]]

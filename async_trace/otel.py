@@ -1,4 +1,4 @@
-"""OpenTelemetry: spans that say where their task came from (``pip install 'async-trace[otel]'``).
+"""OpenTelemetry: spans that say where their task came from (``pip install '.[otel]'`` in a clone).
 
 :class:`AsyncTraceSpanProcessor` is an SDK span processor. When a span starts
 inside a traced task or executor call, it sets on the span:
@@ -43,8 +43,9 @@ try:
     from opentelemetry.util.types import Attributes
 except ImportError as _err:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
-        "async_trace.otel needs the OpenTelemetry SDK: pip install 'async-trace[otel]' "
-        f"(opentelemetry-api and opentelemetry-sdk); {_err}"
+        "async_trace.otel needs the OpenTelemetry SDK (opentelemetry-api and opentelemetry-sdk >= 1.20): "
+        "pip install '.[otel]' in a clone of async-trace, or pip install 'opentelemetry-sdk>=1.20' "
+        f"(not 'async-trace[otel]': that is an unrelated project on the package index); {_err}"
     ) from _err
 
 from ._chain import Node

@@ -1,4 +1,4 @@
-"""Sentry: events that say where the failing task came from (``pip install 'async-trace[sentry]'``).
+"""Sentry: events that say where the failing task came from (``pip install '.[sentry]'`` in a clone).
 
 :class:`AsyncTraceIntegration` is a ``sentry-sdk`` 2.x integration. For an
 event made from an exception raised in a traced task or executor function
@@ -43,7 +43,9 @@ try:
     from sentry_sdk.utils import walk_exception_chain
 except ImportError as _err:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
-        f"async_trace.sentry needs sentry-sdk 2: pip install 'async-trace[sentry]' (sentry-sdk>=2); {_err}"
+        "async_trace.sentry needs sentry-sdk 2: pip install '.[sentry]' in a clone of async-trace, or "
+        "pip install 'sentry-sdk>=2' (not 'async-trace[sentry]': that is an unrelated project on the package "
+        f"index); {_err}"
     ) from _err
 
 from ._chain import task_name

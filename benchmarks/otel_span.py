@@ -3,7 +3,7 @@
     python benchmarks/otel_span.py                  # 20,000 spans, median of 5 rounds
     python benchmarks/otel_span.py --spans 5000 --rounds 3
 
-Needs opentelemetry-sdk (``pip install 'async-trace[otel]'``). Spans start in a task
+Needs opentelemetry-sdk (``pip install '.[otel]'`` in a clone). Spans start in a task
 two task hops below the root (so the processor has an origin to record), on a tracer
 provider with no exporter; ``with`` and ``without`` alternate round by round. Also
 times ``on_start`` alone, called directly on one started span, and of that the SDK's

@@ -9,7 +9,7 @@ Every workload runs in a fresh subprocess per contender; contenders alternate ro
 (their order rotates), and each ratio is taken against ``plain`` from the same round. The
 table shows medians over rounds. Stdlib only, plus the package itself; the real-server
 workloads (benchmarks/servers.py) also need aiohttp, fastapi and uvicorn
-(``pip install 'async-trace[bench]'``) and are skipped, with a line saying so, without them.
+(``pip install '.[bench]'`` in a clone) and are skipped, with a line saying so, without them.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         if w in SERVERS:
             needs = servers.missing(w)
             if needs:
-                why = f"needs {', '.join(needs)} (pip install 'async-trace[bench]')"
+                why = f"needs {', '.join(needs)} (pip install '.[bench]' in a clone of async-trace)"
                 print(f"    {w} skipped: {why}", file=sys.stderr, flush=True)
                 results[w] = {"skipped": why}
                 continue

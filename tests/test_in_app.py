@@ -547,7 +547,7 @@ def test_override_names_are_checked() -> None:
 # --- README's FastAPI sample -----------------------------------------------------------
 
 #: The versions README's sample was printed with: with these installed the output must match exactly.
-SAMPLE_VERSIONS = ("0.165.0", "1.10.0", "0.54.0")
+SAMPLE_VERSIONS = ("0.165.0", "1.10.0", "0.55.0")
 
 
 def _mask(text: str) -> str:

@@ -52,15 +52,15 @@ Layers = Sequence[tuple[str, Sequence[str]]]
 #: everything it imports and before everything that imports it; the test that finds one missing
 #: says where.
 LAYERS: Final[Layers] = [
-    ("leaves", ["_version", "_types", "_failsafe", "_compat", "_compat.py310", "_compat.py311", "_compat.py312",
-                "_compat.py314"]),
+    ("leaves", ["_version", "_types", "_failsafe", "_misuse", "_compat", "_compat.py310", "_compat.py311",
+                "_compat.py312", "_compat.py314"]),
     ("core", ["_config", "_chain", "_hooks", "_stack", "_inapp", "_loops"]),
     ("lineage", ["_frames", "_contexts", "_lineage"]),
     ("collect", ["_collect", "_origins", "_process", "_discovery"]),
     ("render", ["_writer", "_render", "_render_line", "_render_tree", "_render_remote"]),
     ("capture", ["_capture", "_direct_tasks", "_anyio"]),
-    ("exceptions", ["_notes", "_notes_py310", "_record_unwind", "_record_callbacks", "_recorders", "_display",
-                    "_exceptions"]),
+    ("exceptions", ["_notes", "_restyle", "_notes_py310", "_record_unwind", "_record_callbacks", "_recorders",
+                    "_display", "_exceptions"]),
     ("products", ["_tree", "_json", "_dump"]),
     ("shell", ["_api", ROOT]),
     ("integrations", ["logging", "otel", "sentry", "_pstree", "_children", "__main__"]),

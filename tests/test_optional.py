@@ -41,7 +41,21 @@ def test_import_async_trace_imports_no_optional_package() -> None:
     assert out == "[]\n"
 
 
-@pytest.mark.parametrize(("module", "extra"), [("otel", "async-trace[otel]"), ("sentry", "async-trace[sentry]")])
+MESSAGES = {
+    "otel": (
+        "async_trace.otel needs the OpenTelemetry SDK (opentelemetry-api and opentelemetry-sdk >= 1.20): "
+        "pip install '.[otel]' in a clone of async-trace, or pip install 'opentelemetry-sdk>=1.20' "
+        "(not 'async-trace[otel]': that is an unrelated project on the package index); "
+    ),
+    "sentry": (
+        "async_trace.sentry needs sentry-sdk 2: pip install '.[sentry]' in a clone of async-trace, or "
+        "pip install 'sentry-sdk>=2' (not 'async-trace[sentry]': that is an unrelated project on the package "
+        "index); "
+    ),
+}
+
+
+@pytest.mark.parametrize(("module", "extra"), [("otel", ".[otel]"), ("sentry", ".[sentry]")])
 def test_without_the_package_the_module_names_the_extra(module: str, extra: str) -> None:
     """With the package missing, the core works and the integration's ImportError names the extra."""
     out = _run(
@@ -68,4 +82,5 @@ else:
     first, second = out.splitlines()
     assert first == "main"
     assert second.startswith(f"ImportError async_trace.{module} needs ")
-    assert f"pip install '{extra}'" in second
+    assert f"pip install '{extra}' in a clone of async-trace" in second
+    assert second.startswith(f"ImportError {MESSAGES[module]}")
