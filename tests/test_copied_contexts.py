@@ -33,6 +33,7 @@ def probe() -> TraceData:
 
 
 async def main() -> list[Any]:
+    asyncio.current_task().set_name("root")  # type: ignore[union-attr]
     loop = asyncio.get_running_loop()
     got = []
     ctx = contextvars.copy_context()
@@ -53,10 +54,10 @@ def test_a_function_run_in_a_copied_context_keeps_its_hop() -> None:
         probe_row,
         ("<lambda>", line_of(main, "lambda-run"), False),
         ("main", line_of(main, "lambda-run"), True),
-        ("Task-1", None, False),
+        ("root", None, False),
     ]
     for trace, marker in ((ctx_run, "ctx-run"), (partial_run, "partial-run"), (to_thread_run, "to-thread-run")):
-        assert _rows(trace) == [probe_row, ("main", line_of(main, marker), True), ("Task-1", None, False)]
+        assert _rows(trace) == [probe_row, ("main", line_of(main, marker), True), ("root", None, False)]
     assert all(trace["in_executor"] and trace["current_task"] is None for trace in (lambda_run, ctx_run))
 
 
