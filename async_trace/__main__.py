@@ -36,6 +36,7 @@ from typing import NoReturn
 from . import __version__, _pstree, _workers
 from ._pstree import COMMANDS
 from ._render import STYLES
+from ._stall import parse_duration
 from ._workers import CLIOptions
 
 __all__ = ["build_parser", "main"]
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"  {PROG} app.py --port 8080\n"
             f"  {PROG} --style arrows -m mypackage.server\n"
             f"  {PROG} --dump-signal USR1 app.py      # then: kill -USR1 <pid>\n"
+            f"  {PROG} --stall-threshold 100ms app.py # log what blocks the event loop\n"
             f"  {PROG} pstree 1234                    # the task trees of process 1234 (3.14+)\n"
             f"  {PROG} ps 1234 --json                 # its tasks as a table, here as JSON\n"
             "\n"
@@ -103,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
             "not added eagerly"
         ),
     )
+    parser.add_argument(
+        "--stall-threshold",
+        metavar="DURATION",
+        type=_duration,
+        help=(
+            "watch every event loop for stalls of DURATION or more (100ms, 0.25s, 1) and log each to the "
+            "async_trace.stall logger (stderr unless logging is configured), naming the blocked task's chain"
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"async-trace {__version__}")
     return parser
 
@@ -116,6 +127,14 @@ def _signal_number(text: str) -> int:
     if not isinstance(number, int) or name.startswith("SIG_"):
         raise argparse.ArgumentTypeError(f"unknown signal {text!r}")
     return number
+
+
+def _duration(text: str) -> float:
+    """``100ms`` -> 0.1 (argparse reports an ArgumentTypeError as invalid)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _value_options(parser: argparse.ArgumentParser) -> frozenset[str]:
@@ -159,6 +178,7 @@ def _apply(options: argparse.Namespace) -> None:
         "dump_signal": options.dump_signal,
         "summary": options.summary,
         "record_origins": options.record_origins,
+        "stall_threshold": options.stall_threshold,
     }
     try:
         _workers.apply(cli_options)

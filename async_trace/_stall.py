@@ -50,8 +50,8 @@ from types import CodeType, FrameType
 from typing import Any, Final, Literal, TextIO, TypedDict
 
 from . import _collect, _render
-from ._capture import walk
-from ._chain import coro_of, stop_frame, task_name, warn_internal
+from ._capture import adopt_inherited, in_first_step, walk
+from ._chain import coro_of, stop_frame, task_name, valid_for, warn_internal
 from ._discovery import loop_thread, running_loops
 from ._inapp import in_app
 from ._types import FrameList, TraceData, TraceFrame
@@ -270,6 +270,9 @@ _LOCK_TYPES: Final = (
     threading.Barrier,
     threading.Thread,
 )
+#: What a ``with`` statement waits on when entered.
+_ENTERED: Final = (type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Semaphore)
+_WAITABLE: Final = _LOCK_TYPES
 _OWNER: Final = re.compile(r"owner=(\d+)")
 _SELECTORS_FILE: Final = os.path.abspath(__import__("selectors").__file__ or "")
 _RUN_ONCE: Final[CodeType] = getattr(asyncio.base_events.BaseEventLoop, "_run_once").__code__  # noqa: B009 - private
@@ -390,35 +393,45 @@ def _call_text(frame: FrameType) -> str | None:
     return text or None
 
 
+def _parsed(text: str) -> ast.AST | None:
+    """``text`` (an expression, a statement, or a compound statement's first line) parsed, or ``None``."""
+    text = text.strip()
+    first = text.splitlines()[0] if text else ""
+    for candidate, mode in ((text, "eval"), (text, "exec"), (first + "\n    pass", "exec"), (first, "exec")):
+        try:
+            return ast.parse(candidate, mode=mode)
+        except SyntaxError:
+            continue
+    return None
+
+
 def _waited_object(frame: FrameType) -> Any:
     """The lock, event, thread or future the frame's current expression waits on, or ``None``."""
     text = _call_text(frame)
     if not text:
         return None
-    text = text.strip()
-    if text.startswith(("with ", "async with ")):
-        text = text.split("with ", 1)[1].rstrip(":").split(" as ")[0]
-    try:
-        tree = ast.parse(text.rstrip(":"), mode="eval")
-    except SyntaxError:
-        try:
-            tree = ast.parse(text.rstrip(":") + "\n", mode="exec")  # type: ignore[assignment]
-        except SyntaxError:
-            return None
+    tree = _parsed(text)
+    if tree is None:
+        return None
+    # A call of a waiting method (``lock.acquire()``, ``event.wait()``, ``thread.join()``,
+    # ``future.result()``), or a ``with`` entering a lock (the whole expression on 3.13+).
+    calls: list[ast.expr] = []
+    entered: list[ast.expr] = []
+    if isinstance(tree, ast.Expression) and isinstance(tree.body, (ast.Name, ast.Attribute)):
+        entered.append(tree.body)
     for node in ast.walk(tree):
-        target: ast.expr | None = None
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _WAIT_METHODS:
-            target = node.func.value
-        elif isinstance(node, (ast.Name, ast.Attribute)):
-            target = node
-        if target is None:
-            continue
-        try:
-            obj = _evaluate(target, frame)
-        except Exception:  # noqa: BLE001 - not a plain name chain, or gone: not this one
-            continue
-        if isinstance(obj, _LOCK_TYPES) or _is_future(obj):
-            return obj
+            calls.append(node.func.value)
+        elif isinstance(node, ast.withitem):
+            entered.append(node.context_expr)
+    for targets, types in ((calls, _WAITABLE), (entered, _ENTERED)):
+        for target in targets:
+            try:
+                obj = _evaluate(target, frame)
+            except Exception:  # noqa: BLE001 - not a plain name chain, or gone: not this one
+                continue
+            if isinstance(obj, types) or (types is _WAITABLE and _is_future(obj)):
+                return obj
     return None
 
 
@@ -549,11 +562,7 @@ def _sample(loop: Any, ident: int | None, base: CodeType | None, key: float) -> 
         task, stop = None, None
         live = _frames_to(top, None)
     stack = tuple(_shown(top, stop))
-    chain: tuple[TraceFrame, ...] = ()
-    if task is not None:
-        frames: list[TraceFrame] = []
-        _collect.chain_frames(frames, _collect.node_of_task(task), task, True, task, loop)
-        chain = tuple(frames)
+    chain = _task_chain(task, loop) if task is not None else ()
     name = task_name(task) if task is not None else None
     debugger = _in_debugger(live)
     kind: StallKind
@@ -569,6 +578,22 @@ def _sample(loop: Any, ident: int | None, base: CodeType | None, key: float) -> 
     return _Sample(
         key, kind, source, stack, task, name, chain, _type_name(waiting_on), tuple(holders), cpu_at, debugger
     )
+
+
+def _task_chain(task: Any, loop: Any) -> tuple[TraceFrame, ...]:
+    """Where ``task`` was created, innermost first, to the root: as a trace collected in it would show."""
+    node = _collect.node_of_task(task)
+    coro = coro_of(task)
+    if node is not None and not valid_for(node, coro):
+        # An eager task built directly, in its first step; else a task no hook saw being built.
+        # Worked out in a context of our own: these store the node they find in the current one.
+        inherited = node
+        node = contextvars.Context().run(
+            lambda: in_first_step(task, coro, inherited) or adopt_inherited(inherited, coro)
+        )
+    frames: list[TraceFrame] = []
+    _collect.chain_frames(frames, node, task, True, task, loop)
+    return tuple(frames)
 
 
 def _innermost(stack: tuple[TraceFrame, ...]) -> str:
@@ -699,6 +724,8 @@ class StallWatch:
         self._recent: collections.deque[float] = collections.deque()
         #: ``(start, end)`` windows when the whole process was paused.
         self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)
+        #: ``(start, end)`` windows when the watchdog itself woke late, the process running.
+        self._late: collections.deque[tuple[float, float]] = collections.deque(maxlen=8)
         #: How many pauses of the whole process were seen (no stall reported across them).
         self.pauses = 0
         self._thread: threading.Thread | None = None
@@ -795,6 +822,10 @@ class StallWatch:
                     self.pauses += 1
                     for state in self._snapshot():
                         state.sample = None
+                elif late > self.threshold / 2:
+                    # The watchdog could not run (the GIL held, the process starved): a loop that did not run
+                    # meanwhile either and was not sampled was starved too.
+                    self._late.append((last_wake, now))
                 last_wake, last_cpu = now, cpu
                 if self.loop is None and now >= next_discovery:
                     next_discovery = now + self.discover_interval
@@ -814,6 +845,9 @@ class StallWatch:
 
     def _paused_during(self, start: float, end: float) -> bool:
         return any(p_start < end and start < p_end for p_start, p_end in self._pauses)
+
+    def _late_during(self, start: float, end: float) -> bool:
+        return any(l_start < end and start < l_end for l_start, l_end in self._late)
 
     def _check(self, state: _LoopState, now: float) -> None:
         loop = state.loop
@@ -874,9 +908,11 @@ class StallWatch:
     ) -> None:
         gc_time = max(0.0, _gc_total - state.gc_mark) if not ongoing else 0.0
         kind: StallKind = sample.kind if sample is not None else "blocking"
+        source = sample.source if sample is not None else "<unknown>"
+        if sample is None and self._late_during(start, end if end is not None else time.monotonic()):
+            kind, source = "starved", "<starved>"
         if gc_time >= duration / 2:
             kind = "gc"
-        source = sample.source if sample is not None else "<unknown>"
         cpu: float | None = None
         if sample is not None and sample.cpu_at is not None:
             now_cpu = _thread_cpu(state.ident)
@@ -1190,7 +1226,6 @@ _env_watch: StallWatch | None = None
 
 def start_from_environment() -> StallWatch | None:
     """Start a watch of every loop if ``ASYNC_TRACE_STALL_THRESHOLD`` is set (once per process)."""
-    global _env_watch
     text = os.environ.get(ENV_THRESHOLD)
     if not text or (_env_watch is not None and not _env_watch.stopped):
         return _env_watch
@@ -1199,5 +1234,12 @@ def start_from_environment() -> StallWatch | None:
     except ValueError as exc:
         sys.stderr.write(f"async_trace: {ENV_THRESHOLD}: {exc}; no stall watchdog\n")
         return None
-    _env_watch = watch_stalls(threshold)
+    return start_default_watch(threshold)
+
+
+def start_default_watch(threshold: float) -> StallWatch:
+    """The process's one watch of every loop (the environment variable's, the command line's): started once."""
+    global _env_watch
+    if _env_watch is None or _env_watch.stopped:
+        _env_watch = watch_stalls(threshold)
     return _env_watch
