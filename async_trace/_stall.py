@@ -51,7 +51,7 @@ from typing import Any, Final, Literal, TextIO, TypedDict
 
 from . import _collect, _render
 from ._capture import adopt_inherited, in_first_step, walk
-from ._chain import coro_of, stop_frame, task_name, valid_for, warn_internal
+from ._chain import context_of, coro_of, stop_frame, task_name, valid_for, warn_internal
 from ._discovery import loop_thread, running_loops
 from ._inapp import in_app
 from ._types import FrameList, TraceData, TraceFrame
@@ -144,6 +144,9 @@ class StallReport:
     gc_time: float
     #: Stalls of the same ``source`` not reported (dedup, rate limit) since its last report.
     suppressed: int
+    #: The ``contextvars.Context`` ``task`` runs in (``None`` without a task): what the request
+    #: had set, read with ``context.get(var)`` (its tracing span, say: see ``async_trace.otel``).
+    context: contextvars.Context | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -538,6 +541,7 @@ class _Sample:
     task: Any
     task_name: str | None
     chain: tuple[TraceFrame, ...]
+    context: contextvars.Context | None
     waiting_on: str | None
     waiting_for: tuple[StallThread, ...]
     cpu_at: float | None
@@ -575,8 +579,9 @@ def _sample(loop: Any, ident: int | None, base: CodeType | None, key: float) -> 
         waiting, waiting_on, holders = _waiting(live, stacks, {ident, threading.get_ident()})
         kind = "waiting" if waiting else "blocking"
         source = _source_of(live) or _chain_source(chain) or _chain_source(stack) or _innermost(stack)
+    context = context_of(task) if task is not None else None
     return _Sample(
-        key, kind, source, stack, task, name, chain, _type_name(waiting_on), tuple(holders), cpu_at, debugger
+        key, kind, source, stack, task, name, chain, context, _type_name(waiting_on), tuple(holders), cpu_at, debugger
     )
 
 
@@ -943,6 +948,7 @@ class StallWatch:
             cpu_time=cpu,
             gc_time=gc_time,
             suppressed=suppressed,
+            context=sample.context if sample is not None else None,
         )
         self._emit(report)
 

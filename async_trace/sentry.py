@@ -25,6 +25,8 @@ unchanged. The processor never raises: an internal error warns once
 
     sentry_sdk.init(dsn=..., integrations=[AsyncTraceIntegration()])
 
+:func:`capture_stall` sends a stall report (:func:`async_trace.watch_stalls`) as an event.
+
 This module imports ``sentry_sdk`` (``import async_trace`` does not).
 """
 
@@ -52,7 +54,7 @@ from ._json import trace_to_dict
 from ._origin import chain_line, has_line, is_library
 from ._types import TraceData, TraceFrame
 
-__all__ = ["CONTEXT", "AsyncTraceIntegration", "origin_context", "origin_frames"]
+__all__ = ["CONTEXT", "AsyncTraceIntegration", "capture_stall", "origin_context", "origin_frames", "stall_event"]
 
 #: The key of the event's ``contexts`` entry.
 CONTEXT: Final = "async_trace"
@@ -183,3 +185,8 @@ def _processor(event: Any, hint: Any) -> Any:
     except Exception as err:  # noqa: BLE001 - the event itself must go out
         warn_internal(err, "adding an exception's origin to a Sentry event")
         return event
+
+
+# At the end: the stall sink uses this module's origin_context and origin_frames.
+from ._stall_sentry import capture_stall as capture_stall  # noqa: E402
+from ._stall_sentry import stall_event as stall_event  # noqa: E402
