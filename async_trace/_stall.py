@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any, Final, Literal, TextIO, TypedDict
 
-from . import _collect, _render
+from . import _census, _collect, _render
 from ._capture import adopt_inherited, in_first_step, walk
 from ._chain import context_of, coro_of, stop_frame, task_name, valid_for, warn_internal
 from ._discovery import loop_thread, running_loops
@@ -814,7 +814,6 @@ class StallWatch:
         last_wake = time.monotonic()
         last_cpu = time.process_time()
         next_discovery = last_wake + self.discover_interval
-        failures = 0
         while not self._stop.wait(interval):
             try:
                 now = time.monotonic()
@@ -832,17 +831,18 @@ class StallWatch:
                     # meanwhile either and was not sampled was starved too.
                     self._late.append((last_wake, now))
                 last_wake, last_cpu = now, cpu
-                if self.loop is None and now >= next_discovery:
+                if now >= next_discovery:
                     next_discovery = now + self.discover_interval
-                    self._discover()
+                    if self.loop is None:
+                        self._discover()
+                    for state in self._snapshot():
+                        if state.last is not None:
+                            _census.take(state.loop)  # task ages for the tree and dumps
                 for state in self._snapshot():
                     self._check(state, now)
-                failures = 0
             except Exception as exc:  # noqa: BLE001 - the watchdog must never take the program down
                 warn_internal(exc, "watching for event loop stalls")
-                failures += 1
-                if failures > 100:
-                    return
+                self._stop.wait(1.0)  # an error that repeats costs once a second at most
 
     def _snapshot(self) -> list[_LoopState]:
         with self._lock:
@@ -880,7 +880,12 @@ class StallWatch:
             return
         sample = state.sample
         if sample is None or sample.key != last:
-            sample = state.sample = _sample(loop, state.ident, state.base, last)
+            try:
+                sample = _sample(loop, state.ident, state.base, last)
+            except Exception as exc:  # noqa: BLE001 - another thread's frames change under us
+                warn_internal(exc, "watching for event loop stalls")
+                sample = _Sample(last, "blocking", "<unknown>", (), None, None, (), None, None, (), None)
+            state.sample = sample
             if sample is None:
                 return
         if overdue + state.interval / 2 >= self.long_stall and not sample.ongoing_reported and not sample.debugger:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final, Literal, TextIO
 
-from . import _collect, _render
+from . import _census, _collect, _render
 from ._capture import store_inherited, walk
 from ._chain import (
     ElidedNode,
@@ -106,6 +106,10 @@ class TaskInfo:
     #: in tree order (see :meth:`TaskTree.by_id`). What each Python version
     #: can see is in docs/task-tree.md ("Who awaits whom").
     awaited_by: tuple[int, ...] = ()
+    #: Seconds the task has been alive at least, and waited on the same thing at least,
+    #: as a running stall watch's censuses saw it; ``None`` if none has (docs/stalls.md).
+    age: float | None = None
+    idle: float | None = None
 
     def __repr__(self) -> str:
         # Short: the frames and the whole subtree are one attribute away.
@@ -429,6 +433,7 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
     position = _tree_positions(order[: len(roots)])
     done: dict[int, TaskInfo] = {}
     for entry in reversed(order):
+        age, idle = _census.ages(entry.task)
         done[id(entry)] = TaskInfo(
             name=entry.name,
             id=entry.id,
@@ -440,6 +445,8 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
             executor_threads=tuple(entry.threads),
             children=tuple([done.pop(id(c)) for c in entry.children]),
             awaited_by=_awaited_by(entry, position),
+            age=age,
+            idle=idle,
         )
     return tuple(done[id(root)] for root in order[: len(roots)])
 
@@ -473,8 +480,14 @@ def _all_tasks(loop: Any) -> list[Any]:
     return []
 
 
-def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
+def task_tree(
+    loop: asyncio.AbstractEventLoop | None = None, *, min_age: float | None = None, min_idle: float | None = None
+) -> TaskTree:
     """The live tasks of ``loop`` (default: the running loop) as a tree by creation parent.
+
+    ``min_age`` / ``min_idle`` (seconds): only the tasks known to be at least
+    that old / idle (:attr:`TaskInfo.age`, :attr:`TaskInfo.idle`, known while
+    a stall watch runs), with the entries above them.
 
     Each task hangs under the task that created it; a parent that has
     finished still holds its children, as a ``"finished"`` entry hung under
@@ -499,6 +512,8 @@ def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
     finally:
         if was_enabled:
             gc.enable()
+    if min_age is not None or min_idle is not None:
+        frozen = _census.prune(frozen, min_age, min_idle)
     return TaskTree(loop=loop, roots=frozen)
 
 

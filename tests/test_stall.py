@@ -736,3 +736,62 @@ def test_the_command_line_checks_the_threshold(tmp_path: Path) -> None:
     assert result.stderr.splitlines()[-1] == (
         "python -m async_trace: error: argument --stall-threshold: not a duration: 'soon' (examples: 100ms, 0.25s, 1)"
     )
+
+
+# --- stuck tasks: ages in the task tree -------------------------------------------------------------
+
+
+async def stuck(event: asyncio.Event) -> None:
+    await event.wait()  # stuck
+
+
+async def busy(stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(0.01)
+
+
+def test_a_running_watch_gives_task_ages_and_the_tree_lists_only_old_or_idle_tasks() -> None:
+    """While a watch runs, each task's age and idleness are known; ``min_idle`` keeps only the stuck ones."""
+
+    async def main() -> None:
+        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+        event, stop = asyncio.Event(), asyncio.Event()
+        with watch_stalls(THRESHOLD, log=False, discover_interval=0.1):
+            stuck_task = asyncio.create_task(stuck(event), name="stuck")
+            busy_task = asyncio.create_task(busy(stop), name="busy")
+            await asyncio.sleep(1.4)
+            tree = async_trace.task_tree()
+            infos = {info.name: info for _, info in tree.walk()}
+            assert infos["stuck"].age is not None
+            assert infos["stuck"].idle is not None
+            assert 1.0 <= infos["stuck"].age <= 1.4 + ABOVE
+            assert 1.0 <= infos["stuck"].idle <= 1.4 + ABOVE
+            assert infos["busy"].age is not None
+            assert infos["busy"].idle is not None
+            assert infos["busy"].idle < 0.5
+            idle = async_trace.task_tree(min_idle=1.0)
+            assert [(depth, info.name) for depth, info in idle.walk()] == [(0, "main"), (1, "stuck")]
+            assert async_trace.task_tree(min_age=60).roots == ()
+            lines = async_trace.format_task_tree(idle)
+            assert lines[1] == f"main (running, 1 s old, idle {_whole(infos['main'].idle)} s)\n"
+            assert lines[3].startswith("└── stuck (pending, 1 s old, idle 1 s) ← main() at line")
+            out = io.StringIO()
+            async_trace.dump_tasks(out, min_idle=1.0)
+            assert "stuck (pending, 1 s old, idle 1 s)" in out.getvalue()
+            assert "busy" not in out.getvalue()
+            stop.set()
+            event.set()
+            await asyncio.gather(stuck_task, busy_task)
+        # Without a watch nothing new is known.
+        fresh = asyncio.create_task(asyncio.sleep(0.01), name="fresh")
+        info = async_trace.task_tree().find("fresh")
+        assert info is not None
+        assert (info.age, info.idle) == (None, None)
+        await fresh
+
+    asyncio.run(main())
+
+
+def _whole(seconds: float | None) -> int:
+    assert seconds is not None
+    return int(seconds)
