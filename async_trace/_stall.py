@@ -738,7 +738,13 @@ class StallWatch:
     # -- public -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop watching: the heartbeats are cancelled and the watchdog thread ends. Idempotent, any thread."""
+        """Stop watching: the heartbeats are cancelled and the watchdog thread ends. Idempotent, any thread.
+
+        A stall that has ended but is not reported yet is reported now, from
+        the calling thread; called on a loop's own thread, that includes a
+        stall the loop has just come out of (its heartbeat overdue past the
+        threshold: the loop is running this call, so it is not blocked now).
+        """
         with self._lock:
             if self._stopped:
                 return
@@ -746,13 +752,26 @@ class StallWatch:
             states = list(self._states.values())
             self._states.clear()
         self._stop.set()
-        for state in states:
-            state.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread() and thread.is_alive():
             thread.join(timeout=5)
+        for state in states:
+            state.stop()
+            try:
+                self._flush(state)
+            except Exception as exc:  # noqa: BLE001 - stopping must not fail
+                warn_internal(exc, "reporting the last stalls of a stall watch")
         _gc_watch(False)
         _forget(self)
+
+    def _flush(self, state: _LoopState) -> None:
+        while state.gaps:
+            start, end = state.gaps.popleft()
+            self._gap(state, start, end)
+        last = state.last
+        now = time.monotonic()
+        if last is not None and state.ident == threading.get_ident() and now - last > state.limit:
+            self._gap(state, last, now)
 
     @property
     def stopped(self) -> bool:
@@ -826,9 +845,9 @@ class StallWatch:
                     self.pauses += 1
                     for state in self._snapshot():
                         state.sample = None
-                elif late > self.threshold / 2:
-                    # The watchdog could not run (the GIL held, the process starved): a loop that did not run
-                    # meanwhile either and was not sampled was starved too.
+                elif late > self.threshold / 2 and cpu - last_cpu >= 0.3 * (now - last_wake):
+                    # The watchdog could not run while the process ran: another thread kept the GIL. A loop
+                    # that did not run meanwhile, and was not sampled or used no CPU, was starved too.
                     self._late.append((last_wake, now))
                 last_wake, last_cpu = now, cpu
                 if now >= next_discovery:
@@ -919,15 +938,18 @@ class StallWatch:
         gc_time = max(0.0, _gc_total - state.gc_mark) if not ongoing else 0.0
         kind: StallKind = sample.kind if sample is not None else "blocking"
         source = sample.source if sample is not None else "<unknown>"
-        if sample is None and self._late_during(start, end if end is not None else time.monotonic()):
-            kind, source = "starved", "<starved>"
-        if gc_time >= duration / 2:
-            kind = "gc"
         cpu: float | None = None
         if sample is not None and sample.cpu_at is not None:
             now_cpu = _thread_cpu(state.ident)
             if now_cpu is not None:
                 cpu = max(0.0, now_cpu - sample.cpu_at)
+        late = self._late_during(start, end if end is not None else time.monotonic())
+        if late and (sample is None or (kind == "blocking" and cpu is not None and cpu < 0.1 * duration)):
+            # Nothing sampled, or the loop thread in Python code but using no CPU, while the watchdog
+            # itself could not run: both waited for the GIL, which another thread held.
+            kind, source = "starved", "<starved>"
+        if gc_time >= duration / 2:
+            kind = "gc"
         names = {thread.ident: thread.name for thread in threading.enumerate()}
         wall_start = time.time() - (time.monotonic() - start)
         allowed, suppressed = self._admit(source)

@@ -307,6 +307,7 @@ def test_a_loop_starved_by_another_thread_holding_the_gil() -> None:
 
 
 def hog_with_interval() -> None:
+    time.sleep(0.05)  # the loop is back in its poll (or, racing, still in run_in_executor: starved too)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(5.0)  # nothing takes the GIL from the hog before it ends
     try:
@@ -795,3 +796,20 @@ def test_a_running_watch_gives_task_ages_and_the_tree_lists_only_old_or_idle_tas
 def _whole(seconds: float | None) -> int:
     assert seconds is not None
     return int(seconds)
+
+
+def test_stop_right_after_a_stall_reports_it() -> None:
+    """``stop()`` on the loop's thread just after the loop blocked: the stall is reported, from ``stop()``."""
+    reports: list[StallReport] = []
+
+    async def main() -> None:
+        watch = watch_stalls(THRESHOLD, loop=asyncio.get_running_loop(), on_stall=reports.append, log=False)
+        await asyncio.sleep(0.05)
+        time.sleep(BLOCK)  # last
+        watch.stop()
+        assert len(reports) == 1
+        assert (reports[0].stack[0]["name"], reports[0].stack[0]["line"]) == ("main", line_of(main, "last"))
+        assert near(reports[0].duration)
+
+    asyncio.run(main())
+    assert len(reports) == 1
