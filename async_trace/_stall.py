@@ -952,7 +952,10 @@ class StallWatch:
             kind = "gc"
         names = {thread.ident: thread.name for thread in threading.enumerate()}
         wall_start = time.time() - (time.monotonic() - start)
-        allowed, suppressed = self._admit(source)
+        if not ongoing and sample is not None and sample.ongoing_reported:
+            allowed, suppressed = True, 0  # the end of a stall reported while it lasted: always said
+        else:
+            allowed, suppressed = self._admit(source)
         if not ongoing:
             _count(source, duration, kind, allowed)
         if not allowed:

@@ -74,3 +74,40 @@ def _first_block(lines: list[str]) -> list[str]:
     start = lines.index("Event Loop Block: block-1")
     end = next(i for i in range(start, len(lines)) if lines[i].endswith("# a synchronous database call"))
     return lines[start : end + 1]
+
+
+BLOCKBUSTER = """\
+import asyncio, time
+import async_trace
+from blockbuster import blockbuster_ctx
+
+async def handle():
+    time.sleep(0.01)
+
+async def main():
+    await asyncio.create_task(handle(), name="request")  # creates
+
+with blockbuster_ctx():
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        print("".join(async_trace.format_exception(exc)), end="")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("blockbuster") is None, reason="blockbuster is not installed")
+def test_blockbuster_error_gets_the_chain(tmp_path: Path) -> None:
+    """The recipe: blockbuster's BlockingError, raised in the task, is printed with the task's chain."""
+    (tmp_path / "bb.py").write_text(BLOCKBUSTER, encoding="utf-8")
+    path = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = run_python("bb.py", cwd=tmp_path, env={"PYTHONPATH": path}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-6:] == [
+        "blockbuster.blockbuster.BlockingError: Blocking call to time.sleep",
+        "Async trace (most recent call last):",
+        "  Root task 'Task-1'",
+        f'  File "{tmp_path / "bb.py"}", line 9, in main',
+        '    await asyncio.create_task(handle(), name="request")  # creates',
+        "  --- task 'request' created here ---",
+    ]
