@@ -770,7 +770,13 @@ class StallWatch:
             self._gap(state, start, end)
         last = state.last
         now = time.monotonic()
-        if last is not None and state.ident == threading.get_ident() and now - last > state.limit:
+        if (
+            last is not None
+            and state.ident == threading.get_ident()
+            and now - last > state.limit
+            and state.loop.is_running()  # on its thread and running: this very call, not blocked
+            and asyncio.events._get_running_loop() is state.loop
+        ):
             self._gap(state, last, now)
 
     @property

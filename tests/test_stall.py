@@ -30,6 +30,7 @@ import async_trace
 from async_trace import (
     AsyncTraceWarning,
     StallReport,
+    StallWatch,
     _stall,
     format_stall_report,
     print_stall_report,
@@ -813,3 +814,18 @@ def test_stop_right_after_a_stall_reports_it() -> None:
 
     asyncio.run(main())
     assert len(reports) == 1
+
+
+def test_stop_after_the_loop_ended_reports_nothing_more() -> None:
+    """A loop that stopped does not beat: stopping its watch afterwards, from its thread, is no stall."""
+    reports: list[StallReport] = []
+
+    async def main() -> StallWatch:
+        watch = watch_stalls(THRESHOLD, loop=asyncio.get_running_loop(), on_stall=reports.append, log=False)
+        await asyncio.sleep(0.05)
+        return watch
+
+    watch = asyncio.run(main())
+    time.sleep(BLOCK)
+    watch.stop()
+    assert reports == []
