@@ -56,6 +56,9 @@ def _dir_of(path: str | None) -> str:
     return os.path.dirname(os.path.abspath(path or "")) + os.sep
 
 
+#: Bound at import: a tool that patches ``os.path.abspath`` to flag blocking calls on the loop
+#: (blockbuster) must not break a trace printed there (a code object's absolute path: no I/O).
+_abspath: Final = os.path.abspath
 _PACKAGE_DIR: Final = _dir_of(__file__)
 _ASYNCIO_DIR: Final = _dir_of(asyncio.__file__)
 _FUTURES_DIR: Final = _dir_of(concurrent.futures.__file__)
@@ -130,7 +133,7 @@ def frame_kind(code: CodeType) -> int:
         return CUT  # not cached: rare (once per anyio worker frame shown)
     if _loop_callers.get(id(code)) is code:
         return LOOP_CALLER  # not cached: rare, and the registry can grow after a lookup
-    filename = os.path.abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
+    filename = _abspath(code.co_filename) if code.co_filename[:1] != "<" else code.co_filename
     if filename.startswith((_ASYNCIO_DIR, _FUTURES_DIR)) or filename == _THREADING_FILE:
         key = (os.path.basename(filename), code.co_name)
         kind = CUT if key in _ENTRY_POINTS else SKIP

@@ -37,6 +37,8 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 LIBRARY_DIRS: Final = _library_dirs()
+#: Bound at import, as in ``_collect``: blockbuster's patch must not break classifying a frame on the loop.
+_abspath: Final = os.path.abspath
 _MARKS: Final = frozenset({"site-packages", "dist-packages"})
 
 #: What one file name was classified as: ``(in_app, package, package-relative path)``;
@@ -102,7 +104,7 @@ def _classify(filename: str) -> Kind:
         return (package in _include, package, filename)
     if filename.startswith("<"):
         return _APP  # <string>, <stdin>, <doctest ...>: code the program made
-    path = os.path.normcase(os.path.abspath(filename))
+    path = os.path.normcase(_abspath(filename))
     parts = path.replace(os.sep, "/").split("/")
     relative: str | None = None
     # The last site-packages / dist-packages component: the import root.
