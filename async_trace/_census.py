@@ -29,11 +29,28 @@ _seen: Final[weakref.WeakKeyDictionary[Any, list[Any]]] = weakref.WeakKeyDiction
 _lock: Final = threading.Lock()
 
 
-def _signature(task: Any) -> tuple[int, int]:
-    """What the task waits on now: the future's id and the suspension point of its coroutine."""
+def _signature(task: Any) -> tuple[Any, int]:
+    """What the task waits on now: the future (a weak reference: an id is reused once it is freed) and
+    the suspension point of its coroutine."""
     waiter = getattr(task, "_fut_waiter", None)
     frame = getattr(coro_of(task), "cr_frame", None) if not task.done() else None
-    return (id(waiter) if waiter is not None else 0, frame.f_lasti if frame is not None else -1)
+    ref: Any
+    try:
+        ref = weakref.ref(waiter) if waiter is not None else None
+    except TypeError:  # a future-like object that cannot be weakly referenced
+        ref = id(waiter)
+    return (ref, frame.f_lasti if frame is not None else -1)
+
+
+def _same(old: tuple[Any, int], new: tuple[Any, int]) -> bool:
+    """Whether a task waits on the same thing as at the last census (a dead future is not the same)."""
+    if old[1] != new[1]:
+        return False
+    before, now = old[0], new[0]
+    if isinstance(before, weakref.ref) and isinstance(now, weakref.ref):
+        held = before()
+        return held is not None and held is now()
+    return bool(before == now)
 
 
 def take(loop: Any) -> None:
@@ -53,7 +70,7 @@ def take(loop: Any) -> None:
                 entry = _seen.get(task)
                 if entry is None:
                     _seen[task] = [now, now, signature]
-                elif entry[2] != signature:
+                elif not _same(entry[2], signature):
                     entry[1] = now
                     entry[2] = signature
             except TypeError:  # a Future-like object from a custom factory, not weakly referenceable
