@@ -30,12 +30,23 @@ from ._json import trace_to_dict as trace_to_dict
 from ._json import trace_to_json as trace_to_json
 from ._json import tree_to_dict as tree_to_dict
 from ._json import tree_to_json as tree_to_json
+from ._stall import StallWatch as StallWatch
+from ._stall import watch_stalls as watch_stalls
+from ._stall_env import start_from_environment as _start_stall_watch_from_environment
+from ._stall_report import format_stall_report as format_stall_report
+from ._stall_report import print_stall_report as print_stall_report
+from ._stall_summary import reset_stall_summary as reset_stall_summary
+from ._stall_summary import stall_summary as stall_summary
 from ._tree import format_task_tree as format_task_tree
 from ._tree import print_task_tree as print_task_tree
 from ._tree import task_tree as task_tree
 from ._types import AsyncTraceWarning as AsyncTraceWarning
 from ._types import ExecutorThread as ExecutorThread
 from ._types import InternalErrors as InternalErrors
+from ._types import StallKind as StallKind
+from ._types import StallReport as StallReport
+from ._types import StallStats as StallStats
+from ._types import StallThread as StallThread
 from ._types import TaskInfo as TaskInfo
 from ._types import TaskOrigin as TaskOrigin
 from ._types import TaskState as TaskState
@@ -55,6 +66,11 @@ __all__ = [
     "JSONTaskTree",
     "JSONTrace",
     "JSONTreeTask",
+    "StallKind",
+    "StallReport",
+    "StallStats",
+    "StallThread",
+    "StallWatch",
     "TaskInfo",
     "TaskOrigin",
     "TaskState",
@@ -70,18 +86,27 @@ __all__ = [
     "exception_trace",
     "format_async_trace",
     "format_exception",
+    "format_stall_report",
     "format_task_tree",
     "format_trace",
     "internal_errors",
     "print_async_trace",
     "print_exception",
+    "print_stall_report",
     "print_task_tree",
     "print_trace",
+    "reset_stall_summary",
+    "stall_summary",
     "task_tree",
     "trace_to_dict",
     "trace_to_json",
     "tree_to_dict",
     "tree_to_json",
+    "watch_stalls",
 ]
 
 enable_tracing()
+
+
+_start_stall_watch_from_environment()
+del _start_stall_watch_from_environment

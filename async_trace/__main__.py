@@ -36,6 +36,7 @@ from . import _children, _pstree
 from ._children import CLIOptions
 from ._misuse import signal_number
 from ._pstree import COMMANDS
+from ._stall_env import parse_duration
 from ._types import STYLES
 from ._version import __version__
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"  {PROG} app.py --port 8080\n"
             f"  {PROG} --style arrows -m mypackage.server\n"
             f"  {PROG} --dump-signal USR1 app.py      # then: kill -USR1 <pid>\n"
+            f"  {PROG} --stall-threshold 100ms app.py # log what blocks the event loop\n"
             f"  {PROG} pstree 1234                    # the task trees of process 1234 (3.14+)\n"
             f"  {PROG} ps 1234 --json                 # its tasks as a table, here as JSON\n"
             "\n"
@@ -104,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
             "not added eagerly"
         ),
     )
+    parser.add_argument(
+        "--stall-threshold",
+        metavar="DURATION",
+        type=_duration,
+        help=(
+            "watch every event loop for stalls of DURATION or more (100ms, 0.25s, 1) and log each to the "
+            "async_trace.stall logger (stderr unless logging is configured), naming the blocked task's chain"
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"async-trace {__version__}")
     return parser
 
@@ -115,6 +126,14 @@ def _signal_number(text: str) -> int:
         message = str(number).removeprefix("--dump-signal(): ")
         raise argparse.ArgumentTypeError(message)
     return number
+
+
+def _duration(text: str) -> float:
+    """``100ms`` -> 0.1 (argparse reports an ArgumentTypeError as invalid)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _value_options(parser: argparse.ArgumentParser) -> frozenset[str]:
@@ -158,6 +177,7 @@ def _apply(options: argparse.Namespace) -> None:
         "dump_signal": options.dump_signal,
         "summary": options.summary,
         "record_origins": options.record_origins,
+        "stall_threshold": options.stall_threshold,
     }
     try:
         _children.apply(cli_options)

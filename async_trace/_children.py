@@ -42,6 +42,7 @@ from . import _exceptions
 from ._compat import HAS_MONITORING
 from ._dump import dump_tasks_on_signal, is_dump_handler
 from ._hooks import HookSet, Target, register
+from ._stall_env import start_default_watch
 from ._types import Style
 
 __all__ = ["CLIOptions", "child_setup", "follow_children"]
@@ -57,6 +58,8 @@ class CLIOptions(TypedDict):
     summary: bool
     #: ``--no-record-origins`` gives ``False``: no unwind record, so no eager notes either.
     record_origins: bool
+    #: ``--stall-threshold``: seconds; a stall watchdog on every loop (``None``: none).
+    stall_threshold: float | None
 
 
 #: The options of this process's command line; ``None``: not run under it.
@@ -108,6 +111,7 @@ class _ChildBootstrap:
             "dump_signal": None if options["dump_signal"] is None else int(options["dump_signal"]),
             "summary": bool(options["summary"]),
             "record_origins": bool(options["record_origins"]),
+            "stall_threshold": None if options["stall_threshold"] is None else float(options["stall_threshold"]),
         }
         self.source = _BOOTSTRAP.format(home=home, options=plain)
 
@@ -125,6 +129,9 @@ def apply(options: CLIOptions) -> None:
     # Eager notes where they cost nothing per task (3.12+: the unwind hook); 3.10/3.11 would need a
     # done callback on every task (enable_tracing(eager_notes=True) gives them there).
     _exceptions.configure(style=options["style"], notes_on_exit=record and HAS_MONITORING, record=record)
+    threshold = options.get("stall_threshold")  # absent from an older parent's bootstrap
+    if threshold is not None:
+        start_default_watch(threshold)
     if options["dump_signal"] is not None:
         dump_tasks_on_signal(options["dump_signal"], style=options["style"], summary=options["summary"])
 

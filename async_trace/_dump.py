@@ -56,13 +56,14 @@ def format_dump(
     return _dump_lines(_snapshot(), style, summary, ascii_only, library_frames)
 
 
-def _snapshot() -> list[tuple[Any, str, TaskTree]]:
+def _snapshot(min_age: float | None = None, min_idle: float | None = None) -> list[tuple[Any, str, TaskTree]]:
     """``(loop, thread name, tree)`` of every running loop, taken once (then rendered as the stream allows)."""
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     out = []
     for loop in running_loops():
         ident = loop_thread(loop)
-        out.append((loop, names.get(ident, "?") if ident is not None else "?", task_tree(loop)))
+        tree = task_tree(loop, min_age=min_age, min_idle=min_idle)
+        out.append((loop, names.get(ident, "?") if ident is not None else "?", tree))
     return out
 
 
@@ -87,8 +88,13 @@ def dump_tasks(
     summary: bool = False,
     ascii_only: bool = False,
     library_frames: LibraryFrames = "collapse",
+    min_age: float | None = None,
+    min_idle: float | None = None,
 ) -> None:
     """Write the task tree of every running event loop, in any thread, to ``file`` (default ``sys.stderr``).
+
+    ``min_age`` / ``min_idle``: only the tasks known to be at least that many
+    seconds old / idle, with the entries above them (see :func:`task_tree`).
 
     Each tree shows the executor threads working for its tasks with their
     current stacks. ``summary=True``: per loop, the grouped view instead
@@ -101,7 +107,7 @@ def dump_tasks(
     check_style(style)
     check_library_frames(library_frames)
     out = sys.stderr if file is None else file
-    loops = _snapshot()
+    loops = _snapshot(min_age, min_idle)
     write(lambda plain: _dump_lines(loops, style, summary, plain, library_frames), out, ascii_only=ascii_only)
     out.flush()
 

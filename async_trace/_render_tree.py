@@ -23,7 +23,18 @@ def _title(info: TaskInfo, quote: bool) -> str:
     extra = ", unknown origin" if info.origin == "unknown" else ""
     if info.name is None:
         return f"{FINISHED}{' (unknown origin)' if extra else ''}"
+    if info.age is not None:  # known while a stall watch runs (docs/stalls.md)
+        extra += f", {_duration(info.age)} old" + (f", idle {_duration(info.idle)}" if info.idle is not None else "")
     return f"{repr(info.name) if quote else entry_name(info.name)} ({info.state}{extra})"
+
+
+def _duration(seconds: float) -> str:
+    """``3 s``, ``2 min``, ``5 h``: a task's age or idleness, whole units (a census is a second apart)."""
+    if seconds < 120:
+        return f"{int(seconds)} s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds // 3600)} h"
 
 
 #: Awaiter names shown on one line, at most; then ``and N more``.

@@ -17,6 +17,7 @@ import threading
 from types import CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Final, TextIO
 
+from . import _census
 from ._chain import (
     ElidedNode,
     ExecutorNode,
@@ -319,6 +320,7 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
     position = _tree_positions(order[: len(roots)])
     done: dict[int, TaskInfo] = {}
     for entry in reversed(order):
+        age, idle = _census.ages(entry.task)
         done[id(entry)] = TaskInfo(
             name=entry.name,
             id=entry.id,
@@ -330,6 +332,8 @@ def _freeze(roots: list[_Entry]) -> tuple[TaskInfo, ...]:
             executor_threads=tuple(entry.threads),
             children=tuple([done.pop(id(c)) for c in entry.children]),
             awaited_by=_awaited_by(entry, position),
+            age=age,
+            idle=idle,
         )
     return tuple(done[id(root)] for root in order[: len(roots)])
 
@@ -363,8 +367,14 @@ def _all_tasks(loop: Any) -> list[Any]:
     return []
 
 
-def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
+def task_tree(
+    loop: asyncio.AbstractEventLoop | None = None, *, min_age: float | None = None, min_idle: float | None = None
+) -> TaskTree:
     """The live tasks of ``loop`` (default: the running loop) as a tree by creation parent.
+
+    ``min_age`` / ``min_idle`` (seconds): only the tasks known to be at least
+    that old / idle (:attr:`TaskInfo.age`, :attr:`TaskInfo.idle`, known while
+    a stall watch runs), with the entries above them.
 
     Each task hangs under the task that created it; a parent that has
     finished still holds its children, as a ``"finished"`` entry hung under
@@ -392,6 +402,8 @@ def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> TaskTree:
     finally:
         if was_enabled:
             gc.enable()
+    if min_age is not None or min_idle is not None:
+        frozen = _census.prune(frozen, min_age, min_idle)
     return TaskTree(loop=loop, roots=frozen)
 
 

@@ -8,6 +8,7 @@ The task tree's records are frozen, slotted dataclasses, as asyncio's
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -197,6 +198,10 @@ class TaskInfo:
     #: in tree order (see :meth:`TaskTree.by_id`). What each Python version
     #: can see is in docs/task-tree.md ("Who awaits whom").
     awaited_by: tuple[int, ...] = ()
+    #: Seconds the task has been alive at least, and waited on the same thing at least,
+    #: as a running stall watch's censuses saw it; ``None`` if none has (docs/stalls.md).
+    age: float | None = None
+    idle: float | None = None
 
     def __repr__(self) -> str:
         # Short: the frames and the whole subtree are one attribute away.
@@ -251,3 +256,105 @@ class TaskTree:
     def live_count(self) -> int:
         """How many entries are live tasks (not finished placeholders)."""
         return sum(1 for _, info in self.walk() if info.state != "finished")
+
+
+#: ``blocking``: code ran on the loop thread (CPU, a blocking call); ``waiting``: the loop
+#: thread waited on a lock, event, thread or future of another thread; ``starved``: the
+#: loop thread sat in its poll but did not get to run; ``gc``: mostly garbage collection.
+StallKind = Literal["blocking", "waiting", "starved", "gc"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StallThread:
+    """A thread the blocked loop waited for, with where it was at the time."""
+
+    #: The thread's name and ``threading.get_ident()``.
+    name: str
+    ident: int
+    #: Its stack when the stall was sampled, innermost first (TraceFrame dicts with ``in_app``).
+    frames: tuple[TraceFrame, ...]
+
+    def __repr__(self) -> str:
+        return f"StallThread(name={self.name!r}, ident={self.ident}, frames={len(self.frames)})"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StallReport:
+    """One stall of an event loop: how long, where the loop thread was, and for which task."""
+
+    #: Seconds the loop did not run: the gap between the heartbeats around the stall, less
+    #: half a heartbeat interval (within ``interval / 2`` of the time the loop was blocked).
+    #: For a report with ``ongoing`` set: the time so far.
+    duration: float
+    #: The threshold of the watch that reported it, in seconds.
+    threshold: float
+    kind: StallKind
+    #: ``"module:function"`` of the innermost frame of the program's own code in ``stack``
+    #: (else in ``chain``, else the innermost frame); ``"<starved>"`` for that kind and
+    #: ``"<unknown>"`` when nothing was sampled. Low-cardinality: a metric label.
+    source: str
+    #: The loop thread's stack, sampled while the loop was blocked, innermost first, up to
+    #: the running task's coroutine frame (or the callback's first frame); event loop and
+    #: ``asyncio.run`` frames cut. Empty when no sample could be taken.
+    stack: tuple[TraceFrame, ...]
+    #: The task running on the loop then, ``None`` for a callback (or none running).
+    task: asyncio.Task[Any] | None = field(repr=False)
+    #: Its name (kept when the task is gone).
+    task_name: str | None
+    #: Where ``task`` was created, innermost first, to the root task: the frames
+    #: :func:`async_trace.exception_trace` gives (the first is the line that created it).
+    chain: tuple[TraceFrame, ...]
+    #: For ``waiting``: the type of what the loop waited on (``"_thread.lock"``), if found.
+    waiting_on: str | None
+    #: For ``waiting``: the threads found holding it (or being waited for), with their stacks.
+    waiting_for: tuple[StallThread, ...]
+    #: True for the report made while the stall still lasted (see ``long_stall``).
+    ongoing: bool
+    #: The loop, and the name of the thread running it.
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+    thread: str
+    #: ``time.time()`` when the stall began (the last heartbeat before it).
+    started: float
+    #: Seconds of CPU the loop thread used from the sample to the end (``None`` where the
+    #: platform cannot tell, or nothing was sampled): near ``duration`` for a CPU loop,
+    #: near 0 for ``time.sleep`` or a wait.
+    cpu_time: float | None
+    #: Seconds the garbage collector ran during the stall (any thread).
+    gc_time: float
+    #: Stalls of the same ``source`` not reported (dedup, rate limit) since its last report.
+    suppressed: int
+    #: The ``contextvars.Context`` ``task`` runs in (``None`` without a task): what the request
+    #: had set, read with ``context.get(var)`` (its tracing span, say: see ``async_trace.otel``).
+    context: contextvars.Context | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"StallReport(duration={self.duration:.3f}, kind={self.kind!r}, source={self.source!r}, "
+            f"task_name={self.task_name!r}, stack={len(self.stack)}, chain={len(self.chain)}, "
+            f"ongoing={self.ongoing}, suppressed={self.suppressed})"
+        )
+
+    @property
+    def trace(self) -> TraceData:
+        """``stack`` then ``chain`` as one trace (indents renumbered), for ``format_async_trace`` and friends."""
+        frames = FrameList()
+        for frame in self.stack:
+            frames.append({**frame, "indent": len(frames)})
+        first = len(frames)
+        for frame in self.chain:
+            frames.append({**frame, "indent": len(frames)})
+        frames.boundaries = frozenset([first]) if self.chain and self.chain[0]["line"] is not None else frozenset()
+        return {"frames": frames, "current_task": self.task, "in_executor": False}
+
+
+class StallStats(TypedDict):
+    """One source's line of :func:`stall_summary`."""
+
+    #: Stalls seen (reported or not) and how many were reported.
+    count: int
+    reported: int
+    #: Their total and longest duration, seconds.
+    total: float
+    worst: float
+    #: The kind of the latest.
+    kind: StallKind

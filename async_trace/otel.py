@@ -24,6 +24,9 @@ parent or context, patches nothing global, and works beside
 internal error warns once (:class:`async_trace.AsyncTraceWarning`) and leaves
 the span as it was.
 
+:func:`record_stall` records a stall report (:func:`async_trace.watch_stalls`)
+as a span under the blocked request's span.
+
 This module imports ``opentelemetry`` (``import async_trace`` does not).
 """
 
@@ -53,6 +56,10 @@ from ._collect import creation_site, current_node, has_line, origin_of_node
 from ._exceptions import exception_trace
 from ._failsafe import warn_internal
 from ._render_line import chain_line
+from ._stall_otel import STALL_EVENT as STALL_EVENT
+from ._stall_otel import STALL_SPAN as STALL_SPAN
+from ._stall_otel import record_stall as record_stall
+from ._stall_otel import stall_attributes as stall_attributes
 from ._types import TraceFrame
 
 __all__ = [
@@ -60,9 +67,13 @@ __all__ = [
     "CODE_FILE_PATH",
     "CODE_FUNCTION_NAME",
     "CODE_LINE_NUMBER",
+    "STALL_EVENT",
+    "STALL_SPAN",
     "AsyncTraceSpanProcessor",
     "exception_attributes",
     "record_exception_with_origin",
+    "record_stall",
+    "stall_attributes",
 ]
 
 #: Semantic-convention attributes of the creation site.

@@ -25,6 +25,8 @@ unchanged. The processor never raises: an internal error warns once
 
     sentry_sdk.init(dsn=..., integrations=[AsyncTraceIntegration()])
 
+:func:`capture_stall` sends a stall report (:func:`async_trace.watch_stalls`) as an event.
+
 This module imports ``sentry_sdk`` (``import async_trace`` does not).
 """
 
@@ -55,9 +57,10 @@ from ._failsafe import warn_internal
 from ._inapp import is_library, resolved_path
 from ._json import trace_to_dict
 from ._render_line import chain_line
-from ._types import TraceData, TraceFrame
+from ._stall_report import headline
+from ._types import StallReport, TraceData, TraceFrame
 
-__all__ = ["CONTEXT", "AsyncTraceIntegration", "origin_context", "origin_frames"]
+__all__ = ["CONTEXT", "AsyncTraceIntegration", "capture_stall", "origin_context", "origin_frames", "stall_event"]
 
 #: The key of the event's ``contexts`` entry.
 CONTEXT: Final = "async_trace"
@@ -188,3 +191,60 @@ def _processor(event: Any, hint: Any) -> Any:
     except Exception as err:  # noqa: BLE001 - the event itself must go out
         warn_internal(err, "adding an exception's origin to a Sentry event")
         return event
+
+
+# --- stall reports: one event per report ----------------------------------------------
+
+_STALL_LOGGER: Final = "async_trace.stall"
+
+
+def stall_event(report: StallReport) -> dict[str, Any]:
+    """The Sentry event for ``report``.
+
+    ``message``: the report's headline; ``level`` ``warning``; ``logger``
+    ``async_trace.stall``; ``fingerprint`` ``["async-trace-stall", source]``
+    (one issue per source); ``tags`` ``stall.kind`` and ``stall.source``;
+    ``contexts["async_trace"]``: the blocking stack and the chain as in
+    exception events (``path``, ``frames``, ``in_executor``, ``task``) plus
+    ``stall``: ``duration``, ``threshold``, ``kind``, ``source``, ``ongoing``,
+    ``suppressed``, ``waiting_on``, ``waiting_for`` (thread names);
+    ``threads``: the loop thread with the stack and chain as its stacktrace
+    (oldest first, ``in_app`` per frame), then each thread it waited for.
+    """
+    trace = report.trace
+    context = origin_context(trace)
+    context["stall"] = {
+        "duration": report.duration,
+        "threshold": report.threshold,
+        "kind": report.kind,
+        "source": report.source,
+        "ongoing": report.ongoing,
+        "suppressed": report.suppressed,
+        "waiting_on": report.waiting_on,
+        "waiting_for": [thread.name for thread in report.waiting_for],
+    }
+    threads: list[dict[str, Any]] = [
+        {"name": report.thread, "current": True, "crashed": False, "stacktrace": {"frames": origin_frames(trace)}}
+    ]
+    for thread in report.waiting_for:
+        data = {"frames": list(thread.frames), "current_task": None, "in_executor": False}
+        threads.append(
+            {"id": thread.ident, "name": thread.name, "stacktrace": {"frames": origin_frames(data)}}  # type: ignore[arg-type]
+        )
+    return {
+        "message": headline(report),
+        "level": "warning",
+        "logger": _STALL_LOGGER,
+        "fingerprint": ["async-trace-stall", report.source],
+        "tags": {"stall.kind": report.kind, "stall.source": report.source},
+        "contexts": {"async_trace": context},
+        "threads": {"values": threads},
+    }
+
+
+def capture_stall(report: StallReport) -> str | None:
+    """Send ``report`` to Sentry as :func:`stall_event`; the event id (``None`` if not sent).
+
+    Use it as the watch's callback: ``watch_stalls(on_stall=async_trace.sentry.capture_stall)``.
+    """
+    return sentry_sdk.capture_event(stall_event(report))  # type: ignore[arg-type]  # a plain dict is an Event

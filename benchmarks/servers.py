@@ -213,7 +213,7 @@ async def _serve_fastapi(sock: socket.socket, stop: asyncio.Event) -> None:
 
 
 def serve(framework: str, contender: str) -> None:
-    if contender == "async_trace":
+    if contender in ("async_trace", "async_trace_stall"):  # the latter: benchmarks/stall.py, the watchdog on too
         import async_trace  # noqa: F401 - importing it turns tracing on
     elif contender == "async_trace_noexc":  # by hand only: tracing on, the exception hooks off
         _display.uninstall()
@@ -242,6 +242,10 @@ def serve(framework: str, contender: str) -> None:
         stop = asyncio.Event()
         _stop_on_stdin_eof(asyncio.get_running_loop(), stop)
         hello = {"port": sock.getsockname()[1], "pid": os.getpid(), "framework": version}
+        if contender == "async_trace_stall":
+            from async_trace import watch_stalls
+
+            watch_stalls(0.1, loop=asyncio.get_running_loop())  # a heartbeat every 25 ms
         print(json.dumps(hello), flush=True)
         await body(sock, stop)
         if BACKGROUND:
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run one server until stdin closes; prints {port, pid, framework}")
     s.add_argument("framework", choices=["aiohttp", "fastapi"])
-    s.add_argument("contender", choices=[*SERVER_CONTENDERS, "async_trace_noexc"])
+    s.add_argument("contender", choices=[*SERVER_CONTENDERS, "async_trace_noexc", "async_trace_stall"])
     ld = sub.add_parser("load", help="drive a server; prints one JSON object")
     ld.add_argument("--port", type=int, required=True)
     ld.add_argument("--requests", type=int, default=3000)

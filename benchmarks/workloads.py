@@ -5,7 +5,9 @@ Prints one JSON object. Contenders: ``plain`` (async_trace not imported), ``debu
 (imported, tracing on) and ``async_trace_noexc`` (tracing on, the exception hooks off:
 against ``async_trace`` it isolates what the exception origins cost), ``async_trace_eager``
 (``enable_tracing(eager_notes=True)``: notes formatted as exceptions leave), ``async_trace_norecord``
-(``enable_tracing(record_origins=False)``: no unwind record). Timed values are medians
+(``enable_tracing(record_origins=False)``: no unwind record), ``async_trace_stall`` (tracing
+on and the stall watchdog on the loop, threshold 100 ms: against ``async_trace`` it isolates
+what the watchdog costs; see benchmarks/stall.py). Timed values are medians
 of repetitions inside this process.
 """
 
@@ -48,6 +50,10 @@ elif CONTENDER == "async_trace_norecord":
 
     async_trace.enable_tracing(record_origins=False)  # hooks on, no unwind record (3.12+: no sys.monitoring)
     collect = async_trace.collect_async_trace
+elif CONTENDER == "async_trace_stall":
+    import async_trace
+
+    collect = async_trace.collect_async_trace
 elif CONTENDER not in ("plain", "debug"):
     raise SystemExit(f"unknown contender {CONTENDER!r}")
 
@@ -55,7 +61,15 @@ now = time.perf_counter_ns
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:
+    if CONTENDER == "async_trace_stall":
+        return asyncio.run(_watched(main))
     return asyncio.run(main(), debug=DEBUG)  # type: ignore[arg-type]
+
+
+async def _watched(main: Callable[[], Awaitable[Any]]) -> Any:
+    """``main()`` with the stall watchdog on its loop (threshold 100 ms: a heartbeat every 25 ms)."""
+    with async_trace.watch_stalls(0.1, loop=asyncio.get_running_loop()):
+        return await main()
 
 
 def median_of(reps: int, measure: Callable[[], float]) -> float:

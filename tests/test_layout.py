@@ -56,14 +56,14 @@ LAYERS: Final[Layers] = [
                 "_compat.py312", "_compat.py314"]),
     ("core", ["_config", "_chain", "_hooks", "_stack", "_inapp", "_loops"]),
     ("lineage", ["_frames", "_contexts", "_lineage"]),
-    ("collect", ["_collect", "_origins", "_process", "_discovery"]),
-    ("render", ["_writer", "_render", "_render_line", "_render_tree", "_render_remote"]),
+    ("collect", ["_collect", "_origins", "_process", "_discovery", "_census", "_stall_sample"]),
+    ("render", ["_writer", "_render", "_render_line", "_render_tree", "_render_remote", "_stall_report"]),
     ("capture", ["_capture", "_direct_tasks", "_anyio"]),
     ("exceptions", ["_notes", "_restyle", "_notes_py310", "_record_unwind", "_record_callbacks", "_recorders",
                     "_display", "_exceptions"]),
-    ("products", ["_tree", "_json", "_dump"]),
+    ("products", ["_tree", "_json", "_dump", "_stall_summary", "_stall", "_stall_env"]),
     ("shell", ["_api", ROOT]),
-    ("integrations", ["logging", "otel", "sentry", "_pstree", "_children", "__main__"]),
+    ("integrations", ["logging", "_stall_otel", "otel", "sentry", "_pstree", "_children", "__main__"]),
 ]  # fmt: skip
 
 #: The modules that may read the Python version: the one place that chooses per version, and the

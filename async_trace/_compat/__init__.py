@@ -29,6 +29,7 @@ __all__ = [
     "ASYNCIO_REGISTRY",
     "C_TASK_LISTS",
     "EAGER_TASKS",
+    "HAS_CODE_POSITIONS",
     "HAS_CONTEXT_ARG",
     "HAS_MONITORING",
     "HAS_NOTES",
@@ -53,6 +54,8 @@ STDLIB_DIR_NAME = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 
 #: 3.11+: ``loop.create_task(coro, context=...)`` and ``Task(..., context=...)``.
 HAS_CONTEXT_ARG = _impl.HAS_CONTEXT_ARG
+#: 3.11+: ``code.co_positions()``, the columns of each instruction.
+HAS_CODE_POSITIONS = _impl.HAS_CODE_POSITIONS
 #: 3.11+: PEP 678 notes (``BaseException.add_note``).
 HAS_NOTES = _impl.HAS_NOTES
 #: 3.12+: ``sys.monitoring`` (the ``PY_UNWIND`` event).

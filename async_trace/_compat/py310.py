@@ -15,6 +15,7 @@ __all__: list[str] = []
 
 HAS_CONTEXT_ARG: Final = False
 HAS_NOTES: Final = False
+HAS_CODE_POSITIONS: Final = False
 HAS_MONITORING: Final = False
 C_TASK_LISTS: Final = False
 

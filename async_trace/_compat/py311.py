@@ -38,6 +38,7 @@ __all__ = [
 
 HAS_CONTEXT_ARG: Final = True
 HAS_NOTES: Final = True
+HAS_CODE_POSITIONS: Final = True
 
 
 def add_note(exc: BaseException, text: str) -> None:

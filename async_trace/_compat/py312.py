@@ -11,10 +11,11 @@ from types import FrameType
 from typing import Any, Final
 
 from .py310 import C_TASK_LISTS, TASK_REGISTRIES, awaited_by, is_coroutine_function, work_item_fn
-from .py311 import HAS_CONTEXT_ARG, HAS_NOTES, add_note
+from .py311 import HAS_CODE_POSITIONS, HAS_CONTEXT_ARG, HAS_NOTES, add_note
 
 __all__ = [
     "C_TASK_LISTS",
+    "HAS_CODE_POSITIONS",
     "HAS_CONTEXT_ARG",
     "HAS_NOTES",
     "TASK_REGISTRIES",
