@@ -479,13 +479,13 @@ def test_an_internal_failure_warns_once_and_the_program_goes_on(monkeypatch: pyt
     def broken(*args: Any) -> None:
         raise RuntimeError("sampling broke")
 
-    monkeypatch.setattr(_stall, "_sample", broken)
+    monkeypatch.setattr(_stall, "sample_loop", broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reports = watched(request_handler)
     assert [str(w.message) for w in caught if w.category is AsyncTraceWarning] == [
-        "async_trace: internal error while watching for event loop stalls; this call falls back to "
-        "untraced behaviour (RuntimeError: sampling broke)"
+        "async_trace: internal error while watching for event loop stalls (RuntimeError: sampling broke); this "
+        "call falls back to untraced behaviour (async_trace.internal_errors() counts them)"
     ]
     # The stall itself is still reported, without a stack.
     assert [(r.source, r.stack) for r in reports] == [("<unknown>", ())]
