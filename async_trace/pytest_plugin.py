@@ -44,8 +44,8 @@ from typing import Any, Final, NamedTuple
 
 import pytest
 
+from . import _capture
 from ._api import format_async_trace
-from ._capture import capture, seen_loops
 from ._chain import ExecutorNode, Node, warn_internal
 from ._collect import node_of_task
 from ._exceptions import chain_frames, exception_trace, leaving_out_shown_frames
@@ -119,6 +119,39 @@ def _base_id(nodeid: str) -> str:
     """A test's node id without its parameters."""
     cut = nodeid.find("[")
     return nodeid if cut < 0 else nodeid[:cut]
+
+
+class _ById:
+    """Values kept by object identity, readable while the object is finalized.
+
+    A weak mapping cannot serve a finalizer: the garbage collector clears an
+    object's weak references before it calls ``__del__`` (where a task logs
+    "destroyed but it is pending" and its coroutine is closed). So entries
+    are keyed by ``id()``, each with a weak reference that tells a live or
+    dying object (the reference is its own, or cleared) from a new one at the
+    same address; dead entries are dropped between tests.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], Any]] = {}
+
+    def put(self, obj: Any, value: Any) -> None:
+        with contextlib.suppress(TypeError):  # not weakly referenceable: not kept
+            self._entries[id(obj)] = (weakref.ref(obj), value)
+
+    def get(self, obj: Any) -> Any:
+        entry = self._entries.get(id(obj))
+        if entry is None:
+            return None
+        alive = entry[0]()
+        return entry[1] if alive is obj or alive is None else None
+
+    def prune(self) -> None:
+        for key, (ref, _) in list(self._entries.items()):
+            if ref() is None:
+                del self._entries[key]
 
 
 # --- allow-lists --------------------------------------------------------------
@@ -295,6 +328,10 @@ class Plugin:
         self._timers: weakref.WeakKeyDictionary[Any, _Started] = weakref.WeakKeyDictionary()
         self._threads: weakref.WeakKeyDictionary[threading.Thread, _Started] = weakref.WeakKeyDictionary()
         self._reported: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Tasks reported pending, readable in their finalizer (``True``).
+        self._reported_tasks = _ById()
+        #: The task name and chain of each reported task's coroutine (see ``_remember_coro``).
+        self._coros = _ById()
         self._current: _TestState | None = None
         self._session_entries: list[_Entry] = []
         self._patches: list[tuple[Any, str, bool, Any]] = []
@@ -348,7 +385,8 @@ class Plugin:
         """The record of a timer or thread started from ``frame`` now."""
         node: Node | None = None
         try:
-            node = capture(ExecutorNode, loop, frame)
+            # Looked up at each call, as the package's own hooks do (tests replace it).
+            node = _capture.capture(ExecutorNode, loop, frame)
         except Exception as exc:  # noqa: BLE001 - a debugging aid must not break the call
             warn_internal(exc, "recording where a timer or thread was started")
         current = self._current
@@ -497,6 +535,8 @@ class Plugin:
             coro = task.get_coro()
         if _allowed(self._allow_now(), _places(frames, getattr(coro, "cr_code", None))):
             return None
+        self._remember_coro(task, frames)
+        self._reported_tasks.put(task, True)
         name = task.get_name() if hasattr(task, "get_name") else repr(task)
         waiting = _waiting_at(task)
         where = f", waiting in {waiting}" if waiting else ""
@@ -616,7 +656,7 @@ class Plugin:
         task = context.get("task", context.get("future"))
         if message not in _LOST_TASK_MESSAGES or task is None or not hasattr(task, "get_coro"):
             return
-        if message == _LOST_TASK_MESSAGES[0] and task in self._reported:
+        if message == _LOST_TASK_MESSAGES[0] and self._reported_tasks.get(task):
             return  # reported pending already, with the same chain
         current = self._current
         if current is not None and current.mode == "off":
@@ -630,10 +670,21 @@ class Plugin:
         if _allowed(self._allow_now(), _places(frames, getattr(coro, "cr_code", None))):
             return
         self._reported.add(task)
+        self._remember_coro(task, frames)
         exc = context.get("exception")
         detail = f" ({type(exc).__name__}: {exc})" if isinstance(exc, BaseException) else ""
         head = f"{message!r}{detail} for task {task.get_name()!r}{{of}}, created at:\n"
         self._add(self._describe(head, frames))
+
+    def _remember_coro(self, task: Any, frames: list[TraceFrame]) -> None:
+        """Keep a lost task's chain by its coroutine, for an unraisable exception its closing raises."""
+        with contextlib.suppress(Exception):  # a coroutine-like object without weak references
+            coro = task.get_coro()
+            if coro is not None:
+                # Without the frames' task references: this must not keep the task alive.
+                kept: list[TraceFrame] = [{**frame, "task": None} for frame in frames]
+                with self._lock:
+                    self._coros.put(coro, (task.get_name(), kept))
 
     def _unraisable(self, unraisable: Any) -> None:
         exc = getattr(unraisable, "exc_value", None)
@@ -642,16 +693,22 @@ class Plugin:
         current = self._current
         if current is not None and current.mode == "off":
             return
-        trace = exception_trace(exc)
-        if trace is None or not trace["frames"]:
-            return
-        frames = list(trace["frames"])
+        obj = getattr(unraisable, "object", None)
+        known = self._coros.get(obj)
+        if known is not None:
+            name, frames = known
+            what = f"task {name!r}"
+        else:
+            trace = exception_trace(exc)
+            if trace is None or not trace["frames"]:
+                return
+            frames = list(trace["frames"])
+            what = "a task"
         if self._owner_test_is_off(frames) or _allowed(self._allow_now(), _places(frames, None)):
             return
-        what = getattr(unraisable, "err_msg", None) or "Exception ignored"
-        obj = getattr(unraisable, "object", None)
-        shown = f" {obj!r}" if obj is not None else ""
-        head = f"{what}{shown}: {type(exc).__name__}: {exc}{{of}}; raised in a task created at:\n"
+        inside = getattr(obj, "__qualname__", None)
+        where = f" in {inside}()" if isinstance(inside, str) else ""
+        head = f"unraisable {type(exc).__name__}: {exc}{where}, of {what}{{of}} created at:\n"
         self._add(self._describe(head, frames))
 
     # --- hooks ------------------------------------------------------------------------
@@ -659,6 +716,7 @@ class Plugin:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
+            self._state_for(item)  # a bad marker is a usage error, before anything runs
             func = getattr(item, "function", None)
             if func is not None:
                 self._add_owner(func, _base_id(item.nodeid), "function", _base_id(item.nodeid))
@@ -672,6 +730,9 @@ class Plugin:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         self._patch_all()  # uvloop, anyio's backend and the like, imported since
+        with self._lock:
+            self._reported_tasks.prune()
+            self._coros.prune()
         state = self._state_for(item)
         self._test_modes[_base_id(item.nodeid)] = state.mode
         with self._lock:
@@ -799,7 +860,7 @@ def _all_tasks(loop: Any) -> list[Any]:
 
 
 def _open_loops() -> list[Any]:
-    return [loop for loop, _ in seen_loops() if not loop.is_closed()]
+    return [loop for loop, _ in _capture.seen_loops() if not loop.is_closed()]
 
 
 def _timer_callback(handle: Any) -> Any:
