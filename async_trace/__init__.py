@@ -29,6 +29,16 @@ from ._json import trace_to_dict as trace_to_dict
 from ._json import trace_to_json as trace_to_json
 from ._json import tree_to_dict as tree_to_dict
 from ._json import tree_to_json as tree_to_json
+from ._stall import StallKind as StallKind
+from ._stall import StallReport as StallReport
+from ._stall import StallStats as StallStats
+from ._stall import StallThread as StallThread
+from ._stall import StallWatch as StallWatch
+from ._stall import format_stall_report as format_stall_report
+from ._stall import print_stall_report as print_stall_report
+from ._stall import reset_stall_summary as reset_stall_summary
+from ._stall import stall_summary as stall_summary
+from ._stall import watch_stalls as watch_stalls
 from ._tree import ExecutorThread as ExecutorThread
 from ._tree import TaskInfo as TaskInfo
 from ._tree import TaskOrigin as TaskOrigin
@@ -53,6 +63,11 @@ __all__ = [
     "JSONTaskTree",
     "JSONTrace",
     "JSONTreeTask",
+    "StallKind",
+    "StallReport",
+    "StallStats",
+    "StallThread",
+    "StallWatch",
     "TaskInfo",
     "TaskOrigin",
     "TaskState",
@@ -68,17 +83,27 @@ __all__ = [
     "exception_trace",
     "format_async_trace",
     "format_exception",
+    "format_stall_report",
     "format_task_tree",
     "format_trace",
     "print_async_trace",
     "print_exception",
+    "print_stall_report",
     "print_task_tree",
     "print_trace",
+    "reset_stall_summary",
+    "stall_summary",
     "task_tree",
     "trace_to_dict",
     "trace_to_json",
     "tree_to_dict",
     "tree_to_json",
+    "watch_stalls",
 ]
 
 enable_tracing()
+
+from ._stall import start_from_environment as _start_stall_watch_from_environment  # noqa: E402
+
+_start_stall_watch_from_environment()
+del _start_stall_watch_from_environment

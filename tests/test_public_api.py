@@ -58,6 +58,17 @@ PUBLIC = CORE | {
     "print_task_tree",
     "trace_to_dict",
     "trace_to_json",
+    # The stall watchdog (docs/stalls.md).
+    "StallKind",
+    "StallReport",
+    "StallStats",
+    "StallThread",
+    "StallWatch",
+    "format_stall_report",
+    "print_stall_report",
+    "reset_stall_summary",
+    "stall_summary",
+    "watch_stalls",
 }
 
 
