@@ -49,6 +49,7 @@ from ._api import format_async_trace
 from ._chain import ExecutorNode, Node, warn_internal
 from ._collect import node_of_task
 from ._exceptions import chain_frames, exception_trace, leaving_out_shown_frames
+from ._stall import StallReport, StallWatch, watch_stalls
 from ._types import TraceData, TraceFrame
 
 __all__ = ["LeftoverWarning", "Plugin"]
@@ -298,7 +299,7 @@ def _callable_name(func: Any) -> str:
 class _TestState:
     """What one test's run collects: its settings, what was running before it, what it met."""
 
-    __slots__ = ("allow", "before", "entries", "item", "mode", "stall")
+    __slots__ = ("allow", "before", "entries", "item", "mode", "stall", "watch")
 
     def __init__(self, item: pytest.Item, mode: str, allow: list[_Allow], stall: float) -> None:
         self.item = item
@@ -307,6 +308,7 @@ class _TestState:
         self.stall = stall
         self.before: weakref.WeakSet[Any] = weakref.WeakSet()
         self.entries: list[_Entry] = []
+        self.watch: StallWatch | None = None
 
 
 class Plugin:
@@ -317,7 +319,8 @@ class Plugin:
 
         self.config = config
         self.mode = entry.mode(config)
-        self.allow = parse_allow(config.getini("async_trace_allow"))
+        # The stall watchdog's heartbeat timers and thread are the plugin's own.
+        self.allow = [_Allow("async_trace._stall", None), *parse_allow(config.getini("async_trace_allow"))]
         stall = config.getoption("async_trace_stall", None)
         if stall is None:
             stall = str(config.getini("async_trace_stall")).strip() or "0"
@@ -739,6 +742,8 @@ class Plugin:
             for loop in _open_loops():
                 state.before.update(task for task in _all_tasks(loop) if not task.done())
         self._current = state
+        if state.mode != "off" and state.stall > 0:
+            self._safely(self._watch_stalls, state)
         return (yield)
 
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -801,11 +806,46 @@ class Plugin:
                     raise pytest.UsageError(f"{item.nodeid}: async_trace marker: {exc}") from None
         return _TestState(item, mode, allow, stall)
 
+    def _watch_stalls(self, state: _TestState) -> None:
+        """Start the stall watchdog for this test: every loop that runs during it, found within a quarter threshold."""
+
+        def on_stall(report: StallReport) -> None:  # in the watchdog thread
+            self._safely(self._stalled, state, report)
+
+        quarter = max(state.stall / 4, 0.005)
+        state.watch = watch_stalls(
+            state.stall,
+            on_stall=on_stall,
+            log=False,
+            dedup_interval=0,
+            max_reports_per_minute=1000,
+            discover_interval=quarter,
+        )
+
+    def _stalled(self, state: _TestState, report: StallReport) -> None:
+        if report.ongoing:
+            return  # the report made once the loop runs again says it all
+        frames = [*report.stack, *report.chain]
+        if _allowed(state.allow, _places(frames, None)):
+            return
+        task = f", in task {report.task_name!r}" if report.task_name is not None else ""
+        head = (
+            f"event loop blocked for {report.duration:.3f} s (threshold {report.threshold:g} s, "
+            f"{report.kind}){task}{{of}}; at:\n"
+        )
+        entry = self._describe(head, frames)
+        with self._lock:
+            state.entries.append(entry)
+
     def _finish(self, item: pytest.Item, *, raising: bool) -> None:
         state = self._current
         self._current = None
         if state is None or state.item is not item:
             return
+        watch = state.watch
+        if watch is not None:
+            state.watch = None
+            self._safely(watch.stop)
         if state.mode != "off":
             self._current = state  # what the check finds goes to this test
             try:
