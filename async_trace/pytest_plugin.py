@@ -216,6 +216,16 @@ def _allowed(allow: list[_Allow], places: Iterable[tuple[str | None, str]]) -> b
     return False
 
 
+#: What test runners and the plugin itself leave on purpose, by what it runs (never by a
+#: chain frame: a test's own tasks have the runner's frames in their chains):
+#: anyio's runner task (cancelled when its runner closes), the stall watchdog's heartbeats.
+_MACHINERY: Final = (_Allow("anyio._backends._asyncio", "_run_tests_and_fixtures"), _Allow("async_trace._stall", None))
+
+
+def _machinery(target: Any) -> bool:
+    return _allowed(list(_MACHINERY), _places([], target))
+
+
 def _places(frames: list[TraceFrame], target: Any) -> list[tuple[str | None, str]]:
     """The ``(module, function)`` of ``target`` (a function or code) and of every frame of a chain."""
     out: list[tuple[str | None, str]] = []
@@ -319,8 +329,7 @@ class Plugin:
 
         self.config = config
         self.mode = entry.mode(config)
-        # The stall watchdog's heartbeat timers and thread are the plugin's own.
-        self.allow = [_Allow("async_trace._stall", None), *parse_allow(config.getini("async_trace_allow"))]
+        self.allow = parse_allow(config.getini("async_trace_allow"))
         stall = config.getoption("async_trace_stall", None)
         if stall is None:
             stall = str(config.getini("async_trace_stall")).strip() or "0"
@@ -335,6 +344,9 @@ class Plugin:
         self._reported_tasks = _ById()
         #: The task name and chain of each reported task's coroutine (see ``_remember_coro``).
         self._coros = _ById()
+        #: Unraisable exceptions of coroutines not known yet: ``(id(coroutine), text)``, kept
+        #: for the rest of the garbage collection that finalizes them (dropped between tests).
+        self._orphans: list[tuple[int, str]] = []
         self._current: _TestState | None = None
         self._session_entries: list[_Entry] = []
         self._patches: list[tuple[Any, str, bool, Any]] = []
@@ -536,7 +548,8 @@ class Plugin:
         coro = None
         with contextlib.suppress(Exception):
             coro = task.get_coro()
-        if _allowed(self._allow_now(), _places(frames, getattr(coro, "cr_code", None))):
+        code = getattr(coro, "cr_code", None)
+        if _machinery(code) or _allowed(self._allow_now(), _places(frames, code)):
             return None
         self._remember_coro(task, frames)
         self._reported_tasks.put(task, True)
@@ -548,7 +561,7 @@ class Plugin:
     def _timer_entry(self, handle: Any, record: _Started, when: str) -> tuple[_Entry, list[TraceFrame]] | None:
         callback = _timer_callback(handle)
         frames = self._chain(record.node, None, hop=True)
-        if _allowed(self._allow_now(), _places(frames, callback)):
+        if _machinery(callback) or _allowed(self._allow_now(), _places(frames, callback)):
             return None
         due = ""
         loop = record.loop() if record.loop is not None else None
@@ -643,7 +656,7 @@ class Plugin:
             if owner is not None and owner.scope != "function":
                 continue  # a wider fixture's: it may run on past this test
             target = getattr(thread, "_target", None)
-            if _allowed(state.allow, _places(frames, target)):
+            if _machinery(target) or _allowed(state.allow, _places(frames, target)):
                 continue
             self._reported.add(thread)
             daemon = " (daemon)" if thread.daemon else ""
@@ -678,6 +691,12 @@ class Plugin:
         detail = f" ({type(exc).__name__}: {exc})" if isinstance(exc, BaseException) else ""
         head = f"{message!r}{detail} for task {task.get_name()!r}{{of}}, created at:\n"
         self._add(self._describe(head, frames))
+        if self._orphans and coro is not None:
+            with self._lock:
+                mine = [text for ident, text in self._orphans if ident == id(coro)]
+                self._orphans = [(ident, text) for ident, text in self._orphans if ident != id(coro)]
+            for text in mine:
+                self._add_unraisable(text, f"task {task.get_name()!r}", frames)
 
     def _remember_coro(self, task: Any, frames: list[TraceFrame]) -> None:
         """Keep a lost task's chain by its coroutine, for an unraisable exception its closing raises."""
@@ -698,21 +717,29 @@ class Plugin:
             return
         obj = getattr(unraisable, "object", None)
         known = self._coros.get(obj)
+        inside = getattr(obj, "__qualname__", None)
+        where = f" in {inside}()" if isinstance(inside, str) else ""
+        text = f"unraisable exception{where} ({type(exc).__name__}: {exc})"
         if known is not None:
             name, frames = known
             what = f"task {name!r}"
         else:
             trace = exception_trace(exc)
             if trace is None or not trace["frames"]:
+                if obj is not None and hasattr(obj, "cr_code"):
+                    # A lost task's coroutine finalized before the task, in one collection:
+                    # the task's report, coming next, takes this along (see _lost_task).
+                    with self._lock:
+                        self._orphans.append((id(obj), text))
                 return
             frames = list(trace["frames"])
             what = "a task"
+        self._add_unraisable(text, what, frames)
+
+    def _add_unraisable(self, text: str, what: str, frames: list[TraceFrame]) -> None:
         if self._owner_test_is_off(frames) or _allowed(self._allow_now(), _places(frames, None)):
             return
-        inside = getattr(obj, "__qualname__", None)
-        where = f" in {inside}()" if isinstance(inside, str) else ""
-        head = f"unraisable {type(exc).__name__}: {exc}{where}, of {what}{{of}} created at:\n"
-        self._add(self._describe(head, frames))
+        self._add(self._describe(f"{text}, of {what}{{of}}, created at:\n", frames))
 
     # --- hooks ------------------------------------------------------------------------
 
@@ -736,6 +763,7 @@ class Plugin:
         with self._lock:
             self._reported_tasks.prune()
             self._coros.prune()
+            self._orphans.clear()
         state = self._state_for(item)
         self._test_modes[_base_id(item.nodeid)] = state.mode
         with self._lock:
