@@ -1,6 +1,6 @@
 """The pytest plugin: what async tests leave behind, each with the chain of lines that started it.
 
-Registered by the entry point :mod:`_async_trace_pytest` only when
+Registered by the entry point :mod:`async_trace_pytest` only when
 ``--async-trace=warn|fail`` (or the ini setting ``async_trace``) asks for it:
 installing async-trace changes no one's suite. When on, it reports, per test:
 
@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import re
 import sys
 import threading
 import time
@@ -43,6 +44,8 @@ from types import CodeType, FrameType
 from typing import Any, Final, NamedTuple
 
 import pytest
+
+import async_trace_pytest
 
 from . import _capture
 from ._api import format_async_trace
@@ -58,6 +61,9 @@ MODES: Final = ("off", "warn", "fail")
 
 #: How long, in all, the end of a test waits for threads it started to finish by themselves.
 THREAD_GRACE: Final = 0.25
+
+#: How 3.14+ names the coroutine of an unraisable exception raised while closing it (id in CPython: its address).
+_CORO_REPR: Final = re.compile(r"<coroutine object (\S+) at (0x[0-9a-fA-F]+)>")
 
 #: Messages of the loop's exception handler about a task that was lost.
 _LOST_TASK_MESSAGES: Final = ("Task was destroyed but it is pending!", "Task exception was never retrieved")
@@ -143,11 +149,15 @@ class _ById:
             self._entries[id(obj)] = (weakref.ref(obj), value)
 
     def get(self, obj: Any) -> Any:
-        entry = self._entries.get(id(obj))
+        return self.get_id(id(obj))
+
+    def get_id(self, ident: int) -> Any:
+        """The value kept for the object whose ``id()`` is ``ident``, if that object is the one kept."""
+        entry = self._entries.get(ident)
         if entry is None:
             return None
         alive = entry[0]()
-        return entry[1] if alive is obj or alive is None else None
+        return entry[1] if alive is None or id(alive) == ident else None
 
     def prune(self) -> None:
         for key, (ref, _) in list(self._entries.items()):
@@ -248,7 +258,7 @@ def _places(frames: list[TraceFrame], target: Any) -> list[tuple[str | None, str
 def _runner_paths() -> tuple[str, ...]:
     """Files and directories of the test runner: a chain is cut where it reaches them."""
     out: list[str] = []
-    for name in ("pytest", "_pytest", "pluggy", "pytest_asyncio", "anyio.pytest_plugin", "_async_trace_pytest"):
+    for name in ("pytest", "_pytest", "pluggy", "pytest_asyncio", "anyio.pytest_plugin", "async_trace_pytest"):
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None)
         if not isinstance(path, str):
@@ -322,13 +332,11 @@ class _TestState:
 
 
 class Plugin:
-    """The plugin object :mod:`_async_trace_pytest` registers when the mode is not ``off``."""
+    """The plugin object :mod:`async_trace_pytest` registers when the mode is not ``off``."""
 
     def __init__(self, config: pytest.Config) -> None:
-        import _async_trace_pytest as entry
-
         self.config = config
-        self.mode = entry.mode(config)
+        self.mode = async_trace_pytest.mode(config)
         self.allow = parse_allow(config.getini("async_trace_allow"))
         stall = config.getoption("async_trace_stall", None)
         if stall is None:
@@ -716,8 +724,15 @@ class Plugin:
         if current is not None and current.mode == "off":
             return
         obj = getattr(unraisable, "object", None)
-        known = self._coros.get(obj)
         inside = getattr(obj, "__qualname__", None)
+        ident = id(obj)
+        if obj is None:
+            # 3.14+: "Exception ignored while closing generator <coroutine object f at 0x...>", no object.
+            found = _CORO_REPR.search(str(getattr(unraisable, "err_msg", None) or ""))
+            if found is None:
+                return
+            inside, ident = found.group(1), int(found.group(2), 16)
+        known = self._coros.get_id(ident)
         where = f" in {inside}()" if isinstance(inside, str) else ""
         text = f"unraisable exception{where} ({type(exc).__name__}: {exc})"
         if known is not None:
@@ -726,11 +741,11 @@ class Plugin:
         else:
             trace = exception_trace(exc)
             if trace is None or not trace["frames"]:
-                if obj is not None and hasattr(obj, "cr_code"):
+                if obj is None or hasattr(obj, "cr_code"):
                     # A lost task's coroutine finalized before the task, in one collection:
                     # the task's report, coming next, takes this along (see _lost_task).
                     with self._lock:
-                        self._orphans.append((id(obj), text))
+                        self._orphans.append((ident, text))
                 return
             frames = list(trace["frames"])
             what = "a task"

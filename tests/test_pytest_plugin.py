@@ -1,7 +1,7 @@
 """The pytest plugin: small leaking suites run by pytest in a subprocess; each report names the test line.
 
 Every suite runs in a fresh pytest (``pytester.runpytest_subprocess``) that
-loads the plugin's entry point module with ``-p _async_trace_pytest`` and
+loads the plugin's entry point module with ``-p async_trace_pytest`` and
 imports this checkout's ``async_trace`` (``PYTHONPATH``). Line numbers are
 found in the suites' source by their ``# marker`` comments.
 """
@@ -39,7 +39,7 @@ def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Run:
         monkeypatch.delenv(name, raising=False)
 
     def run(*args: str, plugin: bool = True) -> pytest.RunResult:
-        load = ["-p", "_async_trace_pytest"] if plugin else []
+        load = ["-p", "async_trace_pytest"] if plugin else []
         return pytester.runpytest_subprocess(*load, "-p", "no:cacheprovider", *args, timeout=120)
 
     return run
@@ -175,7 +175,11 @@ def test_pytest_asyncio_on_both_loops_names_each_line(pytester: pytest.Pytester,
     result.assert_outcomes(passed=12, errors=9)
     loops = ("asyncio", "uvloop")
     assert errored(result) == [
-        *(f"{test}[{loop}]" for test in ("test_task", "test_timer", "test_fixture_task", "test_thread") for loop in loops),
+        *(
+            f"{test}[{loop}]"
+            for test in ("test_task", "test_timer", "test_fixture_task", "test_thread")
+            for loop in loops
+        ),
         "test_sync_thread",
     ]
     for loop in loops:
@@ -269,7 +273,7 @@ async def test_blocks_unwatched():
 
 
 def test_anyio_plugin_on_asyncio_and_uvloop(pytester: pytest.Pytester, run: Run) -> None:
-    """anyio's pytest plugin alone (pytest-asyncio off), both loops: task, timer, thread and a stall, each by its line."""
+    """anyio's plugin alone (pytest-asyncio off), both loops: task, timer, thread and a stall, each by its line."""
     pytester.makeini("[pytest]\n")
     src = write(pytester, "test_anyio_leaks.py", ANYIO)
     result = run("-p", "no:asyncio", "--async-trace=fail", "--async-trace-stall=0.1")
@@ -422,7 +426,7 @@ def test_f():
 def test_lost_tasks_are_reported_in_the_later_test_naming_the_test_that_created_them(
     pytester: pytest.Pytester, run: Run
 ) -> None:
-    """"Destroyed but pending", "never retrieved" and the unraisable close name the test whose line made the task."""
+    """ "Destroyed but pending", "never retrieved" and the unraisable close name the test whose line made the task."""
     pytester.makeini(INI)
     src = write(pytester, "test_late.py", LATE)
     result = run("--async-trace=fail", "-W", "ignore::pytest.PytestUnraisableExceptionWarning")
@@ -621,7 +625,7 @@ def test_async_trace_is_not_imported():
 
 
 def test_off_by_default_imports_nothing_and_changes_no_outcome(pytester: pytest.Pytester, run: Run) -> None:
-    """Loaded but not asked for (no option, no ini setting, or ``off``), the plugin imports nothing and reports nothing."""
+    """Loaded but not asked for (no option or ini setting, or ``off``), the plugin imports and reports nothing."""
     pytester.makeini(INI)
     write(pytester, "test_off.py", OFF)
     without = run(plugin=False)
@@ -633,12 +637,9 @@ def test_off_by_default_imports_nothing_and_changes_no_outcome(pytester: pytest.
 
 
 def test_entry_point_is_declared() -> None:
-    """pyproject.toml registers the top-level entry module under pytest11, as ``async_trace``."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - 3.10
-        pytest.skip("tomllib is 3.11+")
+    """pyproject.toml registers the top-level entry module under pytest11, by its own name."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is 3.11+")
     data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert data["project"]["entry-points"]["pytest11"] == {"async_trace": "_async_trace_pytest"}
+    assert data["project"]["entry-points"]["pytest11"] == {"async_trace_pytest": "async_trace_pytest"}
     wheel = data["tool"]["hatch"]["build"]["targets"]["wheel"]
-    assert wheel["force-include"]["_async_trace_pytest.py"] == "_async_trace_pytest.py"
+    assert wheel["force-include"]["async_trace_pytest.py"] == "async_trace_pytest.py"

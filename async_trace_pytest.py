@@ -1,13 +1,13 @@
 """The pytest entry point of async_trace's plugin, importable without the ``async_trace`` package.
 
 Installing async-trace registers this module with pytest (entry point
-``pytest11``, name ``async_trace``). Importing ``async_trace`` turns tracing
+``pytest11``, under its own name: ``-p no:async_trace_pytest`` blocks it). Importing ``async_trace`` turns tracing
 on, and a suite that did not ask for the plugin must run exactly as without
 it, so this module only declares the command-line options, the ini settings
 and the marker. Only when ``--async-trace=warn|fail`` (or the ini setting
 ``async_trace``) asks for it does it import and register
 :mod:`async_trace.pytest_plugin`, which does the work. Where the package is
-not installed (only on ``sys.path``) load it with ``-p _async_trace_pytest``.
+not installed (only on ``sys.path``) load it with ``-p async_trace_pytest``.
 """
 
 from __future__ import annotations
