@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .doc_blocks import doc_block
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -643,3 +645,19 @@ def test_entry_point_is_declared() -> None:
     assert data["project"]["entry-points"]["pytest11"] == {"async_trace_pytest": "async_trace_pytest"}
     wheel = data["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert wheel["force-include"]["async_trace_pytest.py"] == "async_trace_pytest.py"
+
+
+def test_docs_page_reports_are_what_pytest_prints(pytester: pytest.Pytester, run: Run) -> None:
+    """docs/pytest-plugin.md: the leaking app, its test and the hand-written fixture print what the page shows."""
+    pytester.makeini(INI)
+    for name in ("app.py", "test_app.py"):
+        (pytester.path / name).write_text(doc_block("pytest-source", name), encoding="utf-8")
+    ours = run("--async-trace=fail")
+    ours.assert_outcomes(passed=1, errors=1)
+    assert teardown_report(ours, "test_get") == doc_block("pytest-output", "async-trace").splitlines()
+    # The hand-written fixture, without the plugin: paths as the page shows them.
+    (pytester.path / "conftest.py").write_text(doc_block("pytest-source", "conftest.py"), encoding="utf-8")
+    theirs = run(plugin=False)
+    theirs.assert_outcomes(passed=1, errors=1)
+    failed = [line.replace(str(pytester.path), "/work/project") for line in theirs.outlines if "Failed:" in line]
+    assert failed[:1] == doc_block("pytest-output", "fixture").splitlines()
