@@ -165,6 +165,37 @@ class _ById:
                 del self._entries[key]
 
 
+class _Timers:
+    """Armed timers and their records, by identity (asyncio's ``TimerHandle`` compares and hashes
+    by its time and callback, so two timers can be equal), each dropped when its handle is."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        #: ``id(handle)`` -> ``[weak reference, record, reported]``
+        self._entries: dict[int, list[Any]] = {}
+
+    def add(self, handle: Any, record: _Started) -> None:
+        key = id(handle)
+
+        def gone(ref: Any, key: int = key) -> None:  # any thread, from the garbage collector
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is ref:
+                self._entries.pop(key, None)
+
+        with contextlib.suppress(TypeError):  # a handle type without weak references: not followed
+            self._entries[key] = [weakref.ref(handle, gone), record, False]
+
+    def live(self) -> list[tuple[Any, _Started, list[Any]]]:
+        """``(handle, record, entry)`` of each timer alive and not reported, oldest first."""
+        out = []
+        for entry in list(self._entries.values()):
+            handle = entry[0]()
+            if handle is not None and not entry[2]:
+                out.append((handle, entry[1], entry))
+        return out
+
+
 # --- allow-lists --------------------------------------------------------------
 
 
@@ -345,7 +376,7 @@ class Plugin:
         self._lock = threading.RLock()
         self._owners: dict[str, list[_Owner]] = {}
         self._test_modes: dict[str, str] = {}
-        self._timers: weakref.WeakKeyDictionary[Any, _Started] = weakref.WeakKeyDictionary()
+        self._timers = _Timers()
         self._threads: weakref.WeakKeyDictionary[threading.Thread, _Started] = weakref.WeakKeyDictionary()
         self._reported: weakref.WeakSet[Any] = weakref.WeakSet()
         #: Tasks reported pending, readable in their finalizer (``True``).
@@ -438,11 +469,8 @@ class Plugin:
             if frame is not None and frame.f_code is skip:
                 frame = frame.f_back
             record = plugin._started_here(self, frame)
-            try:
-                with plugin._lock:
-                    plugin._timers[handle] = record
-            except TypeError:  # a handle type without weak references: not followed
-                pass
+            with plugin._lock:
+                plugin._timers.add(handle, record)
             return handle
 
         call_at.__name__ = original.__name__
@@ -594,8 +622,7 @@ class Plugin:
         current = self._current
         if current is not None and current.mode == "off":
             return
-        pending = [task for task in _all_tasks(loop) if not task.done()]
-        for task in pending:
+        for task in _pending(loop):
             if task in self._reported:
                 continue
             self._reported.add(task)
@@ -604,18 +631,17 @@ class Plugin:
                 self._add(made[0])
         if not timers:
             return
-        for handle, record in self._timers_of(loop):
-            if handle in self._reported or not _armed(handle) or _creator_pending(record):
+        with self._lock:
+            live = self._timers.live()
+        for handle, record, entry in live:
+            if record.loop is None or record.loop() is not loop:
                 continue
-            self._reported.add(handle)
+            if not _armed(handle) or _creator_pending(record):
+                continue
+            entry[2] = True
             made_timer = self._timer_entry(handle, record, " when its event loop closed")
             if made_timer is not None and not self._owner_test_is_off(made_timer[1]):
                 self._add(made_timer[0])
-
-    def _timers_of(self, loop: Any) -> list[tuple[Any, _Started]]:
-        with self._lock:
-            items = list(self._timers.items())
-        return [(h, r) for h, r in items if r.loop is not None and r.loop() is loop]
 
     # --- what is left: at the end of a test ----------------------------------------
 
@@ -629,8 +655,8 @@ class Plugin:
             return owner is not None and owner.scope == "function" and owner.test in (None, test)
 
         for loop in _open_loops():
-            for task in _all_tasks(loop):
-                if task.done() or task in state.before or task in self._reported:
+            for task in _pending(loop):
+                if task in state.before or task in self._reported:
                     continue
                 frames = self._chain(node_of_task(task), task, hop=False)
                 if not ours(frames):
@@ -640,29 +666,31 @@ class Plugin:
                 if made is not None:
                     self._add(made[0])
         with self._lock:
-            timers = list(self._timers.items())
+            timers = self._timers.live()
             threads = list(self._threads.items())
-        for handle, record in timers:
+        for handle, record, entry in timers:
             loop = record.loop() if record.loop is not None else None
-            if record.test != nodeid or handle in self._reported or loop is None or loop.is_closed():
+            if record.test != nodeid or loop is None or loop.is_closed():
                 continue
             if not _armed(handle) or _creator_pending(record):
                 continue
             made_timer = self._timer_entry(handle, record, "")
             if made_timer is not None and ours(made_timer[1]):
-                self._reported.add(handle)
+                entry[2] = True
                 self._add(made_timer[0])
         deadline = time.monotonic() + THREAD_GRACE
         for thread, record in threads:
             if record.test != nodeid or thread in self._reported or thread is threading.current_thread():
                 continue
-            thread.join(max(0.0, deadline - time.monotonic()))
             if not thread.is_alive():
                 continue
             frames = self._chain(record.node, None, hop=True)
             owner, _ = self._owner_in(frames)
             if owner is not None and owner.scope != "function":
                 continue  # a wider fixture's: it may run on past this test
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if not thread.is_alive():
+                continue
             target = getattr(thread, "_target", None)
             if _machinery(target) or _allowed(state.allow, _places(frames, target)):
                 continue
@@ -940,6 +968,14 @@ def _all_tasks(loop: Any) -> list[Any]:
         except RuntimeError:  # changed size while copied (another thread's loop): again
             continue
     return []
+
+
+def _pending(loop: Any) -> list[Any]:
+    """The loop's pending tasks, by name (a report in a stable order)."""
+    tasks = [task for task in _all_tasks(loop) if not task.done()]
+    with contextlib.suppress(Exception):  # a Future-like object of a custom factory
+        tasks.sort(key=lambda task: str(task.get_name()))
+    return tasks
 
 
 def _open_loops() -> list[Any]:
