@@ -802,16 +802,9 @@ class Plugin:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
-        self._patch_all()  # uvloop, anyio's backend and the like, imported since
-        with self._lock:
-            self._reported_tasks.prune()
-            self._coros.prune()
-            self._orphans.clear()
-        state = self._state_for(item)
+        state = self._state_for(item)  # checked at collection: does not raise here
         self._test_modes[_base_id(item.nodeid)] = state.mode
-        with self._lock:
-            for loop in _open_loops():
-                state.before.update(task for task in _all_tasks(loop) if not task.done())
+        self._safely(self._begin, state)
         self._current = state
         if state.mode != "off" and state.stall > 0:
             self._safely(self._watch_stalls, state)
@@ -876,6 +869,15 @@ class Plugin:
                 except (TypeError, ValueError) as exc:
                     raise pytest.UsageError(f"{item.nodeid}: async_trace marker: {exc}") from None
         return _TestState(item, mode, allow, stall)
+
+    def _begin(self, state: _TestState) -> None:
+        self._patch_all()  # uvloop, anyio's backend and the like, imported since
+        with self._lock:
+            self._reported_tasks.prune()
+            self._coros.prune()
+            self._orphans.clear()
+            for loop in _open_loops():
+                state.before.update(_pending(loop))
 
     def _watch_stalls(self, state: _TestState) -> None:
         """Start the stall watchdog for this test: every loop that runs during it, found within a quarter threshold."""
