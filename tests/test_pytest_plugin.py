@@ -143,6 +143,13 @@ def test_session_thread_is_no_leftover(session_thread):
     pass
 
 
+def test_asyncio_run():
+    async def main():
+        asyncio.create_task(sleeper(), name="in-run")  # run creates
+
+    asyncio.run(main())
+
+
 async def test_clean():
     task = asyncio.create_task(sleeper())
     asyncio.get_running_loop().call_later(100, tick).cancel()
@@ -174,7 +181,7 @@ def test_pytest_asyncio_on_both_loops_names_each_line(pytester: pytest.Pytester,
     write(pytester, "conftest.py", BOTH_LOOPS)
     src = write(pytester, "test_leaks.py", LEAKS)
     result = run("--async-trace=fail")
-    result.assert_outcomes(passed=12, errors=9)
+    result.assert_outcomes(passed=13, errors=10)
     loops = ("asyncio", "uvloop")
     assert errored(result) == [
         *(
@@ -183,6 +190,7 @@ def test_pytest_asyncio_on_both_loops_names_each_line(pytester: pytest.Pytester,
             for loop in loops
         ),
         "test_sync_thread",
+        "test_asyncio_run",
     ]
     for loop in loops:
         assert teardown_report(result, f"test_task[{loop}]") == [
@@ -209,6 +217,12 @@ def test_pytest_asyncio_on_both_loops_names_each_line(pytester: pytest.Pytester,
             f"now in hold() at line {at(src, 'hold waits')} [test_leaks.py]; started at:",
             f"      ↑ test_thread() at line {at(src, 'test starts')} [test_leaks.py]",
         ]
+    assert teardown_report(result, "test_asyncio_run") == [
+        "async-trace: 1 report at the end of test_leaks.py::test_asyncio_run:",
+        "- task 'in-run' of test_leaks.py::test_asyncio_run still pending when its event loop closed, "
+        f"waiting in sleeper() at line {at(src, 'sleeper waits')} [test_leaks.py]; created at:",
+        f"      ↑ main() at line {at(src, 'run creates')} [test_leaks.py]",
+    ]
     assert teardown_report(result, "test_sync_thread") == [
         "async-trace: 1 report at the end of test_leaks.py::test_sync_thread:",
         "- thread 'sync' (daemon) of test_leaks.py::test_sync_thread still running, "
@@ -661,3 +675,43 @@ def test_docs_page_reports_are_what_pytest_prints(pytester: pytest.Pytester, run
     theirs.assert_outcomes(passed=1, errors=1)
     failed = [line.replace(str(pytester.path), "/work/project") for line in theirs.outlines if "Failed:" in line]
     assert failed[:1] == doc_block("pytest-output", "fixture").splitlines()
+
+
+FAILSAFE = """
+import asyncio
+
+import async_trace.pytest_plugin
+
+
+def broken(*args, **kwargs):
+    raise RuntimeError("broken on purpose")
+
+
+async_trace.pytest_plugin.chain_frames = broken
+
+
+async def sleeper():
+    await asyncio.sleep(10)
+
+
+async def test_leaks_while_the_plugin_is_broken():
+    asyncio.create_task(sleeper())
+
+
+async def test_next():
+    await asyncio.sleep(0)
+"""
+
+
+def test_an_internal_failure_warns_once_and_the_run_goes_on(pytester: pytest.Pytester, run: Run) -> None:
+    """The plugin failing inside says so once (AsyncTraceWarning) and reports nothing; every test passes."""
+    pytester.makeini(INI)
+    write(pytester, "test_failsafe.py", FAILSAFE)
+    result = run("--async-trace=fail")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AsyncTraceWarning: async_trace: internal error while reporting what a test left behind; "
+            "this call falls back to untraced behaviour (RuntimeError: broken on purpose)",
+        ]
+    )
