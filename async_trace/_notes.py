@@ -65,6 +65,62 @@ def _in_traceback(exc: BaseException) -> set[tuple[str, int | None, str]]:
     return out
 
 
+#: Notes leave out every frame the exception's traceback shows, wherever it is in the
+#: chain, task boundaries too (the pytest plugin, while pytest formats a failure).
+_shown_anywhere = False
+
+
+@contextlib.contextmanager
+def leaving_out_shown_frames() -> Iterator[None]:
+    """While in it, notes leave out every chain frame the traceback shows (see ``_not_shown``)."""
+    global _shown_anywhere
+    before = _shown_anywhere
+    _shown_anywhere = True
+    try:
+        yield
+    finally:
+        _shown_anywhere = before
+
+
+def _without(
+    frames: list[TraceFrame], boundaries: list[int], root: int, shown: set[tuple[str | None, int | None, str]]
+) -> tuple[list[TraceFrame], list[int], int]:
+    """The chain without every frame in ``shown``; each run left out is one marker line saying so."""
+    kept: list[TraceFrame] = []
+    kept_boundaries: list[int] = []
+    kept_root = -1
+    dropped = 0
+    for i, frame in enumerate(frames):
+        if frame["line"] is not None and (frame["filename"], frame["line"], frame["name"]) in shown:
+            dropped += 1
+            continue
+        if dropped:
+            kept.append(_shown_marker(dropped, len(kept)))
+            dropped = 0
+        if i in boundaries:
+            kept_boundaries.append(len(kept))
+        if i == root:
+            kept_root = len(kept)
+        kept.append(cast("TraceFrame", {**frame, "indent": len(kept)}))
+    if dropped:
+        kept.append(_shown_marker(dropped, len(kept)))
+    return kept, kept_boundaries, kept_root
+
+
+def _shown_marker(count: int, index: int) -> TraceFrame:
+    unit = "frame" if count == 1 else "frames"
+    return {
+        "name": f"... {count} {unit} shown in the traceback above ...",
+        "line": None,
+        "filename": None,
+        "indent": index,
+        "task": None,
+        "is_executor": False,
+        "is_process": False,
+        "in_app": True,
+    }
+
+
 def _not_shown(
     frames: list[TraceFrame], boundaries: list[int], root: int, exc: BaseException | None, early: bool = False
 ) -> tuple[list[TraceFrame], list[int], int]:
@@ -85,6 +141,8 @@ def _not_shown(
     if early:
         first = frames[0]
         shown.add((first["filename"], first["line"], first["name"]))
+    if _shown_anywhere:
+        return _without(frames, boundaries, root, shown)
     stops = set(boundaries)
     stops.add(root)
     skip = 0

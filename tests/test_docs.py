@@ -66,6 +66,7 @@ def test_the_docs_pages_exist() -> None:
         "how-it-works.md",
         "performance.md",
         "guarantees.md",
+        "pytest-plugin.md",
     }
 
 
