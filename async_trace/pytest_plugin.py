@@ -264,7 +264,11 @@ def _allowed(allow: list[_Allow], places: Iterable[tuple[str | None, str]]) -> b
 #: What test runners and the plugin itself leave on purpose, by what it runs (never by a
 #: chain frame: a test's own tasks have the runner's frames in their chains):
 #: anyio's runner task (cancelled when its runner closes), the stall watchdog's heartbeats.
-_MACHINERY: Final = (_Allow("anyio._backends._asyncio", "_run_tests_and_fixtures"), _Allow("async_trace._stall", None))
+_MACHINERY: Final = (
+    _Allow("anyio._backends._asyncio", "_run_tests_and_fixtures"),
+    _Allow("async_trace._stall", None),
+    _Allow("async_trace._stall_sample", None),  # the heartbeat (LoopState.beat)
+)
 
 
 def _machinery(target: Any) -> bool:

@@ -687,7 +687,7 @@ def broken(*args, **kwargs):
     raise RuntimeError("broken on purpose")
 
 
-async_trace.pytest_plugin.chain_frames = broken
+async_trace.pytest_plugin.chain_trace = broken
 
 
 async def sleeper():
@@ -711,7 +711,7 @@ def test_an_internal_failure_warns_once_and_the_run_goes_on(pytester: pytest.Pyt
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(
         [
-            "*AsyncTraceWarning: async_trace: internal error while reporting what a test left behind; "
-            "this call falls back to untraced behaviour (RuntimeError: broken on purpose)",
+            "*AsyncTraceWarning: async_trace: internal error while reporting what a test left behind "
+            "(RuntimeError: broken on purpose); this call falls back to untraced behaviour*",
         ]
     )
