@@ -455,38 +455,48 @@ def test_internal_errors_starts_at_zero() -> None:
 # --- no location of ours -----------------------------------------------------------------------
 
 
+LOG_LOCATION = """\
+import asyncio, logging, sys
+if sys.argv[1] == "traced":
+    import async_trace
+records = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append((record.filename, record.lineno, record.funcName, record.getMessage().split(" at 0x")[0]))
+
+logging.getLogger("asyncio").addHandler(Keep())
+
+def bad():
+    raise ValueError("x")
+
+async def main():
+    asyncio.get_running_loop().call_soon(bad)
+    await asyncio.sleep(0.05)
+
+if sys.argv[2] == "uvloop":
+    import uvloop
+    uvloop.install() if sys.version_info < (3, 12) else None
+    asyncio.run(main(), **({"loop_factory": uvloop.new_event_loop} if sys.version_info >= (3, 12) else {}))
+else:
+    asyncio.run(main())
+print(records)
+"""
+
+
 @ON_BOTH_LOOPS
-def test_the_loop_s_log_records_keep_their_caller(
-    loop: str, plain_and_traced: Callable[[Callable[[], Any]], tuple[Any, Any]]
-) -> None:
-    """``%(filename)s:%(lineno)d %(funcName)s`` of the loop's error reports are what they are untraced."""
+def test_the_loop_s_log_records_keep_their_caller(loop: str, tmp_path: Path) -> None:
+    """``%(filename)s:%(lineno)d %(funcName)s`` of the loop's error reports are what they are untraced.
 
-    def program() -> list[tuple[str, int, str, str]]:
-        records: list[logging.LogRecord] = []
-
-        class Keep(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                records.append(record)
-
-        def bad() -> None:
-            raise ValueError("x")
-
-        async def main() -> None:
-            asyncio.get_running_loop().call_soon(bad)
-            await asyncio.sleep(0.05)
-
-        logger = logging.getLogger("asyncio")
-        keep = Keep()
-        logger.addHandler(keep)
-        try:
-            run_on(loop, main())
-        finally:
-            logger.removeHandler(keep)
-        return [(r.filename, r.lineno, r.funcName, r.getMessage().splitlines()[0].split(" at 0x")[0]) for r in records]
-
-    plain, traced = plain_and_traced(program)
-    assert plain == traced
-    assert len(plain) == 1
+    Each run in a fresh interpreter: without async_trace imported at all, and traced.
+    """
+    (tmp_path / "prog.py").write_text(LOG_LOCATION, encoding="utf-8")
+    plain, traced = (
+        run_python("-W", "ignore::DeprecationWarning", "prog.py", mode, loop, cwd=tmp_path)
+        for mode in ("plain", "traced")
+    )
+    assert (traced.returncode, traced.stdout, traced.stderr) == (0, plain.stdout, plain.stderr)
+    assert plain.stdout.count("Exception in callback") == 1
 
 
 def test_the_location_filter_comes_and_goes_with_tracing() -> None:
