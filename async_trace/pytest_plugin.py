@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import os
-import re
 import sys
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Generator, Iterable
-from types import CodeType, FrameType
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable, Generator
+from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -54,23 +51,42 @@ from ._collect import chain_trace
 from ._exceptions import exception_trace
 from ._failsafe import warn_internal
 from ._lineage import node_of_task
-from ._loops import seen_loops
 from ._notes import leaving_out_shown_frames
-from ._stall import StallWatch, watch_stalls
+from ._pytest_support import (
+    CORO_REPR,
+    LOST_TASK_MESSAGES,
+    MODES,
+    THREAD_GRACE,
+    Allow,
+    ById,
+    Entry,
+    Owner,
+    Started,
+    TestState,
+    Timers,
+    allowed,
+    base_id,
+    callable_name,
+    creator_pending,
+    is_armed,
+    is_runner,
+    line_range,
+    machinery,
+    open_loops,
+    parse_allow,
+    parse_seconds,
+    pending_tasks,
+    places,
+    report_text,
+    runner_paths,
+    thread_now,
+    timer_callback,
+    waiting_at,
+)
+from ._stall import watch_stalls
 from ._types import StallReport, TraceData, TraceFrame
 
 __all__ = ["LeftoverWarning", "Plugin"]
-
-MODES: Final = ("off", "warn", "fail")
-
-#: How long, in all, the end of a test waits for threads it started to finish by themselves.
-THREAD_GRACE: Final = 0.25
-
-#: How 3.14+ names the coroutine of an unraisable exception raised while closing it (id in CPython: its address).
-_CORO_REPR: Final = re.compile(r"<coroutine object (\S+) at (0x[0-9a-fA-F]+)>")
-
-#: Messages of the loop's exception handler about a task that was lost.
-_LOST_TASK_MESSAGES: Final = ("Task was destroyed but it is pending!", "Task exception was never retrieved")
 
 
 class LeftoverWarning(pytest.PytestWarning):
@@ -80,294 +96,13 @@ class LeftoverWarning(pytest.PytestWarning):
 # --- where things were started ------------------------------------------------
 
 
-class _Owner(NamedTuple):
-    """A test function or fixture whose code may appear in a creation chain."""
-
-    first: int
-    last: int
-    #: ``test_x.py::test_a`` or ``fixture 'server'``.
-    label: str
-    #: The fixture's scope; ``"function"`` for a test.
-    scope: str
-    #: The test's node id without parameters (``None`` for a fixture).
-    test: str | None
-
-
-class _Started(NamedTuple):
-    """A timer armed or a thread started while the plugin was on."""
-
-    node: Node | None
-    #: The node id of the test running then (``None`` between tests).
-    test: str | None
-    loop: Any  # a weak reference to the timer's loop; None for a thread
-
-
-class _Entry(NamedTuple):
-    """One thing to report: its text and the label of the test or fixture that started it."""
-
-    text: str
-    owner: str | None
-
-
-def _line_range(func: Any) -> tuple[str, int, int] | None:
-    """``(filename, first line, last line)`` of a function, nested functions included, or ``None``."""
-    try:
-        code = inspect.unwrap(func).__code__
-    except (AttributeError, ValueError):
-        return None
-    last = code.co_firstlineno
-    todo = [code]
-    for _ in range(10_000):  # bounded: nested code objects
-        if not todo:
-            break
-        inner = todo.pop()
-        last = max([last, *(line for _, _, line in inner.co_lines() if line is not None)])
-        todo.extend(const for const in inner.co_consts if isinstance(const, CodeType))
-    return code.co_filename, code.co_firstlineno, last
-
-
-def _base_id(nodeid: str) -> str:
-    """A test's node id without its parameters."""
-    cut = nodeid.find("[")
-    return nodeid if cut < 0 else nodeid[:cut]
-
-
-class _ById:
-    """Values kept by object identity, readable while the object is finalized.
-
-    A weak mapping cannot serve a finalizer: the garbage collector clears an
-    object's weak references before it calls ``__del__`` (where a task logs
-    "destroyed but it is pending" and its coroutine is closed). So entries
-    are keyed by ``id()``, each with a weak reference that tells a live or
-    dying object (the reference is its own, or cleared) from a new one at the
-    same address; dead entries are dropped between tests.
-    """
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref[Any], Any]] = {}
-
-    def put(self, obj: Any, value: Any) -> None:
-        with contextlib.suppress(TypeError):  # not weakly referenceable: not kept
-            self._entries[id(obj)] = (weakref.ref(obj), value)
-
-    def get(self, obj: Any) -> Any:
-        return self.get_id(id(obj))
-
-    def get_id(self, ident: int) -> Any:
-        """The value kept for the object whose ``id()`` is ``ident``, if that object is the one kept."""
-        entry = self._entries.get(ident)
-        if entry is None:
-            return None
-        alive = entry[0]()
-        return entry[1] if alive is None or id(alive) == ident else None
-
-    def prune(self) -> None:
-        for key, (ref, _) in list(self._entries.items()):
-            if ref() is None:
-                del self._entries[key]
-
-
-class _Timers:
-    """Armed timers and their records, by identity (asyncio's ``TimerHandle`` compares and hashes
-    by its time and callback, so two timers can be equal), each dropped when its handle is."""
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        #: ``id(handle)`` -> ``[weak reference, record, reported]``
-        self._entries: dict[int, list[Any]] = {}
-
-    def add(self, handle: Any, record: _Started) -> None:
-        key = id(handle)
-
-        def gone(ref: Any, key: int = key) -> None:  # any thread, from the garbage collector
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] is ref:
-                self._entries.pop(key, None)
-
-        with contextlib.suppress(TypeError):  # a handle type without weak references: not followed
-            self._entries[key] = [weakref.ref(handle, gone), record, False]
-
-    def live(self) -> list[tuple[Any, _Started, list[Any]]]:
-        """``(handle, record, entry)`` of each timer alive and not reported, oldest first."""
-        out = []
-        for entry in list(self._entries.values()):
-            handle = entry[0]()
-            if handle is not None and not entry[2]:
-                out.append((handle, entry[1], entry))
-        return out
-
-
 # --- allow-lists --------------------------------------------------------------
-
-
-class _Allow(NamedTuple):
-    module: str
-    function: str | None
-
-
-def parse_allow(lines: Iterable[str]) -> list[_Allow]:
-    """``module`` or ``module:function`` entries, each optionally followed by whitespace and a reason.
-
-    Raises:
-        ValueError: an entry with no module.
-    """
-    out: list[_Allow] = []
-    for line in lines:
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        spec = text.split()[0]
-        module, _, function = spec.partition(":")
-        if not module:
-            raise ValueError(f"async_trace_allow: {line!r} names no module")
-        out.append(_Allow(module, function or None))
-    return out
-
-
-_modules_by_file: dict[str, str] = {}
-
-
-def _module_of(filename: str | None) -> str | None:
-    """The name of the imported module whose file is ``filename``."""
-    if not filename:
-        return None
-    key = os.path.normcase(os.path.abspath(filename))
-    found = _modules_by_file.get(key)
-    if found is None:
-        _modules_by_file.clear()
-        for name, module in list(sys.modules.items()):
-            path = getattr(module, "__file__", None)
-            if isinstance(path, str):
-                _modules_by_file[os.path.normcase(os.path.abspath(path))] = name
-        found = _modules_by_file.get(key)
-    return found
-
-
-def _allowed(allow: list[_Allow], places: Iterable[tuple[str | None, str]]) -> bool:
-    """Whether any ``(module, function)`` of ``places`` is on the allow-list."""
-    if not allow:
-        return False
-    for module, function in places:
-        if module is None:
-            continue
-        for entry in allow:
-            if module != entry.module and not module.startswith(entry.module + "."):
-                continue
-            if entry.function is None or function == entry.function or function.endswith("." + entry.function):
-                return True
-    return False
-
-
-#: What test runners and the plugin itself leave on purpose, by what it runs (never by a
-#: chain frame: a test's own tasks have the runner's frames in their chains):
-#: anyio's runner task (cancelled when its runner closes), the stall watchdog's heartbeats.
-_MACHINERY: Final = (
-    _Allow("anyio._backends._asyncio", "_run_tests_and_fixtures"),
-    _Allow("async_trace._stall", None),
-    _Allow("async_trace._stall_sample", None),  # the heartbeat (LoopState.beat)
-)
-
-
-def _machinery(target: Any) -> bool:
-    return _allowed(list(_MACHINERY), _places([], target))
-
-
-def _places(frames: list[TraceFrame], target: Any) -> list[tuple[str | None, str]]:
-    """The ``(module, function)`` of ``target`` (a function or code) and of every frame of a chain."""
-    out: list[tuple[str | None, str]] = []
-    code = getattr(target, "__code__", target)
-    filename = getattr(code, "co_filename", None)
-    if filename is not None:
-        out.append((_module_of(filename), str(getattr(code, "co_qualname", code.co_name))))
-    elif target is not None:
-        module = getattr(target, "__module__", None)
-        name = getattr(target, "__qualname__", None)
-        if isinstance(module, str) and isinstance(name, str):
-            out.append((module, name))
-    out.extend((_module_of(f["filename"]), f["name"]) for f in frames if f["line"] is not None)
-    return out
 
 
 # --- rendering ------------------------------------------------------------------
 
 
-def _runner_paths() -> tuple[str, ...]:
-    """Files and directories of the test runner: a chain is cut where it reaches them."""
-    out: list[str] = []
-    for name in ("pytest", "_pytest", "pluggy", "pytest_asyncio", "anyio.pytest_plugin", "async_trace_pytest"):
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None)
-        if not isinstance(path, str):
-            continue
-        if os.path.basename(path) == "__init__.py":
-            out.append(os.path.dirname(path) + os.sep)
-        else:
-            out.append(path)
-    out.append(__file__)
-    return tuple(out)
-
-
-def _is_runner(filename: str | None, runner: tuple[str, ...]) -> bool:
-    return filename is not None and any(filename == p or filename.startswith(p) for p in runner if p)
-
-
-def _where(filename: str | None, line: int | None, name: str) -> str:
-    base = os.path.basename(filename) if filename else "?"
-    return f"{name}() at line {line} [{base}]"
-
-
-_ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
-
-
-def _waiting_at(task: Any) -> str | None:
-    """Where a pending task waits: the innermost frame of its ``await`` chain."""
-    try:
-        coro: Any = task.get_coro()
-    except Exception:  # noqa: BLE001 - a Future-like object of a custom factory
-        return None
-    frame: FrameType | None = None
-    for _ in range(1000):
-        f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
-        if f is None:
-            break
-        if frame is not None and f.f_code.co_filename.startswith(_ASYNCIO_DIR):
-            break  # asyncio.sleep, Event.wait ...: the line awaiting it says more
-        frame = f
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
-        if coro is None:
-            break
-    if frame is None:
-        return None
-    return _where(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
-
-
-def _callable_name(func: Any) -> str:
-    inner = getattr(func, "func", None)  # functools.partial
-    if inner is not None and callable(inner):
-        func = inner
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
-    return f"{name}()" if isinstance(name, str) else repr(func)
-
-
 # --- the plugin -------------------------------------------------------------------
-
-
-class _TestState:
-    """What one test's run collects: its settings, what was running before it, what it met."""
-
-    __slots__ = ("allow", "before", "entries", "item", "mode", "stall", "watch")
-
-    def __init__(self, item: pytest.Item, mode: str, allow: list[_Allow], stall: float) -> None:
-        self.item = item
-        self.mode = mode
-        self.allow = allow
-        self.stall = stall
-        self.before: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.entries: list[_Entry] = []
-        self.watch: StallWatch | None = None
 
 
 class Plugin:
@@ -380,22 +115,22 @@ class Plugin:
         stall = config.getoption("async_trace_stall", None)
         if stall is None:
             stall = str(config.getini("async_trace_stall")).strip() or "0"
-        self.stall = _seconds(stall, "async_trace_stall")
+        self.stall = parse_seconds(stall, "async_trace_stall")
         self._lock = threading.RLock()
-        self._owners: dict[str, list[_Owner]] = {}
+        self._owners: dict[str, list[Owner]] = {}
         self._test_modes: dict[str, str] = {}
-        self._timers = _Timers()
-        self._threads: weakref.WeakKeyDictionary[threading.Thread, _Started] = weakref.WeakKeyDictionary()
+        self._timers = Timers()
+        self._threads: weakref.WeakKeyDictionary[threading.Thread, Started] = weakref.WeakKeyDictionary()
         self._reported: weakref.WeakSet[Any] = weakref.WeakSet()
         #: Tasks reported pending, readable in their finalizer (``True``).
-        self._reported_tasks = _ById()
+        self._reported_tasks = ById()
         #: The task name and chain of each reported task's coroutine (see ``_remember_coro``).
-        self._coros = _ById()
+        self._coros = ById()
         #: Unraisable exceptions of coroutines not known yet: ``(id(coroutine), text)``, kept
         #: for the rest of the garbage collection that finalizes them (dropped between tests).
         self._orphans: list[tuple[int, str]] = []
-        self._current: _TestState | None = None
-        self._session_entries: list[_Entry] = []
+        self._current: TestState | None = None
+        self._session_entries: list[Entry] = []
         self._patches: list[tuple[Any, str, bool, Any]] = []
         self._patch_all()
         self._previous_unraisablehook = sys.unraisablehook
@@ -443,7 +178,7 @@ class Plugin:
         if sys.unraisablehook == self._unraisablehook:
             sys.unraisablehook = self._previous_unraisablehook
 
-    def _started_here(self, loop: Any, frame: FrameType | None) -> _Started:
+    def _started_here(self, loop: Any, frame: FrameType | None) -> Started:
         """The record of a timer or thread started from ``frame`` now."""
         node: Node | None = None
         try:
@@ -453,7 +188,7 @@ class Plugin:
             warn_internal(exc, "recording where a timer or thread was started")
         current = self._current
         test = current.item.nodeid if current is not None else None
-        return _Started(node, test, weakref.ref(loop) if loop is not None else None)
+        return Started(node, test, weakref.ref(loop) if loop is not None else None)
 
     def _make_thread_start(self, original: Callable[..., Any]) -> Callable[..., Any]:
         plugin = self
@@ -526,16 +261,16 @@ class Plugin:
     # --- owners ----------------------------------------------------------------
 
     def _add_owner(self, func: Any, label: str, scope: str, test: str | None) -> None:
-        found = _line_range(func)
+        found = line_range(func)
         if found is None:
             return
         filename, first, last = found
         owners = self._owners.setdefault(filename, [])
-        owner = _Owner(first, last, label, scope, test)
+        owner = Owner(first, last, label, scope, test)
         if owner not in owners:
             owners.append(owner)
 
-    def _owner_in(self, frames: list[TraceFrame]) -> tuple[_Owner | None, int]:
+    def _owner_in(self, frames: list[TraceFrame]) -> tuple[Owner | None, int]:
         """The innermost frame of ``frames`` in a test function or fixture, and its index (-1: none)."""
         for i, frame in enumerate(frames):
             line = frame["line"]
@@ -561,15 +296,15 @@ class Plugin:
                     break
         return frames
 
-    def _describe(self, head: str, frames: list[TraceFrame]) -> _Entry:
+    def _describe(self, head: str, frames: list[TraceFrame]) -> Entry:
         """``head`` then the chain, cut after the test or fixture line that started it."""
         owner, at = self._owner_in(frames)
         if at >= 0:
             frames = frames[: at + 1]
         else:
-            runner = _runner_paths()
+            runner = runner_paths()
             for i, frame in enumerate(frames):
-                if _is_runner(frame["filename"], runner):
+                if is_runner(frame["filename"], runner):
                     frames = frames[:i]
                     break
         label = owner.label if owner is not None else None
@@ -581,44 +316,44 @@ class Plugin:
             lines.extend("    " + line for line in format_async_trace(trace))
         else:
             lines.append("    (where is not known: created where async-trace could not follow)\n")
-        return _Entry("".join(lines), label)
+        return Entry("".join(lines), label)
 
     def _owner_test_is_off(self, frames: list[TraceFrame]) -> bool:
         owner, _ = self._owner_in(frames)
         return owner is not None and owner.test is not None and self._test_modes.get(owner.test) == "off"
 
-    def _task_entry(self, task: Any, when: str) -> tuple[_Entry, list[TraceFrame]] | None:
+    def _task_entry(self, task: Any, when: str) -> tuple[Entry, list[TraceFrame]] | None:
         frames = self._chain(node_of_task(task), task, hop=False)
         coro = None
         with contextlib.suppress(Exception):
             coro = task.get_coro()
         code = getattr(coro, "cr_code", None)
-        if _machinery(code) or _allowed(self._allow_now(), _places(frames, code)):
+        if machinery(code) or allowed(self._allow_now(), places(frames, code)):
             return None
         self._remember_coro(task, frames)
         self._reported_tasks.put(task, True)
         name = task.get_name() if hasattr(task, "get_name") else repr(task)
-        waiting = _waiting_at(task)
+        waiting = waiting_at(task)
         where = f", waiting in {waiting}" if waiting else ""
         return self._describe(f"task {name!r}{{of}} still pending{when}{where}; created at:\n", frames), frames
 
-    def _timer_entry(self, handle: Any, record: _Started, when: str) -> tuple[_Entry, list[TraceFrame]] | None:
-        callback = _timer_callback(handle)
+    def _timer_entry(self, handle: Any, record: Started, when: str) -> tuple[Entry, list[TraceFrame]] | None:
+        callback = timer_callback(handle)
         frames = self._chain(record.node, None, hop=True)
-        if _machinery(callback) or _allowed(self._allow_now(), _places(frames, callback)):
+        if machinery(callback) or allowed(self._allow_now(), places(frames, callback)):
             return None
         due = ""
         loop = record.loop() if record.loop is not None else None
         with contextlib.suppress(Exception):
             due = f" in {max(0.0, handle.when() - loop.time()):.1f} s" if loop is not None else ""
-        head = f"timer{{of}} still armed{when}, to call {_callable_name(callback)}{due}; armed at:\n"
+        head = f"timer{{of}} still armed{when}, to call {callable_name(callback)}{due}; armed at:\n"
         return self._describe(head, frames), frames
 
-    def _allow_now(self) -> list[_Allow]:
+    def _allow_now(self) -> list[Allow]:
         current = self._current
         return current.allow if current is not None else self.allow
 
-    def _add(self, entry: _Entry) -> None:
+    def _add(self, entry: Entry) -> None:
         current = self._current
         with self._lock:
             (current.entries if current is not None else self._session_entries).append(entry)
@@ -630,7 +365,7 @@ class Plugin:
         current = self._current
         if current is not None and current.mode == "off":
             return
-        for task in _pending(loop):
+        for task in pending_tasks(loop):
             if task in self._reported:
                 continue
             self._reported.add(task)
@@ -644,7 +379,7 @@ class Plugin:
         for handle, record, entry in live:
             if record.loop is None or record.loop() is not loop:
                 continue
-            if not _armed(handle) or _creator_pending(record):
+            if not is_armed(handle) or creator_pending(record):
                 continue
             entry[2] = True
             made_timer = self._timer_entry(handle, record, " when its event loop closed")
@@ -653,17 +388,17 @@ class Plugin:
 
     # --- what is left: at the end of a test ----------------------------------------
 
-    def _test_ends(self, state: _TestState) -> None:
+    def _test_ends(self, state: TestState) -> None:
         nodeid = state.item.nodeid
-        test = _base_id(nodeid)
+        test = base_id(nodeid)
 
         def ours(frames: list[TraceFrame]) -> bool:
             # Started by this test's code or one of its function-scoped fixtures.
             owner, _ = self._owner_in(frames)
             return owner is not None and owner.scope == "function" and owner.test in (None, test)
 
-        for loop in _open_loops():
-            for task in _pending(loop):
+        for loop in open_loops():
+            for task in pending_tasks(loop):
                 if task in state.before or task in self._reported:
                     continue
                 frames = self._chain(node_of_task(task), task, hop=False)
@@ -680,7 +415,7 @@ class Plugin:
             loop = record.loop() if record.loop is not None else None
             if record.test != nodeid or loop is None or loop.is_closed():
                 continue
-            if not _armed(handle) or _creator_pending(record):
+            if not is_armed(handle) or creator_pending(record):
                 continue
             made_timer = self._timer_entry(handle, record, "")
             if made_timer is not None and ours(made_timer[1]):
@@ -700,11 +435,11 @@ class Plugin:
             if not thread.is_alive():
                 continue
             target = getattr(thread, "_target", None)
-            if _machinery(target) or _allowed(state.allow, _places(frames, target)):
+            if machinery(target) or allowed(state.allow, places(frames, target)):
                 continue
             self._reported.add(thread)
             daemon = " (daemon)" if thread.daemon else ""
-            now = _thread_now(thread)
+            now = thread_now(thread)
             where = f", now in {now}" if now else ""
             head = f"thread {thread.name!r}{daemon}{{of}} still running{where}; started at:\n"
             self._add(self._describe(head, frames))
@@ -714,9 +449,9 @@ class Plugin:
     def _lost_task(self, context: dict[str, Any]) -> None:
         message = context.get("message")
         task = context.get("task", context.get("future"))
-        if message not in _LOST_TASK_MESSAGES or task is None or not hasattr(task, "get_coro"):
+        if message not in LOST_TASK_MESSAGES or task is None or not hasattr(task, "get_coro"):
             return
-        if message == _LOST_TASK_MESSAGES[0] and self._reported_tasks.get(task):
+        if message == LOST_TASK_MESSAGES[0] and self._reported_tasks.get(task):
             return  # reported pending already, with the same chain
         current = self._current
         if current is not None and current.mode == "off":
@@ -727,7 +462,7 @@ class Plugin:
         coro = None
         with contextlib.suppress(Exception):
             coro = task.get_coro()
-        if _allowed(self._allow_now(), _places(frames, getattr(coro, "cr_code", None))):
+        if allowed(self._allow_now(), places(frames, getattr(coro, "cr_code", None))):
             return
         self._reported.add(task)
         self._remember_coro(task, frames)
@@ -764,7 +499,7 @@ class Plugin:
         ident = id(obj)
         if obj is None:
             # 3.14+: "Exception ignored while closing generator <coroutine object f at 0x...>", no object.
-            found = _CORO_REPR.search(str(getattr(unraisable, "err_msg", None) or ""))
+            found = CORO_REPR.search(str(getattr(unraisable, "err_msg", None) or ""))
             if found is None:
                 return
             inside, ident = found.group(1), int(found.group(2), 16)
@@ -788,7 +523,7 @@ class Plugin:
         self._add_unraisable(text, what, frames)
 
     def _add_unraisable(self, text: str, what: str, frames: list[TraceFrame]) -> None:
-        if self._owner_test_is_off(frames) or _allowed(self._allow_now(), _places(frames, None)):
+        if self._owner_test_is_off(frames) or allowed(self._allow_now(), places(frames, None)):
             return
         self._add(self._describe(f"{text}, of {what}{{of}}, created at:\n", frames))
 
@@ -800,7 +535,7 @@ class Plugin:
             self._state_for(item)  # a bad marker is a usage error, before anything runs
             func = getattr(item, "function", None)
             if func is not None:
-                self._add_owner(func, _base_id(item.nodeid), "function", _base_id(item.nodeid))
+                self._add_owner(func, base_id(item.nodeid), "function", base_id(item.nodeid))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
@@ -811,7 +546,7 @@ class Plugin:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         state = self._state_for(item)  # checked at collection: does not raise here
-        self._test_modes[_base_id(item.nodeid)] = state.mode
+        self._test_modes[base_id(item.nodeid)] = state.mode
         self._safely(self._begin, state)
         self._current = state
         if state.mode != "off" and state.stall > 0:
@@ -849,7 +584,7 @@ class Plugin:
 
     # --- per test ---------------------------------------------------------------------
 
-    def _state_for(self, item: pytest.Item) -> _TestState:
+    def _state_for(self, item: pytest.Item) -> TestState:
         mode = self.mode
         allow = list(self.allow)
         stall = self.stall
@@ -869,25 +604,25 @@ class Plugin:
                     )
                 mode = str(chosen)
             if "stall" in marker.kwargs:
-                stall = _seconds(marker.kwargs["stall"] or 0, f"{item.nodeid}: async_trace marker: stall")
+                stall = parse_seconds(marker.kwargs["stall"] or 0, f"{item.nodeid}: async_trace marker: stall")
             if "allow" in marker.kwargs:
                 extra = marker.kwargs["allow"]
                 try:
                     allow.extend(parse_allow([extra] if isinstance(extra, str) else list(extra)))
                 except (TypeError, ValueError) as exc:
                     raise pytest.UsageError(f"{item.nodeid}: async_trace marker: {exc}") from None
-        return _TestState(item, mode, allow, stall)
+        return TestState(item, mode, allow, stall)
 
-    def _begin(self, state: _TestState) -> None:
+    def _begin(self, state: TestState) -> None:
         self._patch_all()  # uvloop, anyio's backend and the like, imported since
         with self._lock:
             self._reported_tasks.prune()
             self._coros.prune()
             self._orphans.clear()
-            for loop in _open_loops():
-                state.before.update(_pending(loop))
+            for loop in open_loops():
+                state.before.update(pending_tasks(loop))
 
-    def _watch_stalls(self, state: _TestState) -> None:
+    def _watch_stalls(self, state: TestState) -> None:
         """Start the stall watchdog for this test: every loop that runs during it, found within a quarter threshold."""
 
         def on_stall(report: StallReport) -> None:  # in the watchdog thread
@@ -903,11 +638,11 @@ class Plugin:
             discover_interval=quarter,
         )
 
-    def _stalled(self, state: _TestState, report: StallReport) -> None:
+    def _stalled(self, state: TestState, report: StallReport) -> None:
         if report.ongoing:
             return  # the report made once the loop runs again says it all
         frames = [*report.stack, *report.chain]
-        if _allowed(state.allow, _places(frames, None)):
+        if allowed(state.allow, places(frames, None)):
             return
         task = f", in task {report.task_name!r}" if report.task_name is not None else ""
         head = (
@@ -935,7 +670,7 @@ class Plugin:
                 self._current = None
         if state.mode == "off" or not state.entries:
             return
-        text = _report(item, state.entries)
+        text = report_text(item, state.entries)
         if not raising:
             item.add_report_section("teardown", "async-trace", text)
         elif state.mode == "fail":
@@ -952,88 +687,3 @@ class Plugin:
 
 
 # --- small helpers --------------------------------------------------------------------
-
-
-def _seconds(value: Any, what: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise pytest.UsageError(f"{what}: a number of seconds, not {value!r}") from None
-    if seconds < 0 or seconds != seconds:
-        raise pytest.UsageError(f"{what}: a number of seconds >= 0, not {value!r}")
-    return seconds
-
-
-def _report(item: pytest.Item, entries: list[_Entry]) -> str:
-    count = len(entries)
-    lines = [f"async-trace: {count} report{'s' if count != 1 else ''} at the end of {item.nodeid}:"]
-    lines.extend("- " + entry.text.rstrip("\n").replace("\n", "\n  ") for entry in entries)
-    return "\n".join(lines)
-
-
-def _all_tasks(loop: Any) -> list[Any]:
-    for _ in range(10):
-        try:
-            return list(asyncio.all_tasks(loop))
-        except RuntimeError:  # changed size while copied (another thread's loop): again
-            continue
-    return []
-
-
-def _pending(loop: Any) -> list[Any]:
-    """The loop's pending tasks, by name (a report in a stable order)."""
-    tasks = [task for task in _all_tasks(loop) if not task.done()]
-    with contextlib.suppress(Exception):  # a Future-like object of a custom factory
-        tasks.sort(key=lambda task: str(task.get_name()))
-    return tasks
-
-
-def _open_loops() -> list[Any]:
-    return [loop for loop, _ in seen_loops() if not loop.is_closed()]
-
-
-def _timer_callback(handle: Any) -> Any:
-    callback = getattr(handle, "_callback", None)  # asyncio's TimerHandle
-    if callback is None and type(handle).__module__.startswith("uvloop"):
-        import gc
-
-        # uvloop's TimerHandle (Cython) shows its callback only to the garbage collector, first.
-        referents = gc.get_referents(handle)
-        callback = referents[0] if referents and callable(referents[0]) else None
-    return callback
-
-
-def _armed(handle: Any) -> bool:
-    """Whether a timer is still due: not cancelled, not run yet."""
-    try:
-        if handle.cancelled():
-            return False
-    except Exception:  # noqa: BLE001 - a handle type of its own
-        return False
-    scheduled = getattr(handle, "_scheduled", None)  # asyncio's: False once popped to run
-    if scheduled is not None:
-        return bool(scheduled)
-    return _timer_callback(handle) is not None  # uvloop's drops its callback once run
-
-
-def _creator_pending(record: _Started) -> bool:
-    """Whether the task that armed a timer is still pending (and so reported itself)."""
-    node = record.node
-    creator = node.creator if node is not None else None
-    return creator is not None and not creator.done()
-
-
-def _thread_now(thread: threading.Thread) -> str | None:
-    ident = thread.ident
-    frame = sys._current_frames().get(ident) if ident is not None else None
-    if frame is None:
-        return None
-    # The innermost frame outside the standard library's threading machinery.
-    threading_file = threading.__file__
-    for _ in range(1000):
-        if frame is None or frame.f_code.co_filename != threading_file:
-            break
-        frame = frame.f_back
-    if frame is None:
-        return None
-    return _where(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
