@@ -1,0 +1,284 @@
+"""Django over ASGI on uvicorn, in-process on 127.0.0.1, driven by httpx: async views, sync views in asgiref's threads.
+
+Django runs a sync view (and any ``sync_to_async`` call) in one of asgiref's
+threads, through a copy of the awaiting task's context: the hop is marked
+``[EXECUTOR]`` at the coroutine that awaited the call (Django's
+``_get_response_async`` for a sync view, the view's own line for a
+``sync_to_async`` call of its own), then the chain runs on through Django and
+uvicorn to the task that started the server. A view's fire-and-forget task that
+fails names the view's line that started it. Django answers the same traced and
+untraced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+from typing import Any
+
+import pytest
+
+import async_trace
+from async_trace import TraceData, collect_async_trace, exception_trace
+
+from . import apps
+from .apps import ON_BOTH_LOOPS, TIMEOUT, Shape, run_on, shape, source_line, uvicorn_server
+from .helpers import line_of
+
+django = pytest.importorskip("django")
+pytest.importorskip("httpx")
+asgiref_sync = pytest.importorskip("asgiref.sync")
+h11_impl = pytest.importorskip("uvicorn.protocols.http.h11_impl")
+
+from django.conf import settings  # noqa: E402 - after the skip: Django may be missing
+
+if not settings.configured:
+    settings.configure(
+        ROOT_URLCONF=__name__,
+        ALLOWED_HOSTS=["127.0.0.1"],
+        SECRET_KEY="test",
+        MIDDLEWARE=[],
+        INSTALLED_APPS=[],
+        DATABASES={},
+        USE_TZ=True,
+    )
+    django.setup()
+
+from django.core.handlers import base as django_base  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+
+HERE = "test_apps_django.py"
+#: What a request leaves behind, by view.
+seen: dict[str, Any] = {}
+#: A variable a sync view sets: asgiref copies it back to the awaiting task, traced or not.
+USER = contextvars.ContextVar("USER", default="nobody")
+
+
+async def notify(user: str) -> None:
+    await asyncio.sleep(0)
+    raise ConnectionError(f"could not notify {user}")
+
+
+async def async_view(request: HttpRequest) -> HttpResponse:
+    seen["async"] = collect_async_trace()  # capture-async
+    asyncio.create_task(notify("ann"))  # fire-and-forget
+    return JsonResponse({"view": "async", "in_loop": threading.current_thread() is threading.main_thread()})
+
+
+def sync_view(request: HttpRequest) -> HttpResponse:
+    seen["sync"] = collect_async_trace()  # capture-sync
+    USER.set("ann")
+    return JsonResponse({"view": "sync", "in_loop": threading.current_thread() is threading.main_thread()})
+
+
+def lookup(key: str) -> str:
+    seen["lookup"] = collect_async_trace()  # capture-lookup
+    seen["lookup-thread"] = threading.get_ident()
+    USER.set(key)
+    return key.upper()
+
+
+async def calling_view(request: HttpRequest) -> HttpResponse:
+    value = await asgiref_sync.sync_to_async(lookup)("bob")  # hop
+    again = await asgiref_sync.sync_to_async(threading.get_ident)()
+    return JsonResponse({"value": value, "user": USER.get(), "same_thread": again == seen["lookup-thread"]})
+
+
+urlpatterns = [path("async", async_view), path("sync", sync_view), path("calling", calling_view)]
+
+
+async def main(paths: list[str], out: dict[str, Any]) -> None:
+    """Serve Django, GET each path, collect what the loop reports (the fire-and-forget task's failure)."""
+    asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+    import httpx
+
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+    async with uvicorn_server(ASGIHandler()) as url, httpx.AsyncClient(timeout=TIMEOUT) as client:  # serve
+        for p in paths:
+            resp = await client.get(url + p)
+            out[p] = (resp.status_code, resp.headers["content-type"], resp.json())
+        for _ in range(int(TIMEOUT / 0.01)):  # the failed task is reported when it is freed
+            if reported or "/async" not in paths:
+                break
+            await asyncio.sleep(0.01)
+    out["reported"] = reported
+
+
+def _serve(paths: list[str], loop: str) -> dict[str, Any]:
+    seen.clear()
+    out: dict[str, Any] = {}
+    run_on(loop, main(paths, out))
+    return out
+
+
+def _server_tail() -> list[Shape]:
+    """uvicorn's request task, created under the connection's protocol callback, then the task serving it."""
+    return [
+        ("run_asgi", source_line(h11_impl.RequestResponseCycle.run_asgi, "result = await app("), "h11_impl.py", False),
+        ("handle_events", None, "h11_impl.py", False),
+        (
+            "data_received",
+            source_line(h11_impl.H11Protocol.data_received, "self.handle_events()"),
+            "h11_impl.py",
+            False,
+        ),
+        ("uvicorn_server", source_line(apps.uvicorn_server, "serving = asyncio.create_task("), "apps.py", False),
+        ("__aenter__", None, "contextlib.py", False),
+        ("main", line_of(main, "serve"), HERE, False),
+        ("main", None, None, False),
+    ]
+
+
+#: Django's and uvicorn's files between the view and the server's tail: their lines are theirs.
+LIBRARY_DIRS = ("django", "uvicorn", "asgiref")
+
+
+def _comparable(trace: TraceData) -> list[Shape]:
+    """``shape(trace)`` with the lines we do not pin (contextlib's, handle_events', asgiref's) blanked."""
+    return [
+        (n, None if n == "handle_events" or b in {"contextlib.py", "sync.py"} else line, b, e)
+        for n, line, b, e in shape(trace)
+    ]
+
+
+def _check(trace: TraceData, head: list[Shape], hop: Shape | None) -> None:
+    """``head`` first, then Django's and uvicorn's frames only, the one hop where it is, then the tail."""
+    got = _comparable(trace)
+    assert got[: len(head)] == head
+    tail = _server_tail()
+    assert got[-len(tail) :] == tail
+    middle = trace["frames"][len(head) : -len(tail)]
+    assert all(any(f"{os.sep}{d}{os.sep}" in (f["filename"] or "") for d in LIBRARY_DIRS) for f in middle), got
+    assert [row for row in got if row[3]] == ([hop] if hop else [])
+    assert trace["in_executor"] is (hop is not None)
+
+
+def _asgiref_thread_frames() -> list[Shape]:
+    """The worker thread's frames of asgiref's, between the function and the hop."""
+    return [
+        ("run_child", None, "sync.py", False),
+        ("func", None, "sync.py", False),
+        ("thread_handler", None, "sync.py", False),
+    ]
+
+
+#: Django awaits a sync view here.
+_VIEW_HOP: Shape = (
+    "_get_response_async",
+    source_line(django_base.BaseHandler._get_response_async, "response = await wrapped_callback("),
+    "base.py",
+    True,
+)
+
+
+@ON_BOTH_LOOPS
+def test_async_view_reaches_the_root_and_its_failed_task_names_the_view(loop: str) -> None:
+    out = _serve(["/async"], loop)
+    assert out["/async"] == (200, "application/json", {"view": "async", "in_loop": True})
+    _check(seen["async"], [("async_view", line_of(async_view, "capture-async"), HERE, False)], None)
+    (context,) = out["reported"]
+    assert context["message"] == "Task exception was never retrieved"
+    exc = context["exception"]
+    assert isinstance(exc, ConnectionError)
+    origin = exception_trace(exc)
+    assert origin is not None
+    # The chain of the task that raised: created at the view's line, under the request's chain.
+    _check(origin, [("async_view", line_of(async_view, "fire-and-forget"), HERE, False)], None)
+    assert origin["current_task"] is context["future"]
+
+
+@ON_BOTH_LOOPS
+def test_sync_view_is_an_executor_hop_at_djangos_await(loop: str) -> None:
+    out = _serve(["/sync"], loop)
+    assert out["/sync"] == (200, "application/json", {"view": "sync", "in_loop": False})
+    head = [("sync_view", line_of(sync_view, "capture-sync"), HERE, False), *_asgiref_thread_frames(), _VIEW_HOP]
+    _check(seen["sync"], head, _VIEW_HOP)
+
+
+@ON_BOTH_LOOPS
+def test_sync_to_async_in_a_view_is_a_hop_at_the_views_line(loop: str) -> None:
+    out = _serve(["/calling"], loop)
+    # asgiref's behaviour is kept: the variable set in the thread is back in the view, the thread is the same one.
+    assert out["/calling"] == (200, "application/json", {"value": "BOB", "user": "bob", "same_thread": True})
+    hop: Shape = ("calling_view", line_of(calling_view, "hop"), HERE, True)
+    _check(
+        seen["lookup"],
+        [("lookup", line_of(lookup, "capture-lookup"), HERE, False), *_asgiref_thread_frames(), hop],
+        hop,
+    )
+
+
+def test_django_answers_the_same_untraced() -> None:
+    paths = ["/async", "/sync", "/calling"]
+    traced = _serve(paths, "asyncio")
+    async_trace.disable_tracing()
+    try:
+        plain = _serve(paths, "asyncio")
+    finally:
+        async_trace.enable_tracing()
+    assert {p: traced[p] for p in paths} == {p: plain[p] for p in paths}
+    assert [c["message"] for c in traced["reported"]] == [c["message"] for c in plain["reported"]]
+    assert [repr(c["exception"]) for c in plain["reported"]] == ["ConnectionError('could not notify ann')"]
+    assert exception_trace(plain["reported"][0]["exception"]) is None
+
+
+def test_the_loop_side_never_takes_the_threads_chain() -> None:
+    """After ``sync_to_async`` the awaiting coroutine's chain is its own again (asgiref copies variables back)."""
+    found: dict[str, TraceData] = {}
+
+    def in_thread() -> None:
+        found["thread"] = collect_async_trace()
+
+    async def caller() -> None:
+        found["before"] = collect_async_trace()
+        await asgiref_sync.sync_to_async(in_thread)()  # hop
+        found["after"] = collect_async_trace()  # after
+
+    asyncio.run(caller())
+    assert found["thread"]["in_executor"] is True
+    assert found["after"]["in_executor"] is False
+    root = shape(found["before"])[1:]
+    assert len(root) == 1
+    assert shape(found["after"]) == [("caller", line_of(caller, "after"), HERE, False), *root]
+    assert [row for row in shape(found["thread"]) if row[3]] == [("caller", line_of(caller, "hop"), HERE, True)]
+
+
+def test_disable_restores_asgiref_exactly() -> None:
+    cls = asgiref_sync.SyncToAsync
+    ours_handler, ours_restore = vars(cls)["thread_handler"], vars(asgiref_sync)["_restore_context"]
+    assert getattr(ours_handler, "__async_trace_wrapper__", False)
+    assert getattr(ours_restore, "__async_trace_wrapper__", False)
+    async_trace.disable_tracing()
+    try:
+        assert vars(cls)["thread_handler"] is ours_handler.__wrapped__
+        assert vars(asgiref_sync)["_restore_context"] is ours_restore.__wrapped__
+    finally:
+        async_trace.enable_tracing()
+    assert vars(cls)["thread_handler"] is ours_handler
+    assert vars(asgiref_sync)["_restore_context"] is ours_restore
+
+
+def test_a_context_of_the_callers_is_left_alone() -> None:
+    """``sync_to_async(f, context=ctx)`` runs in ``ctx`` untouched: no hop is set there."""
+    ctx = contextvars.copy_context()
+
+    def ours() -> dict[str, Any]:  # asgiref re-homes its own Local storage there: that is asgiref's
+        return {var.name: value for var, value in ctx.items() if var.name != "asgiref.local"}
+
+    before = ours()
+    found: dict[str, TraceData] = {}
+
+    def in_thread() -> None:
+        found["thread"] = collect_async_trace()
+
+    async def caller() -> None:
+        await asgiref_sync.SyncToAsync(in_thread, context=ctx)()
+
+    asyncio.run(caller())
+    assert ours() == before
+    assert found["thread"]["in_executor"] is False
