@@ -16,7 +16,9 @@ import asyncio
 import contextvars
 import inspect
 import os
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -289,3 +291,57 @@ def test_a_context_of_the_callers_is_left_alone() -> None:
     asyncio.run(caller())
     assert ours() == before
     assert found["thread"]["in_executor"] is False
+
+
+# --- docs/real-applications.md's Django sample ----------------------------------------
+
+#: The versions the page's sample was printed with: with these installed the output must match exactly.
+SAMPLE_VERSIONS = ("6.1.3", "3.13.0", "0.55.0")
+
+
+def _ours(text: str) -> list[str]:
+    """The sample's own lines, the hop's function and the root: what no library version changes."""
+    keep = ("[app.py]", "[EXECUTOR]", "↑ Task-1", 'File "app.py"', "Root task", "Traceback", "Error")
+    out = []
+    for line in text.splitlines():
+        if any(k in line for k in keep):
+            line = re.sub(r" at line \d+ (\[(?!app\.py)[\w./]+\])", r" \1", line.strip())
+            out.append(re.sub(r"'Task-\d+'", "'Task-N'", line))  # how many tasks the libraries made before
+    return out
+
+
+def test_the_docs_sample_prints_what_the_page_shows(tmp_path: Path) -> None:
+    """docs/real-applications.md's Django app, run as is (uvicorn on port 0, real httpx requests)."""
+    import uvicorn
+
+    from .doc_blocks import doc_block
+    from .helpers import run_python
+
+    source = doc_block("django-source", "app.py")
+    (tmp_path / "app.py").write_text(source, encoding="utf-8")
+    fire = next(n for n, text in enumerate(source.splitlines(), 1) if "asyncio.create_task(notify(" in text)
+    result = run_python("app.py", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    async_out, sync_out, rest = result.stdout.split("\n\n")
+    assert rest == ""
+    site = os.path.dirname(os.path.dirname(django.__file__)) + os.sep
+    err = result.stderr.replace(str(tmp_path) + os.sep, "").replace(site, f".../site-packages{os.sep}")
+    expected = [doc_block("django-output", n) for n in ("async view", "sync view", "fire and forget")]
+    got = [async_out + "\n", sync_out + "\n", err]
+    if (django.__version__, asgiref_sync_version(), uvicorn.__version__) == SAMPLE_VERSIONS:
+        assert got == expected
+    else:  # other versions have other frames between: the sample's own lines still match
+        assert [_ours(g) for g in got] == [_ours(e) for e in expected]
+    # Whatever the versions: the hop is marked at Django's await, the failed task names the view's line.
+    assert "_get_response_async() at line" in sync_out
+    assert sync_out.splitlines()[2].endswith("[django/core/handlers/base.py] [EXECUTOR]")
+    *_, view, shown, created = err.rstrip().splitlines()
+    assert view == f'  File "app.py", line {fire}, in async_view'
+    assert shown.strip() == 'asyncio.create_task(notify("ann"))  # fire and forget'
+    assert re.fullmatch(r"  --- task 'Task-\d+' created here ---", created), created
+
+
+def asgiref_sync_version() -> str:
+    import asgiref
+
+    return str(asgiref.__version__)
