@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import sys
 from typing import Any
@@ -210,3 +211,24 @@ def test_sync_background_function_names_its_request_through_the_thread_hop(loop:
     # The note: the hop's line and the library frames between (the traceback shows them), then the request.
     note, expected = _note(text), _request_note(request.get_name())
     assert _same(note[-len(expected) :], expected), note
+
+
+@NO_ORIGIN_BEFORE_312
+def test_the_page_shows_the_notes_start_and_end() -> None:
+    """docs/real-applications.md shows the note's first lines and its last three (the path shortened)."""
+    from .doc_blocks import doc_block
+
+    _, _, text = _report("/orders/7", "asyncio")
+    note = text[text.index("Async trace (most recent call last):") :].splitlines()
+    shown = doc_block("fastapi-background-output", "note").splitlines()
+    cut = shown.index("  ...")
+    assert note[:cut] == shown[:cut]
+    site = os.path.dirname(h11_impl.__file__.rsplit(os.sep + "protocols", 1)[0])  # site-packages
+    line = source_line(h11_impl.H11Protocol.handle_events, "task = self.loop.create_task(self.cycle.run_asgi(app))")
+    tail = [text.replace(site, "...") for text in note[cut - len(shown) + 1 :]]
+    page = (
+        "\n".join(shown[cut + 1 :])
+        .replace("line 254", f"line {line}")
+        .replace("'Task-4'", f"'{seen['task'].get_name()}'")
+    )
+    assert tail == page.splitlines()
