@@ -58,7 +58,7 @@ LAYERS: Final[Layers] = [
     ("lineage", ["_frames", "_contexts", "_lineage"]),
     ("collect", ["_collect", "_origins", "_process", "_discovery"]),
     ("render", ["_writer", "_render", "_render_line", "_render_tree", "_render_remote"]),
-    ("capture", ["_capture", "_direct_tasks", "_anyio", "_asgiref"]),
+    ("capture", ["_capture", "_direct_tasks", "_anyio", "_asgiref", "_aiosqlite"]),
     ("exceptions", ["_notes", "_notes_py310", "_record_unwind", "_record_callbacks", "_recorders", "_display",
                     "_exceptions"]),
     ("products", ["_tree", "_json", "_dump"]),
