@@ -91,7 +91,23 @@ async def calling_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"value": value, "user": USER.get(), "same_thread": again == seen["lookup-thread"]})
 
 
-urlpatterns = [path("async", async_view), path("sync", sync_view), path("calling", calling_view)]
+#: Holds ``blocked_view`` in its thread while the test takes the task tree.
+gate = threading.Event()
+in_view = threading.Event()
+
+
+def blocked_view(request: HttpRequest) -> HttpResponse:
+    in_view.set()
+    gate.wait(TIMEOUT)  # blocked
+    return JsonResponse({"view": "blocked"})
+
+
+urlpatterns = [
+    path("async", async_view),
+    path("sync", sync_view),
+    path("calling", calling_view),
+    path("blocked", blocked_view),
+]
 
 
 async def main(paths: list[str], out: dict[str, Any]) -> None:
@@ -345,3 +361,43 @@ def asgiref_sync_version() -> str:
     import asgiref
 
     return str(asgiref.__version__)
+
+
+async def tree_main(out: dict[str, Any]) -> None:
+    """Serve Django, hold a request in a sync view's thread, take the task tree."""
+    asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+    import httpx
+
+    gate.clear()
+    in_view.clear()
+    async with uvicorn_server(ASGIHandler()) as url, httpx.AsyncClient(timeout=TIMEOUT) as client:
+        request = asyncio.create_task(client.get(url + "/blocked"), name="client")
+        try:
+            for _ in range(int(TIMEOUT / 0.01)):
+                if in_view.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert in_view.is_set()
+            await asyncio.sleep(0.05)  # the thread is now in gate.wait
+            out["tree"] = async_trace.task_tree()
+        finally:
+            gate.set()
+        out["status"] = (await request).status_code
+
+
+@ON_BOTH_LOOPS
+def test_task_tree_shows_the_sync_views_thread_under_the_waiting_task(loop: str) -> None:
+    out: dict[str, Any] = {}
+    run_on(loop, tree_main(out))
+    assert out["status"] == 200
+    tree = out["tree"]
+    holders = [(info, t) for _, info in tree.walk() for t in info.executor_threads]
+    assert len(holders) == 1, holders
+    info, thread = holders[0]
+    # The task waiting for the thread is the one Django runs the view in, suspended at its await.
+    suspended = [(f["name"], os.path.basename(f["filename"] or ""), f["line"]) for f in info.suspended_at]
+    assert ("_get_response_async", "base.py", _VIEW_HOP[1]) in suspended, suspended
+    # The thread's frames: the view where it waits, then asgiref's, down to the pool's entry.
+    got = [(f["name"], f["line"] if f["filename"] == __file__ else None) for f in thread.frames]
+    assert got[0] == ("blocked_view", line_of(blocked_view, "blocked"))
+    assert [name for name, _ in got[1:]] == [name for name, *_ in _asgiref_thread_frames()]
