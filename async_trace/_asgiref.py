@@ -116,13 +116,14 @@ def _make_restore(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _active:
             return original(context)
         before = _current_get()
-        result = original(context)
         try:
-            if _current_get() is not before:
-                _current_set(before)
-        except Exception as exc:  # noqa: BLE001 - the variables are restored: the rest is ours
-            warn_internal(exc, "restoring a context after sync_to_async")
-        return result
+            return original(context)
+        finally:
+            try:
+                if _current_get() is not before:
+                    _current_set(before)
+            except Exception as exc:  # noqa: BLE001 - the program's variables are restored: the rest is ours
+                warn_internal(exc, "restoring a context after sync_to_async")
 
     functools.update_wrapper(_restore_context, original)
     _restore_context.__async_trace_wrapper__ = True  # type: ignore[attr-defined]

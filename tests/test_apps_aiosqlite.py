@@ -174,3 +174,22 @@ def test_the_docs_sample_prints_what_the_page_shows(tmp_path: pathlib.Path) -> N
     result = run_python("app.py", cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == doc_block("aiosqlite-output", "app.py")
+
+
+def test_a_capture_failure_leaves_aiosqlite_working(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If capturing the hop raises, every query still runs, untraced, and we warn once."""
+    import warnings
+
+    from async_trace import AsyncTraceWarning, _aiosqlite
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(_aiosqlite, "capture", boom)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _run("asyncio")["rows"] == EXPECTED_ROWS
+    ours = [w for w in caught if issubclass(w.category, AsyncTraceWarning)]
+    assert len(ours) == 1
+    assert "RuntimeError: injected" in str(ours[0].message)
+    assert seen["function"]["in_executor"] is False

@@ -401,3 +401,29 @@ def test_task_tree_shows_the_sync_views_thread_under_the_waiting_task(loop: str)
     got = [(f["name"], f["line"] if f["filename"] == __file__ else None) for f in thread.frames]
     assert got[0] == ("blocked_view", line_of(blocked_view, "blocked"))
     assert [name for name, _ in got[1:]] == [name for name, *_ in _asgiref_thread_frames()]
+
+
+def test_a_capture_failure_leaves_sync_to_async_working(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If capturing the hop raises, the call runs as untraced (asgiref's copy-back too) and we warn once."""
+    import warnings
+
+    from async_trace import AsyncTraceWarning, _asgiref
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(_asgiref, "capture", boom)
+
+    async def caller() -> tuple[str, str]:
+        value = await asgiref_sync.sync_to_async(lookup)("eve")
+        again = await asgiref_sync.sync_to_async(lookup)("eve")
+        assert again == value
+        return value, USER.get()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(caller()) == ("EVE", "eve")
+    ours = [w for w in caught if issubclass(w.category, AsyncTraceWarning)]
+    assert len(ours) == 1
+    assert "RuntimeError: injected" in str(ours[0].message)
+    assert seen["lookup"]["in_executor"] is False  # as untraced: the function ran in asgiref's copy
