@@ -97,7 +97,7 @@ def _make_execute(original: Callable[..., Any]) -> Callable[..., Any]:
     mark = getattr(inspect, "markcoroutinefunction", None)  # 3.12+: answer as aiosqlite's coroutine function did
     if mark is not None:
         mark(_execute)
-    _execute.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    _execute.__async_trace_wrapper__ = True  # type: ignore[attr-defined]  # our marker, on a function
     return _execute
 
 

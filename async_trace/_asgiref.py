@@ -126,7 +126,7 @@ def _make_restore(original: Callable[..., Any]) -> Callable[..., Any]:
                 warn_internal(exc, "restoring a context after sync_to_async")
 
     functools.update_wrapper(_restore_context, original)
-    _restore_context.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    _restore_context.__async_trace_wrapper__ = True  # type: ignore[attr-defined]  # our marker, on a function
     return _restore_context
 
 
