@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, TextIO
 
-from . import _anyio, _capture, _direct_tasks, _display, _exceptions, _hooks, _inapp
+from . import _aiosqlite, _anyio, _asgiref, _capture, _direct_tasks, _display, _exceptions, _hooks, _inapp
 from ._collect import trace_from
 from ._config import check_library_frames, check_style, settings
 from ._failsafe import warn_internal
@@ -31,10 +31,18 @@ __all__ = [
 
 
 #: Every hook set tracing switches, in the order they are switched on (off in reverse): the
-#: tracing wrappers first (the display hooks read the nodes they push), anyio's worker-thread hop,
-#: the registration hook for tasks built directly, then the display hooks (and with them the
-#: origin recorder). The command line adds its own set for child processes (:mod:`._children`).
-HOOK_SETS: Final = (_capture.HOOKS, _anyio.HOOKS, _direct_tasks.HOOKS, _display.HOOKS)
+#: tracing wrappers first (the display hooks read the nodes they push), the libraries' thread hops
+#: (anyio's worker threads, asgiref's sync_to_async, aiosqlite's connection thread), the registration
+#: hook for tasks built directly, then the display hooks (and with them the origin recorder). The
+#: command line adds its own set for child processes (:mod:`._children`).
+HOOK_SETS: Final = (
+    _capture.HOOKS,
+    _anyio.HOOKS,
+    _asgiref.HOOKS,
+    _aiosqlite.HOOKS,
+    _direct_tasks.HOOKS,
+    _display.HOOKS,
+)
 for _hook_set in HOOK_SETS:
     _hooks.register(_hook_set)
 

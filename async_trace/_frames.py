@@ -13,6 +13,8 @@ created.
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events
+import asyncio.runners
 import asyncio.tasks
 import concurrent.futures
 import os
@@ -173,12 +175,35 @@ kind_get: Final = _kind_cache.get
 line_get: Final = _line_cache.get
 
 
+#: ``asyncio.run`` and ``asyncio.Runner.run`` (3.11+), by id (module-level codes: never freed).
+_RUNNER_CODES: Final = frozenset(
+    id(code)
+    for code in (
+        getattr(getattr(asyncio.runners, "run", None), "__code__", None),
+        getattr(getattr(getattr(asyncio.runners, "Runner", None), "run", None), "__code__", None),
+    )
+    if code is not None
+)
+#: asyncio's functions that make a task (``ensure_future``, ``create_task``), by id.
+_TASK_MAKERS: Final = frozenset(
+    id(code)
+    for code in (
+        getattr(getattr(asyncio.tasks, "ensure_future", None), "__code__", None),
+        getattr(getattr(asyncio.tasks, "_ensure_future", None), "__code__", None),
+        getattr(getattr(asyncio.tasks, "create_task", None), "__code__", None),
+        getattr(getattr(asyncio.base_events.BaseEventLoop, "create_task", None), "__code__", None),
+    )
+    if code is not None
+)
+
+
 def resolve_uncached(frames: Frames) -> Resolved:
     out: list[tuple[str, int | None, str | None]] = []
     append = out.append
     kind_get = _kind_cache.get
     line_get = _line_cache.get
     taken = False
+    callback: bool | None = None  # None: no frame skipped yet
     for i in range(0, len(frames), 2):
         code: Any = frames[i]
         lasti: Any = frames[i + 1]
@@ -189,12 +214,20 @@ def resolve_uncached(frames: Frames) -> Resolved:
         hit = kind_get(id(code))
         kind = hit[1] if hit is not None and hit[0] is code else frame_kind(code)
         if kind:
-            if kind == CUT and (taken or code is HANDLE_RUN):
+            if kind == CUT and (taken or code is HANDLE_RUN or (id(code) in _RUNNER_CODES and callback)):
                 # The event loop: above it is the program that started it. A
                 # hop captured in a callback (a protocol method) stops at
-                # Handle._run even when all its frames were asyncio's own.
+                # Handle._run even when all its frames were asyncio's own, and
+                # on a loop running callbacks from C (uvloop), where no
+                # Handle._run is, at asyncio.run's frames.
                 break
             if kind != LOOP_CALLER:
+                # Frames of asyncio's own before asyncio.run's, none of them making a task nor the
+                # loop's: a callback run by a C loop. (asyncio.run making the main task, in a
+                # thread a hop led to, shows the line that called it.)
+                callback = kind == SKIP and callback is not False and id(code) not in _TASK_MAKERS
+                if kind == CUT:
+                    callback = False
                 continue
             if taken:
                 break  # where a C loop was started: the program that started it follows

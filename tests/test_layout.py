@@ -58,7 +58,7 @@ LAYERS: Final[Layers] = [
     ("lineage", ["_frames", "_contexts", "_lineage"]),
     ("collect", ["_collect", "_origins", "_process", "_discovery", "_census", "_stall_sample"]),
     ("render", ["_writer", "_render", "_render_line", "_render_tree", "_render_remote", "_stall_report"]),
-    ("capture", ["_capture", "_direct_tasks", "_anyio"]),
+    ("capture", ["_capture", "_direct_tasks", "_anyio", "_asgiref", "_aiosqlite"]),
     ("exceptions", ["_notes", "_restyle", "_notes_py310", "_record_unwind", "_record_callbacks", "_recorders",
                     "_display", "_exceptions"]),
     ("products", ["_tree", "_json", "_dump", "_stall_summary", "_stall", "_stall_env"]),
