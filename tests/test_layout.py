@@ -63,7 +63,8 @@ LAYERS: Final[Layers] = [
                     "_display", "_exceptions"]),
     ("products", ["_tree", "_json", "_dump", "_stall_summary", "_stall", "_stall_env"]),
     ("shell", ["_api", ROOT]),
-    ("integrations", ["logging", "_stall_otel", "otel", "sentry", "_pytest_support", "pytest_plugin", "_pstree", "_children", "__main__"]),
+    ("integrations", ["logging", "_stall_otel", "otel", "sentry", "_pytest_support", "pytest_plugin", "_pstree",
+                      "_children", "__main__"]),
 ]  # fmt: skip
 
 #: The modules that may read the Python version: the one place that chooses per version, and the
