@@ -50,6 +50,7 @@ from ._chain import ExecutorNode, Node
 from ._collect import chain_trace
 from ._exceptions import exception_trace
 from ._failsafe import warn_internal
+from ._hooks import tracing_enabled
 from ._lineage import node_of_task
 from ._notes import leaving_out_shown_frames
 from ._pytest_support import (
@@ -182,8 +183,11 @@ class Plugin:
         """The record of a timer or thread started from ``frame`` now."""
         node: Node | None = None
         try:
-            # Looked up at each call, as the package's own hooks do (tests replace it).
-            node = _capture.capture(ExecutorNode, loop, frame)
+            # Looked up at each call, as the package's own hooks do (tests replace it). Not while
+            # tracing is off: capture() may store a root in the running task's context, which the
+            # tasks it creates would inherit once tracing is on again.
+            if tracing_enabled():
+                node = _capture.capture(ExecutorNode, loop, frame)
         except Exception as exc:  # noqa: BLE001 - a debugging aid must not break the call
             warn_internal(exc, "recording where a timer or thread was started")
         current = self._current

@@ -306,7 +306,8 @@ def test_a_context_of_the_callers_is_left_alone() -> None:
 
     asyncio.run(caller())
     assert ours() == before
-    assert found["thread"]["in_executor"] is False
+    # Nothing was set in ctx; the hop is still found, in the context the pool's thread entered the call with.
+    assert found["thread"]["in_executor"] is True
 
 
 # --- docs/real-applications.md's Django sample ----------------------------------------
@@ -426,4 +427,6 @@ def test_a_capture_failure_leaves_sync_to_async_working(monkeypatch: pytest.Monk
     ours = [w for w in caught if issubclass(w.category, AsyncTraceWarning)]
     assert len(ours) == 1
     assert "RuntimeError: injected" in str(ours[0].message)
-    assert seen["lookup"]["in_executor"] is False  # as untraced: the function ran in asgiref's copy
+    # asgiref's hook fell back; the run_in_executor hop below it still marks the thread (see
+    # tests/test_copied_contexts.py): the function ran, in asgiref's own copy of the context.
+    assert seen["lookup"]["in_executor"] is True

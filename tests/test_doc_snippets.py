@@ -26,7 +26,19 @@ from .helpers import run_python
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```[^\n]*$", re.S | re.M)
 MARKER = re.compile(r"<!-- ((?:excerpt of )?[a-z][a-z-]*): (.+?) -->")
 #: Marker kinds whose block another test runs or compares with a file that runs.
-RUN_ELSEWHERE = {"source", "excerpt of source", "fastapi-source", "remote-source", "stall-source", "pytest-source"}
+RUN_ELSEWHERE = {
+    "source",
+    "excerpt of source",
+    "fastapi-source",
+    "remote-source",
+    "stall-source",
+    "pytest-source",
+    "django-source",
+    "aiosqlite-source",
+    "litestar-source",
+    "hypercorn-source",
+    "textual-source",
+}
 
 
 class Snippet(NamedTuple):
