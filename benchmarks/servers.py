@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from async_trace import _display
 
 HERE = Path(__file__).resolve().parent
 #: workload -> (framework, the modules it needs: the server's and the load client's)
@@ -216,6 +215,8 @@ def serve(framework: str, contender: str) -> None:
     if contender in ("async_trace", "async_trace_stall"):  # the latter: benchmarks/stall.py, the watchdog on too
         import async_trace  # noqa: F401 - importing it turns tracing on
     elif contender == "async_trace_noexc":  # by hand only: tracing on, the exception hooks off
+        from async_trace import _display
+
         _display.uninstall()
     elif contender != "plain":
         raise SystemExit(f"unknown contender {contender!r}")

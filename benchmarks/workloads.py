@@ -26,8 +26,6 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from async_trace import _display
-
 WORKLOAD, CONTENDER = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv
 DEBUG = CONTENDER == "debug"
@@ -37,6 +35,7 @@ if CONTENDER == "async_trace":
     collect = async_trace.collect_async_trace
 elif CONTENDER == "async_trace_noexc":
     import async_trace
+    from async_trace import _display
 
     _display.uninstall()  # tracing on, exception hooks (and sys.monitoring) off
     collect = async_trace.collect_async_trace
