@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-
 HERE = Path(__file__).resolve().parent
 #: workload -> (framework, the modules it needs: the server's and the load client's)
 SERVER_WORKLOADS: dict[str, tuple[str, list[str]]] = {

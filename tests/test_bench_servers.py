@@ -72,3 +72,14 @@ def test_server_workloads_skip_without_frameworks(tmp_path: Path) -> None:
         assert f"{w} skipped: needs " in done.stderr
         assert f"{w:<16} skipped: needs " in done.stdout
     assert "pip install '.[bench]' in a clone of async-trace" in done.stdout
+
+
+def test_the_plain_contender_imports_nothing_of_async_trace() -> None:
+    """The benchmarks' ``plain`` runs untraced: no module-level import of async_trace (importing it turns tracing on)."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    for name in ("workloads.py", "servers.py", "run.py", "stall.py"):
+        tree = ast.parse((bench / name).read_text(encoding="utf-8"))
+        top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        names = [alias.name for node in top if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
+        assert [n for n in names if n.split(".")[0] == "async_trace"] == [], name
