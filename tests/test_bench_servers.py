@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -75,7 +76,7 @@ def test_server_workloads_skip_without_frameworks(tmp_path: Path) -> None:
 
 
 def test_the_plain_contender_imports_nothing_of_async_trace() -> None:
-    """The benchmarks' ``plain`` runs untraced: no module-level import of async_trace (importing it turns tracing on)."""
+    """The benchmarks' ``plain`` runs untraced: no module-level import of async_trace (importing it traces)."""
     bench = Path(__file__).resolve().parent.parent / "benchmarks"
     for name in ("workloads.py", "servers.py", "run.py", "stall.py"):
         tree = ast.parse((bench / name).read_text(encoding="utf-8"))
