@@ -141,3 +141,23 @@ async def get_httpx(url: str) -> tuple[int, str]:
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         resp = await client.get(url)
         return resp.status_code, resp.text
+
+
+def connection_tail(serve_line: int, filename: str, root: str = "main") -> list[Shape]:
+    """The chain of a request served by :func:`uvicorn_server` (h11), from the protocol's
+    ``data_received`` out: the serving task, the test's ``async with uvicorn_server(...)`` line
+    (``serve_line`` in ``filename``, in a function named like the root task) and the root."""
+    from uvicorn.protocols.http import h11_impl
+
+    return [
+        (
+            "data_received",
+            source_line(h11_impl.H11Protocol.data_received, "self.handle_events()"),
+            "h11_impl.py",
+            False,
+        ),
+        ("uvicorn_server", source_line(uvicorn_server, "serving = asyncio.create_task("), "apps.py", False),
+        ("__aenter__", None, "contextlib.py", False),
+        (root, serve_line, filename, False),
+        (root, None, None, False),
+    ]

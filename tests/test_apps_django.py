@@ -26,8 +26,7 @@ import pytest
 import async_trace
 from async_trace import TraceData, collect_async_trace, exception_trace
 
-from . import apps
-from .apps import ON_BOTH_LOOPS, TIMEOUT, Shape, run_on, shape, source_line, uvicorn_server
+from .apps import ON_BOTH_LOOPS, TIMEOUT, Shape, connection_tail, run_on, shape, source_line, uvicorn_server
 from .helpers import line_of
 
 django = pytest.importorskip("django")
@@ -140,16 +139,7 @@ def _server_tail() -> list[Shape]:
     return [
         ("run_asgi", source_line(h11_impl.RequestResponseCycle.run_asgi, "result = await app("), "h11_impl.py", False),
         ("handle_events", None, "h11_impl.py", False),
-        (
-            "data_received",
-            source_line(h11_impl.H11Protocol.data_received, "self.handle_events()"),
-            "h11_impl.py",
-            False,
-        ),
-        ("uvicorn_server", source_line(apps.uvicorn_server, "serving = asyncio.create_task("), "apps.py", False),
-        ("__aenter__", None, "contextlib.py", False),
-        ("main", line_of(main, "serve"), HERE, False),
-        ("main", None, None, False),
+        *connection_tail(line_of(main, "serve"), HERE),
     ]
 
 

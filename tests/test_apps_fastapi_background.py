@@ -24,7 +24,7 @@ import pytest
 from async_trace import exception_trace
 
 from . import apps
-from .apps import ON_BOTH_LOOPS, TIMEOUT, Shape, run_on, shape, source_line, uvicorn_server
+from .apps import ON_BOTH_LOOPS, TIMEOUT, Shape, connection_tail, run_on, shape, source_line, uvicorn_server
 from .helpers import line_of
 
 fastapi = pytest.importorskip("fastapi")
@@ -158,16 +158,7 @@ def _tail() -> list[Shape]:
             "h11_impl.py",
             False,
         ),
-        (
-            "data_received",
-            source_line(h11_impl.H11Protocol.data_received, "self.handle_events()"),
-            "h11_impl.py",
-            False,
-        ),
-        ("uvicorn_server", source_line(apps.uvicorn_server, "serving = asyncio.create_task("), "apps.py", False),
-        ("__aenter__", None, "contextlib.py", False),
-        ("main", line_of(main, "serve"), HERE, False),
-        ("main", None, None, False),
+        *connection_tail(line_of(main, "serve"), HERE),
     ]
 
 
