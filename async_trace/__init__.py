@@ -30,6 +30,7 @@ from ._json import trace_to_dict as trace_to_dict
 from ._json import trace_to_json as trace_to_json
 from ._json import tree_to_dict as tree_to_dict
 from ._json import tree_to_json as tree_to_json
+from ._speedups import IMPLEMENTATION as implementation
 from ._stall import StallWatch as StallWatch
 from ._stall import watch_stalls as watch_stalls
 from ._stall_env import start_from_environment as _start_stall_watch_from_environment
@@ -89,6 +90,7 @@ __all__ = [
     "format_stall_report",
     "format_task_tree",
     "format_trace",
+    "implementation",
     "internal_errors",
     "print_async_trace",
     "print_exception",

@@ -36,6 +36,7 @@ from . import _children, _pstree
 from ._children import CLIOptions
 from ._misuse import signal_number
 from ._pstree import COMMANDS
+from ._speedups import IMPLEMENTATION, REASON
 from ._stall_env import parse_duration
 from ._types import STYLES
 from ._version import __version__
@@ -115,8 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
             "async_trace.stall logger (stderr unless logging is configured), naming the blocked task's chain"
         ),
     )
-    parser.add_argument("--version", action="version", version=f"async-trace {__version__}")
+    parser.add_argument("--version", action="version", version=_version_line())
     return parser
+
+
+def _version_line() -> str:
+    """``async-trace 0.2.0 (compiled core)``, or the Python path with the reason it runs."""
+    path = "compiled core" if IMPLEMENTATION == "c" else f"pure Python: {REASON}"
+    return f"async-trace {__version__} ({path})"
 
 
 def _signal_number(text: str) -> int:

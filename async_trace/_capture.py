@@ -53,7 +53,15 @@ from ._compat import HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_
 from ._config import new_epoch, settings
 from ._contexts import ContextCall, context_of_run
 from ._failsafe import warn_internal
-from ._frames import creating_frame, note_loop_caller, protocol_frames, protocol_get, protocol_method
+from ._frames import (
+    ASYNCIO_CREATORS,
+    creating_frame,
+    note_loop_caller,
+    protocol_cache,
+    protocol_frames,
+    protocol_get,
+    protocol_method,
+)
 from ._hooks import HookSet, Target, call_watchers, on_disable, task_watchers
 from ._lineage import adopt_root, compact, connection_parent, is_own, name_root, running_node
 from ._loops import (
@@ -65,6 +73,7 @@ from ._loops import (
     runs_in_c,
     uvloop_loop_class,
 )
+from ._speedups import CORE
 from ._stack import walk
 
 __all__: list[str] = []
@@ -136,57 +145,60 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _active:
             return original(self, coro, **kwargs)
         try:
-            # The common case inlined (a traced task creating a child); every
-            # other case goes through capture(). See _chain for the layout.
-            parent = _get_current()
-            creator: Any = _current_task(self) if parent is not None else None
-            if _pushed_by_outer_wrapper(parent, creator):
-                # Our wrapper inside another of ours (a third-party patch that
-                # kept the one it replaced): the outer one traces this call.
-                return original(self, coro, **kwargs)
-            node: Node
-            kind = type(parent)
-            if parent is not None and creator is not None and (kind is TaskNode or kind is RootNode):
-                creator_coro: Any = creator.get_coro()
-                if parent.code is creator_coro.cr_code and parent.depth < _settings.max_depth:
-                    if kind is RootNode and parent.name is None:  # type: ignore[attr-defined]
-                        parent = name_root(parent, creator)  # type: ignore[arg-type]
-                    if _frame_module is not None:
-                        # 3.12+: step over asyncio's own callers (create_task,
-                        # gather...) without materialising their frame objects;
-                        # collection would drop them anyway.
-                        depth = 1
-                        while _frame_module(depth) in _ASYNCIO_CALLERS:
-                            depth += 1
-                        start = sys._getframe(depth)
-                        frames = walk(start, creator_coro.cr_frame)
-                        asker: Any = start
+            # The compiled core's version of the common case below (None outside it).
+            node: Node | None = _c_task_node(self, coro, _siblings.node) if _c_task_node is not None else None
+            creator: Any = None
+            if node is None:
+                # The common case inlined (a traced task creating a child); every
+                # other case goes through capture(). See _chain for the layout.
+                parent = _get_current()
+                creator = _current_task(self) if parent is not None else None
+                if _pushed_by_outer_wrapper(parent, creator):
+                    # Our wrapper inside another of ours (a third-party patch that
+                    # kept the one it replaced): the outer one traces this call.
+                    return original(self, coro, **kwargs)
+                kind = type(parent)
+                if parent is not None and creator is not None and (kind is TaskNode or kind is RootNode):
+                    creator_coro: Any = creator.get_coro()
+                    if parent.code is creator_coro.cr_code and parent.depth < _settings.max_depth:
+                        if kind is RootNode and parent.name is None:  # type: ignore[attr-defined]
+                            parent = name_root(parent, creator)  # type: ignore[arg-type]
+                        if _frame_module is not None:
+                            # 3.12+: step over asyncio's own callers (create_task,
+                            # gather...) without materialising their frame objects;
+                            # collection would drop them anyway.
+                            depth = 1
+                            while _frame_module(depth) in _ASYNCIO_CALLERS:
+                                depth += 1
+                            start = sys._getframe(depth)
+                            frames = walk(start, creator_coro.cr_frame)
+                            asker: Any = start
+                        else:
+                            start = sys._getframe(1)
+                            frames = walk(start, creator_coro.cr_frame)
+                            asker = creating_frame(start)
+                        made_code = coro.cr_code if type(coro) is _CoroutineType else coro_code(coro)
+                        ref = _weakref(creator)  # the existing ref when there is one
+                        # protocol_method(asker), its cache hit inlined: a task a protocol method creates
+                        # belongs to the connection (see _lineage.connection_parent).
+                        asked = asker.f_code
+                        hit = _protocol_get(id(asked))
+                        if hit[1] if hit is not None and hit[0] is asked else protocol_method(asker):
+                            parent, ref = connection_parent(parent, asked, ref)
+                            frames = protocol_frames(frames, asker)
+                        node = _siblings.node
+                        if (
+                            node.parent is not parent
+                            or node.frames is not frames
+                            or node.code is not made_code
+                            or node.creator_ref is not ref
+                        ):
+                            # make() inlined: one C call (field order as in _chain.Node).
+                            node = _tuple_new(TaskNode, (parent, parent.depth + 1, made_code, frames, ref))
                     else:
-                        start = sys._getframe(1)
-                        frames = walk(start, creator_coro.cr_frame)
-                        asker = creating_frame(start)
-                    made_code = coro.cr_code if type(coro) is _CoroutineType else coro_code(coro)
-                    ref = _weakref(creator)  # the existing ref when there is one
-                    # protocol_method(asker), its cache hit inlined: a task a protocol method creates
-                    # belongs to the connection (see _lineage.connection_parent).
-                    asked = asker.f_code
-                    hit = _protocol_get(id(asked))
-                    if hit[1] if hit is not None and hit[0] is asked else protocol_method(asker):
-                        parent, ref = connection_parent(parent, asked, ref)
-                        frames = protocol_frames(frames, asker)
-                    node = _siblings.node
-                    if (
-                        node.parent is not parent
-                        or node.frames is not frames
-                        or node.code is not made_code
-                        or node.creator_ref is not ref
-                    ):
-                        # make() inlined: one C call (field order as in _chain.Node).
-                        node = _tuple_new(TaskNode, (parent, parent.depth + 1, made_code, frames, ref))
+                        node = capture(TaskNode, self, sys._getframe(1), coro_code(coro))
                 else:
                     node = capture(TaskNode, self, sys._getframe(1), coro_code(coro))
-            else:
-                node = capture(TaskNode, self, sys._getframe(1), coro_code(coro))
             if type(node) is RootNode and kwargs and kwargs.get("name") is not None:
                 # Named before the task exists, so also where its context is out of reach.
                 node = make_root(node.code, str(kwargs["name"]))
@@ -274,8 +286,22 @@ _CoroutineType: Final = CoroutineType
 _frame_module: Final = frame_module
 _protocol_get: Final = protocol_get
 _task_watchers: Final = task_watchers
+#: The compiled common case (see ``_ccore.task_node``), or ``None`` on the Python path.
+_c_task_node: Final[Callable[[Any, Any, Node], Node | None] | None] = None if CORE is None else CORE.task_node
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
+if CORE is not None:
+    CORE.setup_tasks(
+        CURRENT,
+        TaskNode,
+        RootNode,
+        _current_task,
+        _frame_module,
+        sys._getframe,
+        _ASYNCIO_CALLERS,
+        ASYNCIO_CREATORS,
+        protocol_cache,
+    )
 
 
 #: The root node a create_task call of this thread has put in its current

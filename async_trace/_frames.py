@@ -270,12 +270,12 @@ def add_entry_code(code: CodeType, call_local: str) -> None:
 
 
 #: id(code) -> (code, whether it is a method of an asyncio protocol): see :func:`protocol_method`.
-_protocol_cache: dict[int, tuple[CodeType, bool]] = {}
+protocol_cache: dict[int, tuple[CodeType, bool]] = {}
 #: For callers that inline a cache hit (task creation): the cache is cleared, never replaced.
-protocol_get: Final = _protocol_cache.get
+protocol_get: Final = protocol_cache.get
 #: Codes of asyncio's own functions between a program's line and ``loop.create_task``: where a
 #: creating frame is looked for, these are stepped over.
-_ASYNCIO_CREATORS: Final[dict[int, CodeType]] = {
+ASYNCIO_CREATORS: Final[dict[int, CodeType]] = {
     id(code): code
     for code in (
         getattr(getattr(asyncio.tasks, name, None), "__code__", None)
@@ -290,7 +290,7 @@ def creating_frame(frame: FrameType | None) -> FrameType | None:
     for _ in range(8):
         if frame is None:
             return None
-        found = _ASYNCIO_CREATORS.get(id(frame.f_code))
+        found = ASYNCIO_CREATORS.get(id(frame.f_code))
         if found is None or found is not frame.f_code:
             return frame
         frame = frame.f_back
@@ -301,7 +301,7 @@ def creating_code(frames: Frames) -> Any:
     """The code of a hop's creating line: its first frame's, past asyncio's own helpers (``None`` if none)."""
     for i in range(0, min(len(frames), 16), 2):
         code: Any = frames[i]
-        found = _ASYNCIO_CREATORS.get(id(code))
+        found = ASYNCIO_CREATORS.get(id(code))
         if found is None or found is not code:
             return code
     return None
@@ -315,7 +315,7 @@ def protocol_method(frame: FrameType) -> bool:
     the first frame seen running it.
     """
     code = frame.f_code
-    hit = _protocol_cache.get(id(code))
+    hit = protocol_cache.get(id(code))
     if hit is not None and hit[0] is code:
         return hit[1]
     answer = False
@@ -324,9 +324,9 @@ def protocol_method(frame: FrameType) -> bool:
             answer = isinstance(frame.f_locals.get("self"), asyncio.BaseProtocol)
         except Exception:  # noqa: BLE001 - a self whose class refuses isinstance(): not a protocol
             answer = False
-    if len(_protocol_cache) >= _CACHE_MAX:
-        _protocol_cache.clear()
-    _protocol_cache[id(code)] = (code, answer)
+    if len(protocol_cache) >= _CACHE_MAX:
+        protocol_cache.clear()
+    protocol_cache[id(code)] = (code, answer)
     return answer
 
 
@@ -350,7 +350,7 @@ def protocol_frames(frames: Frames, asker: FrameType) -> Frames:
 
 
 def _clear_protocol_cache() -> None:
-    _protocol_cache.clear()
+    protocol_cache.clear()
 
 
 on_disable(_clear_caches)

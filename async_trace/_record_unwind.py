@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import sys
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, Final
 
@@ -23,6 +24,7 @@ from ._failsafe import warn_internal
 from ._frames import USER, frame_kind
 from ._notes import note
 from ._origins import CORO_FLAGS, NOT_FAILURES, Origin, Shown, make_origin, record_of, set_recording, store
+from ._speedups import CORE
 
 __all__: list[str] = []
 
@@ -87,6 +89,11 @@ def _leaves_the_call(frame: FrameType) -> bool:
     return caller is None or frame_kind(caller.f_code) != USER
 
 
+#: The callback registered: the compiled core's early returns in front of :func:`_on_unwind`, or it alone.
+callback: Final[Callable[[CodeType, int, BaseException], Any]] = _on_unwind if CORE is None else CORE.on_unwind
+if CORE is not None:
+    CORE.setup_unwind(CURRENT, ExecutorNode, _on_unwind, CORO_FLAGS)
+
 #: Ids sys.monitoring leaves unassigned (0 debugger, 1 coverage, 2 profiler, 5 optimizer).
 _TOOL_IDS: Final = (4, 3)
 _tool: int | None = None
@@ -104,7 +111,7 @@ def install() -> None:
             break
     else:
         return  # every free id is taken: the task is found when printing, as on 3.11
-    mon.register_callback(tool, mon.events.PY_UNWIND, _on_unwind)
+    mon.register_callback(tool, mon.events.PY_UNWIND, callback)
     mon.set_events(tool, mon.events.PY_UNWIND)
     _tool = tool
     set_recording(True)

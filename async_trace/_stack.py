@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio.events
 import sys
 from collections import deque
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Final
 
 from ._chain import _EMPTY, Frames
 from ._config import settings
 from ._hooks import on_disable
+from ._speedups import CORE
 
 __all__: list[str] = []
 
@@ -118,6 +120,15 @@ def _walk_elided(head: list[CodeType | int | None], frame: FrameType | None, sto
     return tuple(head)
 
 
+#: The Python definition, the reference (tests compare the compiled one with it).
+py_walk: Final = walk
+#: The compiled one (:mod:`._speedups`), or ``None`` on the Python path.
+c_walk: Final[Callable[..., Frames] | None] = None if CORE is None else CORE.walk
+if CORE is not None:
+    CORE.setup_walk(HANDLE_RUN, settings, _walk_elided)
+    walk = CORE.walk
+
+
 def current_frame(depth: int) -> FrameType | None:
     """``sys._getframe(depth + 1)``, or ``None`` past the outermost frame."""
     try:
@@ -130,6 +141,8 @@ def _forget() -> None:
     """Drop the latest capture (``disable_tracing()``): it holds the program's code objects."""
     global _last
     _last = _EMPTY
+    if CORE is not None:
+        CORE.forget()
 
 
 on_disable(_forget)

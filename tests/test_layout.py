@@ -53,7 +53,7 @@ Layers = Sequence[tuple[str, Sequence[str]]]
 #: says where.
 LAYERS: Final[Layers] = [
     ("leaves", ["_version", "_types", "_failsafe", "_misuse", "_compat", "_compat.py310", "_compat.py311",
-                "_compat.py312", "_compat.py314"]),
+                "_compat.py312", "_compat.py314", "_ccore", "_speedups"]),
     ("core", ["_config", "_chain", "_hooks", "_stack", "_inapp", "_loops"]),
     ("lineage", ["_frames", "_contexts", "_lineage"]),
     ("collect", ["_collect", "_origins", "_process", "_discovery", "_census", "_stall_sample"]),

@@ -659,8 +659,7 @@ def test_entry_point_is_declared() -> None:
     tomllib = pytest.importorskip("tomllib", reason="tomllib is 3.11+")
     data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert data["project"]["entry-points"]["pytest11"] == {"async_trace_pytest": "async_trace_pytest"}
-    wheel = data["tool"]["hatch"]["build"]["targets"]["wheel"]
-    assert wheel["force-include"]["async_trace_pytest.py"] == "async_trace_pytest.py"
+    assert "async_trace_pytest" in data["tool"]["setuptools"]["py-modules"]
 
 
 def test_docs_page_reports_are_what_pytest_prints(pytester: pytest.Pytester, run: Run) -> None:

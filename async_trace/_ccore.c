@@ -1,0 +1,704 @@
+/* async_trace._ccore: the optional compiled core.
+ *
+ * The same functions as their Python definitions, for the hot paths only, and
+ * never the only copy: async_trace._speedups chooses this module once, at
+ * import, and the Python definitions stay the reference (and the fallback,
+ * with ASYNC_TRACE_NO_EXTENSIONS=1, on PyPy, on a free-threaded build or with
+ * no compiler). Each function here mirrors one Python function line for line;
+ * where the common case ends, it returns None and the Python code carries on,
+ * so behaviour outside the common case is the Python code's by construction.
+ *
+ *   walk(frame, stop, remember=True)  = async_trace._stack.walk
+ *   forget()                          = async_trace._stack._forget (the walk cache)
+ *   task_node(loop, coro, shared)     = the common case inlined in _capture's create_task wrapper
+ *   on_unwind(code, offset, exc)      = the early returns of _record_unwind._on_unwind
+ *
+ * Only the public C API, plus the frame struct's f_lasti on 3.10 (which has no
+ * PyFrame_GetLasti). Node layout: see async_trace/_chain.py (parent, depth,
+ * code, frames, creator_ref, ...). The module keeps state in static variables
+ * set once by the setup functions: single-phase initialisation, main
+ * interpreter, GIL required (the package does not import it on a
+ * free-threaded build).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+
+#if PY_VERSION_HEX < 0x030A0000
+#error "async_trace._ccore needs Python 3.10 or later"
+#endif
+
+/* --- frames ------------------------------------------------------------- */
+
+static inline long
+frame_lasti(PyFrameObject *f)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return (long)PyFrame_GetLasti(f);
+#else
+    /* 3.10 counts instructions; frame.f_lasti reports bytes. */
+    return f->f_lasti < 0 ? -1 : (long)f->f_lasti * 2;
+#endif
+}
+
+/* A new reference to the caller of f, or NULL (no error set). */
+static inline PyFrameObject *
+frame_back(PyFrameObject *f)
+{
+    return PyFrame_GetBack(f);
+}
+
+/* --- walk --------------------------------------------------------------- */
+
+static PyObject *handle_run = NULL;   /* asyncio.events.Handle._run.__code__ */
+static PyObject *settings = NULL;     /* async_trace._config.settings */
+static PyObject *walk_elided = NULL;  /* async_trace._stack._walk_elided */
+static PyObject *last = NULL;         /* the latest capture: a tuple, never mutated */
+static PyObject *str_max_frames = NULL;
+static PyObject *str_max_depth = NULL;
+
+static long
+settings_long(PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(settings, name);
+    if (value == NULL) {
+        return -1;
+    }
+    long result = PyLong_AsLong(value);
+    Py_DECREF(value);
+    return result;
+}
+
+/* Whether the pair last[i], last[i + 1] is (code, lasti). */
+static inline int
+matches(PyObject *code, long lasti, Py_ssize_t i)
+{
+    if (PyTuple_GET_ITEM(last, i) != code) {
+        return 0;
+    }
+    PyObject *item = PyTuple_GET_ITEM(last, i + 1);
+    if (!PyLong_Check(item)) {
+        return 0;
+    }
+    long value = PyLong_AsLong(item);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return value == lasti;
+}
+
+static PyObject *
+remember_result(PyObject *result, int remember)
+{
+    if (remember && result != NULL) {
+        Py_INCREF(result);
+        Py_SETREF(last, result);
+    }
+    return result;
+}
+
+/* walk(frame, stop, remember): see async_trace._stack.walk. frame and stop
+ * are borrowed; stop may be NULL or None. Returns a new reference. */
+static PyObject *
+walk_impl(PyObject *frame_obj, PyObject *stop_obj, int remember)
+{
+    PyFrameObject *stop = NULL; /* owned */
+    PyFrameObject *f = NULL;    /* owned */
+    PyObject *result = NULL;
+    PyObject *out = NULL;
+
+    if (frame_obj != Py_None && !PyFrame_Check(frame_obj)) {
+        PyErr_SetString(PyExc_TypeError, "walk() needs a frame or None");
+        return NULL;
+    }
+    if (stop_obj != NULL && stop_obj != Py_None) {
+        if (!PyFrame_Check(stop_obj)) {
+            PyErr_SetString(PyExc_TypeError, "walk() needs a frame or None to stop at");
+            return NULL;
+        }
+        stop = (PyFrameObject *)Py_NewRef(stop_obj);
+    }
+    else {
+        /* Stop at the loop's Handle._run (where collection would cut), else run to the outermost frame. */
+        f = frame_obj == Py_None ? NULL : (PyFrameObject *)Py_NewRef(frame_obj);
+        while (f != NULL) {
+            PyCodeObject *code = PyFrame_GetCode(f);
+            int found = (PyObject *)code == handle_run;
+            Py_DECREF(code);
+            if (found) {
+                break;
+            }
+            PyFrameObject *back = frame_back(f);
+            Py_DECREF(f);
+            f = back;
+        }
+        stop = f;
+        f = NULL;
+    }
+
+    PyObject *cached = Py_NewRef(last);
+    Py_ssize_t n = PyTuple_GET_SIZE(cached);
+    Py_ssize_t i = 0;
+    f = frame_obj == Py_None ? NULL : (PyFrameObject *)Py_NewRef(frame_obj);
+    /* Fast path: the stack matches the previous capture. */
+    while (f != NULL && i < n) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        int same = matches((PyObject *)code, frame_lasti(f), i);
+        Py_DECREF(code);
+        if (!same) {
+            break;
+        }
+        i += 2;
+        if (f == stop) {
+            Py_CLEAR(f);
+        }
+        else {
+            PyFrameObject *back = frame_back(f);
+            Py_DECREF(f);
+            f = back;
+        }
+    }
+    if (f == NULL) {
+        /* The whole stack matched the previous capture, or a prefix of it. */
+        if (i == n) {
+            result = Py_NewRef(cached);
+        }
+        else {
+            result = remember_result(PyTuple_GetSlice(cached, 0, i), remember);
+        }
+        goto done;
+    }
+    /* Slow path: copy the matched prefix, walk the rest. */
+    out = PyList_New(0);
+    if (out == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < i; j++) {
+        if (PyList_Append(out, PyTuple_GET_ITEM(cached, j)) < 0) {
+            goto done;
+        }
+    }
+    long max_frames = settings_long(str_max_frames);
+    if (max_frames == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    long remaining = max_frames - (long)(i / 2);
+    while (f != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        int err = PyList_Append(out, (PyObject *)code);
+        Py_DECREF(code);
+        if (err < 0) {
+            goto done;
+        }
+        PyObject *lasti = PyLong_FromLong(frame_lasti(f));
+        if (lasti == NULL) {
+            goto done;
+        }
+        err = PyList_Append(out, lasti);
+        Py_DECREF(lasti);
+        if (err < 0) {
+            goto done;
+        }
+        if (f == stop) {
+            break;
+        }
+        PyFrameObject *back = frame_back(f);
+        Py_DECREF(f);
+        f = back;
+        remaining -= 1;
+        if (remaining <= 0 && f != NULL) {
+            /* Deeper than max_frames: the Python definition keeps the outermost frames. */
+            result = PyObject_CallFunctionObjArgs(walk_elided, out, (PyObject *)f,
+                                                  stop == NULL ? Py_None : (PyObject *)stop, NULL);
+            goto done;
+        }
+    }
+    result = remember_result(PyList_AsTuple(out), remember);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(f);
+    Py_XDECREF(stop);
+    Py_DECREF(cached);
+    return result;
+}
+
+static PyObject *
+ccore_walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *usage = "walk(frame, stop, *, remember=True)";
+    int remember = 1;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s takes 2 positional arguments", usage);
+        return NULL;
+    }
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nkw; k++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+            if (!PyUnicode_Check(name) || PyUnicode_CompareWithASCIIString(name, "remember") != 0) {
+                PyErr_Format(PyExc_TypeError, "%s got an unexpected keyword argument %R", usage, name);
+                return NULL;
+            }
+            remember = PyObject_IsTrue(args[nargs + k]);
+            if (remember < 0) {
+                return NULL;
+            }
+        }
+    }
+    if (handle_run == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "async_trace._ccore.setup_walk() was not called");
+        return NULL;
+    }
+    return walk_impl(args[0], args[1], remember);
+}
+
+static PyObject *
+ccore_forget(PyObject *module, PyObject *unused)
+{
+    Py_SETREF(last, PyTuple_New(0));
+    if (last == NULL) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ccore_last(PyObject *module, PyObject *unused)
+{
+    return Py_NewRef(last);
+}
+
+static PyObject *
+ccore_setup_walk(PyObject *module, PyObject *args)
+{
+    PyObject *run, *config, *elided;
+    if (!PyArg_ParseTuple(args, "OOO:setup_walk", &run, &config, &elided)) {
+        return NULL;
+    }
+    Py_XSETREF(handle_run, Py_NewRef(run));
+    Py_XSETREF(settings, Py_NewRef(config));
+    Py_XSETREF(walk_elided, Py_NewRef(elided));
+    Py_RETURN_NONE;
+}
+
+/* --- task_node ---------------------------------------------------------- */
+
+static PyObject *current_var = NULL;     /* async_trace._chain.CURRENT */
+static PyObject *task_node_type = NULL;  /* _chain.TaskNode */
+static PyObject *root_node_type = NULL;  /* _chain.RootNode */
+static PyObject *current_task = NULL;    /* asyncio.current_task */
+static PyObject *frame_module = NULL;    /* sys._getframemodulename (3.12+) or None */
+static PyObject *getframe = NULL;        /* sys._getframe */
+static PyObject *asyncio_callers = NULL; /* frozenset of asyncio's module names (3.12+) */
+static PyObject *asyncio_creators = NULL;/* {id(code): code} of asyncio's helpers (before 3.12) */
+static PyObject *protocol_cache = NULL;  /* _frames._protocol_cache: {id(code): (code, bool)} */
+static PyObject *str_get_coro = NULL;
+static PyObject *str_cr_code = NULL;
+static PyObject *str_cr_frame = NULL;
+
+/* A new reference to the referent of a weak reference, or NULL (dead; no error set). */
+static PyObject *
+referent(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj = NULL;
+    if (PyWeakref_GetRef(ref, &obj) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return obj;
+#else
+    PyObject *obj = PyWeakref_GetObject(ref);
+    if (obj == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return obj == Py_None ? NULL : Py_NewRef(obj);
+#endif
+}
+
+/* _frames.creating_frame: the frame past asyncio's own helpers. frame owned, result owned. */
+static PyFrameObject *
+creating_frame(PyFrameObject *frame)
+{
+    for (int k = 0; k < 8 && frame != NULL; k++) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject *key = PyLong_FromVoidPtr(code);
+        PyObject *found = key == NULL ? NULL : PyDict_GetItemWithError(asyncio_creators, key);
+        Py_XDECREF(key);
+        Py_DECREF(code);
+        if (PyErr_Occurred()) {
+            Py_DECREF(frame);
+            return NULL;
+        }
+        if (found == NULL || found != (PyObject *)code) {
+            return frame;
+        }
+        PyFrameObject *back = frame_back(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    return frame;
+}
+
+/* The frame of the line that asked for the task (3.12+: past asyncio's
+ * callers, found by module name without making their frame objects). The
+ * caller of this function is the create_task wrapper: depth 1 is its caller.
+ * Sets *start (the first frame to walk) and *asker; both owned. */
+static int
+asking_frames(PyFrameObject **start, PyFrameObject **asker)
+{
+    *start = *asker = NULL;
+    if (frame_module != Py_None) {
+        long depth = 1;
+        for (;;) {
+            PyObject *arg = PyLong_FromLong(depth);
+            if (arg == NULL) {
+                return -1;
+            }
+            PyObject *name = PyObject_CallOneArg(frame_module, arg);
+            Py_DECREF(arg);
+            if (name == NULL) {
+                return -1;
+            }
+            int inside = PySet_Contains(asyncio_callers, name);
+            Py_DECREF(name);
+            if (inside < 0) {
+                return -1;
+            }
+            if (!inside) {
+                break;
+            }
+            depth += 1;
+        }
+        PyObject *arg = PyLong_FromLong(depth);
+        if (arg == NULL) {
+            return -1;
+        }
+        PyObject *frame = PyObject_CallOneArg(getframe, arg);
+        Py_DECREF(arg);
+        if (frame == NULL) {
+            return -1;
+        }
+        *start = (PyFrameObject *)frame;
+        *asker = (PyFrameObject *)Py_NewRef(frame);
+        return 0;
+    }
+    PyFrameObject *here = PyEval_GetFrame(); /* borrowed: the wrapper's frame */
+    if (here == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "task_node() called with no Python frame");
+        return -1;
+    }
+    *start = frame_back(here);
+    if (*start == NULL) {
+        PyErr_SetString(PyExc_ValueError, "call stack is not deep enough");
+        return -1;
+    }
+    *asker = creating_frame((PyFrameObject *)Py_NewRef(*start));
+    if (*asker == NULL && PyErr_Occurred()) {
+        Py_CLEAR(*start);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+new_task_node(PyObject *parent, PyObject *depth, PyObject *code, PyObject *frames, PyObject *ref)
+{
+    PyObject *items = PyTuple_Pack(5, parent, depth, code, frames, ref);
+    if (items == NULL) {
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, items);
+    Py_DECREF(items);
+    if (args == NULL) {
+        return NULL;
+    }
+    PyObject *node = PyTuple_Type.tp_new((PyTypeObject *)task_node_type, args, NULL);
+    Py_DECREF(args);
+    return node;
+}
+
+/* task_node(loop, coro, shared): the node of a task that the running task of
+ * ``loop`` creates from ``coro``, in the common case the create_task wrapper
+ * inlines (a traced task creating a child of a coroutine): ``shared`` when it
+ * is identical (the latest node), else a new one. None when the case is not
+ * the common one: the Python code decides then. Errors propagate, as the
+ * Python code's do (the wrapper falls back to untraced creation and warns). */
+static PyObject *
+ccore_task_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "task_node(loop, coro, shared) takes 3 arguments");
+        return NULL;
+    }
+    if (current_var == NULL || handle_run == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "async_trace._ccore is not set up");
+        return NULL;
+    }
+    PyObject *loop = args[0], *coro = args[1], *shared = args[2];
+    PyObject *parent = NULL, *creator = NULL, *creator_coro = NULL, *creator_code = NULL;
+    PyObject *stop = NULL, *frames = NULL, *made_code = NULL, *ref = NULL, *result = NULL;
+    PyFrameObject *start = NULL, *asker = NULL;
+
+    if (PyContextVar_Get(current_var, NULL, &parent) < 0) {
+        return NULL;
+    }
+    if (parent == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *kind = (PyObject *)Py_TYPE(parent);
+    if (kind != task_node_type && kind != root_node_type) {
+        goto not_common;
+    }
+    creator = PyObject_CallOneArg(current_task, loop);
+    if (creator == NULL) {
+        goto done;
+    }
+    if (creator == Py_None) {
+        goto not_common;
+    }
+    if (kind == task_node_type) {
+        /* Our wrapper inside another of ours (_pushed_by_outer_wrapper): the Python code decides. */
+        PyObject *parent_ref = PyTuple_GET_ITEM(parent, 4);
+        if (parent_ref != Py_None) {
+            PyObject *made_by = referent(parent_ref);
+            Py_XDECREF(made_by);
+            if (made_by == creator) {
+                goto not_common;
+            }
+        }
+    }
+    else if (PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None) {
+        goto not_common; /* a root not yet named: name_root() is Python's */
+    }
+    creator_coro = PyObject_CallMethodNoArgs(creator, str_get_coro);
+    if (creator_coro == NULL) {
+        goto done;
+    }
+    creator_code = PyObject_GetAttr(creator_coro, str_cr_code);
+    if (creator_code == NULL) {
+        goto done;
+    }
+    if (PyTuple_GET_ITEM(parent, 2) != creator_code) {
+        goto not_common;
+    }
+    long depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
+    if (depth == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    long max_depth = settings_long(str_max_depth);
+    if (max_depth == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    if (depth >= max_depth) {
+        goto not_common;
+    }
+    if (!PyCoro_CheckExact(coro)) {
+        goto not_common; /* coro_code() of another awaitable: Python's */
+    }
+    stop = PyObject_GetAttr(creator_coro, str_cr_frame);
+    if (stop == NULL) {
+        goto done;
+    }
+    if (asking_frames(&start, &asker) < 0) {
+        goto done;
+    }
+    frames = walk_impl((PyObject *)start, stop, 1);
+    if (frames == NULL) {
+        goto done;
+    }
+    made_code = PyObject_GetAttr(coro, str_cr_code);
+    if (made_code == NULL) {
+        goto done;
+    }
+    ref = PyWeakref_NewRef(creator, NULL); /* the existing reference when there is one */
+    if (ref == NULL) {
+        goto done;
+    }
+    /* A protocol method's task belongs to the connection (_lineage.connection_parent): Python's.
+     * So is a code the protocol cache has not decided yet. */
+    if (asker == NULL) {
+        goto not_common;
+    }
+    {
+        PyCodeObject *asked = PyFrame_GetCode(asker);
+        PyObject *key = PyLong_FromVoidPtr(asked);
+        PyObject *hit = key == NULL ? NULL : PyDict_GetItemWithError(protocol_cache, key);
+        Py_XDECREF(key);
+        int decided = hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
+                      PyTuple_GET_ITEM(hit, 0) == (PyObject *)asked && PyTuple_GET_ITEM(hit, 1) == Py_False;
+        Py_DECREF(asked);
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+        if (!decided) {
+            goto not_common;
+        }
+    }
+    if (Py_TYPE(shared) == (PyTypeObject *)task_node_type && PyTuple_GET_SIZE(shared) == 5 &&
+        PyTuple_GET_ITEM(shared, 0) == parent && PyTuple_GET_ITEM(shared, 3) == frames &&
+        PyTuple_GET_ITEM(shared, 2) == made_code && PyTuple_GET_ITEM(shared, 4) == ref) {
+        result = Py_NewRef(shared);
+        goto done;
+    }
+    {
+        PyObject *child_depth = PyLong_FromLong(depth + 1);
+        if (child_depth == NULL) {
+            goto done;
+        }
+        result = new_task_node(parent, child_depth, made_code, frames, ref);
+        Py_DECREF(child_depth);
+    }
+    goto done;
+not_common:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(parent);
+    Py_XDECREF(creator);
+    Py_XDECREF(creator_coro);
+    Py_XDECREF(creator_code);
+    Py_XDECREF(stop);
+    Py_XDECREF(frames);
+    Py_XDECREF(made_code);
+    Py_XDECREF(ref);
+    Py_XDECREF((PyObject *)start);
+    Py_XDECREF((PyObject *)asker);
+    return result;
+}
+
+static PyObject *
+ccore_setup_tasks(PyObject *module, PyObject *args)
+{
+    PyObject *var, *task_kind, *root_kind, *current, *modname, *frame_getter, *callers, *creators, *cache;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO:setup_tasks", &var, &task_kind, &root_kind, &current, &modname,
+                          &frame_getter, &callers, &creators, &cache)) {
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(var) || !PyType_Check(task_kind) || !PyType_Check(root_kind) ||
+        !PyFrozenSet_Check(callers) || !PyDict_Check(creators) || !PyDict_Check(cache)) {
+        PyErr_SetString(PyExc_TypeError, "setup_tasks(): unexpected argument types");
+        return NULL;
+    }
+    Py_XSETREF(current_var, Py_NewRef(var));
+    Py_XSETREF(task_node_type, Py_NewRef(task_kind));
+    Py_XSETREF(root_node_type, Py_NewRef(root_kind));
+    Py_XSETREF(current_task, Py_NewRef(current));
+    Py_XSETREF(frame_module, Py_NewRef(modname));
+    Py_XSETREF(getframe, Py_NewRef(frame_getter));
+    Py_XSETREF(asyncio_callers, Py_NewRef(callers));
+    Py_XSETREF(asyncio_creators, Py_NewRef(creators));
+    Py_XSETREF(protocol_cache, Py_NewRef(cache));
+    Py_RETURN_NONE;
+}
+
+/* --- on_unwind ---------------------------------------------------------- */
+
+static PyObject *unwind_var = NULL;       /* CURRENT */
+static PyObject *executor_node_type = NULL;
+static PyObject *unwind_slow = NULL;      /* _record_unwind._on_unwind */
+static int coro_flags = 0;
+
+/* on_unwind(code, offset, exc): sys.monitoring's PY_UNWIND callback. Returns
+ * at once unless the frame left is the running task's coroutine or a frame
+ * in an executor hop's thread; then the Python callback decides. Never
+ * raises: an exception here would replace the program's in flight. */
+static PyObject *
+ccore_on_unwind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || unwind_var == NULL || !PyCode_Check(args[0])) {
+        goto slow;
+    }
+    PyObject *node = NULL;
+    if (PyContextVar_Get(unwind_var, NULL, &node) < 0) {
+        PyErr_Clear();
+        goto slow;
+    }
+    int interesting;
+    if (((PyCodeObject *)args[0])->co_flags & coro_flags) {
+        interesting = node != NULL && node != Py_None && PyTuple_Check(node) && PyTuple_GET_SIZE(node) > 2 &&
+                      PyTuple_GET_ITEM(node, 2) == args[0];
+    }
+    else {
+        interesting = node != NULL && (PyObject *)Py_TYPE(node) == executor_node_type;
+    }
+    Py_XDECREF(node);
+    if (!interesting) {
+        Py_RETURN_NONE;
+    }
+slow:
+    if (unwind_slow == NULL) {
+        Py_RETURN_NONE;
+    }
+    {
+        PyObject *result = PyObject_Vectorcall(unwind_slow, args, nargs, NULL);
+        if (result == NULL) {
+            PyErr_Clear(); /* the Python callback catches its own; never let one through */
+            Py_RETURN_NONE;
+        }
+        return result;
+    }
+}
+
+static PyObject *
+ccore_setup_unwind(PyObject *module, PyObject *args)
+{
+    PyObject *var, *executor_kind, *slow;
+    int flags;
+    if (!PyArg_ParseTuple(args, "OOOi:setup_unwind", &var, &executor_kind, &slow, &flags)) {
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_SetString(PyExc_TypeError, "setup_unwind(): the first argument must be a ContextVar");
+        return NULL;
+    }
+    Py_XSETREF(unwind_var, Py_NewRef(var));
+    Py_XSETREF(executor_node_type, Py_NewRef(executor_kind));
+    Py_XSETREF(unwind_slow, Py_NewRef(slow));
+    coro_flags = flags;
+    Py_RETURN_NONE;
+}
+
+/* --- the module --------------------------------------------------------- */
+
+static PyMethodDef ccore_methods[] = {
+    {"walk", (PyCFunction)(void (*)(void))ccore_walk, METH_FASTCALL | METH_KEYWORDS,
+     "walk(frame, stop, *, remember=True): async_trace._stack.walk, compiled."},
+    {"forget", ccore_forget, METH_NOARGS, "Drop walk()'s latest capture."},
+    {"last", ccore_last, METH_NOARGS, "walk()'s latest capture (for tests)."},
+    {"setup_walk", ccore_setup_walk, METH_VARARGS, "setup_walk(handle_run_code, settings, walk_elided)"},
+    {"task_node", (PyCFunction)(void (*)(void))ccore_task_node, METH_FASTCALL,
+     "task_node(loop, coro, shared): the create_task wrapper's common case, compiled; None outside it."},
+    {"setup_tasks", ccore_setup_tasks, METH_VARARGS,
+     "setup_tasks(current, TaskNode, RootNode, current_task, frame_module, getframe, asyncio_callers, "
+     "asyncio_creators, protocol_cache)"},
+    {"on_unwind", (PyCFunction)(void (*)(void))ccore_on_unwind, METH_FASTCALL,
+     "on_unwind(code, offset, exc): the PY_UNWIND callback's early returns, compiled."},
+    {"setup_unwind", ccore_setup_unwind, METH_VARARGS, "setup_unwind(current, ExecutorNode, on_unwind, coro_flags)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef ccore_module = {
+    PyModuleDef_HEAD_INIT,
+    "async_trace._ccore",
+    "The optional compiled core of async_trace (see async_trace._speedups).",
+    -1,
+    ccore_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__ccore(void)
+{
+    last = PyTuple_New(0);
+    str_max_frames = PyUnicode_InternFromString("max_frames");
+    str_max_depth = PyUnicode_InternFromString("max_depth");
+    str_get_coro = PyUnicode_InternFromString("get_coro");
+    str_cr_code = PyUnicode_InternFromString("cr_code");
+    str_cr_frame = PyUnicode_InternFromString("cr_frame");
+    if (last == NULL || str_max_frames == NULL || str_max_depth == NULL || str_get_coro == NULL ||
+        str_cr_code == NULL || str_cr_frame == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&ccore_module);
+}
