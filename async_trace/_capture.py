@@ -139,6 +139,17 @@ def _drop_siblings(ref: Any) -> None:
 
 
 def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The create_task wrapper: the compiled one in front of the Python one where the core runs (3.11+)."""
+    wrapper = _make_py_create_task(original)
+    if CORE is None or not HAS_CONTEXT_ARG:
+        return wrapper
+    compiled: Any = CORE.CreateTask(original, wrapper)
+    functools.update_wrapper(compiled, original)
+    compiled.__async_trace_wrapper__ = True
+    return compiled
+
+
+def _make_py_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
         global _siblings
@@ -290,18 +301,6 @@ _task_watchers: Final = task_watchers
 _c_task_node: Final[Callable[[Any, Any, Node], Node | None] | None] = None if CORE is None else CORE.task_node
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
-if CORE is not None:
-    CORE.setup_tasks(
-        CURRENT,
-        TaskNode,
-        RootNode,
-        _current_task,
-        _frame_module,
-        sys._getframe,
-        _ASYNCIO_CALLERS,
-        ASYNCIO_CREATORS,
-        protocol_cache,
-    )
 
 
 #: The root node a create_task call of this thread has put in its current
@@ -516,16 +515,24 @@ def _targets() -> list[Target]:
 def _on() -> None:
     global _active
     _active = True
+    if CORE is not None:
+        CORE.set_active(True)
 
 
 def _off() -> None:
     global _active
     _active = False
+    if CORE is not None:
+        CORE.set_active(False)
     new_epoch()  # tasks made from now on, until the next enable, are untraced
 
 
 #: The tracing wrappers, switched by ``enable_tracing()`` / ``disable_tracing()`` (``_api.HOOK_SETS``).
 HOOKS: Final = HookSet("tracing", _targets, on=_on, off=_off, watch=(UVLOOP_MODULE,))
+
+
+#: The code of the Python create_task wrapper: tasks a frame running it builds are traced already.
+WRAPPER_CODE: Final = _make_py_create_task(asyncio.base_events.BaseEventLoop.create_task).__code__
 
 
 def patched_attributes() -> list[tuple[Any, str]]:
@@ -553,3 +560,20 @@ def _notify(watchers: list[Callable[..., None]], *args: Any) -> None:
             watcher(*args)
         except Exception as exc:  # noqa: BLE001 - never break what was created
             warn_internal(exc, "watching for an exception's origin")
+
+
+# The compiled core reads what it shares with the Python wrapper from here (see _ccore.c).
+if CORE is not None:
+    CORE.setup_tasks(
+        CURRENT,
+        TaskNode,
+        RootNode,
+        _current_task,
+        _frame_module,
+        sys._getframe,
+        _ASYNCIO_CALLERS,
+        ASYNCIO_CREATORS,
+        protocol_cache,
+        name_root,
+    )
+    CORE.setup_wrapper(_trim_source_traceback, _notify, task_watchers)

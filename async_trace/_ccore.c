@@ -23,6 +23,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <structmember.h>
 
 #if PY_VERSION_HEX < 0x030A0000
 #error "async_trace._ccore needs Python 3.10 or later"
@@ -48,6 +49,8 @@ frame_back(PyFrameObject *f)
     return PyFrame_GetBack(f);
 }
 
+static void clear_siblings(void);
+
 /* --- walk --------------------------------------------------------------- */
 
 static PyObject *handle_run = NULL;   /* asyncio.events.Handle._run.__code__ */
@@ -56,6 +59,9 @@ static PyObject *walk_elided = NULL;  /* async_trace._stack._walk_elided */
 static PyObject *last = NULL;         /* the latest capture: a tuple, never mutated */
 static PyObject *str_max_frames = NULL;
 static PyObject *str_max_depth = NULL;
+static PyObject *name_root = NULL;      /* _lineage.name_root */
+static PyObject *named_key = NULL;      /* name_root's cache, as in _lineage: the root ... */
+static PyObject *named_value = NULL;    /* ... and its named copy */
 
 static long
 settings_long(PyObject *name)
@@ -256,6 +262,9 @@ ccore_walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
 static PyObject *
 ccore_forget(PyObject *module, PyObject *unused)
 {
+    Py_CLEAR(named_key);
+    Py_CLEAR(named_value);
+    clear_siblings();
     Py_SETREF(last, PyTuple_New(0));
     if (last == NULL) {
         return NULL;
@@ -344,14 +353,15 @@ creating_frame(PyFrameObject *frame)
 
 /* The frame of the line that asked for the task (3.12+: past asyncio's
  * callers, found by module name without making their frame objects). The
- * caller of this function is the create_task wrapper: depth 1 is its caller.
+ * caller of this function is the create_task wrapper: depth ``base`` is its caller (1 for
+ * the Python wrapper, whose frame is on top; 0 for the compiled one, which has none).
  * Sets *start (the first frame to walk) and *asker; both owned. */
 static int
-asking_frames(PyFrameObject **start, PyFrameObject **asker)
+asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
 {
     *start = *asker = NULL;
     if (frame_module != Py_None) {
-        long depth = 1;
+        long depth = base;
         for (;;) {
             PyObject *arg = PyLong_FromLong(depth);
             if (arg == NULL) {
@@ -385,12 +395,12 @@ asking_frames(PyFrameObject **start, PyFrameObject **asker)
         *asker = (PyFrameObject *)Py_NewRef(frame);
         return 0;
     }
-    PyFrameObject *here = PyEval_GetFrame(); /* borrowed: the wrapper's frame */
+    PyFrameObject *here = PyEval_GetFrame(); /* borrowed: the Python wrapper's frame, or (base 0) its caller's */
     if (here == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "task_node() called with no Python frame");
         return -1;
     }
-    *start = frame_back(here);
+    *start = base == 0 ? (PyFrameObject *)Py_NewRef(here) : frame_back(here);
     if (*start == NULL) {
         PyErr_SetString(PyExc_ValueError, "call stack is not deep enough");
         return -1;
@@ -427,17 +437,12 @@ new_task_node(PyObject *parent, PyObject *depth, PyObject *code, PyObject *frame
  * the common one: the Python code decides then. Errors propagate, as the
  * Python code's do (the wrapper falls back to untraced creation and warns). */
 static PyObject *
-ccore_task_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObject **creator_out)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "task_node(loop, coro, shared) takes 3 arguments");
-        return NULL;
-    }
     if (current_var == NULL || handle_run == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "async_trace._ccore is not set up");
         return NULL;
     }
-    PyObject *loop = args[0], *coro = args[1], *shared = args[2];
     PyObject *parent = NULL, *creator = NULL, *creator_coro = NULL, *creator_code = NULL;
     PyObject *stop = NULL, *frames = NULL, *made_code = NULL, *ref = NULL, *result = NULL;
     PyFrameObject *start = NULL, *asker = NULL;
@@ -470,9 +475,7 @@ ccore_task_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
-    else if (PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None) {
-        goto not_common; /* a root not yet named: name_root() is Python's */
-    }
+    int unnamed_root = kind == root_node_type && PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None;
     creator_coro = PyObject_CallMethodNoArgs(creator, str_get_coro);
     if (creator_coro == NULL) {
         goto done;
@@ -495,6 +498,18 @@ ccore_task_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (depth >= max_depth) {
         goto not_common;
     }
+    if (unnamed_root) {
+        /* A root task's context keeps its unnamed root: the nodes below get a named copy (_lineage.name_root). */
+        if (named_key != parent) {
+            PyObject *named = PyObject_CallFunctionObjArgs(name_root, parent, creator, NULL);
+            if (named == NULL) {
+                goto done;
+            }
+            Py_XSETREF(named_key, Py_NewRef(parent));
+            Py_XSETREF(named_value, named);
+        }
+        Py_SETREF(parent, Py_NewRef(named_value));
+    }
     if (!PyCoro_CheckExact(coro)) {
         goto not_common; /* coro_code() of another awaitable: Python's */
     }
@@ -502,7 +517,7 @@ ccore_task_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (stop == NULL) {
         goto done;
     }
-    if (asking_frames(&start, &asker) < 0) {
+    if (asking_frames(base, &start, &asker) < 0) {
         goto done;
     }
     frames = walk_impl((PyObject *)start, stop, 1);
@@ -556,7 +571,12 @@ not_common:
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(parent);
-    Py_XDECREF(creator);
+    if (creator_out != NULL && result != NULL && result != Py_None && creator != NULL && creator != Py_None) {
+        *creator_out = creator; /* handed over */
+    }
+    else {
+        Py_XDECREF(creator);
+    }
     Py_XDECREF(creator_coro);
     Py_XDECREF(creator_code);
     Py_XDECREF(stop);
@@ -569,11 +589,21 @@ done:
 }
 
 static PyObject *
+ccore_task_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "task_node(loop, coro, shared) takes 3 arguments");
+        return NULL;
+    }
+    return task_node_impl(args[0], args[1], args[2], 1, NULL);
+}
+
+static PyObject *
 ccore_setup_tasks(PyObject *module, PyObject *args)
 {
-    PyObject *var, *task_kind, *root_kind, *current, *modname, *frame_getter, *callers, *creators, *cache;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO:setup_tasks", &var, &task_kind, &root_kind, &current, &modname,
-                          &frame_getter, &callers, &creators, &cache)) {
+    PyObject *var, *task_kind, *root_kind, *current, *modname, *frame_getter, *callers, *creators, *cache, *namer;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:setup_tasks", &var, &task_kind, &root_kind, &current, &modname,
+                          &frame_getter, &callers, &creators, &cache, &namer)) {
         return NULL;
     }
     if (!PyContextVar_CheckExact(var) || !PyType_Check(task_kind) || !PyType_Check(root_kind) ||
@@ -590,6 +620,347 @@ ccore_setup_tasks(PyObject *module, PyObject *args)
     Py_XSETREF(asyncio_callers, Py_NewRef(callers));
     Py_XSETREF(asyncio_creators, Py_NewRef(creators));
     Py_XSETREF(protocol_cache, Py_NewRef(cache));
+    Py_XSETREF(name_root, Py_NewRef(namer));
+    Py_RETURN_NONE;
+}
+
+
+/* --- the create_task wrapper -------------------------------------------- */
+
+/* CreateTask(original, fallback): what _capture's create_task wrapper does,
+ * for its common case (3.11+, a traced task creating a child of a coroutine,
+ * no task factory, no context= of the caller's, only name=): it passes the
+ * task its context with the node in it, sharing one node and one template
+ * context between consecutive siblings, as the Python wrapper's _siblings does.
+ * Every other call goes to ``fallback``, the Python wrapper, unchanged. A
+ * method descriptor, as a function is: ``loop.create_task`` calls it with
+ * the loop first. */
+
+static int wrapper_active = 0;
+static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
+static PyObject *notify = NULL;                /* _capture._notify */
+static PyObject *task_watchers = NULL;         /* _hooks.task_watchers (a list) */
+static PyObject *str_task_factory = NULL;
+static PyObject *str_get_task_factory = NULL;
+static PyObject *str_source_traceback = NULL;
+static PyObject *str_name = NULL;
+static PyObject *kw_context = NULL;      /* ("context",) */
+static PyObject *kw_name_context = NULL; /* ("name", "context") */
+/* The sibling cache: see _capture._SiblingCache (this one serves the compiled wrapper). */
+static PyObject *sib_node = NULL, *sib_snapshot = NULL, *sib_template = NULL, *sib_owner_ref = NULL;
+static PyObject *drop_siblings_callback = NULL;
+
+static void
+clear_siblings(void)
+{
+    Py_CLEAR(sib_node);
+    Py_CLEAR(sib_snapshot);
+    Py_CLEAR(sib_template);
+    Py_CLEAR(sib_owner_ref);
+}
+
+static PyObject *
+drop_siblings(PyObject *module, PyObject *ref)
+{
+    /* The creator died (any thread, from the garbage collector): nothing it kept in a ContextVar outlives it here. */
+    if (sib_owner_ref == ref) {
+        clear_siblings();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef drop_siblings_def = {"_drop_siblings", drop_siblings, METH_O, NULL};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *original;
+    PyObject *fallback;
+    PyObject *dict;
+} CreateTask;
+
+static PyObject *
+call_fallback(CreateTask *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+/* Set CURRENT to node in ctx. */
+static int
+set_in(PyObject *ctx, PyObject *node)
+{
+    if (PyContext_Enter(ctx) < 0) {
+        return -1;
+    }
+    PyObject *token = PyContextVar_Set(current_var, node);
+    int failed = token == NULL;
+    Py_XDECREF(token);
+    if (PyContext_Exit(ctx) < 0) {
+        return -1;
+    }
+    return failed ? -1 : 0;
+}
+
+/* The task's context (a new reference), as the Python wrapper's 3.11+ branch makes it. */
+static PyObject *
+task_context(PyObject *node, PyObject *creator)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return NULL;
+    }
+    if (sib_node != node) {
+        /* A new node: this copy becomes the task's context; a template is made if a sibling follows. */
+        if (set_in(ctx, node) < 0) {
+            Py_DECREF(ctx);
+            return NULL;
+        }
+        clear_siblings();
+        sib_node = Py_NewRef(node);
+        return ctx;
+    }
+    if (sib_snapshot != NULL && sib_template != NULL) {
+        int same = PyObject_RichCompareBool(sib_snapshot, ctx, Py_EQ);
+        if (same < 0) {
+            Py_DECREF(ctx);
+            return NULL;
+        }
+        if (same) {
+            Py_DECREF(ctx);
+            return PyContext_Copy(sib_template);
+        }
+    }
+    PyObject *template = PyContext_Copy(ctx);
+    if (template == NULL || set_in(template, node) < 0) {
+        Py_XDECREF(template);
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    PyObject *owner_ref = PyWeakref_NewRef(creator, drop_siblings_callback);
+    if (owner_ref == NULL) {
+        Py_DECREF(template);
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    clear_siblings();
+    sib_node = Py_NewRef(node);
+    sib_snapshot = ctx; /* handed over */
+    sib_template = template;
+    sib_owner_ref = owner_ref;
+    return PyContext_Copy(template);
+}
+
+static PyObject *
+create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    CreateTask *self = (CreateTask *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (!wrapper_active || nargs != 2 || nkw > 1 || current_var == NULL) {
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *name = NULL; /* borrowed */
+    if (nkw == 1) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, 0);
+        if (!PyUnicode_Check(key) || PyUnicode_Compare(key, str_name) != 0) {
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+            }
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        name = args[2];
+    }
+    PyObject *loop = args[0], *coro = args[1];
+    /* No task factory (the loop's own attribute; a loop that hides it, as uvloop's, is asked). */
+    PyObject *factory = PyObject_GetAttr(loop, str_task_factory);
+    if (factory == NULL) {
+        PyErr_Clear();
+        factory = PyObject_CallMethodNoArgs(loop, str_get_task_factory);
+        if (factory == NULL) {
+            PyErr_Clear();
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+    }
+    int has_factory = factory != Py_None;
+    Py_DECREF(factory);
+    if (has_factory) {
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *creator = NULL;
+    PyObject *node = task_node_impl(loop, coro, sib_node == NULL ? Py_None : sib_node, 0, &creator);
+    if (node == NULL || node == Py_None || creator == NULL) {
+        /* Not the common case, or a failure: the Python wrapper decides (and warns for a failure). */
+        PyErr_Clear();
+        Py_XDECREF(node);
+        Py_XDECREF(creator);
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *ctx = task_context(node, creator);
+    Py_DECREF(creator);
+    if (ctx == NULL) {
+        PyErr_Clear();
+        Py_DECREF(node);
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *call_args[4] = {loop, coro, NULL, NULL};
+    PyObject *task;
+    if (name != NULL) {
+        call_args[2] = name;
+        call_args[3] = ctx;
+        task = PyObject_Vectorcall(self->original, call_args, 2, kw_name_context);
+    }
+    else {
+        call_args[2] = ctx;
+        task = PyObject_Vectorcall(self->original, call_args, 2, kw_context);
+    }
+    Py_DECREF(ctx);
+    Py_DECREF(node);
+    if (task == NULL) {
+        return NULL; /* the loop's own error, as untraced */
+    }
+    /* Debug mode's source traceback, and the watchers: the Python wrapper's code, which never raises. */
+    PyObject *source = PyObject_GetAttr(task, str_source_traceback);
+    if (source == NULL) {
+        PyErr_Clear();
+    }
+    else {
+        int trim = source != Py_None && PyObject_IsTrue(source) == 1;
+        PyErr_Clear();
+        Py_DECREF(source);
+        if (trim) {
+            PyObject *done = PyObject_CallOneArg(trim_source_traceback, task);
+            Py_XDECREF(done);
+            PyErr_Clear();
+        }
+    }
+    if (PyList_GET_SIZE(task_watchers) > 0) {
+        PyObject *done = PyObject_CallFunctionObjArgs(notify, task_watchers, task, NULL);
+        Py_XDECREF(done);
+        PyErr_Clear();
+    }
+    return task;
+}
+
+static PyObject *
+create_task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *original, *fallback;
+    if (!PyArg_ParseTuple(args, "OO:CreateTask", &original, &fallback)) {
+        return NULL;
+    }
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0) {
+        PyErr_SetString(PyExc_TypeError, "CreateTask() takes no keyword arguments");
+        return NULL;
+    }
+    CreateTask *self = PyObject_GC_New(CreateTask, type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = create_task_vectorcall;
+    self->original = Py_NewRef(original);
+    self->fallback = Py_NewRef(fallback);
+    self->dict = NULL;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static int
+create_task_traverse(CreateTask *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->original);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+create_task_clear(CreateTask *self)
+{
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+create_task_dealloc(CreateTask *self)
+{
+    PyObject_GC_UnTrack(self);
+    create_task_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *
+create_task_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+create_task_repr(CreateTask *self)
+{
+    return PyUnicode_FromFormat("<async_trace create_task wrapper of %R>", self->original);
+}
+
+static PyMemberDef create_task_members[] = {
+    {"__async_trace_fallback__", T_OBJECT, offsetof(CreateTask, fallback), READONLY,
+     "The Python wrapper, which handles every case but the common one."},
+    {NULL},
+};
+
+static PyGetSetDef create_task_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject CreateTaskType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "async_trace._ccore.CreateTask",
+    .tp_basicsize = sizeof(CreateTask),
+    .tp_dealloc = (destructor)create_task_dealloc,
+    .tp_vectorcall_offset = offsetof(CreateTask, vectorcall),
+    .tp_repr = (reprfunc)create_task_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "CreateTask(original, fallback): the create_task wrapper's common case, compiled.",
+    .tp_traverse = (traverseproc)create_task_traverse,
+    .tp_clear = (inquiry)create_task_clear,
+    .tp_members = create_task_members,
+    .tp_getset = create_task_getset,
+    .tp_descr_get = create_task_get,
+    .tp_dictoffset = offsetof(CreateTask, dict),
+    .tp_new = create_task_new,
+};
+
+static PyObject *
+ccore_set_active(PyObject *module, PyObject *flag)
+{
+    int value = PyObject_IsTrue(flag);
+    if (value < 0) {
+        return NULL;
+    }
+    wrapper_active = value;
+    if (!value) {
+        clear_siblings();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ccore_setup_wrapper(PyObject *module, PyObject *args)
+{
+    PyObject *trim, *notifier, *watchers;
+    if (!PyArg_ParseTuple(args, "OOO!:setup_wrapper", &trim, &notifier, &PyList_Type, &watchers)) {
+        return NULL;
+    }
+    Py_XSETREF(trim_source_traceback, Py_NewRef(trim));
+    Py_XSETREF(notify, Py_NewRef(notifier));
+    Py_XSETREF(task_watchers, Py_NewRef(watchers));
     Py_RETURN_NONE;
 }
 
@@ -672,7 +1043,9 @@ static PyMethodDef ccore_methods[] = {
      "task_node(loop, coro, shared): the create_task wrapper's common case, compiled; None outside it."},
     {"setup_tasks", ccore_setup_tasks, METH_VARARGS,
      "setup_tasks(current, TaskNode, RootNode, current_task, frame_module, getframe, asyncio_callers, "
-     "asyncio_creators, protocol_cache)"},
+     "asyncio_creators, protocol_cache, name_root)"},
+    {"set_active", ccore_set_active, METH_O, "set_active(flag): switch the compiled create_task wrappers."},
+    {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers)"},
     {"on_unwind", (PyCFunction)(void (*)(void))ccore_on_unwind, METH_FASTCALL,
      "on_unwind(code, offset, exc): the PY_UNWIND callback's early returns, compiled."},
     {"setup_unwind", ccore_setup_unwind, METH_VARARGS, "setup_unwind(current, ExecutorNode, on_unwind, coro_flags)"},
@@ -700,5 +1073,35 @@ PyInit__ccore(void)
         str_cr_code == NULL || str_cr_frame == NULL) {
         return NULL;
     }
-    return PyModule_Create(&ccore_module);
+    str_task_factory = PyUnicode_InternFromString("_task_factory");
+    str_get_task_factory = PyUnicode_InternFromString("get_task_factory");
+    str_source_traceback = PyUnicode_InternFromString("_source_traceback");
+    str_name = PyUnicode_InternFromString("name");
+    PyObject *str_context = PyUnicode_InternFromString("context");
+    if (str_context == NULL || str_name == NULL) {
+        return NULL;
+    }
+    kw_context = PyTuple_Pack(1, str_context);
+    kw_name_context = PyTuple_Pack(2, str_name, str_context);
+    Py_DECREF(str_context);
+    drop_siblings_callback = PyCFunction_New(&drop_siblings_def, NULL);
+    if (str_task_factory == NULL || str_get_task_factory == NULL || str_source_traceback == NULL ||
+        str_name == NULL || kw_context == NULL || kw_name_context == NULL || drop_siblings_callback == NULL) {
+        return NULL;
+    }
+    if (PyType_Ready(&CreateTaskType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&ccore_module);
+    if (module != NULL && PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
+     * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 1) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -73,7 +73,7 @@ def skip_caller(code: Any) -> None:
 
 skip_caller(asyncio.base_events.BaseEventLoop.create_task.__code__)
 # Our create_task wrapper (every one shares this code): uvloop's create_task, in C, builds the task from it.
-skip_caller(_capture._make_create_task(asyncio.base_events.BaseEventLoop.create_task).__code__)
+skip_caller(_capture.WRAPPER_CODE)
 
 
 class _Registry(weakref.WeakSet):  # type: ignore[type-arg]

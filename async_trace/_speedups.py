@@ -35,6 +35,10 @@ def _why_python() -> str | None:
     return None
 
 
+#: The ``API_VERSION`` of the ``_ccore.c`` this Python code goes with: a core built from another
+#: version of it (an in-place build left from an earlier checkout) is not used.
+API_VERSION: Final = 1
+
 #: The compiled core module, or ``None`` on the Python path.
 CORE: ModuleType | None = None
 #: Why this path: ``"compiled core"``, or the reason the Python path runs.
@@ -45,6 +49,10 @@ if REASON is None:
     except ImportError:
         REASON = "the compiled core was not built (no C compiler at install?)"
     else:
-        REASON = "compiled core"
+        if getattr(CORE, "API_VERSION", None) == API_VERSION:
+            REASON = "compiled core"
+        else:
+            CORE = None
+            REASON = "the compiled core was built from another version of async-trace (rebuild it)"
 #: ``"c"`` or ``"python"``: exported as ``async_trace.implementation``.
 IMPLEMENTATION: Final[Literal["c", "python"]] = "c" if CORE is not None else "python"

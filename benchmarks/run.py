@@ -29,13 +29,22 @@ from typing import Any
 import servers
 
 HERE = Path(__file__).resolve().parent
-CONTENDERS = ["plain", "debug", "async_trace"]
+#: ``async_trace`` runs the compiled core where it was built; ``async_trace_py`` the same with
+#: ASYNC_TRACE_NO_EXTENSIONS=1 (the pure-Python path), side by side in the same rounds.
+CONTENDERS = ["plain", "debug", "async_trace", "async_trace_py"]
 TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "process_executor", "realistic"]
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
 #: What the exception hooks cost: each with tracing on, hooks on against hooks off.
 EXCEPTIONS = ["spawn_flat", "raise_in_task", "raise_catch", "raise_catch_notask", "task_fails"]
 #: Their contenders; ratios are taken against hooks off, and against plain.
-EXCEPTION_CONTENDERS = ["plain", "async_trace_noexc", "async_trace", "async_trace_eager", "async_trace_norecord"]
+EXCEPTION_CONTENDERS = [
+    "plain",
+    "async_trace_noexc",
+    "async_trace",
+    "async_trace_py",
+    "async_trace_eager",
+    "async_trace_norecord",
+]
 SERVERS = list(servers.SERVER_WORKLOADS)
 ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions", "task_tree", *SERVERS]
 
@@ -57,10 +66,13 @@ CHAIN_BYTES_TARGET = 400
 
 
 def measure(workload: str, contender: str, quick: bool) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / "workloads.py"), workload, contender]
+    cmd = [sys.executable, str(HERE / "workloads.py"), workload, contender.removesuffix("_py")]
     if quick:
         cmd.append("--quick")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop("ASYNC_TRACE_NO_EXTENSIONS", None)
+    if contender.endswith("_py"):
+        env["ASYNC_TRACE_NO_EXTENSIONS"] = "1"
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, timeout=900)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -141,8 +153,8 @@ def report(results: dict[str, Any], header: str) -> str:
     if any(w in results for w in TIMED):
         lines += [
             "",
-            f"{'workload':<18} {'plain':>10} {'debug':>10} {'async_trace':>12} {'unit':<11}"
-            f" {'debug/plain':>11} {'trace/plain':>11} {'target':>7}  ",
+            f"{'workload':<18} {'plain':>10} {'debug':>10} {'async_trace':>12} {'(Python)':>10} {'unit':<11}"
+            f" {'debug/plain':>11} {'trace/plain':>11} {'target':>7}        {'Python/plain':>12}",
         ]
     for w in TIMED:
         if w not in results:
@@ -150,8 +162,9 @@ def report(results: dict[str, Any], header: str) -> str:
         m, r = results[w]["median"], results[w]["ratio"]
         lines.append(
             f"{w:<18} {m.get('plain', 0):>10.2f} {m.get('debug', float('nan')):>10.2f} "
-            f"{m['async_trace']:>12.2f} {results[w]['unit']:<11} {r.get('debug', float('nan')):>10.2f}x "
-            f"{r['async_trace']:>10.2f}x {TARGETS[w]:>6.2f}x  {verdict(r['async_trace'], TARGETS[w])}"
+            f"{m['async_trace']:>12.2f} {m.get('async_trace_py', float('nan')):>10.2f} {results[w]['unit']:<11} "
+            f"{r.get('debug', float('nan')):>10.2f}x {r['async_trace']:>10.2f}x {TARGETS[w]:>6.2f}x  "
+            f"{verdict(r['async_trace'], TARGETS[w])} {r.get('async_trace_py', float('nan')):>11.2f}x"
         )
     collect_rows = [w for w in COLLECT if w in results]
     if collect_rows:
@@ -191,7 +204,7 @@ def report(results: dict[str, Any], header: str) -> str:
             "exception hooks: tracing on with hooks off, on (the default), eager notes, and on without the"
             " unwind record (record_origins=False); ratios to hooks off and to plain, same round",
             f"{'workload':<19} {'plain':>8} {'hooks off':>9} {'hooks on':>9} {'on/off':>7} {'on/plain':>8}"
-            f" {'eager':>8} {'eager/off':>9} {'norecord':>8} {'norec/plain':>11}",
+            f" {'eager':>8} {'eager/off':>9} {'norecord':>8} {'norec/plain':>11} {'Python':>8} {'Py/plain':>8}",
         ]
         for w, r in results["exceptions"].items():
             m, to_plain = r["median"], r.get("to_plain", {})
@@ -200,6 +213,7 @@ def report(results: dict[str, Any], header: str) -> str:
                 f" {r['ratio']['async_trace']:>6.2f}x {to_plain.get('async_trace', float('nan')):>7.2f}x"
                 f" {m['async_trace_eager']:>8.2f} {r['ratio']['async_trace_eager']:>8.2f}x"
                 f" {m['async_trace_norecord']:>8.2f} {to_plain.get('async_trace_norecord', float('nan')):>10.2f}x"
+                f" {m['async_trace_py']:>8.2f} {to_plain.get('async_trace_py', float('nan')):>7.2f}x"
             )
     if "task_tree" in results:
         t = results["task_tree"]
@@ -221,6 +235,14 @@ def report(results: dict[str, Any], header: str) -> str:
             )
     lines += servers.report_lines(results)
     return "\n".join(lines)
+
+
+def _implementation() -> str:
+    """What ``async_trace`` runs here (the ``async_trace`` contender's path)."""
+    env = {k: v for k, v in os.environ.items() if k != "ASYNC_TRACE_NO_EXTENSIONS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "async_trace", "--version"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         f"async_trace benchmarks: Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"{datetime.date.today().isoformat()}, {'quick' if args.quick else 'full'}, {rounds} rounds, "
-        f"{time.time() - started:.0f}s"
+        f"{time.time() - started:.0f}s; {_implementation()}"
     )
     print(report(results, header))
     if args.json:

@@ -535,6 +535,7 @@ def package_sources(directory: Path) -> dict[str, str]:
 
     A compiled module (``_core_c.cpython-313-x86_64-linux-gnu.so``) is there too, with no text: it
     imports nothing these checks can see, but it must be in ``LAYERS`` and import first like any other.
+    One built for another Python (``.cpython-311-...`` seen from 3.12) is not this interpreter's module.
     """
     sources: dict[str, str] = {}
     for path in sorted(directory.rglob("*")):
@@ -545,6 +546,8 @@ def package_sources(directory: Path) -> dict[str, str]:
         if path.suffix == ".py":
             parts, text = relative.with_suffix("").parts, path.read_text(encoding="utf-8")
         elif suffix is not None:
+            if "." in path.name.removesuffix(suffix):
+                continue  # built for another interpreter (a checkout used by several Pythons)
             parts, text = (*relative.parent.parts, path.name.removesuffix(suffix)), ""
         else:
             continue
