@@ -1,7 +1,9 @@
-"""``asyncio.start_server``'s connection tasks on both loops: the chain stops at the event loop.
+"""``asyncio.start_server``'s connection tasks on both loops: the chain runs through the line that
+started the server, and stops at the event loop.
 
 asyncio's streams make the handler's task in ``StreamReaderProtocol.connection_made``, a
-callback. On uvloop the callback runs from C, with no ``Handle._run`` frame where the trace would
+callback run under the server's node: the ``start_server`` line, then the chain of the task that
+ran it. On uvloop the callback runs from C, with no ``Handle._run`` frame where the trace would
 stop: the capture walks on through ``asyncio.run`` to the code that started the loop. Those frames
 are never shown: the handler's chain is the same on both loops.
 """
@@ -24,7 +26,7 @@ async def serve_once(out: dict[str, Any]) -> None:
         out["handler"] = collect_async_trace()  # capture
         writer.close()
 
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)  # start
     port = server.sockets[0].getsockname()[1]
     async with server:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -50,6 +52,7 @@ def test_handler_chain_stops_at_the_event_loop(loop: str) -> None:
     trace: TraceData = out["handler"]
     assert shape(trace) == [
         ("handler", out["handler_line"], HERE, False),
+        ("serve_once", line_of(serve_once, "start"), HERE, False),
         ("main", line_of(main, "spawn"), HERE, False),
         ("main", None, None, False),
     ]
