@@ -68,14 +68,17 @@ def _server_chain(loop: str) -> list[tuple[str, int | None, str | None, bool]]:
     ]
 
 
-def _site_start(serve_line: int) -> list[tuple[str, int | None, str | None, bool]]:
+def _site_start(
+    serve_line: int, filename: str = HERE, function: str = "main"
+) -> list[tuple[str, int | None, str | None, bool]]:
     """From the line that started the server out: the site's ``create_server``, the test's
-    ``async with aiohttp_server(...)`` (``serve_line``), through contextlib (its line not pinned)."""
+    ``async with aiohttp_server(...)`` (``serve_line`` in ``function`` of ``filename``), through
+    contextlib (its line not pinned)."""
     return [
         ("start", source_line(web.SockSite.start, "self._server = await loop.create_server("), "web_runner.py", False),
         ("aiohttp_server", source_line(aiohttp_server, "await site.start()"), "apps.py", False),
         ("__aenter__", None, "contextlib.py", False),
-        ("main", serve_line, HERE, False),
+        (function, serve_line, filename, False),
     ]
 
 
