@@ -6,9 +6,11 @@ Every stdlib creation path (``asyncio.create_task``, ``ensure_future``,
 task factory call, so user factories and ``eager_task_factory`` keep working
 and see the node. ``loop.run_in_executor`` is the hook for executor hops
 (``asyncio.to_thread`` goes through it); ``run_coroutine_threadsafe`` records
-the submitting line. uvloop implements the loop methods in Cython, so they are
-patched on ``uvloop.Loop`` as well, when uvloop is imported. The wrappers are
-one hook set of :mod:`._hooks`.
+the submitting line; where a server starts listening (asyncio's
+``Server._start_serving``, uvloop's ``create_server``), a server node is put
+where its connections' callbacks will run. uvloop implements the loop methods
+in Cython, so they are patched on ``uvloop.Loop`` as well, when uvloop is
+imported. The wrappers are one hook set of :mod:`._hooks`.
 
 Everything on the capture path is written for the hot path of
 ``loop.create_task``: few allocations, identity comparisons only (hashing a
