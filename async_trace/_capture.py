@@ -6,9 +6,11 @@ Every stdlib creation path (``asyncio.create_task``, ``ensure_future``,
 task factory call, so user factories and ``eager_task_factory`` keep working
 and see the node. ``loop.run_in_executor`` is the hook for executor hops
 (``asyncio.to_thread`` goes through it); ``run_coroutine_threadsafe`` records
-the submitting line. uvloop implements the loop methods in Cython, so they are
-patched on ``uvloop.Loop`` as well, when uvloop is imported. The wrappers are
-one hook set of :mod:`._hooks`.
+the submitting line; where a server starts listening (asyncio's
+``Server._start_serving``, uvloop's ``create_server``), a server node is put
+where its connections' callbacks will run. uvloop implements the loop methods
+in Cython, so they are patched on ``uvloop.Loop`` as well, when uvloop is
+imported. The wrappers are one hook set of :mod:`._hooks`.
 
 Everything on the capture path is written for the hot path of
 ``loop.create_task``: few allocations, identity comparisons only (hashing a
@@ -40,6 +42,7 @@ from ._chain import (
     Node,
     PendingNode,
     RootNode,
+    ServerNode,
     TaskNode,
     coro_code,
     creator_ref,
@@ -68,6 +71,7 @@ from ._loops import (
     TASK_FACTORY_ATTR,
     UNREADABLE,
     UVLOOP_MODULE,
+    UVLOOP_SERVER_METHODS,
     note_loop,
     passes_context,
     runs_in_c,
@@ -440,6 +444,88 @@ def _make_run_coroutine_threadsafe(original: Callable[..., Any]) -> Callable[...
     return run_coroutine_threadsafe
 
 
+# --- servers ----------------------------------------------------------------
+
+
+def _make_start_serving(original: Callable[..., Any]) -> Callable[..., Any]:
+    """asyncio's ``Server._start_serving``: the listening sockets' accept callbacks run under a server node.
+
+    Called by ``create_server`` (so ``start_server``), ``start_serving()`` and
+    ``serve_forever()``; the loop registers each accept callback with a copy
+    of the context current then, so the node goes in a copy of the caller's
+    context for the duration of the call: the caller's own is left as it is.
+    """
+
+    @functools.wraps(original)
+    def _start_serving(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _active or getattr(self, "_serving", True):  # already serving: nothing starts
+            return original(self, *args, **kwargs)
+        try:
+            node = capture(ServerNode, getattr(self, "_loop", None), sys._getframe(1))
+            ctx = _copy_context()
+            ctx.run(_set_current, node)
+        except Exception as exc:  # noqa: BLE001 - never break a server's start
+            warn_internal(exc, "capturing a server's start")
+            return original(self, *args, **kwargs)
+        return ctx.run(original, self, *args, **kwargs)
+
+    _start_serving.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    return _start_serving
+
+
+class _ServingFactory:
+    """A server's protocol factory that puts the server's node in the context uvloop calls it in.
+
+    uvloop copies the context once, when the server starts listening, and
+    runs the factory and every connection's protocol callbacks in that one
+    context: set there, the node is seen by all of them. A pass-through
+    while tracing is off.
+    """
+
+    __slots__ = ("factory", "node")
+
+    def __init__(self, node: Node, factory: Callable[[], Any]) -> None:
+        self.node = node
+        self.factory = factory
+
+    def __call__(self) -> Any:
+        if _active and _get_current() is not self.node:
+            try:
+                _set_current(self.node)
+            except Exception as exc:  # noqa: BLE001 - never break a connection
+                warn_internal(exc, "entering a server's node")
+        return self.factory()
+
+    def __repr__(self) -> str:
+        return repr(self.factory)
+
+
+def _make_create_server(original: Callable[..., Any]) -> Callable[..., Any]:
+    """uvloop's ``create_server`` / ``create_unix_server``: the server node, captured at the caller.
+
+    uvloop's server starts listening in C (no ``Server._start_serving`` to
+    wrap); its protocol factory carries the node instead (see
+    :class:`_ServingFactory`).
+    """
+
+    @functools.wraps(original)
+    def create_server(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _active:
+            return original(self, *args, **kwargs)
+        try:
+            node = capture(ServerNode, self, sys._getframe(1))
+            if args and callable(args[0]):
+                args = (_ServingFactory(node, args[0]), *args[1:])
+            elif callable(kwargs.get("protocol_factory")):
+                kwargs["protocol_factory"] = _ServingFactory(node, kwargs["protocol_factory"])
+        except Exception as exc:  # noqa: BLE001 - never break a server's start
+            warn_internal(exc, "capturing a server's start")
+        return original(self, *args, **kwargs)
+
+    create_server.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    return create_server
+
+
 # --- node making --------------------------------------------------------------
 
 
@@ -504,11 +590,13 @@ def _targets() -> list[Target]:
         (asyncio.base_events.BaseEventLoop, "run_in_executor", _make_run_in_executor),
         (asyncio.tasks, "run_coroutine_threadsafe", _make_run_coroutine_threadsafe),
         (asyncio, "run_coroutine_threadsafe", _make_run_coroutine_threadsafe),
+        (asyncio.base_events.Server, "_start_serving", _make_start_serving),
     ]
     loop_cls = uvloop_loop_class()
     if loop_cls is not None:
         targets.append((loop_cls, "create_task", _make_create_task))
         targets.append((loop_cls, "run_in_executor", _make_run_in_executor))
+        targets.extend((loop_cls, name, _make_create_server) for name in UVLOOP_SERVER_METHODS)
     return targets
 
 

@@ -119,6 +119,17 @@ class ProcessNode(Node):
 ProcessNode.pid = field_getter(5, "The id of the process the call was made from.")
 
 
+class ServerNode(Node):
+    """A server started listening at ``frames[0]`` (``create_server``, ``start_server``, a framework's serve()).
+
+    Set in the context the server's accept callbacks run in, so its
+    connections' protocol callbacks, and the tasks they create, hang below
+    the line that started the server; ``creator`` started it.
+    """
+
+    __slots__ = ()
+
+
 class PendingNode(Node):
     """``run_coroutine_threadsafe`` called at ``frames[0]``; the task is made later, on the loop."""
 

@@ -25,6 +25,7 @@ from ._chain import (
     Node,
     ProcessNode,
     RootNode,
+    ServerNode,
     TaskNode,
     ThreadRootNode,
     stop_frame,
@@ -251,6 +252,8 @@ def append_chain(
                 created = None
         elif kind is ExecutorNode:
             _emit(frames, node.frames, None, True)
+        elif kind is ServerNode:
+            _emit(frames, node.frames, None, False)
         elif kind is ProcessNode:
             append_frames(frames, resolve(node.frames), None, False, node.pid)  # type: ignore[attr-defined]
         elif kind is RootNode:

@@ -34,6 +34,7 @@ from ._chain import (
     ExecutorNode,
     Node,
     RootNode,
+    ServerNode,
     TaskNode,
     coro_code,
     make_elided,
@@ -66,7 +67,8 @@ def inherited_chain(node: Node | None, coro: Any) -> Node | None:
     off, or an untraced chain) ``None``: the task is a root of its own.
     """
     kind = type(node)
-    if kind is not TaskNode and kind is not RootNode:
+    if kind is not TaskNode and kind is not RootNode and kind is not ServerNode:
+        # (A server's node: a task built directly in a server's protocol callback, on uvloop.)
         return None
     code = coro_code(coro)
     if code is None or node.code is code:  # type: ignore[union-attr]

@@ -28,6 +28,8 @@ UVLOOP_MODULE: Final = "uvloop"
 #: ``uvloop.run()`` runs the user's coroutine inside its own ``wrapper()`` coroutine: this file, that function.
 UVLOOP_RUNNER_FILE: Final = os.sep + os.path.join("uvloop", "__init__.py")
 UVLOOP_RUNNER_FUNCTION: Final = "wrapper"
+#: ``uvloop.Loop``'s methods that make a server; it starts listening in C, no ``Server._start_serving`` of Python's.
+UVLOOP_SERVER_METHODS: Final = ("create_server", "create_unix_server")
 #: Where a stdlib loop keeps its task factory; uvloop keeps its own in C, out of Python's reach.
 TASK_FACTORY_ATTR: Final = "_task_factory"
 #: What ``loop_factory()`` returns for a loop whose task factory Python cannot read (uvloop's).

@@ -24,6 +24,7 @@ from ._chain import (
     Node,
     PendingNode,
     RootNode,
+    ServerNode,
     ThreadRootNode,
     is_adopted,
     stop_frame,
@@ -108,8 +109,12 @@ def _hops(node: Node, created: Any) -> tuple[list[TraceFrame], tuple[Node, Any] 
     append_frames(frames, resolve(node.frames), created, False)
     ref = node.creator_ref
     parent = node.parent
-    while type(parent) is ExecutorNode or type(parent) is PendingNode:
-        append_frames(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
+    while type(parent) is ExecutorNode or type(parent) is PendingNode or type(parent) is ServerNode:
+        if type(parent) is not ServerNode:
+            # A server's line is not where its connections' tasks were created: on asyncio's own
+            # loop it sits above the accepting task (``_accept_connection2``), passed over by
+            # ``owner()``; on uvloop, right above the connection's. Left out on both alike.
+            append_frames(frames, resolve(parent.frames), None, type(parent) is ExecutorNode)
         ref = parent.creator_ref
         parent = parent.parent
     # A chain that starts in a plain thread: the task is a top-level entry.

@@ -143,10 +143,33 @@ async def get_httpx(url: str) -> tuple[int, str]:
         return resp.status_code, resp.text
 
 
+def uvicorn_start(*, fd: bool = False) -> list[Shape]:
+    """Where uvicorn's ``Server.serve`` started the server: its ``create_server`` line in ``startup()``
+    for the sockets it was given (:func:`uvicorn_server`), or for ``--fd`` with ``fd``, then its frames
+    out to ``serve()``."""
+    from uvicorn import server
+
+    return [
+        (
+            "startup",
+            source_line(
+                server.Server.startup,
+                "server = await loop.create_server(create_protocol, sock=sock,",
+                nth=1 if fd else 0,
+            ),
+            "server.py",
+            False,
+        ),
+        ("_serve", source_line(server.Server._serve, "await self.startup(sockets=sockets)"), "server.py", False),
+        ("serve", source_line(server.Server.serve, "await self._serve(sockets)"), "server.py", False),
+    ]
+
+
 def connection_tail(serve_line: int, filename: str, root: str = "main") -> list[Shape]:
     """The chain of a request served by :func:`uvicorn_server` (h11), from the protocol's
-    ``data_received`` out: the serving task, the test's ``async with uvicorn_server(...)`` line
-    (``serve_line`` in ``filename``, in a function named like the root task) and the root."""
+    ``data_received`` out: the line that started the server (:func:`uvicorn_start`), the serving
+    task, the test's ``async with uvicorn_server(...)`` line (``serve_line`` in ``filename``, in a
+    function named like the root task) and the root."""
     from uvicorn.protocols.http import h11_impl
 
     return [
@@ -156,6 +179,7 @@ def connection_tail(serve_line: int, filename: str, root: str = "main") -> list[
             "h11_impl.py",
             False,
         ),
+        *uvicorn_start(),
         ("uvicorn_server", source_line(uvicorn_server, "serving = asyncio.create_task("), "apps.py", False),
         ("__aenter__", None, "contextlib.py", False),
         (root, serve_line, filename, False),

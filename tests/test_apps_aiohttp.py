@@ -46,11 +46,12 @@ def _connection_task_line(loop: str) -> int:
 
 
 def _server_chain(loop: str) -> list[tuple[str, int | None, str | None, bool]]:
-    """From the request task's coroutine to the root: aiohttp's frames, then the test's.
+    """From the request task's coroutine to the connection's callback: aiohttp's frames.
 
     On uvloop on 3.14+ aiohttp builds both tasks with ``asyncio.Task(...)``, which no hook sees
-    there: the request task's context is a copy of the connection task's, which holds the root's
-    node, so the chain runs through a marker for the unknown lines straight to the root.
+    there: the request task's context is a copy of the connection task's, which holds the server's
+    node, so the chain runs through a marker for the unknown lines straight to the line that
+    started the server.
     """
     handle = (
         "_handle_request",
@@ -67,9 +68,24 @@ def _server_chain(loop: str) -> list[tuple[str, int | None, str | None, bool]]:
     ]
 
 
+def _site_start(
+    serve_line: int, filename: str = HERE, function: str = "main"
+) -> list[tuple[str, int | None, str | None, bool]]:
+    """From the line that started the server out: the site's ``create_server``, the test's
+    ``async with aiohttp_server(...)`` (``serve_line`` in ``function`` of ``filename``), through
+    contextlib (its line not pinned)."""
+    return [
+        ("start", source_line(web.SockSite.start, "self._server = await loop.create_server("), "web_runner.py", False),
+        ("aiohttp_server", source_line(aiohttp_server, "await site.start()"), "apps.py", False),
+        ("__aenter__", None, "contextlib.py", False),
+        (function, serve_line, filename, False),
+    ]
+
+
 @ON_BOTH_LOOPS
 def test_handler_trace_reaches_the_root_through_aiohttp(loop: str) -> None:
-    """A handler's trace runs through the request task's creation in aiohttp, the connection task, to the root.
+    """A handler's trace runs through the request task's creation in aiohttp, the connection task, the
+    line that started the server, to the root.
 
     On uvloop aiohttp builds its tasks with ``asyncio.Task(...)`` from 3.12 on: 3.14+ has no hook for
     that, and the trace reaches the root through a marker for the unknown lines.
@@ -95,6 +111,7 @@ def test_handler_trace_reaches_the_root_through_aiohttp(loop: str) -> None:
     tail = [
         ("_handle", source_line(web.Application._handle, "return await handler(request)"), "web_app.py", False),
         *_server_chain(loop),
+        *_site_start(line_of(main, "serve")),
         ("main", None, None, False),
     ]
     for trace, marker in zip(seen, ["capture-sync", "capture-after-await"], strict=True):

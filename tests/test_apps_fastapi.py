@@ -10,8 +10,7 @@ import pytest
 
 from async_trace import TraceData, collect_async_trace
 
-from . import apps
-from .apps import ON_BOTH_LOOPS, Shape, get_httpx, run_on, shape, source_line, uvicorn_server
+from .apps import ON_BOTH_LOOPS, Shape, connection_tail, get_httpx, run_on, shape, source_line, uvicorn_server
 from .helpers import line_of
 
 fastapi = pytest.importorskip("fastapi")
@@ -33,16 +32,12 @@ def _serve(app: Any, paths: list[str], loop: str) -> None:
 
 
 def _server_tail() -> list[Shape]:
-    """uvicorn's request task, created under the connection's protocol callback, then the task serving it."""
-    protocol = h11_impl.H11Protocol
+    """uvicorn's request task, created under the connection's protocol callback, the line that started the
+    server, then the task serving it."""
     return [
         ("run_asgi", source_line(h11_impl.RequestResponseCycle.run_asgi, "result = await app("), "h11_impl.py", False),
         ("handle_events", None, "h11_impl.py", False),
-        ("data_received", source_line(protocol.data_received, "self.handle_events()"), "h11_impl.py", False),
-        ("uvicorn_server", source_line(apps.uvicorn_server, "serving = asyncio.create_task("), "apps.py", False),
-        ("__aenter__", None, "contextlib.py", False),
-        ("main", line_of(main, "serve"), HERE, False),
-        ("main", None, None, False),
+        *connection_tail(line_of(main, "serve"), HERE),
     ]
 
 

@@ -125,9 +125,9 @@ def _note(text: str) -> list[str]:
 
 
 def _request_note(task_name: str) -> list[str]:
-    """From the root to the request's task: the server's task, then uvicorn's request task."""
+    """From the root to the request's task: the server's task, the line that started the server and the
+    protocol's callback (folded), then uvicorn's request task."""
     run_asgi = source_line(h11_impl.H11Protocol.handle_events, "task = self.loop.create_task(self.cycle.run_asgi(app))")
-    data_received = source_line(h11_impl.H11Protocol.data_received, "self.handle_events()")
     serving = source_line(apps.uvicorn_server, "serving = asyncio.create_task(")
     return [
         "Root task 'main'",
@@ -138,8 +138,8 @@ def _request_note(task_name: str) -> list[str]:
         f'File "{apps.__file__}", line {serving}, in uvicorn_server',
         'serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")',
         "--- task 'uvicorn' created here ---",
-        f'File "{h11_impl.__file__}", line {data_received}, in data_received',
-        "self.handle_events()",
+        # The serving task's frames to its create_server line, then data_received: one run of uvicorn's.
+        f"… {len(apps.uvicorn_start()) + 1} library frames (uvicorn)",
         f'File "{h11_impl.__file__}", line {run_asgi}, in handle_events',
         "task = self.loop.create_task(self.cycle.run_asgi(app))",
         f"--- task '{task_name}' created here ---",

@@ -213,7 +213,6 @@ def _request_chain() -> list[tuple[str, int | None, str | None, bool]]:
             "h11_impl.py",
             False,
         ),
-        ("serving", None, None, False),
     ]
 
 
@@ -238,7 +237,7 @@ def test_server_serve_in_asyncio_run_hangs_requests_under_the_root() -> None:
 
     async def serve(sock: socket.socket) -> None:
         asyncio.current_task().set_name("serving")  # type: ignore[union-attr]
-        await server.serve(sockets=[sock])
+        await server.serve(sockets=[sock])  # serve
 
     sock = free_socket()
     config = uvicorn.Config(app, log_level="error", lifespan="off", http="h11", ws="none", access_log=False)
@@ -254,7 +253,13 @@ def test_server_serve_in_asyncio_run_hangs_requests_under_the_root() -> None:
         sock.close()
     assert results == [b"ok"]
     trace: TraceData = seen["trace"]
-    assert shape(trace) == [("app", line_of(app, "capture"), HERE, False), *_request_chain()]
+    assert shape(trace) == [
+        ("app", line_of(app, "capture"), HERE, False),
+        *_request_chain(),
+        *apps.uvicorn_start(),
+        ("serve", line_of(serve, "serve"), HERE, False),
+        ("serving", None, None, False),
+    ]
     tree = seen["tree"]
     (root,) = tree.roots
     assert (root.name, root.state, root.origin) == ("serving", "pending", "root")
@@ -336,7 +341,7 @@ def test_python_m_uvicorn_under_async_trace(tmp_path: Path, loop: str) -> None:
     assert got["loop"].startswith("uvloop" if loop == "uvloop" else "asyncio"), got["loop"]
     assert [tuple(f) for f in got["trace"]] == [
         ("app", app_line, "traced_app.py"),
-        *((n, line, b) for n, line, b, _ in _request_chain()[:-1]),
+        *((n, line, b) for n, line, b, _ in [*_request_chain(), *apps.uvicorn_start(fd=True)]),
         ("Task-1", None, None),
     ]
     handle = source_line(h11_impl.H11Protocol.handle_events, "task = self.loop.create_task(self.cycle.run_asgi(app))")

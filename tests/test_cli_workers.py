@@ -323,21 +323,25 @@ def server(cmd: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[by
         proc.wait(30)
 
 
-#: A request's trace in a worker: the app, uvicorn's request task, the connection's callback, the root.
+#: A request's trace in a worker: the app, uvicorn's request task, the connection's callback, the line
+#: that started the server (uvicorn's ``startup``) out to ``Server.serve``; then the worker's own frames
+#: (gunicorn's) and the root.
 REQUEST_FRAMES = [
     ["app", "app.py"],
     ["__call__", "proxy_headers.py"],
     ["run_asgi", "h11_impl.py"],
     ["handle_events", "h11_impl.py"],
     ["data_received", "h11_impl.py"],
-    ["Task-1", ""],
+    ["startup", "server.py"],
+    ["_serve", "server.py"],
+    ["serve", "server.py"],
 ]
 
 
-def assert_traced(answers: dict[int, Any], app: Path) -> None:
+def assert_traced(answers: dict[int, Any], app: Path, worker: list[list[str]]) -> None:
     """Each worker answered with the request's exact chain, in the arrows style (--style arrows)."""
     for reply in answers.values():
-        assert reply["frames"] == REQUEST_FRAMES
+        assert reply["frames"] == [*REQUEST_FRAMES, *worker, ["Task-1", ""]], json.dumps(reply["frames"])
         assert reply["line"] == marker_line(app, "collect")
         assert reply["headers"] == ["Async trace:"]
         assert reply["notes"] is NOTES
@@ -388,7 +392,7 @@ def test_uvicorn_workers_are_traced_and_dump_on_the_signal(tmp_path: Path) -> No
     with server(cmd, tmp_path, log) as proc:
         workers = wait_for(lambda: len(worker_pids(proc.pid)) == 2 and worker_pids(proc.pid), "two workers")
         answers = both_answer(sock, workers, log)
-        assert_traced(answers, app)
+        assert_traced(answers, app, [])
 
         before = log.read_text()
         assert before.count("Async task dump") == 0
@@ -436,7 +440,7 @@ def test_gunicorn_uvicorn_workers_are_traced_and_dump_on_a_free_signal(tmp_path:
         answers = both_answer(sock, workers, log)
         # The request task is created in a protocol callback, whose capture stops at the loop's
         # Handle._run: no frame of the code that started the loop (uvicorn's asyncio_run on 3.10).
-        assert_traced(answers, app)
+        assert_traced(answers, app, [["_serve", "workers.py"]])  # UvicornWorker._serve: await server.serve(...)
 
         assert "Async task dump" not in log.read_text()
         os.kill(workers[1], signal.SIGURG)

@@ -49,7 +49,7 @@ _RESTORE_SCRIPT = """\
 import asyncio, asyncio.base_events, asyncio.tasks, json, sys
 {first}
 MISSING = object()
-owners = [asyncio.base_events.BaseEventLoop, asyncio.tasks, asyncio{uvloop_owner}]
+owners = [asyncio.base_events.BaseEventLoop, asyncio.base_events.Server, asyncio.tasks, asyncio{uvloop_owner}]
 before = [dict(vars(o)) for o in owners]
 meta_path = list(sys.meta_path)
 import async_trace
@@ -59,6 +59,7 @@ patched = _capture.patched_attributes()
 on = {{(id(o), n): vars(o).get(n, MISSING) for o, n in patched}}
 def original(o, n):
     return before[owners.index(o)].get(n, MISSING)
+UVLOOP_PATCHED = ("create_task", "run_in_executor", "create_server", "create_unix_server")
 differ = all(on[id(o), n] is not original(o, n) for o, n in patched)
 async_trace.disable_tracing()
 async_trace.disable_tracing()
@@ -73,7 +74,7 @@ print(json.dumps({{
     "differ": differ,
     "same": same,
     "whole": whole,
-    "uvloop_vars": sorted(k for k in ("create_task", "run_in_executor") if k in vars(uvloop.Loop)),
+    "uvloop_vars": sorted(k for k in UVLOOP_PATCHED if k in vars(uvloop.Loop)),
     "meta_path": sys.meta_path == meta_path,
 }}))
 """
@@ -81,8 +82,11 @@ print(json.dumps({{
 PATCHED = [
     "BaseEventLoop.create_task",
     "BaseEventLoop.run_in_executor",
+    "Loop.create_server",
     "Loop.create_task",
+    "Loop.create_unix_server",
     "Loop.run_in_executor",
+    "Server._start_serving",
     "asyncio.run_coroutine_threadsafe",
     "asyncio.tasks.run_coroutine_threadsafe",
 ]
@@ -108,7 +112,8 @@ def test_disable_restores_uvloop_imported_after_us() -> None:
         uvloop_owner="",
         after="import uvloop\nowners.append(uvloop.Loop)\n"
         "before.append({k: v for k, v in vars(uvloop.Loop).items()\n"
-        "    if k not in ('create_task', 'run_in_executor', 'default_exception_handler')})",
+        "    if k not in ('create_task', 'run_in_executor', 'create_server', 'create_unix_server',\n"
+        "                 'default_exception_handler')})",
     )
     assert _py(code) == {
         "patched": PATCHED,
