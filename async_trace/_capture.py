@@ -147,9 +147,9 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
     wrapper = _make_py_create_task(original)
     if CORE is None or not HAS_CONTEXT_ARG:
         return wrapper
-    compiled: Any = CORE.CreateTask(original, wrapper)
+    compiled: Callable[..., Any] = CORE.CreateTask(original, wrapper)
     functools.update_wrapper(compiled, original)
-    compiled.__async_trace_wrapper__ = True
+    compiled.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return compiled
 
 

@@ -1,0 +1,158 @@
+"""The compiled core and the pure-Python path record the same: nodes, traces, notes and trees.
+
+Each example is a program (tests/core_program.py) built from a random spawn tree, run on asyncio
+or uvloop, with no task factory, a custom one or asyncio's eager one, once with the compiled core
+and once with ``ASYNC_TRACE_NO_EXTENSIONS=1``: both print exactly the same. The core's own checks
+(the choice, its fallback when it fails) follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import async_trace
+from async_trace import _capture, _frames, _speedups, _stack
+
+from .strategies import SpawnTree, spawn_trees
+
+PROGRAM = Path(__file__).with_name("core_program.py")
+ROOT = PROGRAM.parent.parent
+EDGES = ["create_task", "gather", "ensure_future", "loop_create_task", "await", "executor", "to_thread"]
+if sys.version_info >= (3, 11):
+    EDGES.append("task_group")
+FACTORIES = ["none", "custom", *(["eager"] if sys.version_info >= (3, 12) else [])]
+LOOPS = ["asyncio", *(["uvloop"] if sys.implementation.name == "cpython" and sys.platform != "win32" else [])]
+
+needs_core = pytest.mark.skipif(_speedups.CORE is None, reason=f"the compiled core is not in use: {_speedups.REASON}")
+
+
+def run_program(spec: dict[str, Any], *, python_path: bool) -> tuple[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ASYNC_TRACE_NO_EXTENSIONS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    if python_path:
+        env["ASYNC_TRACE_NO_EXTENSIONS"] = "1"
+    done = subprocess.run(
+        [sys.executable, str(PROGRAM), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr.strip().splitlines()[-1]
+
+
+@needs_core
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spawn_trees(EDGES, max_leaves=6, max_depth=4), st.sampled_from(LOOPS), st.sampled_from(FACTORIES))
+def test_both_paths_record_the_same(tree: SpawnTree, loop: str, factory: str) -> None:
+    spec = {"tree": tree, "loop": loop, "factory": factory}
+    compiled, compiled_status = run_program(spec, python_path=False)
+    python, python_status = run_program(spec, python_path=True)
+    assert (compiled_status, python_status) == ("c 0", "python 0")
+    assert compiled == python
+    assert compiled.count("leaf ") >= 1
+
+
+def test_the_choice_is_said_once_where_users_look() -> None:
+    """``python -m async_trace --version`` and ``async_trace.implementation`` name the path."""
+    env = {k: v for k, v in os.environ.items() if k != "ASYNC_TRACE_NO_EXTENSIONS"}
+    for forced in (False, True):
+        run_env = {**env, "ASYNC_TRACE_NO_EXTENSIONS": "1"} if forced else env
+        command = [sys.executable, "-c", "import async_trace; print(async_trace.implementation)"]
+        implementation = subprocess.run(command, capture_output=True, text=True, env=run_env, check=True).stdout
+        version = subprocess.run(
+            [sys.executable, "-m", "async_trace", "--version"], capture_output=True, text=True, env=run_env, check=True
+        ).stdout
+        if forced or _speedups.CORE is None:
+            assert implementation == "python\n"
+            assert version.startswith(f"async-trace {async_trace.__version__} (pure Python: ")
+        else:
+            assert implementation == "c\n"
+            assert version == f"async-trace {async_trace.__version__} (compiled core)\n"
+    if forced:
+        assert "(pure Python: ASYNC_TRACE_NO_EXTENSIONS is set)" in version
+
+
+def test_the_variable_is_read_only_as_documented() -> None:
+    """Only ``""`` and ``"0"`` leave the core on."""
+    for value, expected in (("", "c"), ("0", "c"), ("1", "python"), ("yes", "python")):
+        env = {**os.environ, "ASYNC_TRACE_NO_EXTENSIONS": value}
+        command = [sys.executable, "-c", "import async_trace; print(async_trace.implementation)"]
+        got = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout.strip()
+        assert got == (expected if _speedups.CORE is not None or expected == "python" else "python"), value
+
+
+@needs_core
+def test_the_compiled_walk_is_the_python_walk() -> None:
+    """The same flat stack data, and the same sharing of the latest capture, from the same frames."""
+    assert _stack.c_walk is not None
+
+    def deep(n: int) -> Any:
+        if n:
+            return deep(n - 1)
+        frame = sys._getframe()
+        out = []
+        for walk in (_stack.py_walk, _stack.c_walk):
+            out.append(walk(frame, None, remember=False))
+        return out
+
+    def lines(frames: Any) -> list[Any]:
+        # On 3.11/3.12 the calling frame's offset differs by a few bytes between calling a Python
+        # and a C function (the call's inline cache): the same instruction, the same line.
+        return [
+            (frames[i], frames[i + 1] if frames[i] is None else _frames.line_at(frames[i], frames[i + 1]))
+            for i in range(0, len(frames), 2)
+        ]
+
+    for depth in (0, 3, 200):  # 200: past max_frames, elided as the Python walk does
+        python, compiled = deep(depth)
+        assert lines(python) == lines(compiled)
+
+
+@needs_core
+async def test_a_failing_core_falls_back_to_untraced_creation_and_warns_once() -> None:
+    """A failure inside the core: the task is created all the same, untraced; one warning; then healed."""
+
+    class Broken:
+        """A settings object whose bounds cannot be read: the core's walk and task_node raise."""
+
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError(f"broken setting {name}")
+
+    import async_trace._ccore as core
+
+    async def child(n: int) -> list[str]:
+        return async_trace.format_trace()
+
+    async def parent() -> Any:
+        return [await asyncio.create_task(child(n)) for n in range(3)]
+
+    before = async_trace.internal_errors().count
+    core.setup_walk(_stack.HANDLE_RUN, Broken(), _stack._walk_elided)
+    core.forget()  # no cached capture to return without reading the bounds
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = await asyncio.create_task(parent())
+    finally:
+        core.setup_walk(_stack.HANDLE_RUN, _capture._settings, _stack._walk_elided)
+    assert len(results) == 3  # every task ran
+    assert async_trace.internal_errors().count > before
+    assert "broken setting max_frames" in (async_trace.internal_errors().last or "")
+    assert len([w for w in caught if issubclass(w.category, async_trace.AsyncTraceWarning)]) <= 1
+    # Healed: the next tasks are traced again, through the core.
+    lines = await asyncio.create_task(parent())
+    assert any("parent()" in line for line in lines[0])
