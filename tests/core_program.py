@@ -128,7 +128,7 @@ async def main() -> None:
     if SPEC["factory"] == "eager":
         loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
     elif SPEC["factory"] == "custom":
-        loop.set_task_factory(custom_factory)  # type: ignore[arg-type]
+        loop.set_task_factory(custom_factory)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         run = Run(pool)
         await run.node(SPEC["tree"], "", new_task=False)
