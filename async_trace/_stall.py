@@ -446,6 +446,11 @@ def _after_fork() -> None:
     old = list(_watches)
     _watches.clear()
     for watch in old:
+        # Their heartbeats end here: no watchdog thread reads them, and a beat's wake-up event may have
+        # been locked by that thread at the fork. (Not under the watch's lock: it may be locked so too.)
+        for state in list(watch._states.values()):
+            state.stopped = True
+    for watch in old:
         if watch.loop is not None or watch.stopped:
             continue
         try:
