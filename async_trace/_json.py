@@ -92,6 +92,10 @@ class JSONTreeTask(TypedDict):
     #: The ``id``s of the live tasks of the tree awaiting this one now, in tree order
     #: (see :attr:`~async_trace.TaskInfo.awaited_by` for what each Python version sees).
     awaited_by: list[int]
+    #: Seconds the task has been alive at least, and waited on the same thing at least, as a running
+    #: stall watch's censuses saw it; ``None`` if none has (:attr:`~async_trace.TaskInfo.age`, ``idle``).
+    age: float | None
+    idle: float | None
 
 
 class JSONTaskTree(TypedDict):
@@ -191,7 +195,8 @@ def tree_to_dict(tree: TaskTree) -> JSONTaskTree:
     ``tasks``), ``parent`` and ``children`` (keys), ``depth``, and the
     :class:`~async_trace.TaskInfo` fields with frames as :class:`JSONFrame`
     (a frame's ``task`` is ``{"name", "id"}``) and executor threads as
-    :class:`JSONExecutorThread`. ``roots`` are the top-level keys; ``loop``
+    :class:`JSONExecutorThread`, ``age`` and ``idle`` included (``None``
+    without a running stall watch). ``roots`` are the top-level keys; ``loop``
     describes the loop (:class:`JSONLoop`).
     """
     tasks: list[JSONTreeTask] = []
@@ -215,6 +220,8 @@ def tree_to_dict(tree: TaskTree) -> JSONTaskTree:
                 {"name": t.name, "ident": t.ident, "frames": _frames(t.frames)} for t in info.executor_threads
             ],
             "awaited_by": list(info.awaited_by),
+            "age": info.age,
+            "idle": info.idle,
         }
         if parent is None:
             roots.append(entry["key"])

@@ -449,6 +449,8 @@ def _tree(data: dict[str, Any]) -> TaskTree:
             ),
             children=tuple(built[key] for key in entry["children"]),
             awaited_by=tuple(entry.get("awaited_by", ())),
+            age=entry.get("age"),  # absent from an older version's data
+            idle=entry.get("idle"),
         )
     return TaskTree(loop=cast(Any, None), roots=tuple(built[key] for key in data["roots"]))
 

@@ -4,13 +4,15 @@ One heartbeat per watched loop (a timer every ``interval``: a quarter of the
 threshold) and one watchdog thread per :class:`StallWatch`. The loop side only
 stores the time of each beat and, when two beats are further apart than
 ``interval + threshold``, the gap; nothing runs per callback or per task. The
-watchdog thread wakes every ``interval``: when a loop's heartbeat is overdue
-by half the threshold it samples the loop thread's stack *while the loop is
-blocked* (``sys._current_frames()``), the loop's running task
-(``asyncio.current_task(loop)``, readable from another thread on every
-version) and that task's chain; when the loop's gap arrives (the loop ran
-again) it reports. A loop still blocked after ``long_stall`` seconds is
-reported once more while it lasts.
+watchdog thread sleeps until a heartbeat can be overdue (each wake takes the
+GIL from the loop thread, so there is no fixed tick): when a loop's heartbeat
+is overdue by half the threshold (and half an interval) it samples the loop
+thread's stack *while the loop is blocked* (``sys._current_frames()``), the
+loop's running task (``asyncio.current_task(loop)``, readable from another
+thread on every version) and that task's chain, then looks every ``interval``
+while the stall lasts; when the loop's gap arrives (the loop ran again, and
+its beat wakes the watchdog) it reports. A loop still blocked after
+``long_stall`` seconds is reported once more while it lasts.
 
 Kinds (:data:`StallKind`): ``blocking``, code running on the loop thread (a
 CPU loop, ``time.sleep``, blocking I/O); ``waiting``, the loop thread waits on
@@ -90,6 +92,7 @@ class StallWatch:
         self.discover_interval = discover_interval
         self._states: dict[int, LoopState] = {}
         self._lock = threading.Lock()
+        #: Wakes the watchdog thread: set by stop(), and by a heartbeat with news (a first beat, a gap).
         self._stop = threading.Event()
         self._stopped = False
         #: Source -> ``time.monotonic()`` of its last report, and stalls suppressed since.
@@ -186,7 +189,7 @@ class StallWatch:
         with self._lock:
             if self._stopped or id(loop) in self._states:
                 return
-            state = LoopState(loop, self.interval, self.threshold)
+            state = LoopState(loop, self.interval, self.threshold, self._stop)
             self._states[id(loop)] = state
         here = asyncio.events._get_running_loop() is loop
         try:
@@ -204,23 +207,32 @@ class StallWatch:
     # -- the watchdog thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        interval = self.interval
+        # ``self._stop`` is the watchdog's one wake-up: set by stop(), and by a heartbeat with news (a loop's
+        # first beat, a gap). Otherwise the thread sleeps until it must look (:meth:`_next_wake`): a wake
+        # takes the GIL from the loop thread, so it is not done on a fixed tick.
+        wake = self._stop
         last_wake = time.monotonic()
         last_cpu = time.process_time()
         next_discovery = last_wake + self.discover_interval
-        while not self._stop.wait(interval):
+        deadline = self._next_wake(last_wake, next_discovery)
+        while True:
+            wake.wait(min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX))  # (infinite intervals)
+            wake.clear()  # then the flag: stop() sets the flag before the event, so neither is missed
+            if self._stopped:
+                return
             try:
                 now = time.monotonic()
                 cpu = time.process_time()
-                late = now - last_wake - interval
-                if late > max(self.threshold / 2, 0.2) and cpu - last_cpu < 0.05 * (now - last_wake):
+                late = now - deadline  # negative when woken early, by a heartbeat's news
+                elapsed = now - last_wake
+                if late > max(self.threshold / 2, 0.2) and cpu - last_cpu < 0.05 * elapsed:
                     # The watchdog itself did not run, and neither did anything else: the process was
                     # paused (SIGSTOP, a debugger, a paused VM). No stall across it is the loop's doing.
                     self._pauses.append((last_wake, now))
                     self.pauses += 1
                     for state in self._snapshot():
                         state.sample = None
-                elif late > self.threshold / 2 and cpu - last_cpu >= 0.3 * (now - last_wake):
+                elif late > self.threshold / 2 and cpu - last_cpu >= 0.3 * elapsed:
                     # The watchdog could not run while the process ran: another thread kept the GIL. A loop
                     # that did not run meanwhile, and was not sampled or used no CPU, was starved too.
                     self._late.append((last_wake, now))
@@ -234,9 +246,35 @@ class StallWatch:
                             census_take(state.loop)  # task ages for the tree and dumps
                 for state in self._snapshot():
                     self._check(state, now)
+                deadline = self._next_wake(time.monotonic(), next_discovery)
             except Exception as exc:  # noqa: BLE001 - the watchdog must never take the program down
                 warn_internal(exc, "watching for event loop stalls")
-                self._stop.wait(1.0)  # an error that repeats costs once a second at most
+                deadline = time.monotonic() + 1.0  # an error that repeats costs once a second at most
+
+    def _next_wake(self, now: float, next_discovery: float) -> float:
+        """When the watchdog must look next (``time.monotonic()``).
+
+        Over every watched loop, the moment its heartbeat is overdue by half the threshold and half an
+        interval, if no beat comes before: a stall is sampled then, while the loop is still blocked (a
+        stall is reported from an overdue of the threshold on); half an interval past the due beats, so a
+        healthy loop's beat is seen and the watchdog wakes once per ``threshold / 2 + interval`` or so,
+        not every interval. While a heartbeat is overdue (a stall going on), every ``interval``, as the
+        fixed tick did: a pause of the process, the ``long_stall`` report and the end are seen as before.
+        And the next discovery and census. A loop without a heartbeat yet wakes the watchdog with its
+        first beat (and the end of a stall with its gap).
+        """
+        wake = next_discovery
+        half = self.threshold / 2
+        for state in self._snapshot():
+            last = state.last
+            if last is None:
+                continue
+            due = last + 1.5 * state.interval + half
+            if due <= now:
+                due = now + state.interval
+            if due < wake:
+                wake = due
+        return wake
 
     def _snapshot(self) -> list[LoopState]:
         with self._lock:
@@ -408,6 +446,11 @@ def _after_fork() -> None:
     old = list(_watches)
     _watches.clear()
     for watch in old:
+        # Their heartbeats end here: no watchdog thread reads them, and a beat's wake-up event may have
+        # been locked by that thread at the fork. (Not under the watch's lock: it may be locked so too.)
+        for state in list(watch._states.values()):
+            state.stopped = True
+    for watch in old:
         if watch.loop is not None or watch.stopped:
             continue
         try:
@@ -462,7 +505,8 @@ def watch_stalls(
         long_stall: seconds after which a stall still going is reported.
         dedup_interval: seconds between two reports of one ``source``.
         max_reports_per_minute: reports per minute across sources.
-        interval: the heartbeat and watchdog period (default ``threshold / 4``).
+        interval: the heartbeat period (default ``threshold / 4``); the watchdog thread wakes when a
+            heartbeat is overdue, and every ``interval`` while one is.
         discover_interval: seconds between two searches for new loops (``loop=None``).
 
     Returns:

@@ -427,16 +427,20 @@ class LoopState:
         "last",
         "limit",
         "loop",
+        "next_beat",
         "pid",
         "sample",
         "stopped",
+        "wake",
     )
 
-    def __init__(self, loop: Any, interval: float, threshold: float) -> None:
+    def __init__(self, loop: Any, interval: float, threshold: float, wake: threading.Event) -> None:
         self.loop = loop
         self.interval = interval
         #: A gap between two beats past this is a stall.
         self.limit = interval + threshold
+        #: Set on a beat the watchdog thread must see at once (the first, a gap's end): it sleeps otherwise.
+        self.wake = wake
         #: ``time.monotonic()`` of the last beat; ``None`` until the first (or after the loop stopped).
         self.last: float | None = None
         #: ``(previous beat, this beat)`` of each gap past ``limit``, appended by the loop thread.
@@ -452,6 +456,8 @@ class LoopState:
         self.pid = os.getpid()
         # Our own (empty) context: the beat never runs in, or copies, a context of the program's.
         self.ctx = contextvars.Context()
+        #: ``self.beat`` bound once: no new bound method per beat.
+        self.next_beat = self.beat
 
     def beat(self) -> None:
         if self.stopped:
@@ -459,24 +465,27 @@ class LoopState:
         now = time.monotonic()
         last = self.last
         self.last = now
-        if last is not None and now - last > self.limit:
-            self.gaps.append((last, now))
+        if last is None or now - last > self.limit:
+            # Rare: the first beat (the watchdog does not look at this loop before it) or the end of a stall.
+            if last is not None:
+                self.gaps.append((last, now))
+            self.wake.set()
         if not self.based:
             self.based = True
             self.ident = threading.get_ident()
             caller = sys._getframe(1)
             self.base = None if caller.f_code is _HANDLE_RUN else caller.f_code
-        self.handle = self.loop.call_later(self.interval, self.beat, context=self.ctx)
+        self.handle = self.loop.call_later(self.interval, self.next_beat, context=self.ctx)
 
     def start(self, here: bool) -> None:
         """Arm the first beat: now if called on the loop's own thread, else through ``call_soon_threadsafe``."""
         if here:
             self.last = time.monotonic()
             self.ident = threading.get_ident()
-            self.handle = self.loop.call_later(self.interval, self.beat, context=self.ctx)
+            self.handle = self.loop.call_later(self.interval, self.next_beat, context=self.ctx)
         else:
             self.ident = loop_thread(self.loop)
-            self.handle = self.loop.call_soon_threadsafe(self.beat, context=self.ctx)
+            self.handle = self.loop.call_soon_threadsafe(self.next_beat, context=self.ctx)
 
     def stop(self) -> None:
         self.stopped = True

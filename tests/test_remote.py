@@ -405,6 +405,23 @@ def test_json_is_the_documented_shape(tmp_path: Path, tmpdir_for_cli: Path, chil
         assert thread["frames"][0]["line"] == marker_line(script, "blocked")
 
 
+def test_pstree_reads_age_and_idle_and_data_without_them() -> None:
+    """A target running a stall watch sends each task's ``age`` and ``idle``; an older version's data has none."""
+
+    async def tree_data() -> dict[str, Any]:
+        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+        return dict(async_trace.tree_to_dict(async_trace.task_tree()))
+
+    data = asyncio.run(tree_data())
+    (entry,) = data["tasks"]
+    entry.update(age=125.0, idle=61.0)
+    (info,) = _pstree._tree(data).roots
+    assert (info.age, info.idle) == (125.0, 61.0)
+    del entry["age"], entry["idle"]
+    (info,) = _pstree._tree(data).roots
+    assert (info.age, info.idle) == (None, None)
+
+
 LOOP_IN_A_THREAD = """\
     import asyncio
     import threading

@@ -89,10 +89,41 @@ def test_flat_depth_first_entries_linked_by_key() -> None:
     assert data["tasks"][0]["children"] == [1, 3]
     assert set(conn) == {
         "key", "parent", "children", "depth", "name", "id", "state", "origin",
-        "created_at", "suspended_at", "executor_threads", "awaited_by",
+        "created_at", "suspended_at", "executor_threads", "awaited_by", "age", "idle",
     }  # fmt: skip
     # The data's awaiters are the tree's (none here: main awaits no task at this point).
     assert [t["awaited_by"] for t in data["tasks"]] == [list(info.awaited_by) for _, info in tree.walk()]
+
+
+def test_age_and_idle_are_the_tree_s_none_without_a_stall_watch() -> None:
+    tree, data = asyncio.run(_build())
+    assert [(t["age"], t["idle"]) for t in data["tasks"]] == [(None, None)] * len(data["tasks"])
+    assert [(t["age"], t["idle"]) for t in data["tasks"]] == [(info.age, info.idle) for _, info in tree.walk()]
+
+
+def test_age_and_idle_are_the_census_s_seconds_while_a_stall_watch_runs() -> None:
+    async def main() -> tuple[TaskTree, JSONTaskTree]:
+        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+        with async_trace.watch_stalls(0.1, log=False, discover_interval=0.1):
+            sleeper = asyncio.create_task(_sleeper(), name="sleeper")
+            await asyncio.sleep(0.5)  # a few censuses
+            tree = task_tree()
+            data = tree_to_dict(tree)
+            sleeper.cancel()
+            await asyncio.gather(sleeper, return_exceptions=True)
+        return tree, data
+
+    tree, data = asyncio.run(main())
+    by_name = {t["name"]: t for t in data["tasks"]}
+    for name in ("main", "sleeper"):
+        age, idle = by_name[name]["age"], by_name[name]["idle"]
+        assert isinstance(age, float)
+        assert isinstance(idle, float)
+        assert 0.0 <= idle <= age
+        info = tree.find(name)
+        assert info is not None
+        assert (age, idle) == (info.age, info.idle)
+    assert json.loads(tree_to_json(tree))["tasks"] == json.loads(json.dumps(data["tasks"]))
 
 
 def test_awaited_by_holds_the_awaiting_tasks_ids() -> None:
