@@ -52,7 +52,7 @@ from ._chain import (
     retagged,
     stop_frame,
 )
-from ._compat import HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_context
+from ._compat import ASYNCIO_REGISTRY, HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_context
 from ._config import new_epoch, settings
 from ._contexts import ContextCall, context_of_run
 from ._failsafe import warn_internal
@@ -664,4 +664,4 @@ if CORE is not None:
         protocol_cache,
         name_root,
     )
-    CORE.setup_wrapper(_trim_source_traceback, _notify, task_watchers)
+    CORE.setup_wrapper(_trim_source_traceback, _notify, task_watchers, ASYNCIO_REGISTRY is not None)

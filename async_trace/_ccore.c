@@ -637,6 +637,7 @@ ccore_setup_tasks(PyObject *module, PyObject *args)
  * the loop first. */
 
 static int wrapper_active = 0;
+static int registry_hook = 1; /* whether _direct_tasks' registration hook exists (3.10-3.13) */
 static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
 static PyObject *notify = NULL;                /* _capture._notify */
 static PyObject *task_watchers = NULL;         /* _hooks.task_watchers (a list) */
@@ -650,13 +651,25 @@ static PyObject *kw_name_context = NULL; /* ("name", "context") */
 static PyObject *sib_node = NULL, *sib_snapshot = NULL, *sib_template = NULL, *sib_owner_ref = NULL;
 static PyObject *drop_siblings_callback = NULL;
 
+/* Replace the sibling cache (stealing the references given; NULLs clear it). The old values are
+ * released only once the new ones are in place: a release may run any code, this again included. */
+static void
+set_siblings(PyObject *node, PyObject *snapshot, PyObject *template, PyObject *owner_ref)
+{
+    PyObject *old[4] = {sib_node, sib_snapshot, sib_template, sib_owner_ref};
+    sib_node = node;
+    sib_snapshot = snapshot;
+    sib_template = template;
+    sib_owner_ref = owner_ref;
+    for (int k = 0; k < 4; k++) {
+        Py_XDECREF(old[k]);
+    }
+}
+
 static void
 clear_siblings(void)
 {
-    Py_CLEAR(sib_node);
-    Py_CLEAR(sib_snapshot);
-    Py_CLEAR(sib_template);
-    Py_CLEAR(sib_owner_ref);
+    set_siblings(NULL, NULL, NULL, NULL);
 }
 
 static PyObject *
@@ -715,8 +728,7 @@ task_context(PyObject *node, PyObject *creator)
             Py_DECREF(ctx);
             return NULL;
         }
-        clear_siblings();
-        sib_node = Py_NewRef(node);
+        set_siblings(Py_NewRef(node), NULL, NULL, NULL);
         return ctx;
     }
     if (sib_snapshot != NULL && sib_template != NULL) {
@@ -742,12 +754,9 @@ task_context(PyObject *node, PyObject *creator)
         Py_DECREF(ctx);
         return NULL;
     }
-    clear_siblings();
-    sib_node = Py_NewRef(node);
-    sib_snapshot = ctx; /* handed over */
-    sib_template = template;
-    sib_owner_ref = owner_ref;
-    return PyContext_Copy(template);
+    PyObject *copy = PyContext_Copy(template);
+    set_siblings(Py_NewRef(node), ctx, template, owner_ref); /* ctx, template and owner_ref handed over */
+    return copy;
 }
 
 static PyObject *
@@ -775,6 +784,11 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     PyObject *factory = PyObject_GetAttr(loop, str_task_factory);
     if (factory == NULL) {
         PyErr_Clear();
+        if (registry_hook) {
+            /* uvloop builds the task in C, and the registration hook (3.10-3.13) knows a traced
+             * creation by the Python wrapper's frame: without it, each task would be looked at twice. */
+            return call_fallback(self, args, nargsf, kwnames);
+        }
         factory = PyObject_CallMethodNoArgs(loop, str_get_task_factory);
         if (factory == NULL) {
             PyErr_Clear();
@@ -955,9 +969,11 @@ static PyObject *
 ccore_setup_wrapper(PyObject *module, PyObject *args)
 {
     PyObject *trim, *notifier, *watchers;
-    if (!PyArg_ParseTuple(args, "OOO!:setup_wrapper", &trim, &notifier, &PyList_Type, &watchers)) {
+    int hooked;
+    if (!PyArg_ParseTuple(args, "OOO!p:setup_wrapper", &trim, &notifier, &PyList_Type, &watchers, &hooked)) {
         return NULL;
     }
+    registry_hook = hooked;
     Py_XSETREF(trim_source_traceback, Py_NewRef(trim));
     Py_XSETREF(notify, Py_NewRef(notifier));
     Py_XSETREF(task_watchers, Py_NewRef(watchers));
@@ -1045,7 +1061,7 @@ static PyMethodDef ccore_methods[] = {
      "setup_tasks(current, TaskNode, RootNode, current_task, frame_module, getframe, asyncio_callers, "
      "asyncio_creators, protocol_cache, name_root)"},
     {"set_active", ccore_set_active, METH_O, "set_active(flag): switch the compiled create_task wrappers."},
-    {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers)"},
+    {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers, registry_hook)"},
     {"on_unwind", (PyCFunction)(void (*)(void))ccore_on_unwind, METH_FASTCALL,
      "on_unwind(code, offset, exc): the PY_UNWIND callback's early returns, compiled."},
     {"setup_unwind", ccore_setup_unwind, METH_VARARGS, "setup_unwind(current, ExecutorNode, on_unwind, coro_flags)"},
@@ -1099,7 +1115,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 1) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 2) < 0) {
         Py_DECREF(module);
         return NULL;
     }

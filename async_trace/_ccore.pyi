@@ -32,7 +32,11 @@ def setup_unwind(
 ) -> None: ...
 def set_active(flag: bool, /) -> None: ...
 def setup_wrapper(
-    trim_source_traceback: Callable[[Any], None], notify: Callable[..., None], task_watchers: list[Any], /
+    trim_source_traceback: Callable[[Any], None],
+    notify: Callable[..., None],
+    task_watchers: list[Any],
+    registry_hook: bool,
+    /,
 ) -> None: ...
 
 class CreateTask:

@@ -129,7 +129,10 @@ async def main() -> None:
         loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
     elif SPEC["factory"] == "custom":
         loop.set_task_factory(custom_factory)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    # Every thread of a hop blocks until its coroutine (which may hop again) is done: pools big
+    # enough for every hop of the tree at once, else they deadlock.
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(64))
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
         run = Run(pool)
         await run.node(SPEC["tree"], "", new_task=False)
     sys.stdout.write("".join(sorted(run.out)))  # concurrent branches finish in any order
