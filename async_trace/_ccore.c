@@ -24,6 +24,7 @@
 #include <Python.h>
 #include <frameobject.h>
 #include <structmember.h>
+#include <traceback.h>
 
 #if PY_VERSION_HEX < 0x030A0000
 #error "async_trace._ccore needs Python 3.10 or later"
@@ -692,10 +693,35 @@ typedef struct {
     PyObject *dict;
 } CreateTask;
 
+/* The Python wrapper, for every case but the common one. An exception it lets through (the
+ * loop's own: a TypeError for a non-coroutine, a task factory's) leaves without the wrapper's
+ * frame in its traceback: the compiled path shows no frame of ours. */
 static PyObject *
 call_fallback(CreateTask *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    PyObject *result = PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    if (result != NULL || !PyFunction_Check(self->fallback)) {
+        return result;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && PyTraceBack_Check(tb)) {
+        PyTracebackObject *entry = (PyTracebackObject *)tb;
+        PyCodeObject *code = PyFrame_GetCode(entry->tb_frame);
+        int ours = (PyObject *)code == PyFunction_GET_CODE(self->fallback);
+        Py_DECREF(code);
+        if (ours) {
+            PyObject *rest = (PyObject *)entry->tb_next;
+            Py_XINCREF(rest);
+            Py_SETREF(tb, rest);
+            if (value != NULL && PyException_SetTraceback(value, tb != NULL ? tb : Py_None) < 0) {
+                PyErr_Clear();
+            }
+        }
+    }
+    PyErr_Restore(type, value, tb);
+    return NULL;
 }
 
 /* Set CURRENT to node in ctx. */
