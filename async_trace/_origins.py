@@ -7,10 +7,11 @@ it (:mod:`._notes`). The record is stored on the exception as
 and deep-copies as ``None``, so an exception crossing a process boundary stays
 picklable.
 
-Where the record comes from: 3.12+ the unwind hook (:mod:`._record_unwind`)
-records it as the exception leaves the raising task; else :func:`origin_of`
-finds it when the exception is printed: the deepest of the live tasks storing
-it, else the running task if it was raised and caught there.
+Where the record comes from: as the exception leaves the raising task, 3.12+
+the unwind hook (:mod:`._record_unwind`), 3.10/3.11 the task's done callback
+(:mod:`._record_callbacks`); else :func:`origin_of` finds it when the exception
+is printed: the deepest of the live tasks storing it, else the running task if
+it was raised and caught there.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ _current_task: Final = asyncio.current_task
 _get_current: Final = CURRENT.get
 _tuple_new: Final = tuple.__new__
 
-#: Whether an unwind hook records origins as exceptions leave their tasks (set by
-#: :mod:`._record_unwind`): then an exception that left another task was recorded as it did.
+#: Whether origins are recorded as exceptions leave their tasks (set by the recorder,
+#: :mod:`._record_unwind` or :mod:`._record_callbacks`): then an exception that left
+#: another traced task was recorded as it did, before any other task could catch it.
 _recording = False
 
 
@@ -71,7 +73,7 @@ def watch_collections(on: bool) -> None:
 
 
 def set_recording(on: bool) -> None:
-    """Whether origins are recorded as exceptions unwind from now on (the unwind hook's owner says)."""
+    """Whether origins are recorded as exceptions leave their tasks from now on (the recorder says)."""
     global _recording
     _recording = on
 
@@ -211,10 +213,13 @@ def _search_done(exc: BaseException) -> Origin | None:
 def _caught_here(exc: BaseException) -> Origin | None:
     """The running task, if ``exc`` was raised in it and is caught on the current stack.
 
-    With the unwind hook on, an exception that left another task was recorded
-    as it did. Without it (3.10/3.11), only if the catching frame is the one
-    coroutine frame in the traceback: otherwise the exception came through an
-    ``await``, maybe of another task.
+    While origins are recorded (3.12+ the unwind hook, 3.10/3.11 each task's
+    done callback), an exception that left another traced task was recorded
+    as it did, before this task could catch it: one with no record, caught
+    here, at any depth, was raised here (or by no traced task: a callback, a
+    thread, an untraced task). Without the record, only if the catching frame
+    is the one coroutine frame in the traceback: otherwise the exception came
+    through an ``await``, maybe of another task.
     """
     tb = exc.__traceback__
     if tb is None or (not _recording and _coroutine_frames(exc) > 1):
