@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import linecache
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -14,7 +13,6 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-import async_trace
 import async_trace.sentry as at_sentry
 from async_trace import AsyncTraceWarning
 from async_trace._inapp import is_library
@@ -96,7 +94,7 @@ def test_failing_task_event_carries_its_origin() -> None:
     async def parse() -> None:
         raise ValueError("bad record")
 
-    kept: list[Any] = []  # 3.10/3.11 find the raising task among the live ones
+    kept: list[Any] = []  # the tasks stay alive: the context names them
 
     async def handle() -> None:
         kept.append(asyncio.create_task(parse(), name="parse"))  # spawn-parse
@@ -161,20 +159,7 @@ def test_failing_task_event_carries_its_origin() -> None:
     assert [f["function"] for f in frames[2:]] == ["main", "handle", "parse"]
 
 
-@pytest.fixture
-def hop_origins() -> Iterator[None]:
-    """3.10/3.11 record an executor call's exception as the call's (not the awaiting task's) with eager notes."""
-    if sys.version_info >= (3, 12):
-        yield
-        return
-    async_trace.enable_tracing(eager_notes=True)
-    try:
-        yield
-    finally:
-        async_trace.enable_tracing(eager_notes=False)
-
-
-@pytest.mark.usefixtures("sentry", "hop_origins")
+@pytest.mark.usefixtures("sentry")
 def test_executor_function_event() -> None:
     def blocking() -> None:
         raise OSError("disk")
@@ -210,11 +195,8 @@ def test_beside_sentrys_asyncio_integration() -> None:
     async def parse() -> None:
         raise ValueError("bad record")
 
-    kept: list[Any] = []  # 3.10/3.11 find the raising task among the live ones
-
     async def handle() -> None:
-        kept.append(asyncio.create_task(parse()))  # aio-spawn-parse
-        await kept[-1]
+        await asyncio.create_task(parse())  # aio-spawn-parse
 
     async def main() -> str:
         _init(extra=(AsyncioIntegration(),))  # patches the running loop's task factory
@@ -238,13 +220,11 @@ def test_beside_sentrys_asyncio_integration() -> None:
         f"handle ({NAME}:{s_parse}) ← _task_with_sentry_span_creation (asyncio.py:{wrapper})"
         f" ← main ({NAME}:{s_handle}) ← {root}"
     )
-    # The integration reports the failure inside each task it leaves (parse's, handle's), then main
-    # reports it. 3.10/3.11 find no origin for the first two: the exception is caught inside the
-    # raising task, through an await (of parse's coroutine), which without the unwind hook could
-    # have been another task's (docs/exceptions.md).
+    # The integration reports the failure inside each task it leaves (parse's, where it was raised
+    # and is caught through an await of parse's coroutine; handle's), then main reports it.
     assert len(events) == 3
     got = [event["contexts"].get("async_trace", {}).get("path") for event in events]
-    assert got == [path] * 3 if sys.version_info >= (3, 12) else [None, None, path]
+    assert got == [path] * 3
 
 
 @pytest.mark.usefixtures("sentry")
