@@ -208,7 +208,7 @@ def enable_tracing(
             callback, run for every frame any exception leaves (raising and
             catching costs about 1.3-1.9x). 3.10/3.11 (no unwind hook): a
             done callback given to each task and executor future as it is
-            created, about 1 µs per task created (see docs/performance.md).
+            created, about 1-2 µs per task created (see docs/performance.md).
             Default ``True``. ``False`` frees the monitoring tool id (3.12+)
             or adds no callback (3.10/3.11); origins are then found when the
             exception is printed (an exception whose raising task is gone by
