@@ -23,6 +23,7 @@ from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final
 from weakref import ref as _weakref
 
+from ._compat import HAS_MONITORING
 from ._config import settings
 
 __all__: list[str] = []
@@ -269,3 +270,22 @@ def creator_ref(task: Any) -> Any:
         return _weakref(task)
     except TypeError:  # a Future-like object from a custom factory
         return None
+
+
+# --- the coroutines tasks run (3.10/3.11) ----------------------------------------
+
+#: Whether :data:`task_codes` is kept: where no unwind hook records origins (3.10/3.11).
+KEEP_TASK_CODES: Final = not HAS_MONITORING
+#: Codes kept in :data:`task_codes`, at most (a program that makes code objects as it runs).
+MAX_TASK_CODES: Final = 65_536
+#: 3.10/3.11: the code of the coroutine of every traced task made so far, by ``id`` (the code
+#: is kept, so the id stays its own). When an exception is printed, a traceback frame that is
+#: none of these was not the outermost frame of a traced task: the exception did not come
+#: through it from another task (see ``_origins``). Full: any coroutine frame may have been.
+task_codes: Final[dict[int, CodeType]] = {}
+
+
+def note_task_code(code: Any) -> None:
+    """Remember ``code`` as a coroutine some traced task runs (3.10/3.11; see :data:`task_codes`)."""
+    if KEEP_TASK_CODES and type(code) is CodeType and len(task_codes) < MAX_TASK_CODES:
+        task_codes[id(code)] = code

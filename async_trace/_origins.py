@@ -24,7 +24,19 @@ import sys
 from types import FrameType
 from typing import Any, Final
 
-from ._chain import CURRENT, ExecutorNode, Node, ProcessNode, creator_ref, field_getter, stop_frame, task_name
+from ._chain import (
+    CURRENT,
+    KEEP_TASK_CODES,
+    MAX_TASK_CODES,
+    ExecutorNode,
+    Node,
+    ProcessNode,
+    creator_ref,
+    field_getter,
+    stop_frame,
+    task_codes,
+    task_name,
+)
 from ._collect import registered_tasks
 from ._compat import C_TASK_LISTS, coro_of
 from ._lineage import is_own, task_node
@@ -205,24 +217,58 @@ def _search_done(exc: BaseException) -> Origin | None:
         if getattr(task, "_exception", None) is not exc:
             continue
         origin = origin_of_task(task)
-        if origin is not None and (best is None or origin.node.depth > best.node.depth):  # type: ignore[union-attr]
-            best = origin
+        if origin is None or (best is not None and origin.node.depth <= best.node.depth):  # type: ignore[union-attr]
+            continue
+        if not _recording and KEEP_TASK_CODES and _came_into(exc, origin.node.code):  # type: ignore[union-attr]
+            continue  # it only passed through this task: the one that raised it is gone
+        best = origin
     return best
+
+
+def _came_into(exc: BaseException, code: Any) -> bool:
+    """3.10/3.11 without the record: whether ``exc`` came into the task running ``code`` from another task.
+
+    So if a frame after the last one running ``code`` in its traceback (the task's own
+    coroutine) may be the coroutine of another traced task (see ``_chain.task_codes``).
+    """
+    frames = _tb_frames(exc.__traceback__)
+    if frames is None:
+        return True
+    last = max((i for i, frame in enumerate(frames) if frame.f_code is code), default=-1)
+    return _another_tasks(frames[last + 1 :], set())
+
+
+def _another_tasks(frames: list[FrameType] | None, here: set[int]) -> bool:
+    """Whether one of ``frames`` (but those in ``here``, by id) may run the coroutine of a traced task."""
+    if frames is None:
+        return True  # too many to read
+    full = len(task_codes) >= MAX_TASK_CODES
+    for frame in frames:
+        code = frame.f_code
+        if id(frame) not in here and code.co_flags & CORO_FLAGS and (full or task_codes.get(id(code)) is code):
+            return True
+    return False
 
 
 def _caught_here(exc: BaseException) -> Origin | None:
     """The running task, if ``exc`` was raised in it and is caught on the current stack.
 
-    While origins are recorded (3.12+ the unwind hook, 3.10/3.11 each task's
-    done callback), an exception that left another traced task was recorded
-    as it did, before this task could catch it: one with no record, caught
-    here, at any depth, was raised here (or by no traced task: a callback, a
-    thread, an untraced task). Without the record, only if the catching frame
-    is the one coroutine frame in the traceback: otherwise the exception came
-    through an ``await``, maybe of another task.
+    While the unwind hook records origins (3.12+), an exception that left
+    another traced task was recorded as it did, before this task could catch
+    it: one with no record, caught here, at any depth, was raised here (or by
+    no traced task: a callback, a thread, an untraced task). Without it: on
+    3.10/3.11, if no frame of the traceback beyond the current stack runs the
+    coroutine of a traced task (``_chain.task_codes``), since an exception
+    that left another task came through that task's coroutine frame; on 3.12+
+    with no record, only if the catching frame is the one coroutine frame in
+    the traceback: otherwise the exception came through an ``await``, maybe
+    of another task.
     """
     tb = exc.__traceback__
-    if tb is None or (not _recording and _coroutine_frames(exc) > 1):
+    if tb is None:
+        return None
+    deeper = not _recording and _coroutine_frames(exc) > 1
+    if deeper and not KEEP_TASK_CODES:
         return None
     if _collecting and sys.exc_info()[1] is not exc:
         # A finaliser's, reported during a collection: the frames on the stack only ran the collection.
@@ -236,11 +282,42 @@ def _caught_here(exc: BaseException) -> Origin | None:
             return _tuple_new(Origin, (node, None, None))
         return None
     stop = stop_frame(task.get_coro())
-    return origin_of_task(task) if _on_stack(tb.tb_frame, stop) else None
+    if not _on_stack(tb.tb_frame, stop):
+        return None
+    if deeper and _another_tasks(_tb_frames(tb), _stack_ids(stop)):
+        return None  # it may have come from another task, gone by now: unknown
+    return origin_of_task(task)
 
 
 #: Frames of the current stack looked at for a catching frame, at most.
 _MAX_STACK: Final = 10_000
+#: Traceback entries looked at, at most.
+_MAX_TB_ENTRIES: Final = 10_000
+
+
+def _tb_frames(tb: Any) -> list[FrameType] | None:
+    """The frames of the traceback ``tb``, outermost first; ``None``: too many to read."""
+    frames: list[FrameType] = []
+    for _ in range(_MAX_TB_ENTRIES):
+        if tb is None:
+            return frames
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return None
+
+
+def _stack_ids(stop: FrameType | None) -> set[int]:
+    """The ids of the frames of the current stack, up to ``stop`` (the running task's own)."""
+    ids: set[int] = set()
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_STACK):
+        if frame is None:
+            break
+        ids.add(id(frame))
+        if frame is stop:
+            break
+        frame = frame.f_back
+    return ids
 
 
 def _on_stack(target: FrameType, stop: FrameType | None) -> bool:

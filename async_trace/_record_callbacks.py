@@ -1,29 +1,32 @@
-"""Recording origins on 3.10/3.11 (no unwind hook): a done callback given to each task and executor future.
+"""Recording origins on 3.10/3.11 (no unwind hook): done callbacks, and a TaskGroup's own.
 
 The strategy :mod:`._recorders` chooses where ``sys.monitoring`` does not
-exist. While origins are recorded (``record_origins``, the default), the
-capture hooks hand each task they create, and each executor call's future
-with its node, to the observers in :mod:`._hooks`; this module subscribes
-there and adds a done callback that records the origin (and with eager
-notes adds the note) as the task or call fails.
+exist. With eager notes on, the capture hooks hand each task they create,
+and each executor call's future with its node, to the observers in
+:mod:`._hooks`; this module subscribes there and adds a done callback that
+records the origin and adds the note as the task or call fails. The callback
+is added at creation, before anything can await the task, so it runs before
+the wakeup of whoever awaits it (callbacks run in the order they were added,
+one loop iteration after the task finished; a ``TaskGroup``'s or
+``gather``'s callback is added after ours too): an exception that left a
+traced task is recorded, naming the innermost task it left, before any other
+task can catch it. While it is on, an exception with no record caught in a
+task did not leave a traced task, as with 3.12+'s unwind hook
+(:func:`._origins.set_recording`).
 
-Why the record is the raising task's: the callback is added at creation,
-before anything can await the task, so it is the first of the task's
-callbacks and runs before the wakeup of whoever awaits it (callbacks run in
-the order they were added, one loop iteration after the task finished; a
-``TaskGroup``'s or ``gather``'s callback is added after ours too). An
-exception that leaves a traced task is therefore recorded before any other
-task can catch it, by the innermost task it left: the one that raised it. An
-exception with no record that is caught inside a traced task did not leave a
-traced task (it was raised in the running one, or came from an untraced task,
-a callback or a thread, as on 3.12+): :func:`._origins.origin_of` names the
-running task, as the unwind hook's absence of a record tells it on 3.12+.
+Without eager notes no task gets a callback (it would show in every task's
+``repr()``, and cost about a microsecond per task): origins are found when
+printed (:mod:`._origins`). One case is recorded all the same, at no cost to
+other tasks: a ``TaskGroup`` child that fails, in the group's own done
+callback (``TaskGroup._on_task_done``, wrapped), since the child is gone by
+the time its exception is printed from the group's ``ExceptionGroup``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._chain import Node
@@ -65,6 +68,40 @@ def _task_done(task: Any) -> None:
             note(exc, settings.note_style)
     except Exception as err:  # noqa: BLE001 - a callback of the program's task must not fail
         warn_internal(err, "recording a task's exception origin")
+
+
+def make_on_task_done(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``TaskGroup._on_task_done``: record a failed child's origin, then run the group's own.
+
+    The group's callback of each child (3.11+), which keeps the child's exception for its
+    ``ExceptionGroup`` and lets go of the child; recorded here, while the child is alive.
+    """
+
+    @functools.wraps(original)
+    def _on_task_done(self: Any, task: Any) -> Any:
+        if _groups_watched:
+            try:
+                exc = failure(task)
+                if exc is not None and record_of(exc) is None:
+                    origin = origin_of_task(task)
+                    if origin is not None:
+                        store(exc, origin)
+            except Exception as err:  # noqa: BLE001 - the group's own callback must run
+                warn_internal(err, "recording a TaskGroup child's exception origin")
+        return original(self, task)
+
+    _on_task_done.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    return _on_task_done
+
+
+#: Read by the TaskGroup wrapper: off, it is a pass-through (left inside someone else's patch).
+_groups_watched = False
+
+
+def watch_groups(on: bool) -> None:
+    """Record failed TaskGroup children's origins (``on``), or stop."""
+    global _groups_watched
+    _groups_watched = on
 
 
 def _call_done(node: Node, future: Any) -> None:

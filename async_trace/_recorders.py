@@ -25,4 +25,5 @@ def apply(active: bool) -> None:
         else:
             _record_unwind.uninstall()
     else:
-        _record_callbacks.watch(active and settings.record_origins)  # eager notes need it on
+        _record_callbacks.watch(active and settings.eager_notes)
+        _record_callbacks.watch_groups(active and settings.record_origins)
