@@ -9,6 +9,7 @@ found in the suites' source by their ``# marker`` comments.
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -596,6 +597,11 @@ def test_failure_note_leaves_out_frames_pytest_shows(pytester: pytest.Pytester, 
     on.assert_outcomes(failed=1)
     off = run()
     off.assert_outcomes(failed=1)
+    if sys.version_info[:2] == (3, 11):
+        # 3.11 looks for the origin when the exception is printed; pytest prints it after the
+        # test, and the search finds none there: no note, with or without the plugin (as today).
+        assert _note(on) == _note(off) == []
+        return
     assert _note(on) == [
         "Async trace (most recent call last):",
         "Root task 'Task-N'",
