@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="record_origins",
         action="store_false",
         help=(
-            "do not record each exception's task as it leaves that task (3.12+: no sys.monitoring hook, "
-            "raising and catching costs what it does untraced; 3.10/3.11: no done callback on each task); "
-            "origins are found when printed, and notes are not added eagerly"
+            "3.12+: do not record each exception's task as it unwinds (no sys.monitoring hook: raising "
+            "and catching costs what it does untraced); origins are found when printed, and notes are "
+            "not added eagerly"
         ),
     )
     parser.add_argument(

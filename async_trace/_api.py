@@ -199,21 +199,19 @@ def enable_tracing(
             raised it, so that tools reading ``__notes__`` before anything
             prints it (Sentry and other error trackers, pytest's report) see
             it. Off by default: the note is added when the exception is
-            printed. Added where the origin is recorded (``record_origins``);
-            the cost is formatting the note once per exception leaving a
-            task. On 3.10 the note goes into an ``__notes__`` list. ``None``
-            keeps the current setting.
-        record_origins: record which task an exception was raised in as it
-            leaves that task. 3.12+: a ``sys.monitoring`` ``PY_UNWIND``
-            callback, run for every frame any exception leaves (raising and
-            catching costs about 1.3-1.9x). 3.10/3.11 (no unwind hook): a
-            done callback given to each task and executor future as it is
-            created, about 1-2 µs per task created (see docs/performance.md).
-            Default ``True``. ``False`` frees the monitoring tool id (3.12+)
-            or adds no callback (3.10/3.11); origins are then found when the
-            exception is printed (an exception whose raising task is gone by
-            then, or that came through an ``await`` from deeper in the task
-            catching it, on 3.10/3.11, gets no note). Eager notes need it.
+            printed. 3.12+: from the unwind hook, at no cost per task.
+            3.10/3.11 (no unwind hook): from a done callback given to each
+            task and executor future as it is created, a cost on every task
+            created (see docs/guarantees.md); on 3.10 the note goes into an
+            ``__notes__`` list. ``None`` keeps the current setting.
+        record_origins: 3.12+: record which task an exception was raised
+            in as it leaves that task (a ``sys.monitoring`` ``PY_UNWIND``
+            callback, run for every frame any exception leaves: raising and
+            catching costs about 1.3-1.9x; see docs/performance.md). Default
+            ``True``. ``False`` frees the monitoring tool id and makes the
+            exception path cost what it does untraced; origins are then found
+            when the exception is printed, as on 3.10/3.11 (an exception whose
+            raising task is gone by then gets no note). Eager notes need it.
             ``None`` keeps the current setting.
         in_app_include: top-level package names whose frames are the
             program's own (``in_app`` true) although installed (your own

@@ -126,8 +126,8 @@ def apply(options: CLIOptions) -> None:
         ValueError, OSError: the dump signal cannot be registered.
     """
     record = options["record_origins"]
-    # Eager notes on 3.12+, added by the unwind hook as it records. 3.10/3.11 record from each task's
-    # done callback and add them there only when asked (enable_tracing(eager_notes=True)).
+    # Eager notes where they cost nothing per task (3.12+: the unwind hook); 3.10/3.11 would need a
+    # done callback on every task (enable_tracing(eager_notes=True) gives them there).
     _exceptions.configure(style=options["style"], notes_on_exit=record and HAS_MONITORING, record=record)
     threshold = options.get("stall_threshold")  # absent from an older parent's bootstrap
     if threshold is not None:

@@ -46,9 +46,8 @@ class Settings:
         self.note_style: Style = "traceback"
         #: Add the note as the exception leaves its task, not only when printed.
         self.eager_notes = False
-        #: Record origins as exceptions leave their tasks (3.12+ the ``sys.monitoring`` hook,
-        #: 3.10/3.11 a done callback on each task); off, they are found when printed, and
-        #: raising (3.12+) or creating a task (3.10/3.11) costs nothing more.
+        #: 3.12+: record origins as exceptions unwind (the ``sys.monitoring`` hook);
+        #: off, they are found when printed, as on 3.10/3.11, and raising costs nothing.
         self.record_origins = True
         #: How notes show library frames.
         self.library_frames: LibraryFrames = "collapse"

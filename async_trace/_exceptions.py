@@ -47,11 +47,10 @@ def configure(
     record: bool | None = None,
     library_frames: LibraryFrames | None = None,
 ) -> None:
-    """Set the notes' style and library frames, whether they are added eagerly and origins recorded.
+    """Set the notes' style and library frames, whether they are added eagerly and origins recorded (3.12+).
 
     ``record=False`` frees the ``sys.monitoring`` tool id at once (and
-    ``True`` takes one again while the hooks are on); on 3.10/3.11 it stops
-    giving each new task a done callback. Eager notes need it.
+    ``True`` takes one again while the hooks are on); eager notes need it.
 
     Eager notes are in ``__notes__`` as soon as the exception leaves the task
     that raised it, so tools that read ``__notes__`` themselves (pytest's
@@ -86,7 +85,9 @@ def exception_trace(exc: BaseException) -> TraceData | None:
         (``None`` once it is gone, and for an executor thread);
         ``in_executor`` is true for an exception raised in an executor thread.
         ``None`` when the origin is not known: not raised in a traced task, or
-        with ``record_origins=False`` when the raising task is no longer alive.
+        on 3.10/3.11 (found when asked) when it cannot be told there: the
+        raising task is no longer alive, or the exception came through an
+        ``await`` of a coroutine that also runs as a task (docs/guarantees.md).
 
     Raises:
         TypeError: ``exc`` is not an exception (otherwise it never raises).
