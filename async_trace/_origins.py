@@ -8,10 +8,13 @@ and deep-copies as ``None``, so an exception crossing a process boundary stays
 picklable.
 
 Where the record comes from: as the exception leaves the raising task, 3.12+
-the unwind hook (:mod:`._record_unwind`), 3.10/3.11 the task's done callback
-(:mod:`._record_callbacks`); else :func:`origin_of` finds it when the exception
-is printed: the deepest of the live tasks storing it, else the running task if
-it was raised and caught there.
+the unwind hook (:mod:`._record_unwind`); 3.10/3.11 a done callback per task
+with eager notes, and a ``TaskGroup``'s of its failed children
+(:mod:`._record_callbacks`). Else :func:`origin_of` finds it when the exception
+is printed: the deepest of the live tasks storing it that raised it, else the
+running task if it was raised and is caught there (3.10/3.11 tell that from an
+exception that came from another task by the codes tasks run,
+``_chain.task_codes``).
 """
 
 from __future__ import annotations
@@ -228,8 +231,8 @@ def _search_done(exc: BaseException) -> Origin | None:
 def _came_into(exc: BaseException, code: Any) -> bool:
     """3.10/3.11 without the record: whether ``exc`` came into the task running ``code`` from another task.
 
-    So if a frame after the last one running ``code`` in its traceback (the task's own
-    coroutine) may be the coroutine of another traced task (see ``_chain.task_codes``).
+    True if a frame after the last one running ``code`` in its traceback (the task's own
+    coroutine) may run another traced task's coroutine (see ``_chain.task_codes``).
     """
     frames = _tb_frames(exc.__traceback__)
     if frames is None:
