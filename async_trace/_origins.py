@@ -11,7 +11,7 @@ Where the record comes from: as the exception leaves the raising task, 3.12+
 the unwind hook (:mod:`._record_unwind`); 3.10/3.11 a done callback per task
 with eager notes, and a ``TaskGroup``'s of its failed children
 (:mod:`._record_callbacks`). Else :func:`origin_of` finds it when the exception
-is printed: the deepest of the live tasks storing it that raised it, else the
+is printed: the deepest of the live tasks storing it, else the
 running task if it was raised and is caught there (3.10/3.11 tell that from an
 exception that came from another task by the codes tasks run,
 ``_chain.task_codes``).
@@ -219,26 +219,14 @@ def _search_done(exc: BaseException) -> Origin | None:
         # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
         if getattr(task, "_exception", None) is not exc:
             continue
+        # The deepest: a task that only passed it on (it awaited the raiser) is shallower. With the
+        # raiser gone, that task is named. (``_chain.task_codes`` could tell it passed it on, but a
+        # coroutine function also run as a task elsewhere, an HTTP client's get() in a gather,
+        # would then hide right answers too.)
         origin = origin_of_task(task)
-        if origin is None or (best is not None and origin.node.depth <= best.node.depth):  # type: ignore[union-attr]
-            continue
-        if not _recording and KEEP_TASK_CODES and _came_into(exc, origin.node.code):  # type: ignore[union-attr]
-            continue  # it only passed through this task: the one that raised it is gone
-        best = origin
+        if origin is not None and (best is None or origin.node.depth > best.node.depth):  # type: ignore[union-attr]
+            best = origin
     return best
-
-
-def _came_into(exc: BaseException, code: Any) -> bool:
-    """3.10/3.11 without the record: whether ``exc`` came into the task running ``code`` from another task.
-
-    True if a frame after the last one running ``code`` in its traceback (the task's own
-    coroutine) may run another traced task's coroutine (see ``_chain.task_codes``).
-    """
-    frames = _tb_frames(exc.__traceback__)
-    if frames is None:
-        return True
-    last = max((i for i, frame in enumerate(frames) if frame.f_code is code), default=-1)
-    return _another_tasks(frames[last + 1 :], set())
 
 
 def _another_tasks(frames: list[FrameType] | None, here: set[int]) -> bool:
