@@ -36,6 +36,7 @@ from ._chain import (
     ProcessNode,
     creator_ref,
     field_getter,
+    is_task_code,
     stop_frame,
     task_codes,
     task_name,
@@ -236,7 +237,7 @@ def _another_tasks(frames: list[FrameType] | None, here: set[int]) -> bool:
     full = len(task_codes) >= MAX_TASK_CODES
     for frame in frames:
         code = frame.f_code
-        if id(frame) not in here and code.co_flags & CORO_FLAGS and (full or task_codes.get(id(code)) is code):
+        if id(frame) not in here and code.co_flags & CORO_FLAGS and (full or is_task_code(code)):
             return True
     return False
 
