@@ -210,8 +210,9 @@ def enable_tracing(
             catching costs about 1.3-1.9x; see docs/performance.md). Default
             ``True``. ``False`` frees the monitoring tool id and makes the
             exception path cost what it does untraced; origins are then found
-            when the exception is printed, as on 3.10/3.11 (an exception whose
-            raising task is gone by then gets no note). Eager notes need it.
+            when the exception is printed (an exception whose raising task
+            is gone by then, or caught deeper than the frame that awaited it,
+            gets no note). Eager notes need it.
             ``None`` keeps the current setting.
         in_app_include: top-level package names whose frames are the
             program's own (``in_app`` true) although installed (your own

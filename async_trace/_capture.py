@@ -38,6 +38,7 @@ from . import _process
 from ._chain import (
     _EMPTY,
     CURRENT,
+    KEEP_TASK_CODES,
     ExecutorNode,
     Node,
     PendingNode,
@@ -49,8 +50,10 @@ from ._chain import (
     make,
     make_root,
     make_thread_root,
+    note_task_code,
     retagged,
     stop_frame,
+    task_codes,
 )
 from ._compat import ASYNCIO_REGISTRY, HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_context
 from ._config import new_epoch, settings
@@ -274,7 +277,9 @@ def _make_py_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                     _roots_in_flight.node = None
         try:
             if factory is not None and (factory is not UNREADABLE or self.get_task_factory() is not None):
-                _check_coroutine(task, node, coro, ctx)
+                _check_coroutine(task, node, coro, ctx)  # remembers the code the task runs
+            elif _KEEP_TASK_CODES and id(node.code) not in _task_codes:
+                note_task_code(node.code)  # 3.10/3.11: see _chain.task_codes
             if type(node) is RootNode:
                 _note_root(self, sys._getframe(1))
             if getattr(task, "_source_traceback", None):
@@ -303,6 +308,8 @@ _protocol_get: Final = protocol_get
 _task_watchers: Final = task_watchers
 #: The compiled common case (see ``_ccore.task_node``), or ``None`` on the Python path.
 _c_task_node: Final[Callable[[Any, Any, Node], Node | None] | None] = None if CORE is None else CORE.task_node
+_KEEP_TASK_CODES: Final = KEEP_TASK_CODES
+_task_codes: Final = task_codes
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
 
@@ -358,6 +365,7 @@ def _check_coroutine(task: Any, node: Node, coro: Any, ctx: Context | None) -> N
     except Exception:  # noqa: BLE001 - a Future-like object from a custom factory
         return
     code = coro_code(made) if made is not coro else None
+    note_task_code(node.code if code is None else code)  # 3.10/3.11: the code the task runs
     if code is None or node.code is code:
         return
     try:
@@ -664,4 +672,11 @@ if CORE is not None:
         protocol_cache,
         name_root,
     )
-    CORE.setup_wrapper(_trim_source_traceback, _notify, task_watchers, ASYNCIO_REGISTRY is not None)
+    CORE.setup_wrapper(
+        _trim_source_traceback,
+        _notify,
+        task_watchers,
+        ASYNCIO_REGISTRY is not None,
+        task_codes if KEEP_TASK_CODES else None,
+        note_task_code,
+    )

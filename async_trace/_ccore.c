@@ -642,6 +642,8 @@ static int registry_hook = 1; /* whether _direct_tasks' registration hook exists
 static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
 static PyObject *notify = NULL;                /* _capture._notify */
 static PyObject *task_watchers = NULL;         /* _hooks.task_watchers (a list) */
+static PyObject *task_codes = NULL;            /* _chain.task_codes (3.10/3.11), or None */
+static PyObject *note_task_code = NULL;        /* _chain.note_task_code */
 static PyObject *str_task_factory = NULL;
 static PyObject *str_get_task_factory = NULL;
 static PyObject *str_source_traceback = NULL;
@@ -854,10 +856,23 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         task = PyObject_Vectorcall(self->original, call_args, 2, kw_context);
     }
     Py_DECREF(ctx);
-    Py_DECREF(node);
     if (task == NULL) {
+        Py_DECREF(node);
         return NULL; /* the loop's own error, as untraced */
     }
+    if (task_codes != NULL && task_codes != Py_None) {
+        /* 3.10/3.11: remember the code the task runs (_chain.task_codes), as the Python wrapper does. */
+        PyObject *code = PyTuple_GET_ITEM(node, 2);
+        PyObject *key = PyLong_FromVoidPtr(code);
+        int known = key == NULL ? -1 : PyDict_Contains(task_codes, key);
+        Py_XDECREF(key);
+        if (known == 0) {
+            PyObject *done = PyObject_CallOneArg(note_task_code, code);
+            Py_XDECREF(done);
+        }
+        PyErr_Clear();
+    }
+    Py_DECREF(node);
     /* Debug mode's source traceback, and the watchers: the Python wrapper's code, which never raises. */
     PyObject *source = PyObject_GetAttr(task, str_source_traceback);
     if (source == NULL) {
@@ -994,11 +1009,18 @@ ccore_set_active(PyObject *module, PyObject *flag)
 static PyObject *
 ccore_setup_wrapper(PyObject *module, PyObject *args)
 {
-    PyObject *trim, *notifier, *watchers;
+    PyObject *trim, *notifier, *watchers, *codes, *noter;
     int hooked;
-    if (!PyArg_ParseTuple(args, "OOO!p:setup_wrapper", &trim, &notifier, &PyList_Type, &watchers, &hooked)) {
+    if (!PyArg_ParseTuple(args, "OOO!pOO:setup_wrapper", &trim, &notifier, &PyList_Type, &watchers, &hooked, &codes,
+                          &noter)) {
         return NULL;
     }
+    if (codes != Py_None && !PyDict_Check(codes)) {
+        PyErr_SetString(PyExc_TypeError, "setup_wrapper(): task_codes must be a dict or None");
+        return NULL;
+    }
+    Py_XSETREF(task_codes, Py_NewRef(codes));
+    Py_XSETREF(note_task_code, Py_NewRef(noter));
     registry_hook = hooked;
     Py_XSETREF(trim_source_traceback, Py_NewRef(trim));
     Py_XSETREF(notify, Py_NewRef(notifier));
@@ -1087,7 +1109,7 @@ static PyMethodDef ccore_methods[] = {
      "setup_tasks(current, TaskNode, RootNode, current_task, frame_module, getframe, asyncio_callers, "
      "asyncio_creators, protocol_cache, name_root)"},
     {"set_active", ccore_set_active, METH_O, "set_active(flag): switch the compiled create_task wrappers."},
-    {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers, registry_hook)"},
+    {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers, registry_hook, task_codes, note_task_code)"},
     {"on_unwind", (PyCFunction)(void (*)(void))ccore_on_unwind, METH_FASTCALL,
      "on_unwind(code, offset, exc): the PY_UNWIND callback's early returns, compiled."},
     {"setup_unwind", ccore_setup_unwind, METH_VARARGS, "setup_unwind(current, ExecutorNode, on_unwind, coro_flags)"},
@@ -1141,7 +1163,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 2) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 3) < 0) {
         Py_DECREF(module);
         return NULL;
     }

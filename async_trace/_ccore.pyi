@@ -36,6 +36,8 @@ def setup_wrapper(
     notify: Callable[..., None],
     task_watchers: list[Any],
     registry_hook: bool,
+    task_codes: dict[int, Any] | None,
+    note_task_code: Callable[[Any], None],
     /,
 ) -> None: ...
 

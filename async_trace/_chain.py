@@ -16,6 +16,7 @@ code object walks its bytecode on 3.12+), no string work.
 from __future__ import annotations
 
 import collections
+import functools
 import operator
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -23,6 +24,7 @@ from types import CodeType, CoroutineType, FrameType
 from typing import Any, Final
 from weakref import ref as _weakref
 
+from ._compat import HAS_MONITORING
 from ._config import settings
 
 __all__: list[str] = []
@@ -280,3 +282,36 @@ def creator_ref(task: Any) -> Any:
         return _weakref(task)
     except TypeError:  # a Future-like object from a custom factory
         return None
+
+
+# --- the coroutines tasks run (3.10/3.11) ----------------------------------------
+
+#: Whether :data:`task_codes` is kept: where no unwind hook records origins (3.10/3.11).
+KEEP_TASK_CODES: Final = not HAS_MONITORING
+#: Codes kept in :data:`task_codes`, at most (a program that makes code objects as it runs).
+MAX_TASK_CODES: Final = 65_536
+#: 3.10/3.11: the code of the coroutine of every traced task made so far, by ``id``, weakly
+#: (the entry goes with the code: a module the program unloads is freed as untraced). When an
+#: exception is printed, a traceback frame running none of these was not the outermost frame of
+#: a traced task: the exception did not come through it from another task (see ``_origins``).
+#: Full: any coroutine frame may have been.
+task_codes: Final[dict[int, Any]] = {}
+
+
+def note_task_code(code: Any) -> None:
+    """Remember ``code`` as a coroutine some traced task runs (3.10/3.11; see :data:`task_codes`)."""
+    if KEEP_TASK_CODES and type(code) is CodeType and len(task_codes) < MAX_TASK_CODES:
+        key = id(code)
+        task_codes[key] = _weakref(code, functools.partial(_forget_code, key))
+
+
+def _forget_code(key: int, ref: Any) -> None:
+    # Called by the garbage collector, in any thread, when a remembered code dies.
+    if task_codes.get(key) is ref:
+        task_codes.pop(key, None)
+
+
+def is_task_code(code: CodeType) -> bool:
+    """Whether ``code`` runs some traced task's coroutine (3.10/3.11; see :data:`task_codes`)."""
+    ref = task_codes.get(id(code))
+    return ref is not None and ref() is code

@@ -47,7 +47,7 @@ class Settings:
         #: Add the note as the exception leaves its task, not only when printed.
         self.eager_notes = False
         #: 3.12+: record origins as exceptions unwind (the ``sys.monitoring`` hook);
-        #: off, they are found when printed, as on 3.10/3.11, and raising costs nothing.
+        #: off, they are found when printed, and raising costs nothing.
         self.record_origins = True
         #: How notes show library frames.
         self.library_frames: LibraryFrames = "collapse"

@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from . import _capture
 from ._capture import capture
-from ._chain import CURRENT, RootNode, TaskNode, coro_code, retagged
+from ._chain import CURRENT, RootNode, TaskNode, coro_code, note_task_code, retagged
 from ._compat import ASYNCIO_REGISTRY, frame_module, new_task_context
 from ._failsafe import warn_internal
 from ._hooks import HookSet, task_watchers
@@ -108,6 +108,7 @@ def _trace_built(task: Any, frame: Any) -> None:
     code = coro_code(coro)
     if code is None:
         return  # a coroutine-like object: no code to tell its node from an inherited one
+    note_task_code(code)  # 3.10/3.11: see _chain.task_codes
     node = ctx.get(CURRENT)
     kind = type(node)
     loop = task.get_loop()

@@ -142,7 +142,9 @@ def _callback_waiters(task: Any, waiting_on: dict[int, list[Any]]) -> list[Any]:
     for callback in _callbacks(task):
         group = getattr(callback, "__self__", None)
         if _TASK_GROUP is not None and isinstance(group, _TASK_GROUP):
-            if getattr(callback, "__func__", None) is _ON_TASK_DONE:
+            func = getattr(callback, "__func__", None)
+            # 3.11: our wrapper records a failed child's origin (see _record_callbacks).
+            if func is _ON_TASK_DONE or getattr(func, "__wrapped__", None) is _ON_TASK_DONE:
                 parent = getattr(group, "_parent_task", None)
                 if parent is not None:
                     out.append(parent)

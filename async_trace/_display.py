@@ -23,8 +23,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
-from . import _notes_py310, _recorders
-from ._compat import HAS_NOTES
+from . import _notes_py310, _record_callbacks, _recorders
+from ._compat import HAS_MONITORING, HAS_NOTES
 from ._config import settings
 from ._failsafe import warn_internal
 from ._hooks import HookSet, Target
@@ -137,6 +137,10 @@ def _targets() -> list[Target]:
     ]
     if not HAS_NOTES:
         targets.append((traceback.TracebackException, "format_exception_only", _notes_py310.make_format_exception_only))
+    group = getattr(sys.modules.get("asyncio.taskgroups"), "TaskGroup", None)
+    if not HAS_MONITORING and group is not None and "_on_task_done" in vars(group):
+        # 3.11: a failed child's origin, recorded before the group lets go of it (see _record_callbacks).
+        targets.append((group, "_on_task_done", _record_callbacks.make_on_task_done))
     loop_cls = uvloop_loop_class()
     if loop_cls is not None:
         # uvloop's call_exception_handler (Cython) looks the method up on the loop.

@@ -85,7 +85,9 @@ def exception_trace(exc: BaseException) -> TraceData | None:
         (``None`` once it is gone, and for an executor thread);
         ``in_executor`` is true for an exception raised in an executor thread.
         ``None`` when the origin is not known: not raised in a traced task, or
-        on 3.10/3.11 when the raising task is no longer alive.
+        on 3.10/3.11 (found when asked) when it cannot be told there: the
+        raising task is no longer alive, or the exception came through an
+        ``await`` of a coroutine that also runs as a task (docs/guarantees.md).
 
     Raises:
         TypeError: ``exc`` is not an exception (otherwise it never raises).

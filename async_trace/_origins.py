@@ -7,10 +7,14 @@ it (:mod:`._notes`). The record is stored on the exception as
 and deep-copies as ``None``, so an exception crossing a process boundary stays
 picklable.
 
-Where the record comes from: 3.12+ the unwind hook (:mod:`._record_unwind`)
-records it as the exception leaves the raising task; else :func:`origin_of`
-finds it when the exception is printed: the deepest of the live tasks storing
-it, else the running task if it was raised and caught there.
+Where the record comes from: as the exception leaves the raising task, 3.12+
+the unwind hook (:mod:`._record_unwind`); 3.10/3.11 a done callback per task
+with eager notes, and a ``TaskGroup``'s of its failed children
+(:mod:`._record_callbacks`). Else :func:`origin_of` finds it when the exception
+is printed: the deepest of the live tasks storing it, else the
+running task if it was raised and is caught there (3.10/3.11 tell that from an
+exception that came from another task by the codes tasks run,
+``_chain.task_codes``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,20 @@ import sys
 from types import FrameType
 from typing import Any, Final
 
-from ._chain import CURRENT, ExecutorNode, Node, ProcessNode, creator_ref, field_getter, stop_frame, task_name
+from ._chain import (
+    CURRENT,
+    KEEP_TASK_CODES,
+    MAX_TASK_CODES,
+    ExecutorNode,
+    Node,
+    ProcessNode,
+    creator_ref,
+    field_getter,
+    is_task_code,
+    stop_frame,
+    task_codes,
+    task_name,
+)
 from ._collect import registered_tasks
 from ._compat import C_TASK_LISTS, coro_of
 from ._lineage import is_own, task_node
@@ -42,8 +59,9 @@ _current_task: Final = asyncio.current_task
 _get_current: Final = CURRENT.get
 _tuple_new: Final = tuple.__new__
 
-#: Whether an unwind hook records origins as exceptions leave their tasks (set by
-#: :mod:`._record_unwind`): then an exception that left another task was recorded as it did.
+#: Whether origins are recorded as exceptions leave their tasks (set by the recorder,
+#: :mod:`._record_unwind` or :mod:`._record_callbacks`): then an exception that left
+#: another traced task was recorded as it did, before any other task could catch it.
 _recording = False
 
 
@@ -71,7 +89,7 @@ def watch_collections(on: bool) -> None:
 
 
 def set_recording(on: bool) -> None:
-    """Whether origins are recorded as exceptions unwind from now on (the unwind hook's owner says)."""
+    """Whether origins are recorded as exceptions leave their tasks from now on (the recorder says)."""
     global _recording
     _recording = on
 
@@ -202,22 +220,47 @@ def _search_done(exc: BaseException) -> Origin | None:
         # ``_exception`` (unlike ``exception()``) does not mark the exception retrieved.
         if getattr(task, "_exception", None) is not exc:
             continue
+        # The deepest: a task that only passed it on (it awaited the raiser) is shallower. With the
+        # raiser gone, that task is named. (``_chain.task_codes`` could tell it passed it on, but a
+        # coroutine function also run as a task elsewhere, an HTTP client's get() in a gather,
+        # would then hide right answers too.)
         origin = origin_of_task(task)
         if origin is not None and (best is None or origin.node.depth > best.node.depth):  # type: ignore[union-attr]
             best = origin
     return best
 
 
+def _another_tasks(frames: list[FrameType] | None, here: set[int]) -> bool:
+    """Whether one of ``frames`` (but those in ``here``, by id) may run the coroutine of a traced task."""
+    if frames is None:
+        return True  # too many to read
+    full = len(task_codes) >= MAX_TASK_CODES
+    for frame in frames:
+        code = frame.f_code
+        if id(frame) not in here and code.co_flags & CORO_FLAGS and (full or is_task_code(code)):
+            return True
+    return False
+
+
 def _caught_here(exc: BaseException) -> Origin | None:
     """The running task, if ``exc`` was raised in it and is caught on the current stack.
 
-    With the unwind hook on, an exception that left another task was recorded
-    as it did. Without it (3.10/3.11), only if the catching frame is the one
-    coroutine frame in the traceback: otherwise the exception came through an
-    ``await``, maybe of another task.
+    While the unwind hook records origins (3.12+), an exception that left
+    another traced task was recorded as it did, before this task could catch
+    it: one with no record, caught here, at any depth, was raised here (or by
+    no traced task: a callback, a thread, an untraced task). Without it: on
+    3.10/3.11, if no frame of the traceback beyond the current stack runs the
+    coroutine of a traced task (``_chain.task_codes``), since an exception
+    that left another task came through that task's coroutine frame; on 3.12+
+    with no record, only if the catching frame is the one coroutine frame in
+    the traceback: otherwise the exception came through an ``await``, maybe
+    of another task.
     """
     tb = exc.__traceback__
-    if tb is None or (not _recording and _coroutine_frames(exc) > 1):
+    if tb is None:
+        return None
+    deeper = not _recording and _coroutine_frames(exc) > 1
+    if deeper and not KEEP_TASK_CODES:
         return None
     if _collecting and sys.exc_info()[1] is not exc:
         # A finaliser's, reported during a collection: the frames on the stack only ran the collection.
@@ -231,11 +274,42 @@ def _caught_here(exc: BaseException) -> Origin | None:
             return _tuple_new(Origin, (node, None, None))
         return None
     stop = stop_frame(task.get_coro())
-    return origin_of_task(task) if _on_stack(tb.tb_frame, stop) else None
+    if not _on_stack(tb.tb_frame, stop):
+        return None
+    if deeper and _another_tasks(_tb_frames(tb), _stack_ids(stop)):
+        return None  # it may have come from another task, gone by now: unknown
+    return origin_of_task(task)
 
 
 #: Frames of the current stack looked at for a catching frame, at most.
 _MAX_STACK: Final = 10_000
+#: Traceback entries looked at, at most.
+_MAX_TB_ENTRIES: Final = 10_000
+
+
+def _tb_frames(tb: Any) -> list[FrameType] | None:
+    """The frames of the traceback ``tb``, outermost first; ``None``: too many to read."""
+    frames: list[FrameType] = []
+    for _ in range(_MAX_TB_ENTRIES):
+        if tb is None:
+            return frames
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return None
+
+
+def _stack_ids(stop: FrameType | None) -> set[int]:
+    """The ids of the frames of the current stack, up to ``stop`` (the running task's own)."""
+    ids: set[int] = set()
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_STACK):
+        if frame is None:
+            break
+        ids.add(id(frame))
+        if frame is stop:
+            break
+        frame = frame.f_back
+    return ids
 
 
 def _on_stack(target: FrameType, stop: FrameType | None) -> bool:

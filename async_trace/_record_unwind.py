@@ -100,7 +100,7 @@ _tool: int | None = None
 
 
 def install() -> None:
-    """Register the callback under a free tool id (none free: origins are found when printed, as on 3.11)."""
+    """Register the callback under a free tool id (none free: origins are found when printed)."""
     global _tool
     if not HAS_MONITORING or _tool is not None:
         return
@@ -110,7 +110,7 @@ def install() -> None:
             mon.use_tool_id(tool, "async_trace")
             break
     else:
-        return  # every free id is taken: the task is found when printing, as on 3.11
+        return  # every free id is taken: the task is found when printing
     mon.register_callback(tool, mon.events.PY_UNWIND, callback)
     mon.set_events(tool, mon.events.PY_UNWIND)
     _tool = tool

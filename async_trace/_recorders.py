@@ -1,10 +1,11 @@
 """The origin recorder, chosen once by version: the unwind hook (3.12+) or done callbacks (3.10/3.11).
 
-3.12+ records an exception's origin as it leaves the raising task, from a
-``sys.monitoring`` callback (:mod:`._record_unwind`; ``record_origins``),
-and adds eager notes there. 3.10/3.11 have no such hook short of
-``sys.settrace``: origins are found when printed, and eager notes come from
-a done callback on each task and executor future (:mod:`._record_callbacks`).
+Both record an exception's origin as it leaves the raising task while
+``record_origins`` is on (the default), and add eager notes there: 3.12+
+from a ``sys.monitoring`` callback (:mod:`._record_unwind`), 3.10/3.11, which
+have no such hook short of ``sys.settrace``, from a done callback on each
+task and executor future (:mod:`._record_callbacks`). With it off, origins
+are found when printed.
 """
 
 from __future__ import annotations
@@ -25,3 +26,4 @@ def apply(active: bool) -> None:
             _record_unwind.uninstall()
     else:
         _record_callbacks.watch(active and settings.eager_notes)
+        _record_callbacks.watch_groups(active and settings.record_origins)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
 
 import pytest
 
-from async_trace import TraceData, collect_async_trace
+from async_trace import TraceData, collect_async_trace, exception_trace
 from async_trace._frames import UNKNOWN_LINE_TEXT
 
 from .apps import ON_BOTH_LOOPS, aiohttp_server, get_aiohttp, run_on, shape, source_line
@@ -119,3 +120,62 @@ def test_handler_trace_reaches_the_root_through_aiohttp(loop: str) -> None:
         # contextlib's own line is not ours to pin.
         got = [(n, None if b == "contextlib.py" else line, b, e) for n, line, b, e in got]
         assert got == [("handler", line_of(handler, marker), HERE, False), *tail]
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def _lookup(key: str) -> str:
+    await asyncio.sleep(0)
+    raise KeyError(key)  # raise
+
+
+@ON_BOTH_LOOPS
+def test_error_handling_request_log_names_the_request_task(loop: str) -> None:
+    """aiohttp's "Error handling request" log (the handler's exception, caught in the request's task
+    two awaits down) carries the note, and ``exception_trace()`` names the request's task, on every version.
+    """
+    seen: dict[str, Any] = {}
+
+    async def handler(request: Any) -> Any:
+        seen["task"] = asyncio.current_task()
+        return web.Response(text=await _lookup("missing"))  # lookup
+
+    async def main() -> None:
+        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+        app = web.Application()
+        app.router.add_get("/", handler)
+        records = _Records()
+        logger = logging.getLogger("aiohttp.server")
+        logger.addHandler(records)
+        try:
+            async with aiohttp_server(app) as url:  # serve
+                seen["status"], _ = await get_aiohttp(url + "/")
+                # Read while the connection's task still runs (a finished one is a placeholder).
+                (record,) = records.records
+                seen["message"] = record.getMessage()
+                seen["text"] = logging.Formatter().format(record)
+                seen["exc"] = record.exc_info[1] if record.exc_info else None
+                seen["origin"] = exception_trace(seen["exc"]) if seen["exc"] else None
+        finally:
+            logger.removeHandler(records)
+
+    run_on(loop, main())
+    assert seen["status"] == 500
+    assert seen["message"].startswith("Error handling request")  # aiohttp's own words
+    assert isinstance(seen["exc"], KeyError)
+    text = seen["text"]
+    assert text.count("Async trace (most recent call last):") == 1
+    assert text.split("\nAsync trace (most recent call last):\n")[0].endswith("KeyError: 'missing'")
+    origin = seen["origin"]
+    assert origin is not None
+    assert origin["current_task"] is seen["task"]
+    assert origin["in_executor"] is False
+    got = [(n, None if b == "contextlib.py" else line, b, e) for n, line, b, e in shape(origin)]
+    assert got == [*_server_chain(loop)[1:], ("main", None, None, False)]

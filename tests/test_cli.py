@@ -272,8 +272,8 @@ print((_config.settings.eager_notes, _config.settings.record_origins), tools)
 def test_no_record_origins(tmp_path: Path) -> None:
     """--no-record-origins: no unwind hook (3.12+) and no eager notes; by default both are on.
 
-    3.10/3.11 have no unwind hook: the command line leaves eager notes off there (a done callback
-    on every task would cost on every creation).
+    3.10/3.11 have no unwind hook: the command line leaves eager notes off there (they record from a
+    done callback per task, and add notes there only with ``enable_tracing(eager_notes=True)``).
     """
     write(tmp_path / "settings.py", SETTINGS)
     monitoring = sys.version_info >= (3, 12)
