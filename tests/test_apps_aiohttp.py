@@ -178,4 +178,4 @@ def test_error_handling_request_log_names_the_request_task(loop: str) -> None:
     assert origin["current_task"] is seen["task"]
     assert origin["in_executor"] is False
     got = [(n, None if b == "contextlib.py" else line, b, e) for n, line, b, e in shape(origin)]
-    assert got == [*_server_chain(loop)[1:], ("main", None, None, False)]
+    assert got == [*_server_chain(loop)[1:], *_site_start(line_of(main, "serve")), ("main", None, None, False)]
