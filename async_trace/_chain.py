@@ -305,10 +305,11 @@ def note_task_code(code: Any) -> None:
         task_codes[key] = _weakref(code, functools.partial(_forget_code, key))
 
 
-def _forget_code(key: int, ref: Any) -> None:
-    # Called by the garbage collector, in any thread, when a remembered code dies.
-    if task_codes.get(key) is ref:
-        task_codes.pop(key, None)
+def _forget_code(key: int, ref: Any, codes: dict[int, Any] = task_codes) -> None:
+    # Called by the garbage collector, in any thread, when a remembered code dies; also while the
+    # interpreter shuts down, when this module's globals may be gone already (hence ``codes``).
+    if codes.get(key) is ref:
+        codes.pop(key, None)
 
 
 def is_task_code(code: CodeType) -> bool:
