@@ -1097,10 +1097,18 @@ ccore_setup_unwind(PyObject *module, PyObject *args)
 
 /* --- the module --------------------------------------------------------- */
 
+static PyObject *
+ccore_usable(PyObject *module, PyObject *unused)
+{
+    /* The state above is process-wide: only the main interpreter may use it. */
+    return PyBool_FromLong(PyInterpreterState_Get() == PyInterpreterState_Main());
+}
+
 static PyMethodDef ccore_methods[] = {
     {"walk", (PyCFunction)(void (*)(void))ccore_walk, METH_FASTCALL | METH_KEYWORDS,
      "walk(frame, stop, *, remember=True): async_trace._stack.walk, compiled."},
     {"forget", ccore_forget, METH_NOARGS, "Drop walk()'s latest capture."},
+    {"usable", ccore_usable, METH_NOARGS, "Whether this interpreter may use the core (the main one only)."},
     {"last", ccore_last, METH_NOARGS, "walk()'s latest capture (for tests)."},
     {"setup_walk", ccore_setup_walk, METH_VARARGS, "setup_walk(handle_run_code, settings, walk_elided)"},
     {"task_node", (PyCFunction)(void (*)(void))ccore_task_node, METH_FASTCALL,

@@ -6,8 +6,9 @@ one binds it in place of its own Python definition, which stays the reference
 and the fallback. The Python path is used when the core was not built, on any
 implementation but CPython, on a free-threaded build (the core relies on the
 GIL, and importing a module that does not declare itself safe without it would
-re-enable the GIL for the whole process), or when ``ASYNC_TRACE_NO_EXTENSIONS``
-is set to anything but ``""`` or ``"0"`` (read once, here, at import).
+re-enable the GIL for the whole process), in a subinterpreter (the core's state
+is process-wide), or when ``ASYNC_TRACE_NO_EXTENSIONS`` is set to anything but
+``""`` or ``"0"`` (read once, here, at import).
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ CORE: ModuleType | None = None
 REASON: str | None = _why_python()
 if REASON is None:
     try:
-        from . import _ccore as CORE
+        from . import _ccore
     except ImportError:
         REASON = "the compiled core was not built (no C compiler at install?)"
     else:
-        if getattr(CORE, "API_VERSION", None) == API_VERSION:
-            REASON = "compiled core"
-        else:
-            CORE = None
+        if getattr(_ccore, "API_VERSION", None) != API_VERSION:
             REASON = "the compiled core was built from another version of async-trace (rebuild it)"
+        elif not _ccore.usable():
+            REASON = "a subinterpreter runs the Python path"  # the core's state is process-wide
+        else:
+            CORE, REASON = _ccore, "compiled core"
 #: ``"c"`` or ``"python"``: exported as ``async_trace.implementation``.
 IMPLEMENTATION: Final[Literal["c", "python"]] = "c" if CORE is not None else "python"

@@ -203,3 +203,27 @@ def test_the_loop_s_own_errors_show_no_frame_of_ours_with_the_core() -> None:
     assert out["traced"] == out["plain"]
     assert out["plain"].count("Traceback (most recent call last):") == 2
     assert "async_trace" not in out["traced"]
+
+
+@needs_core
+def test_a_subinterpreter_runs_the_python_path(tmp_path: Path) -> None:
+    """The core's state is process-wide: a (legacy) subinterpreter traces on the Python path."""
+    testcapi = pytest.importorskip("_testcapi")
+    if not hasattr(testcapi, "run_in_subinterp"):
+        pytest.skip("no _testcapi.run_in_subinterp")
+    out = tmp_path / "sub.txt"
+    code = (
+        "import asyncio, async_trace\n"
+        "async def child():\n"
+        "    return async_trace.format_trace()\n"
+        "async def main():\n"
+        "    return await asyncio.create_task(child())\n"
+        "lines = asyncio.run(main())\n"
+        f"open({str(out)!r}, 'w').write(async_trace.implementation + ' ' + ''.join(lines))\n"
+    )
+    assert testcapi.run_in_subinterp(code) == 0
+    implementation, _, trace = out.read_text().partition(" ")
+    assert implementation == "python"
+    assert "child()" in trace
+    assert "main()" in trace
+    assert async_trace.implementation == "c"
