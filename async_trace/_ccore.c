@@ -760,15 +760,17 @@ task_context(PyObject *node, PyObject *creator)
         return ctx;
     }
     if (sib_snapshot != NULL && sib_template != NULL) {
-        int same = PyObject_RichCompareBool(sib_snapshot, ctx, Py_EQ);
-        if (same < 0) {
+        /* Held: comparing contexts compares their variables' values, which may run any code (this again). */
+        PyObject *snapshot = Py_NewRef(sib_snapshot), *template = Py_NewRef(sib_template);
+        int same = PyObject_RichCompareBool(snapshot, ctx, Py_EQ);
+        Py_DECREF(snapshot);
+        if (same != 0) {
             Py_DECREF(ctx);
-            return NULL;
+            PyObject *copy = same < 0 ? NULL : PyContext_Copy(template);
+            Py_DECREF(template);
+            return copy;
         }
-        if (same) {
-            Py_DECREF(ctx);
-            return PyContext_Copy(sib_template);
-        }
+        Py_DECREF(template);
     }
     PyObject *template = PyContext_Copy(ctx);
     if (template == NULL || set_in(template, node) < 0) {
@@ -829,7 +831,9 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         return call_fallback(self, args, nargsf, kwnames);
     }
     PyObject *creator = NULL;
-    PyObject *node = task_node_impl(loop, coro, sib_node == NULL ? Py_None : sib_node, 0, &creator);
+    PyObject *shared = Py_NewRef(sib_node == NULL ? Py_None : sib_node); /* held: task_node may run any code */
+    PyObject *node = task_node_impl(loop, coro, shared, 0, &creator);
+    Py_DECREF(shared);
     if (node == NULL || node == Py_None || creator == NULL) {
         /* Not the common case, or a failure: the Python wrapper decides (and warns for a failure). */
         PyErr_Clear();

@@ -227,3 +227,35 @@ def test_a_subinterpreter_runs_the_python_path(tmp_path: Path) -> None:
     assert "child()" in trace
     assert "main()" in trace
     assert async_trace.implementation == "c"
+
+
+async def test_creating_tasks_while_siblings_are_compared_is_safe() -> None:
+    """A context variable's value whose ``__eq__`` creates tasks: the sibling check re-enters create_task."""
+    import contextvars
+
+    var: contextvars.ContextVar[Any] = contextvars.ContextVar("hostile")
+    made: list[asyncio.Task[Any]] = []
+
+    async def child() -> list[str]:
+        return async_trace.format_trace()
+
+    class Hostile:
+        def __eq__(self, other: object) -> bool:
+            made.append(asyncio.create_task(child()))  # re-enters the wrapper mid-comparison
+            return False
+
+        __hash__ = object.__hash__
+
+    async def spawner() -> list[list[str]]:
+        var.set(Hostile())
+        tasks = [asyncio.create_task(child()) for _ in range(2)]  # the second makes the sibling template
+        for _ in range(3):
+            var.set(Hostile())  # the creator's context changed: compared with the template's snapshot
+            tasks += [asyncio.create_task(child()) for _ in range(2)]
+        return [await task for task in tasks]
+
+    traces = await asyncio.create_task(spawner())
+    traces += [await task for task in made]
+    assert made, "the comparison never ran the value's __eq__"
+    assert len(traces) == 8 + len(made)
+    assert all(any("spawner()" in line for line in lines) for lines in traces)
