@@ -671,6 +671,9 @@ if CORE is not None:
         ASYNCIO_CREATORS,
         protocol_cache,
         name_root,
+        protocol_method,
+        connection_parent,
+        protocol_frames,
     )
     CORE.setup_wrapper(
         _trim_source_traceback,

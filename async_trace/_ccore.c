@@ -61,6 +61,9 @@ static PyObject *last = NULL;         /* the latest capture: a tuple, never muta
 static PyObject *str_max_frames = NULL;
 static PyObject *str_max_depth = NULL;
 static PyObject *name_root = NULL;      /* _lineage.name_root */
+static PyObject *protocol_method = NULL;   /* _frames.protocol_method */
+static PyObject *connection_parent = NULL; /* _lineage.connection_parent */
+static PyObject *protocol_frames = NULL;   /* _frames.protocol_frames */
 static PyObject *named_key = NULL;      /* name_root's cache, as in _lineage: the root ... */
 static PyObject *named_value = NULL;    /* ... and its named copy */
 
@@ -533,24 +536,54 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
     if (ref == NULL) {
         goto done;
     }
-    /* A protocol method's task belongs to the connection (_lineage.connection_parent): Python's.
-     * So is a code the protocol cache has not decided yet. */
     if (asker == NULL) {
-        goto not_common;
+        goto not_common; /* asker.f_code fails in the Python code: its error, its warning */
     }
     {
+        /* protocol_method(asker), its cache hit inlined: a task a protocol method creates belongs to
+         * the connection (_lineage.connection_parent, _frames.protocol_frames: Python's, called). */
         PyCodeObject *asked = PyFrame_GetCode(asker);
         PyObject *key = PyLong_FromVoidPtr(asked);
         PyObject *hit = key == NULL ? NULL : PyDict_GetItemWithError(protocol_cache, key);
         Py_XDECREF(key);
-        int decided = hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
-                      PyTuple_GET_ITEM(hit, 0) == (PyObject *)asked && PyTuple_GET_ITEM(hit, 1) == Py_False;
-        Py_DECREF(asked);
-        if (PyErr_Occurred()) {
-            goto done;
+        int is_protocol;
+        if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
+            PyTuple_GET_ITEM(hit, 0) == (PyObject *)asked) {
+            is_protocol = PyObject_IsTrue(PyTuple_GET_ITEM(hit, 1));
         }
-        if (!decided) {
-            goto not_common;
+        else if (PyErr_Occurred()) {
+            is_protocol = -1;
+        }
+        else {
+            PyObject *answer = PyObject_CallOneArg(protocol_method, (PyObject *)asker);
+            is_protocol = answer == NULL ? -1 : PyObject_IsTrue(answer);
+            Py_XDECREF(answer);
+        }
+        if (is_protocol > 0) {
+            PyObject *pair = PyObject_CallFunctionObjArgs(connection_parent, parent, (PyObject *)asked, ref, NULL);
+            if (pair == NULL || !PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                !PyTuple_Check(PyTuple_GET_ITEM(pair, 0)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) < 5) {
+                if (pair != NULL) {
+                    PyErr_SetString(PyExc_TypeError, "connection_parent() returned no (node, ref) pair");
+                }
+                Py_XDECREF(pair);
+                Py_DECREF(asked);
+                goto done;
+            }
+            Py_SETREF(parent, Py_NewRef(PyTuple_GET_ITEM(pair, 0)));
+            Py_SETREF(ref, Py_NewRef(PyTuple_GET_ITEM(pair, 1)));
+            Py_DECREF(pair);
+            PyObject *cut = PyObject_CallFunctionObjArgs(protocol_frames, frames, (PyObject *)asker, NULL);
+            if (cut == NULL) {
+                Py_DECREF(asked);
+                goto done;
+            }
+            Py_SETREF(frames, cut);
+            depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
+        }
+        Py_DECREF(asked);
+        if (is_protocol < 0 || PyErr_Occurred()) {
+            goto done;
         }
     }
     if (Py_TYPE(shared) == (PyTypeObject *)task_node_type && PyTuple_GET_SIZE(shared) == 5 &&
@@ -603,8 +636,9 @@ static PyObject *
 ccore_setup_tasks(PyObject *module, PyObject *args)
 {
     PyObject *var, *task_kind, *root_kind, *current, *modname, *frame_getter, *callers, *creators, *cache, *namer;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:setup_tasks", &var, &task_kind, &root_kind, &current, &modname,
-                          &frame_getter, &callers, &creators, &cache, &namer)) {
+    PyObject *is_protocol, *connection, *cutter;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO:setup_tasks", &var, &task_kind, &root_kind, &current, &modname,
+                          &frame_getter, &callers, &creators, &cache, &namer, &is_protocol, &connection, &cutter)) {
         return NULL;
     }
     if (!PyContextVar_CheckExact(var) || !PyType_Check(task_kind) || !PyType_Check(root_kind) ||
@@ -622,6 +656,9 @@ ccore_setup_tasks(PyObject *module, PyObject *args)
     Py_XSETREF(asyncio_creators, Py_NewRef(creators));
     Py_XSETREF(protocol_cache, Py_NewRef(cache));
     Py_XSETREF(name_root, Py_NewRef(namer));
+    Py_XSETREF(protocol_method, Py_NewRef(is_protocol));
+    Py_XSETREF(connection_parent, Py_NewRef(connection));
+    Py_XSETREF(protocol_frames, Py_NewRef(cutter));
     Py_RETURN_NONE;
 }
 
@@ -648,6 +685,7 @@ static PyObject *str_task_factory = NULL;
 static PyObject *str_get_task_factory = NULL;
 static PyObject *str_source_traceback = NULL;
 static PyObject *str_name = NULL;
+static PyObject *str_eager_start = NULL;
 static PyObject *kw_context = NULL;      /* ("context",) */
 static PyObject *kw_name_context = NULL; /* ("name", "context") */
 /* The sibling cache: see _capture._SiblingCache (this one serves the compiled wrapper). */
@@ -789,77 +827,11 @@ task_context(PyObject *node, PyObject *creator)
     return copy;
 }
 
+/* After the loop made ``task`` (NULL: its error, passed on as untraced) with ``node`` (a reference
+ * this takes): the Python wrapper's bookkeeping, which never raises. */
 static PyObject *
-create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+finish_task(PyObject *task, PyObject *node)
 {
-    CreateTask *self = (CreateTask *)callable;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (!wrapper_active || nargs != 2 || nkw > 1 || current_var == NULL) {
-        return call_fallback(self, args, nargsf, kwnames);
-    }
-    PyObject *name = NULL; /* borrowed */
-    if (nkw == 1) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, 0);
-        if (!PyUnicode_Check(key) || PyUnicode_Compare(key, str_name) != 0) {
-            if (PyErr_Occurred()) {
-                PyErr_Clear();
-            }
-            return call_fallback(self, args, nargsf, kwnames);
-        }
-        name = args[2];
-    }
-    PyObject *loop = args[0], *coro = args[1];
-    /* No task factory (the loop's own attribute; a loop that hides it, as uvloop's, is asked). */
-    PyObject *factory = PyObject_GetAttr(loop, str_task_factory);
-    if (factory == NULL) {
-        PyErr_Clear();
-        if (registry_hook) {
-            /* uvloop builds the task in C, and the registration hook (3.10-3.13) knows a traced
-             * creation by the Python wrapper's frame: without it, each task would be looked at twice. */
-            return call_fallback(self, args, nargsf, kwnames);
-        }
-        factory = PyObject_CallMethodNoArgs(loop, str_get_task_factory);
-        if (factory == NULL) {
-            PyErr_Clear();
-            return call_fallback(self, args, nargsf, kwnames);
-        }
-    }
-    int has_factory = factory != Py_None;
-    Py_DECREF(factory);
-    if (has_factory) {
-        return call_fallback(self, args, nargsf, kwnames);
-    }
-    PyObject *creator = NULL;
-    PyObject *shared = Py_NewRef(sib_node == NULL ? Py_None : sib_node); /* held: task_node may run any code */
-    PyObject *node = task_node_impl(loop, coro, shared, 0, &creator);
-    Py_DECREF(shared);
-    if (node == NULL || node == Py_None || creator == NULL) {
-        /* Not the common case, or a failure: the Python wrapper decides (and warns for a failure). */
-        PyErr_Clear();
-        Py_XDECREF(node);
-        Py_XDECREF(creator);
-        return call_fallback(self, args, nargsf, kwnames);
-    }
-    PyObject *ctx = task_context(node, creator);
-    Py_DECREF(creator);
-    if (ctx == NULL) {
-        PyErr_Clear();
-        Py_DECREF(node);
-        return call_fallback(self, args, nargsf, kwnames);
-    }
-    PyObject *call_args[4] = {loop, coro, NULL, NULL};
-    PyObject *task;
-    if (name != NULL) {
-        call_args[2] = name;
-        call_args[3] = ctx;
-        task = PyObject_Vectorcall(self->original, call_args, 2, kw_name_context);
-    }
-    else {
-        call_args[2] = ctx;
-        task = PyObject_Vectorcall(self->original, call_args, 2, kw_context);
-    }
-    Py_DECREF(ctx);
     if (task == NULL) {
         Py_DECREF(node);
         return NULL; /* the loop's own error, as untraced */
@@ -898,6 +870,105 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         PyErr_Clear();
     }
     return task;
+}
+
+static PyObject *
+create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    CreateTask *self = (CreateTask *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (!wrapper_active || nargs != 2 || nkw > 2 || current_var == NULL) {
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    /* name= (asyncio's own create_task passes it) and eager_start= (3.14+; aiohttp passes it). */
+    PyObject *name = NULL; /* borrowed */
+    int eager_start = 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        if (PyUnicode_Check(key) && PyUnicode_Compare(key, str_name) == 0) {
+            name = args[2 + k];
+        }
+        else if (PyUnicode_Check(key) && PyUnicode_Compare(key, str_eager_start) == 0) {
+            eager_start = 1;
+        }
+        else {
+            PyErr_Clear();
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+    }
+    PyObject *loop = args[0], *coro = args[1];
+    /* No task factory (the loop's own attribute; a loop that hides it, as uvloop's, is asked). */
+    PyObject *factory = PyObject_GetAttr(loop, str_task_factory);
+    if (factory == NULL) {
+        PyErr_Clear();
+        if (registry_hook) {
+            /* uvloop builds the task in C, and the registration hook (3.10-3.13) knows a traced
+             * creation by the Python wrapper's frame: without it, each task would be looked at twice. */
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        factory = PyObject_CallMethodNoArgs(loop, str_get_task_factory);
+        if (factory == NULL) {
+            PyErr_Clear();
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+    }
+    int has_factory = factory != Py_None;
+    Py_DECREF(factory);
+    if (has_factory) {
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *creator = NULL;
+    PyObject *shared = Py_NewRef(sib_node == NULL ? Py_None : sib_node); /* held: task_node may run any code */
+    PyObject *node = task_node_impl(loop, coro, shared, 0, &creator);
+    Py_DECREF(shared);
+    if (node == NULL || node == Py_None || creator == NULL) {
+        /* Not the common case, or a failure: the Python wrapper decides (and warns for a failure). */
+        PyErr_Clear();
+        Py_XDECREF(node);
+        Py_XDECREF(creator);
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    if (eager_start) {
+        /* As the Python wrapper does for a keyword other than name= and context=: the node is in
+         * the caller's context for the duration of the call, and the task copies it. */
+        Py_DECREF(creator);
+        PyObject *token = PyContextVar_Set(current_var, node);
+        if (token == NULL) {
+            PyErr_Clear();
+            Py_DECREF(node);
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        PyObject *made = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (PyContextVar_Reset(current_var, token) < 0) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, tb);
+        Py_DECREF(token);
+        return finish_task(made, node);
+    }
+    PyObject *ctx = task_context(node, creator);
+    Py_DECREF(creator);
+    if (ctx == NULL) {
+        PyErr_Clear();
+        Py_DECREF(node);
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *call_args[4] = {loop, coro, NULL, NULL};
+    PyObject *task;
+    if (name != NULL) {
+        call_args[2] = name;
+        call_args[3] = ctx;
+        task = PyObject_Vectorcall(self->original, call_args, 2, kw_name_context);
+    }
+    else {
+        call_args[2] = ctx;
+        task = PyObject_Vectorcall(self->original, call_args, 2, kw_context);
+    }
+    Py_DECREF(ctx);
+    return finish_task(task, node);
 }
 
 static PyObject *
@@ -1119,7 +1190,7 @@ static PyMethodDef ccore_methods[] = {
      "task_node(loop, coro, shared): the create_task wrapper's common case, compiled; None outside it."},
     {"setup_tasks", ccore_setup_tasks, METH_VARARGS,
      "setup_tasks(current, TaskNode, RootNode, current_task, frame_module, getframe, asyncio_callers, "
-     "asyncio_creators, protocol_cache, name_root)"},
+     "asyncio_creators, protocol_cache, name_root, protocol_method, connection_parent, protocol_frames)"},
     {"set_active", ccore_set_active, METH_O, "set_active(flag): switch the compiled create_task wrappers."},
     {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers, registry_hook, task_codes, note_task_code)"},
     {"on_unwind", (PyCFunction)(void (*)(void))ccore_on_unwind, METH_FASTCALL,
@@ -1153,6 +1224,7 @@ PyInit__ccore(void)
     str_get_task_factory = PyUnicode_InternFromString("get_task_factory");
     str_source_traceback = PyUnicode_InternFromString("_source_traceback");
     str_name = PyUnicode_InternFromString("name");
+    str_eager_start = PyUnicode_InternFromString("eager_start");
     PyObject *str_context = PyUnicode_InternFromString("context");
     if (str_context == NULL || str_name == NULL) {
         return NULL;
@@ -1162,7 +1234,7 @@ PyInit__ccore(void)
     Py_DECREF(str_context);
     drop_siblings_callback = PyCFunction_New(&drop_siblings_def, NULL);
     if (str_task_factory == NULL || str_get_task_factory == NULL || str_source_traceback == NULL ||
-        str_name == NULL || kw_context == NULL || kw_name_context == NULL || drop_siblings_callback == NULL) {
+        str_name == NULL || str_eager_start == NULL || kw_context == NULL || kw_name_context == NULL || drop_siblings_callback == NULL) {
         return NULL;
     }
     if (PyType_Ready(&CreateTaskType) < 0) {
@@ -1175,7 +1247,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 3) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 5) < 0) {
         Py_DECREF(module);
         return NULL;
     }

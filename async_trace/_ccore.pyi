@@ -25,6 +25,9 @@ def setup_tasks(
     asyncio_creators: dict[int, CodeType],
     protocol_cache: dict[int, tuple[CodeType, bool]],
     name_root: Callable[[Any, Any], Node],
+    protocol_method: Callable[[FrameType], bool],
+    connection_parent: Callable[[Node, Any, Any], tuple[Node, Any]],
+    protocol_frames: Callable[[Frames, FrameType], Frames],
     /,
 ) -> None: ...
 def on_unwind(code: CodeType, offset: int, exc: BaseException, /) -> object: ...

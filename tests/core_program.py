@@ -57,7 +57,8 @@ def tree_entry() -> list[str]:
         return None
 
     entry = find(async_trace.task_tree().roots)
-    assert entry is not None
+    if entry is None:
+        return ["tree: not listed (an eager task in its first step)"]
     created = [f"{f['name']}:{f['line']}" for f in entry.created_at]
     return [f"tree: {' > '.join(reversed(path))} > {entry.name} {entry.state} {entry.origin} {created}"]
 
@@ -104,6 +105,9 @@ class Run:
         async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]
             for k in range(2):
                 tg.create_task(self.node(sub, f"{path}:{k}", new_task=True))
+
+    async def via_eager_start(self, sub: Tree, path: str) -> None:
+        await asyncio.create_task(self.node(sub, path, new_task=True), eager_start=True)  # type: ignore[call-arg]
 
     async def via_await(self, sub: Tree, path: str) -> None:
         await self.node(sub, path, new_task=False)

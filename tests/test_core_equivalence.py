@@ -32,6 +32,8 @@ ROOT = PROGRAM.parent.parent
 EDGES = ["create_task", "gather", "ensure_future", "loop_create_task", "await", "executor", "to_thread"]
 if sys.version_info >= (3, 11):
     EDGES.append("task_group")
+if sys.version_info >= (3, 14):
+    EDGES.append("eager_start")  # asyncio.create_task(coro, eager_start=True), as aiohttp calls it
 FACTORIES = ["none", "custom", *(["eager"] if sys.version_info >= (3, 12) else [])]
 LOOPS = ["asyncio", *(["uvloop"] if sys.implementation.name == "cpython" and sys.platform != "win32" else [])]
 
