@@ -48,7 +48,8 @@ if REASON is None:
     try:
         from . import _ccore
     except ImportError:
-        REASON = "the compiled core was not built (no C compiler at install?)"
+        # Not built (no compiler at install), or this is a source tree that was never built in place.
+        REASON = f"no compiled core was built for {os.path.dirname(__file__)}"
     else:
         if getattr(_ccore, "API_VERSION", None) != API_VERSION:
             REASON = "the compiled core was built from another version of async-trace (rebuild it)"
