@@ -360,6 +360,19 @@ creating_frame(PyFrameObject *frame)
  * caller of this function is the create_task wrapper: depth ``base`` is its caller (1 for
  * the Python wrapper, whose frame is on top; 0 for the compiled one, which has none).
  * Sets *start (the first frame to walk) and *asker; both owned. */
+/* func(depth): sys._getframemodulename or sys._getframe. */
+static PyObject *
+call_with_depth(PyObject *func, long depth)
+{
+    PyObject *arg = PyLong_FromLong(depth);
+    if (arg == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_CallOneArg(func, arg);
+    Py_DECREF(arg);
+    return result;
+}
+
 static int
 asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
 {
@@ -367,12 +380,7 @@ asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
     if (frame_module != Py_None) {
         long depth = base;
         for (;;) {
-            PyObject *arg = PyLong_FromLong(depth);
-            if (arg == NULL) {
-                return -1;
-            }
-            PyObject *name = PyObject_CallOneArg(frame_module, arg);
-            Py_DECREF(arg);
+            PyObject *name = call_with_depth(frame_module, depth);
             if (name == NULL) {
                 return -1;
             }
@@ -386,12 +394,7 @@ asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
             }
             depth += 1;
         }
-        PyObject *arg = PyLong_FromLong(depth);
-        if (arg == NULL) {
-            return -1;
-        }
-        PyObject *frame = PyObject_CallOneArg(getframe, arg);
-        Py_DECREF(arg);
+        PyObject *frame = call_with_depth(getframe, depth);
         if (frame == NULL) {
             return -1;
         }

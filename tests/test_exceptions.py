@@ -726,6 +726,13 @@ def test_an_exception_through_an_awaiting_task_names_the_one_that_raised_it() ->
     )
 
 
+def _origin_task_name(exc: BaseException) -> str | None:
+    """The name of the task ``exception_trace(exc)`` names, or ``None``."""
+    trace = exception_trace(exc)
+    task = trace["current_task"] if trace is not None else None
+    return task.get_name() if task is not None else None
+
+
 def test_through_a_coroutine_that_also_runs_as_a_task() -> None:
     """Caught two awaits down, through a coroutine function that also runs as a task: 3.12+ name the
     catching task; 3.10/3.11 (origins found when printed) give none rather than guess, since that
@@ -739,9 +746,7 @@ def test_through_a_coroutine_that_also_runs_as_a_task() -> None:
         try:
             await _fails("awaited")  # ... and is awaited here, in the catching task
         except ValueError as exc:
-            trace = exception_trace(exc)
-            task = trace["current_task"] if trace is not None else None
-            return task.get_name() if task is not None else None
+            return _origin_task_name(exc)
         raise AssertionError("not raised")
 
     async def main() -> str | None:
@@ -762,9 +767,7 @@ def test_a_future_failed_by_a_callback_names_the_awaiting_task() -> None:
         try:
             await future
         except ValueError as exc:
-            trace = exception_trace(exc)
-            task = trace["current_task"] if trace is not None else None
-            return task.get_name() if task is not None else None
+            return _origin_task_name(exc)
         raise AssertionError("not raised")
 
     async def main() -> str | None:
