@@ -231,6 +231,7 @@ def test_a_subinterpreter_runs_the_python_path(tmp_path: Path) -> None:
     assert async_trace.implementation == "c"
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 passes no context to tasks: no sibling contexts compared")
 async def test_creating_tasks_while_siblings_are_compared_is_safe() -> None:
     """A context variable's value whose ``__eq__`` creates tasks: the sibling check re-enters create_task."""
     import contextvars
