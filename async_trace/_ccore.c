@@ -12,6 +12,10 @@
  *   forget()                          = async_trace._stack._forget (the walk cache)
  *   task_node(loop, coro, shared)     = the common case inlined in _capture's create_task wrapper
  *   on_unwind(code, offset, exc)      = the early returns of _record_unwind._on_unwind
+ *   append_chain(frames, node, ...)   = async_trace._collect.append_chain (task hops; the rest in Python)
+ *   append_frames(out, shown, ...)    = async_trace._collect.append_frames
+ *   resolve_uncached(frames)          = async_trace._frames.resolve_uncached
+ *   registry_method(cls)              = async_trace._direct_tasks._Registry.add
  *
  * Only the public C API, plus the frame struct's f_lasti on 3.10 (which has no
  * PyFrame_GetLasti). Node layout: see async_trace/_chain.py (parent, depth,
@@ -1173,6 +1177,609 @@ ccore_setup_unwind(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* --- append_chain ------------------------------------------------------- */
+
+static PyObject *col_task_type = NULL;    /* _chain.TaskNode */
+static PyObject *col_root_type = NULL;    /* _chain.RootNode */
+static PyObject *col_resolved = NULL;     /* _frames.resolved_cache: {id(frames): (frames, shown)} */
+static PyObject *col_in_app_cache = NULL; /* _inapp.in_app_cache: {filename: (bool, ...)} */
+static PyObject *col_in_app = NULL;       /* _inapp.in_app */
+static PyObject *col_resolve = NULL;      /* _frames.resolve */
+static PyObject *col_frame = NULL;        /* _collect._frame */
+static PyObject *col_created_by = NULL;   /* _collect.created_by */
+static PyObject *col_append_node = NULL;  /* _collect.append_node */
+/* The frame dict's keys, in _collect._frame's order (the order reprs and JSON show). */
+/* {key: None, ..., "is_executor": False, "is_process": False, ...}: copied for each frame dict. */
+static PyObject *frame_template = NULL;
+static PyObject *key_name, *key_line, *key_filename, *key_indent, *key_task, *key_is_executor, *key_is_process,
+    *key_in_app;
+
+/* The task a node's creator reference names: a new reference, Py_None if gone; NULL on error. */
+static PyObject *
+creator_of(PyObject *ref)
+{
+    if (PyWeakref_CheckRef(ref)) {
+        PyObject *obj = referent(ref);
+        return obj != NULL ? obj : Py_NewRef(Py_None);
+    }
+    return PyObject_CallNoArgs(ref);
+}
+
+/* _collect._frame(name, line, filename, task, is_executor, indent): a new dict. */
+static PyObject *
+frame_dict(PyObject *name, PyObject *line, PyObject *filename, PyObject *task, PyObject *is_executor, PyObject *indent)
+{
+    PyObject *app = NULL;
+    PyObject *hit = PyDict_GetItemWithError(col_in_app_cache, filename); /* borrowed */
+    if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) > 0) {
+        app = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
+    }
+    else if (hit != NULL) {
+        app = PySequence_GetItem(hit, 0);
+    }
+    else if (!PyErr_Occurred()) {
+        app = PyObject_CallOneArg(col_in_app, filename);
+    }
+    if (app == NULL) {
+        return NULL;
+    }
+    /* A copy of a template with every key in place: no resize while it is filled in. */
+    PyObject *d = PyDict_Copy(frame_template);
+    if (d == NULL || PyDict_SetItem(d, key_name, name) < 0 || PyDict_SetItem(d, key_line, line) < 0 ||
+        PyDict_SetItem(d, key_filename, filename) < 0 || PyDict_SetItem(d, key_indent, indent) < 0 ||
+        PyDict_SetItem(d, key_task, task) < 0 || PyDict_SetItem(d, key_is_executor, is_executor) < 0 ||
+        PyDict_SetItem(d, key_in_app, app) < 0) {
+        Py_XDECREF(d);
+        d = NULL;
+    }
+    Py_DECREF(app);
+    return d;
+}
+
+/* Append the frames of one hop as shown (a resolved tuple, borrowed) to frames: the first real one
+ * names task and is_executor (borrowed); its index goes to boundaries (if not NULL). _collect's
+ * append_frames (pid 0) and append_chain's loop for a task hop. 0, or -1 with an error set. */
+static int
+append_shown(PyObject *frames, PyObject *boundaries, PyObject *shown, PyObject *task, PyObject *is_executor)
+{
+    PyObject *seq = PySequence_Fast(shown, "resolved frames must be a sequence");
+    if (seq == NULL) {
+        return -1;
+    }
+    int result = -1;
+    Py_INCREF(task);
+    Py_INCREF(is_executor);
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, k);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_ValueError, "a resolved frame must be a (name, line, filename) tuple");
+            goto done;
+        }
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *line = PyTuple_GET_ITEM(item, 1),
+                 *filename = PyTuple_GET_ITEM(item, 2);
+        PyObject *indent = PyLong_FromSsize_t(PyList_GET_SIZE(frames));
+        if (indent == NULL) {
+            goto done;
+        }
+        PyObject *d;
+        if (line == Py_None) { /* an elision marker does not take the boundary */
+            PyObject *call[6] = {name, Py_None, Py_None, Py_None, Py_False, indent};
+            d = PyObject_Vectorcall(col_frame, call, 6, NULL);
+        }
+        else {
+            if (boundaries != NULL && PyList_Append(boundaries, indent) < 0) {
+                Py_DECREF(indent);
+                goto done;
+            }
+            boundaries = NULL;
+            d = frame_dict(name, line, filename, task, is_executor, indent);
+            Py_SETREF(task, Py_NewRef(Py_None));
+            Py_SETREF(is_executor, Py_NewRef(Py_False));
+        }
+        Py_DECREF(indent);
+        if (d == NULL || PyList_Append(frames, d) < 0) {
+            Py_XDECREF(d);
+            goto done;
+        }
+        Py_DECREF(d);
+    }
+    result = 0;
+done:
+    Py_DECREF(task);
+    Py_DECREF(is_executor);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* The part of append_chain's loop for one task hop: hop's frames as shown, the first real one
+ * naming created (borrowed). 0, or -1 with an error set. */
+static int
+append_task_hop(PyObject *frames, PyObject *boundaries, PyObject *hop, PyObject *created)
+{
+    PyObject *shown;
+    PyObject *key = PyLong_FromVoidPtr(hop);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *hit = PyDict_GetItemWithError(col_resolved, key); /* borrowed */
+    Py_DECREF(key);
+    if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 && PyTuple_GET_ITEM(hit, 0) == hop) {
+        shown = Py_NewRef(PyTuple_GET_ITEM(hit, 1));
+    }
+    else if (PyErr_Occurred()) {
+        return -1;
+    }
+    else {
+        shown = PyObject_CallOneArg(col_resolve, hop);
+        if (shown == NULL) {
+            return -1;
+        }
+    }
+    int result = append_shown(frames, boundaries, shown, created, Py_False);
+    Py_DECREF(shown);
+    return result;
+}
+
+/* append_frames(out, shown, task, is_executor, pid=0): _collect.append_frames, compiled (a process
+ * hop's, pid not 0, goes to the Python one). */
+static PyObject *col_py_append_frames = NULL;
+
+static PyObject *
+ccore_append_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (col_py_append_frames == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "append_frames(): setup_collect() was not called");
+        return NULL;
+    }
+    if (nargs == 5) {
+        int pid = PyObject_IsTrue(args[4]);
+        if (pid < 0) {
+            return NULL;
+        }
+        if (pid) {
+            return PyObject_Vectorcall(col_py_append_frames, args, nargs, NULL);
+        }
+    }
+    else if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "append_frames() takes 4 or 5 arguments");
+        return NULL;
+    }
+    if (!PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "append_frames(): out must be a list");
+        return NULL;
+    }
+    if (append_shown(args[0], NULL, args[1], args[2], args[3]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* --- resolve_uncached --------------------------------------------------- */
+
+static PyObject *res_kind_cache = NULL;  /* _frames._kind_cache: {id(code): (code, kind)} */
+static PyObject *res_line_cache = NULL;  /* _frames._line_cache: {(id(code), lasti): (code, line)} */
+static PyObject *res_frame_kind = NULL;  /* _frames.frame_kind */
+static PyObject *res_line_at = NULL;     /* _frames.line_at */
+static PyObject *res_marker = NULL;      /* _frames.elision_marker */
+static PyObject *res_runner_codes = NULL;/* _frames._RUNNER_CODES: frozenset of ids */
+static PyObject *res_task_makers = NULL; /* _frames._TASK_MAKERS: frozenset of ids */
+static PyObject *str_co_name = NULL, *str_co_filename = NULL;
+enum { KIND_USER = 0, KIND_SKIP = 1, KIND_CUT = 2, KIND_LOOP_CALLER = 3 };
+
+/* frame_kind(code) with its cache hit inlined: 0-3, or -1 with an error set. */
+static long
+kind_of(PyObject *code, PyObject *key)
+{
+    PyObject *hit = PyDict_GetItemWithError(res_kind_cache, key); /* borrowed */
+    PyObject *kind;
+    if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 && PyTuple_GET_ITEM(hit, 0) == code) {
+        kind = Py_NewRef(PyTuple_GET_ITEM(hit, 1));
+    }
+    else if (PyErr_Occurred()) {
+        return -1;
+    }
+    else if ((kind = PyObject_CallOneArg(res_frame_kind, code)) == NULL) {
+        return -1;
+    }
+    long value = PyLong_AsLong(kind);
+    Py_DECREF(kind);
+    return value;
+}
+
+/* line_at(code, lasti) with its cache hit inlined: a new reference. */
+static PyObject *
+line_of(PyObject *code, PyObject *id, PyObject *lasti)
+{
+    PyObject *key = PyTuple_Pack(2, id, lasti);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *hit = PyDict_GetItemWithError(res_line_cache, key); /* borrowed */
+    Py_DECREF(key);
+    if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 && PyTuple_GET_ITEM(hit, 0) == code) {
+        return Py_NewRef(PyTuple_GET_ITEM(hit, 1));
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *call[2] = {code, lasti};
+    return PyObject_Vectorcall(res_line_at, call, 2, NULL);
+}
+
+/* resolve_uncached(frames): _frames.resolve_uncached, compiled. See it for the rules. */
+static PyObject *
+ccore_resolve_uncached(PyObject *module, PyObject *frames)
+{
+    if (res_kind_cache == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "resolve_uncached(): setup_resolve() was not called");
+        return NULL;
+    }
+    if (!PyTuple_Check(frames)) {
+        PyErr_SetString(PyExc_TypeError, "resolve_uncached(): frames must be a tuple");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    int taken = 0;
+    int callback = -1; /* -1: no frame skipped yet (Python's None) */
+    Py_ssize_t n = PyTuple_GET_SIZE(frames) & ~(Py_ssize_t)1;
+    for (Py_ssize_t i = 0; i < n; i += 2) {
+        PyObject *code = PyTuple_GET_ITEM(frames, i), *lasti = PyTuple_GET_ITEM(frames, i + 1);
+        PyObject *item;
+        if (code == Py_None) {
+            PyObject *marker = PyObject_CallOneArg(res_marker, lasti);
+            if (marker == NULL) {
+                goto error;
+            }
+            item = PyTuple_Pack(3, marker, Py_None, Py_None);
+            Py_DECREF(marker);
+        }
+        else {
+            PyObject *id = PyLong_FromVoidPtr(code);
+            if (id == NULL) {
+                goto error;
+            }
+            long kind = kind_of(code, id);
+            if (kind < 0) {
+                Py_DECREF(id);
+                goto error;
+            }
+            if (kind != KIND_USER) {
+                if (kind == KIND_CUT) {
+                    int runner = 0;
+                    if (!taken && code != handle_run && callback == 1 &&
+                        (runner = PySet_Contains(res_runner_codes, id)) < 0) {
+                        Py_DECREF(id);
+                        goto error;
+                    }
+                    if (taken || code == handle_run || runner) {
+                        Py_DECREF(id);
+                        break;
+                    }
+                }
+                if (kind != KIND_LOOP_CALLER) {
+                    if (kind == KIND_CUT) {
+                        callback = 0;
+                    }
+                    else if (kind == KIND_SKIP && callback != 0) {
+                        int maker = PySet_Contains(res_task_makers, id);
+                        if (maker < 0) {
+                            Py_DECREF(id);
+                            goto error;
+                        }
+                        callback = !maker;
+                    }
+                    else {
+                        callback = 0;
+                    }
+                    Py_DECREF(id);
+                    continue;
+                }
+                if (taken) {
+                    Py_DECREF(id);
+                    break;
+                }
+            }
+            PyObject *line = line_of(code, id, lasti);
+            Py_DECREF(id);
+            if (line == NULL) {
+                goto error;
+            }
+            PyObject *name = PyObject_GetAttr(code, str_co_name);
+            PyObject *filename = name != NULL ? PyObject_GetAttr(code, str_co_filename) : NULL;
+            item = filename != NULL ? PyTuple_Pack(3, name, line, filename) : NULL;
+            Py_XDECREF(name);
+            Py_XDECREF(filename);
+            Py_DECREF(line);
+            taken = 1;
+        }
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            goto error;
+        }
+        Py_DECREF(item);
+    }
+    PyObject *result = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return result;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *
+ccore_setup_resolve(PyObject *module, PyObject *args)
+{
+    PyObject *kind_cache, *line_cache, *frame_kind, *line_at, *marker, *runner_codes, *task_makers;
+    if (!PyArg_ParseTuple(args, "O!O!OOOO!O!:setup_resolve", &PyDict_Type, &kind_cache, &PyDict_Type, &line_cache,
+                          &frame_kind, &line_at, &marker, &PyFrozenSet_Type, &runner_codes, &PyFrozenSet_Type,
+                          &task_makers)) {
+        return NULL;
+    }
+    if (handle_run == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_resolve(): setup_walk() first");
+        return NULL;
+    }
+    Py_XSETREF(res_kind_cache, Py_NewRef(kind_cache));
+    Py_XSETREF(res_line_cache, Py_NewRef(line_cache));
+    Py_XSETREF(res_frame_kind, Py_NewRef(frame_kind));
+    Py_XSETREF(res_line_at, Py_NewRef(line_at));
+    Py_XSETREF(res_marker, Py_NewRef(marker));
+    Py_XSETREF(res_runner_codes, Py_NewRef(runner_codes));
+    Py_XSETREF(res_task_makers, Py_NewRef(task_makers));
+    Py_RETURN_NONE;
+}
+
+/* append_chain(frames, node, created, known, last_seen, loop): _collect.append_chain, compiled.
+ * Task hops here; every other kind of node through _collect.append_node. */
+static PyObject *
+ccore_append_chain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "append_chain() takes 6 arguments");
+        return NULL;
+    }
+    if (col_task_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "append_chain(): setup_collect() was not called");
+        return NULL;
+    }
+    PyObject *frames = args[0], *loop = args[5];
+    if (!PyList_Check(frames)) {
+        PyErr_SetString(PyExc_TypeError, "append_chain(): frames must be a list");
+        return NULL;
+    }
+    int known = PyObject_IsTrue(args[3]);
+    if (known < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL, *index = NULL;
+    PyObject *node = Py_NewRef(args[1]), *created = Py_NewRef(args[2]), *last_seen = Py_NewRef(args[4]);
+    Py_ssize_t root = -1;
+    PyObject *boundaries = PyList_New(0);
+    if (boundaries == NULL) {
+        goto done;
+    }
+    while (node != Py_None) {
+        if (!PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 5) {
+            PyErr_SetString(PyExc_TypeError, "append_chain(): not a chain node");
+            goto done;
+        }
+        PyObject *kind = (PyObject *)Py_TYPE(node);
+        if (!known && (kind == col_task_type || kind == col_root_type)) {
+            if (index == NULL && (index = PyList_New(0)) == NULL) {
+                goto done;
+            }
+            PyObject *call[4] = {node, last_seen, loop, index};
+            PyObject *found = PyObject_Vectorcall(col_created_by, call, 4, NULL);
+            if (found == NULL) {
+                goto done;
+            }
+            Py_SETREF(created, found);
+        }
+        if (kind == col_task_type) {
+            if (append_task_hop(frames, boundaries, PyTuple_GET_ITEM(node, 3), created) < 0) {
+                goto done;
+            }
+        }
+        else {
+            PyObject *call[3] = {frames, node, created};
+            PyObject *was_root = PyObject_Vectorcall(col_append_node, call, 3, NULL);
+            if (was_root == NULL) {
+                goto done;
+            }
+            int is_root = PyObject_IsTrue(was_root);
+            Py_DECREF(was_root);
+            if (is_root < 0) {
+                goto done;
+            }
+            if (is_root) {
+                root = PyList_GET_SIZE(frames) - 1;
+            }
+        }
+        PyObject *ref = PyTuple_GET_ITEM(node, 4);
+        known = ref != Py_None;
+        if (known) {
+            PyObject *task = creator_of(ref);
+            if (task == NULL) {
+                goto done;
+            }
+            Py_SETREF(created, task);
+            if (task != Py_None) {
+                Py_SETREF(last_seen, Py_NewRef(task));
+            }
+        }
+        else {
+            Py_SETREF(created, Py_NewRef(Py_None));
+        }
+        Py_SETREF(node, Py_NewRef(PyTuple_GET_ITEM(node, 0)));
+    }
+    result = Py_BuildValue("(On)", boundaries, root);
+done:
+    Py_XDECREF(boundaries);
+    Py_XDECREF(index);
+    Py_DECREF(node);
+    Py_DECREF(created);
+    Py_DECREF(last_seen);
+    return result;
+}
+
+static PyObject *
+ccore_setup_collect(PyObject *module, PyObject *args)
+{
+    PyObject *task_type, *root_type, *resolved, *in_app_cache, *in_app, *resolve, *frame, *created_by, *append_node,
+        *append_frames;
+    if (!PyArg_ParseTuple(args, "OOO!O!OOOOOO:setup_collect", &task_type, &root_type, &PyDict_Type, &resolved,
+                          &PyDict_Type, &in_app_cache, &in_app, &resolve, &frame, &created_by, &append_node,
+                          &append_frames)) {
+        return NULL;
+    }
+    Py_XSETREF(col_task_type, Py_NewRef(task_type));
+    Py_XSETREF(col_root_type, Py_NewRef(root_type));
+    Py_XSETREF(col_resolved, Py_NewRef(resolved));
+    Py_XSETREF(col_in_app_cache, Py_NewRef(in_app_cache));
+    Py_XSETREF(col_in_app, Py_NewRef(in_app));
+    Py_XSETREF(col_resolve, Py_NewRef(resolve));
+    Py_XSETREF(col_frame, Py_NewRef(frame));
+    Py_XSETREF(col_created_by, Py_NewRef(created_by));
+    Py_XSETREF(col_append_node, Py_NewRef(append_node));
+    Py_XSETREF(col_py_append_frames, Py_NewRef(append_frames));
+    Py_RETURN_NONE;
+}
+
+/* --- the registration hook (3.10-3.13) ------------------------------------ */
+
+static PyObject *reg_frame_module = NULL;   /* sys._getframemodulename (3.12+) or None */
+static PyObject *reg_traced_modules = NULL; /* _direct_tasks._TRACED_MODULES */
+static PyObject *reg_traced_callers = NULL; /* _direct_tasks._traced_callers: a set of ids */
+static PyObject *reg_trace = NULL;          /* _direct_tasks._trace_safely */
+static int reg_active = 0;
+static PyObject *str_pending_removals = NULL, *str_commit_removals = NULL, *str_data = NULL, *str_remove = NULL,
+                *str_add = NULL;
+
+/* _direct_tasks._Registry.add, compiled: weakref.WeakSet.add, then a task built other than by a
+ * create_task wrapper is traced from the frame that built it. Errors of the set's own part are
+ * the set's (as WeakSet.add raises them); a failure of ours is dropped: the task stays untraced. */
+static PyObject *
+registry_add(PyObject *self, PyObject *item)
+{
+    PyObject *pending = PyObject_GetAttr(self, str_pending_removals);
+    if (pending == NULL) {
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(pending);
+    Py_DECREF(pending);
+    if (truth < 0) {
+        return NULL;
+    }
+    if (truth) {
+        PyObject *done = PyObject_CallMethodNoArgs(self, str_commit_removals);
+        if (done == NULL) {
+            return NULL;
+        }
+        Py_DECREF(done);
+    }
+    PyObject *data = PyObject_GetAttr(self, str_data);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *remove = PyObject_GetAttr(self, str_remove);
+    PyObject *ref = remove != NULL ? PyWeakref_NewRef(item, remove) : NULL;
+    Py_XDECREF(remove);
+    int added = -1;
+    if (ref != NULL) {
+        if (PySet_CheckExact(data)) {
+            added = PySet_Add(data, ref);
+        }
+        else {
+            PyObject *r = PyObject_CallMethodOneArg(data, str_add, ref);
+            added = r != NULL ? 0 : -1;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(ref);
+    }
+    Py_DECREF(data);
+    if (added < 0) {
+        return NULL;
+    }
+    if (!reg_active || reg_trace == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (reg_frame_module != Py_None) {
+        /* 3.12+: the module of the frame that built the task, known without materialising it. */
+        PyObject *depth = PyLong_FromLong(0);
+        PyObject *name = depth != NULL ? PyObject_CallOneArg(reg_frame_module, depth) : NULL;
+        Py_XDECREF(depth);
+        if (name == NULL) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        int traced = PySet_Contains(reg_traced_modules, name);
+        Py_DECREF(name);
+        if (traced != 0) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    if (frame == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    PyObject *id = PyLong_FromVoidPtr(code);
+    Py_DECREF(code);
+    int skip = id != NULL ? PySet_Contains(reg_traced_callers, id) : -1;
+    Py_XDECREF(id);
+    if (skip == 0) {
+        PyObject *call[2] = {item, (PyObject *)frame};
+        PyObject *r = PyObject_Vectorcall(reg_trace, call, 2, NULL);
+        Py_XDECREF(r);
+    }
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef registry_add_def = {"add", registry_add, METH_O,
+                                       "WeakSet.add; also traces a task built directly (async_trace._direct_tasks)."};
+
+/* registry_method(cls): registry_add as a method of cls (a weakref.WeakSet subclass). */
+static PyObject *
+ccore_registry_method(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "registry_method(): a class is needed");
+        return NULL;
+    }
+    return PyDescr_NewMethod((PyTypeObject *)cls, &registry_add_def);
+}
+
+static PyObject *
+ccore_setup_registry(PyObject *module, PyObject *args)
+{
+    PyObject *frame_module, *traced_modules, *traced_callers, *trace;
+    if (!PyArg_ParseTuple(args, "OO!O!O:setup_registry", &frame_module, &PyFrozenSet_Type, &traced_modules,
+                          &PySet_Type, &traced_callers, &trace)) {
+        return NULL;
+    }
+    Py_XSETREF(reg_frame_module, Py_NewRef(frame_module));
+    Py_XSETREF(reg_traced_modules, Py_NewRef(traced_modules));
+    Py_XSETREF(reg_traced_callers, Py_NewRef(traced_callers));
+    Py_XSETREF(reg_trace, Py_NewRef(trace));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ccore_set_registry_active(PyObject *module, PyObject *flag)
+{
+    int value = PyObject_IsTrue(flag);
+    if (value < 0) {
+        return NULL;
+    }
+    reg_active = value;
+    Py_RETURN_NONE;
+}
+
 /* --- the module --------------------------------------------------------- */
 
 static PyObject *
@@ -1198,6 +1805,21 @@ static PyMethodDef ccore_methods[] = {
     {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers, registry_hook, task_codes, note_task_code)"},
     {"on_unwind", (PyCFunction)(void (*)(void))ccore_on_unwind, METH_FASTCALL,
      "on_unwind(code, offset, exc): the PY_UNWIND callback's early returns, compiled."},
+    {"append_chain", (PyCFunction)(void (*)(void))ccore_append_chain, METH_FASTCALL,
+     "append_chain(frames, node, created, known, last_seen, loop): async_trace._collect.append_chain, compiled."},
+    {"setup_collect", ccore_setup_collect, METH_VARARGS,
+     "setup_collect(TaskNode, RootNode, resolved_cache, in_app_cache, in_app, resolve, frame, created_by, append_node, "
+     "append_frames)"},
+    {"append_frames", (PyCFunction)(void (*)(void))ccore_append_frames, METH_FASTCALL,
+     "append_frames(out, shown, task, is_executor, pid=0): async_trace._collect.append_frames, compiled."},
+    {"resolve_uncached", ccore_resolve_uncached, METH_O, "resolve_uncached(frames): async_trace._frames.resolve_uncached, compiled."},
+    {"setup_resolve", ccore_setup_resolve, METH_VARARGS,
+     "setup_resolve(kind_cache, line_cache, frame_kind, line_at, elision_marker, runner_codes, task_makers)"},
+    {"registry_method", ccore_registry_method, METH_O,
+     "registry_method(cls): async_trace._direct_tasks._Registry.add, compiled, as a method of cls."},
+    {"setup_registry", ccore_setup_registry, METH_VARARGS,
+     "setup_registry(frame_module, traced_modules, traced_callers, trace_safely)"},
+    {"set_registry_active", ccore_set_registry_active, METH_O, "set_registry_active(flag): switch registry_method's tracing."},
     {"setup_unwind", ccore_setup_unwind, METH_VARARGS, "setup_unwind(current, ExecutorNode, on_unwind, coro_flags)"},
     {NULL, NULL, 0, NULL},
 };
@@ -1240,6 +1862,41 @@ PyInit__ccore(void)
         str_name == NULL || str_eager_start == NULL || kw_context == NULL || kw_name_context == NULL || drop_siblings_callback == NULL) {
         return NULL;
     }
+    str_pending_removals = PyUnicode_InternFromString("_pending_removals");
+    str_commit_removals = PyUnicode_InternFromString("_commit_removals");
+    str_data = PyUnicode_InternFromString("data");
+    str_remove = PyUnicode_InternFromString("_remove");
+    str_add = PyUnicode_InternFromString("add");
+    if (str_pending_removals == NULL || str_commit_removals == NULL || str_data == NULL || str_remove == NULL ||
+        str_add == NULL) {
+        return NULL;
+    }
+    str_co_name = PyUnicode_InternFromString("co_name");
+    str_co_filename = PyUnicode_InternFromString("co_filename");
+    if (str_co_name == NULL || str_co_filename == NULL) {
+        return NULL;
+    }
+    key_name = PyUnicode_InternFromString("name");
+    key_line = PyUnicode_InternFromString("line");
+    key_filename = PyUnicode_InternFromString("filename");
+    key_indent = PyUnicode_InternFromString("indent");
+    key_task = PyUnicode_InternFromString("task");
+    key_is_executor = PyUnicode_InternFromString("is_executor");
+    key_is_process = PyUnicode_InternFromString("is_process");
+    key_in_app = PyUnicode_InternFromString("in_app");
+    if (key_name == NULL || key_line == NULL || key_filename == NULL || key_indent == NULL || key_task == NULL ||
+        key_is_executor == NULL || key_is_process == NULL || key_in_app == NULL) {
+        return NULL;
+    }
+    frame_template = PyDict_New();
+    if (frame_template == NULL || PyDict_SetItem(frame_template, key_name, Py_None) < 0 ||
+        PyDict_SetItem(frame_template, key_line, Py_None) < 0 || PyDict_SetItem(frame_template, key_filename, Py_None) < 0 ||
+        PyDict_SetItem(frame_template, key_indent, Py_None) < 0 || PyDict_SetItem(frame_template, key_task, Py_None) < 0 ||
+        PyDict_SetItem(frame_template, key_is_executor, Py_False) < 0 ||
+        PyDict_SetItem(frame_template, key_is_process, Py_False) < 0 ||
+        PyDict_SetItem(frame_template, key_in_app, Py_None) < 0) {
+        return NULL;
+    }
     if (PyType_Ready(&CreateTaskType) < 0) {
         return NULL;
     }
@@ -1250,7 +1907,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 5) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 7) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -34,6 +34,43 @@ def on_unwind(code: CodeType, offset: int, exc: BaseException, /) -> object: ...
 def setup_unwind(
     current: ContextVar[Node | None], executor_node: type[Node], on_unwind: Callable[..., object], coro_flags: int, /
 ) -> None: ...
+def append_chain(
+    frames: list[Any], node: Node | None, created: Any, known: bool, last_seen: Any, loop: Any, /
+) -> tuple[list[int], int]: ...
+def setup_collect(
+    task_node: type[Node],
+    root_node: type[Node],
+    resolved_cache: dict[int, Any],
+    in_app_cache: dict[str, Any],
+    in_app: Callable[[str | None], bool],
+    resolve: Callable[[Frames], Any],
+    frame: Callable[..., Any],
+    created_by: Callable[..., Any],
+    append_node: Callable[..., bool],
+    append_frames: Callable[..., None],
+    /,
+) -> None: ...
+def append_frames(out: list[Any], shown: Any, task: Any, is_executor: bool, pid: int = 0, /) -> None: ...
+def resolve_uncached(frames: Frames, /) -> tuple[tuple[str, int | None, str | None], ...]: ...
+def setup_resolve(
+    kind_cache: dict[int, Any],
+    line_cache: dict[tuple[int, int], Any],
+    frame_kind: Callable[[CodeType], int],
+    line_at: Callable[[CodeType, int], int | None],
+    elision_marker: Callable[[int], str],
+    runner_codes: frozenset[int],
+    task_makers: frozenset[int],
+    /,
+) -> None: ...
+def registry_method(cls: type, /) -> Any: ...
+def setup_registry(
+    frame_module: Callable[[int], str | None] | None,
+    traced_modules: frozenset[str],
+    traced_callers: set[int],
+    trace_safely: Callable[[Any, FrameType], None],
+    /,
+) -> None: ...
+def set_registry_active(flag: bool, /) -> None: ...
 def set_active(flag: bool, /) -> None: ...
 def setup_wrapper(
     trim_source_traceback: Callable[[Any], None],

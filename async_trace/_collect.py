@@ -32,9 +32,10 @@ from ._chain import (
     task_name,
 )
 from ._compat import TASK_REGISTRIES, coro_of
-from ._frames import UNKNOWN_LINE_TEXT, Resolved, elided, resolve, resolve_uncached, resolved_get
+from ._frames import UNKNOWN_LINE_TEXT, Resolved, elided, resolve, resolve_uncached, resolved_cache, resolved_get
 from ._inapp import in_app, in_app_cache
 from ._lineage import hop_node, is_own, node_of_task, running_node
+from ._speedups import CORE
 from ._stack import walk
 from ._types import FrameList, ProcessHopName, ThreadName, TraceData, TraceFrame
 
@@ -211,18 +212,18 @@ def append_chain(
 
     Returns the indices of the task boundaries (whether or not their task is
     still alive) and of the root (-1 if the chain has no root: elided).
+    The compiled core has its own copy of the task hops' part (the rest it
+    hands to :func:`append_node`); ``py_append_chain`` stays this one.
     """
     boundaries: list[int] = []
     root = -1
-    index: TaskIndex | None = None
+    index: list[TaskIndex] = []
     append = frames.append
     while node is not None:
         kind = type(node)
-        if (kind is TaskNode or kind is RootNode) and not known:
-            if index is None:
-                index = TaskIndex()
-            created = index.task_for(node, loop_of(last_seen) if last_seen is not None else loop)
         if kind is TaskNode:
+            if not known:
+                created = created_by(node, last_seen, loop, index)
             # _emit() inlined, dict literal and all: this runs once per task hop.
             hop = node.frames
             hit = resolved_get(id(hop))
@@ -250,23 +251,11 @@ def append_chain(
                     }
                 )
                 created = None
-        elif kind is ExecutorNode:
-            _emit(frames, node.frames, None, True)
-        elif kind is ServerNode:
-            _emit(frames, node.frames, None, False)
-        elif kind is ProcessNode:
-            append_frames(frames, resolve(node.frames), None, False, node.pid)  # type: ignore[attr-defined]
-        elif kind is RootNode:
-            name = task_name(created) if created is not None else node.name  # type: ignore[attr-defined]
-            root = len(frames)
-            frames.append(_frame(name or "<finished task>", None, None, created, False, root))
-        elif kind is ThreadRootNode:
-            root = len(frames)
-            frames.append(_frame(ThreadName(node.name), None, None, None, False, root))  # type: ignore[attr-defined]
-        elif kind is ElidedNode:
-            frames.append(_frame(elided(node.hops, "task hop"), None, None, None, False, len(frames)))  # type: ignore[attr-defined]
-        # A PendingNode only lives in the context of the callback that
-        # creates its task; there is nothing of it to show.
+        else:
+            if kind is RootNode and not known:
+                created = created_by(node, last_seen, loop, index)
+            if append_node(frames, node, created):
+                root = len(frames) - 1
         ref = node.creator_ref
         known = ref is not None
         created = ref() if known else None
@@ -274,6 +263,62 @@ def append_chain(
             last_seen = created
         node = node.parent
     return boundaries, root
+
+
+def created_by(node: Node, last_seen: Any, loop: Any, index: list[TaskIndex]) -> Any:
+    """The live task ``node`` created, where the chain does not say: looked up in its loop.
+
+    ``index`` holds the collection's one :class:`TaskIndex`, made on first use.
+    """
+    if not index:
+        index.append(TaskIndex())
+    return index[0].task_for(node, loop_of(last_seen) if last_seen is not None else loop)
+
+
+def append_node(frames: list[TraceFrame], node: Node, created: Any) -> bool:
+    """Append the frames of one node other than a task hop; whether it was the chain's root.
+
+    ``created`` is the task the node belongs to (a root's), ``None`` if gone or unknown.
+    """
+    kind = type(node)
+    if kind is ExecutorNode:
+        _emit(frames, node.frames, None, True)
+    elif kind is ServerNode:
+        _emit(frames, node.frames, None, False)
+    elif kind is ProcessNode:
+        append_frames(frames, resolve(node.frames), None, False, node.pid)  # type: ignore[attr-defined]
+    elif kind is RootNode:
+        name = task_name(created) if created is not None else node.name  # type: ignore[attr-defined]
+        frames.append(_frame(name or "<finished task>", None, None, created, False, len(frames)))
+        return True
+    elif kind is ThreadRootNode:
+        frames.append(_frame(ThreadName(node.name), None, None, None, False, len(frames)))  # type: ignore[attr-defined]
+        return True
+    elif kind is ElidedNode:
+        frames.append(_frame(elided(node.hops, "task hop"), None, None, None, False, len(frames)))  # type: ignore[attr-defined]
+    # A PendingNode only lives in the context of the callback that
+    # creates its task; there is nothing of it to show.
+    return False
+
+
+#: The Python definitions, the reference (tests compare the compiled ones with them).
+py_append_chain: Final = append_chain
+py_append_frames: Final = append_frames
+if CORE is not None:
+    CORE.setup_collect(
+        TaskNode,
+        RootNode,
+        resolved_cache,
+        in_app_cache,
+        in_app,
+        resolve,
+        _frame,
+        created_by,
+        append_node,
+        append_frames,
+    )
+    append_chain = CORE.append_chain
+    append_frames = CORE.append_frames
 
 
 def current_node() -> tuple[Node, Any] | None:

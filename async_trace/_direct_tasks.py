@@ -44,6 +44,7 @@ from ._chain import CURRENT, RootNode, TaskNode, coro_code, note_task_code, reta
 from ._compat import ASYNCIO_REGISTRY, frame_module, new_task_context
 from ._failsafe import warn_internal
 from ._hooks import HookSet, task_watchers
+from ._speedups import CORE
 
 __all__: list[str] = []
 
@@ -94,10 +95,18 @@ class _Registry(weakref.WeakSet):  # type: ignore[type-arg]
                 return
             frame = _getframe(1)
             if id(frame.f_code) not in _traced_callers:
-                try:
-                    _trace_built(item, frame)
-                except Exception as exc:  # noqa: BLE001 - never break task creation
-                    warn_internal(exc, "tracing a task built directly")
+                _trace_safely(item, frame)
+
+
+#: The Python definition, the reference; the compiled core's (:mod:`._speedups`) replaces it.
+py_registry_add: Final = _Registry.add
+
+
+def _trace_safely(task: Any, frame: Any) -> None:
+    try:
+        _trace_built(task, frame)
+    except Exception as exc:  # noqa: BLE001 - never break task creation
+        warn_internal(exc, "tracing a task built directly")
 
 
 def _trace_built(task: Any, frame: Any) -> None:
@@ -131,16 +140,25 @@ def _trace_built(task: Any, frame: Any) -> None:
         watcher(task)  # 3.10/3.11 eager notes (see _record_callbacks)
 
 
+if CORE is not None:
+    CORE.setup_registry(_frame_module, _TRACED_MODULES, _traced_callers, _trace_safely)
+    _Registry.add = CORE.registry_method(_Registry)  # type: ignore[method-assign]
+
+
 def _on() -> None:
     global _active
     if _REGISTRY is not None and type(_REGISTRY) is weakref.WeakSet:
         _REGISTRY.__class__ = _Registry
     _active = True
+    if CORE is not None:
+        CORE.set_registry_active(True)
 
 
 def _off() -> None:
     global _active
     _active = False
+    if CORE is not None:
+        CORE.set_registry_active(False)
     if _REGISTRY is not None and type(_REGISTRY) is _Registry:
         _REGISTRY.__class__ = weakref.WeakSet  # type: ignore[assignment]
 

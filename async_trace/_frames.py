@@ -26,6 +26,7 @@ from ._chain import Frames
 from ._hooks import on_disable
 from ._inapp import resolved_path
 from ._loops import UVLOOP_RUNNER_FILE, UVLOOP_RUNNER_FUNCTION
+from ._speedups import CORE
 from ._stack import HANDLE_RUN
 
 __all__: list[str] = []
@@ -154,6 +155,11 @@ def line_at(code: CodeType, lasti: int) -> int | None:
 UNKNOWN_LINE_TEXT: Final = "... built here by asyncio.Task(...), line unknown ..."
 
 
+def elision_marker(count: int) -> str:
+    """The name a hop's ``(None, count)`` pair shows: ``count`` frames elided, or (-1) the unknown creation line."""
+    return elided(count, "frame") if count >= 0 else UNKNOWN_LINE_TEXT
+
+
 def elided(count: int, what: str) -> str:
     """The wording of an elision marker: ``... 3 frames elided ...``, ``... 1 task hop elided ...``."""
     unit = what if count == 1 else what + "s"
@@ -171,6 +177,7 @@ _resolved_cache: dict[int, tuple[Frames, Resolved]] = {}
 
 #: For callers that inline a cache hit (collection, once per hop): the caches are cleared, never replaced.
 resolved_get: Final = _resolved_cache.get
+resolved_cache: Final = _resolved_cache
 kind_get: Final = _kind_cache.get
 line_get: Final = _line_cache.get
 
@@ -208,7 +215,7 @@ def resolve_uncached(frames: Frames) -> Resolved:
         code: Any = frames[i]
         lasti: Any = frames[i + 1]
         if code is None:
-            append((elided(lasti, "frame") if lasti >= 0 else UNKNOWN_LINE_TEXT, None, None))
+            append((elision_marker(lasti), None, None))
             continue
         # frame_kind() and line_at(), their cache hits inlined: this runs for every shown frame.
         hit = kind_get(id(code))
@@ -236,6 +243,13 @@ def resolve_uncached(frames: Frames) -> Resolved:
         append((code.co_name, line, code.co_filename))
         taken = True
     return tuple(out)
+
+
+#: The Python definition, the reference (tests compare the compiled one with it).
+py_resolve_uncached: Final = resolve_uncached
+if CORE is not None:
+    CORE.setup_resolve(_kind_cache, _line_cache, frame_kind, line_at, elision_marker, _RUNNER_CODES, _TASK_MAKERS)
+    resolve_uncached = CORE.resolve_uncached
 
 
 def _clear_caches() -> None:

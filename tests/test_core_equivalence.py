@@ -134,6 +134,112 @@ def test_the_compiled_walk_is_the_python_walk() -> None:
 
 
 @needs_core
+async def test_the_compiled_collection_is_the_python_collection() -> None:
+    """append_chain, append_frames and resolve_uncached: the same frame dicts, boundaries and roots.
+
+    Through every kind of hop a chain has here: task hops (some deeper than ``max_frames``, elided),
+    an executor hop, a chain elided past ``max_depth``, a root; with the creator known, and not
+    (a callback, where the created task is looked up among the loop's tasks).
+    """
+    from async_trace import _chain, _collect
+
+    assert _collect.append_chain is not _collect.py_append_chain
+    assert _frames.resolve_uncached is not _frames.py_resolve_uncached
+    checked: list[str] = []
+    names: list[str] = []
+    executor: list[bool] = []
+    loop = asyncio.get_running_loop()
+
+    def compare(what: str, task: Any, known: bool) -> None:
+        frame = sys._getframe(1)
+        node = _chain.CURRENT.get()
+        assert node is not None
+        stack = _stack.py_walk(frame, None, remember=False)
+        assert _frames.py_resolve_uncached(stack) == _frames.resolve_uncached(stack), what
+        results = []
+        for append_frames, append_chain in (
+            (_collect.py_append_frames, _collect.py_append_chain),
+            (_collect.append_frames, _collect.append_chain),
+        ):
+            frames: list[Any] = []
+            append_frames(frames, _frames.resolve_uncached(stack), task, False)
+            boundaries, root = append_chain(frames, node, task, known, task, loop)
+            results.append((frames, boundaries, root))
+        python, compiled = results
+        assert compiled == python, what
+        # The same keys in the same order (what reprs and JSON show), not only equal dicts.
+        assert [list(f) for f in compiled[0]] == [list(f) for f in python[0]], what
+        assert len(python[0]) > 1, what
+        checked.append(what)
+        names.extend(f["name"] for f in python[0])
+        executor.extend(f["is_executor"] for f in python[0])
+
+    def deep(n: int, what: str, task: Any) -> None:
+        if n:
+            return deep(n - 1, what, task)
+        compare(what, task, True)
+
+    async def leaf(depth: int) -> None:
+        deep(depth, f"task hops, stack {depth} deep", asyncio.current_task())
+        loop.call_soon(compare, "a callback (creator unknown)", None, False)
+        await asyncio.sleep(0)
+        await loop.run_in_executor(None, compare, "an executor hop", None, True)
+
+    async def link(n: int, depth: int) -> None:
+        if n:
+            await asyncio.create_task(link(n - 1, depth))
+        else:
+            await leaf(depth)
+
+    await asyncio.create_task(link(4, 2))
+    await asyncio.create_task(link(2, 300))  # past max_frames: elision markers in a hop
+    saved = _capture._settings.max_depth
+    _capture._settings.max_depth = 3  # a chain elided past max_depth
+    try:
+        await asyncio.create_task(link(6, 1))
+    finally:
+        _capture._settings.max_depth = saved
+    assert len(checked) == 9
+    # Each kind of entry was there to compare.
+    assert any("frames elided" in name for name in names)
+    assert any("task hops elided" in name for name in names)
+    assert any(executor)
+
+
+@needs_core
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="3.14+ keeps tasks in C lists: no registration hook")
+async def test_the_compiled_registration_hook_is_the_python_one() -> None:
+    """A task built directly with ``asyncio.Task(...)``: the same trace and registry through either ``add``."""
+    from async_trace import _direct_tasks
+
+    assert _direct_tasks.installed()
+    compiled_add = _direct_tasks._Registry.add
+    assert compiled_add is not _direct_tasks.py_registry_add
+
+    async def child() -> list[str]:
+        await asyncio.sleep(0)
+        return async_trace.format_trace()
+
+    async def build() -> tuple[list[str], bool]:
+        task = asyncio.Task(child())  # the line each trace names
+        registered = task in asyncio.all_tasks()
+        return await task, registered
+
+    results = []
+    for add in (compiled_add, _direct_tasks.py_registry_add):
+        _direct_tasks._Registry.add = add  # type: ignore[method-assign]
+        try:
+            results.append(await asyncio.create_task(build()))
+        finally:
+            _direct_tasks._Registry.add = compiled_add  # type: ignore[method-assign]
+    compiled, python = results
+    assert compiled == python
+    line = build.__code__.co_firstlineno + 1
+    assert any(f"build() at line {line}" in entry for entry in compiled[0]), compiled[0]
+    assert compiled[1]
+
+
+@needs_core
 async def test_a_failing_core_falls_back_to_untraced_creation_and_warns_once() -> None:
     """A failure inside the core: the task is created all the same, untraced; one warning; then healed."""
 
