@@ -378,6 +378,17 @@ def _check_coroutine(task: Any, node: Node, coro: Any, ctx: Context | None) -> N
 
 
 def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The run_in_executor wrapper: the compiled one in front of the Python one where the core runs."""
+    wrapper = _make_py_run_in_executor(original)
+    if CORE is None:
+        return wrapper
+    compiled: Callable[..., Any] = CORE.RunInExecutor(original, wrapper)
+    functools.update_wrapper(compiled, original)
+    compiled.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
+    return compiled
+
+
+def _make_py_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
         if not _active:
@@ -683,3 +694,4 @@ if CORE is not None:
         task_codes if KEEP_TASK_CODES else None,
         note_task_code,
     )
+    CORE.setup_executor(ExecutorNode, _ProcessPool, functools.partial, ContextCall, call_watchers)

@@ -16,6 +16,7 @@
  *   append_frames(out, shown, ...)    = async_trace._collect.append_frames
  *   resolve_uncached(frames)          = async_trace._frames.resolve_uncached
  *   registry_method(cls)              = async_trace._direct_tasks._Registry.add
+ *   RunInExecutor(original, fallback) = the run_in_executor wrapper's common case (_capture)
  *
  * Only the public C API, plus the frame struct's f_lasti on 3.10 (which has no
  * PyFrame_GetLasti). Node layout: see async_trace/_chain.py (parent, depth,
@@ -55,6 +56,25 @@ frame_back(PyFrameObject *f)
 }
 
 static void clear_siblings(void);
+
+/* getattr(obj, name, None) as 3.13's PyObject_GetOptionalAttr: 1 found, 0 not (*out NULL), -1 error. */
+static int
+optional_attr(PyObject *obj, PyObject *name, PyObject **out)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, out);
+#else
+    *out = PyObject_GetAttr(obj, name);
+    if (*out != NULL) {
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+#endif
+}
 
 /* --- walk --------------------------------------------------------------- */
 
@@ -424,8 +444,25 @@ asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
     return 0;
 }
 
+/* A root task's context keeps its unnamed root: the nodes below get a named copy (_lineage.name_root,
+ * whose latest answer is kept here as there). A new reference. */
 static PyObject *
-new_task_node(PyObject *parent, PyObject *depth, PyObject *code, PyObject *frames, PyObject *ref)
+named_root(PyObject *root, PyObject *task)
+{
+    if (named_key != root) {
+        PyObject *named = PyObject_CallFunctionObjArgs(name_root, root, task, NULL);
+        if (named == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(named_key, Py_NewRef(root));
+        Py_XSETREF(named_value, named);
+    }
+    return Py_NewRef(named_value);
+}
+
+/* A node of kind (a Node subclass of tuple): (parent, depth, code, frames, creator_ref). */
+static PyObject *
+new_node(PyObject *kind, PyObject *parent, PyObject *depth, PyObject *code, PyObject *frames, PyObject *ref)
 {
     PyObject *items = PyTuple_Pack(5, parent, depth, code, frames, ref);
     if (items == NULL) {
@@ -436,7 +473,7 @@ new_task_node(PyObject *parent, PyObject *depth, PyObject *code, PyObject *frame
     if (args == NULL) {
         return NULL;
     }
-    PyObject *node = PyTuple_Type.tp_new((PyTypeObject *)task_node_type, args, NULL);
+    PyObject *node = PyTuple_Type.tp_new((PyTypeObject *)kind, args, NULL);
     Py_DECREF(args);
     return node;
 }
@@ -510,16 +547,11 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
         goto not_common;
     }
     if (unnamed_root) {
-        /* A root task's context keeps its unnamed root: the nodes below get a named copy (_lineage.name_root). */
-        if (named_key != parent) {
-            PyObject *named = PyObject_CallFunctionObjArgs(name_root, parent, creator, NULL);
-            if (named == NULL) {
-                goto done;
-            }
-            Py_XSETREF(named_key, Py_NewRef(parent));
-            Py_XSETREF(named_value, named);
+        PyObject *named = named_root(parent, creator);
+        if (named == NULL) {
+            goto done;
         }
-        Py_SETREF(parent, Py_NewRef(named_value));
+        Py_SETREF(parent, named);
     }
     if (!PyCoro_CheckExact(coro)) {
         goto not_common; /* coro_code() of another awaitable: Python's */
@@ -604,7 +636,7 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
         if (child_depth == NULL) {
             goto done;
         }
-        result = new_task_node(parent, child_depth, made_code, frames, ref);
+        result = new_node(task_node_type, parent, child_depth, made_code, frames, ref);
         Py_DECREF(child_depth);
     }
     goto done;
@@ -978,22 +1010,27 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     return finish_task(task, node);
 }
 
+static PyObject *run_in_executor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                            PyObject *kwnames);
+static PyTypeObject RunInExecutorType;
+
+/* CreateTask(original, fallback), RunInExecutor(original, fallback): one layout, one constructor. */
 static PyObject *
 create_task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *original, *fallback;
-    if (!PyArg_ParseTuple(args, "OO:CreateTask", &original, &fallback)) {
+    if (!PyArg_ParseTuple(args, "OO", &original, &fallback)) {
         return NULL;
     }
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0) {
-        PyErr_SetString(PyExc_TypeError, "CreateTask() takes no keyword arguments");
+        PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments", type->tp_name);
         return NULL;
     }
     CreateTask *self = PyObject_GC_New(CreateTask, type);
     if (self == NULL) {
         return NULL;
     }
-    self->vectorcall = create_task_vectorcall;
+    self->vectorcall = type == &RunInExecutorType ? run_in_executor_vectorcall : create_task_vectorcall;
     self->original = Py_NewRef(original);
     self->fallback = Py_NewRef(fallback);
     self->dict = NULL;
@@ -1039,7 +1076,8 @@ create_task_get(PyObject *self, PyObject *obj, PyObject *type)
 static PyObject *
 create_task_repr(CreateTask *self)
 {
-    return PyUnicode_FromFormat("<async_trace create_task wrapper of %R>", self->original);
+    const char *what = Py_TYPE(self) == &RunInExecutorType ? "run_in_executor" : "create_task";
+    return PyUnicode_FromFormat("<async_trace %s wrapper of %R>", what, self->original);
 }
 
 static PyMemberDef create_task_members[] = {
@@ -1065,6 +1103,278 @@ static PyTypeObject CreateTaskType = {
     .tp_setattro = PyObject_GenericSetAttr,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_doc = "CreateTask(original, fallback): the create_task wrapper's common case, compiled.",
+    .tp_traverse = (traverseproc)create_task_traverse,
+    .tp_clear = (inquiry)create_task_clear,
+    .tp_members = create_task_members,
+    .tp_getset = create_task_getset,
+    .tp_descr_get = create_task_get,
+    .tp_dictoffset = offsetof(CreateTask, dict),
+    .tp_new = create_task_new,
+};
+
+
+/* --- the run_in_executor wrapper ------------------------------------------ */
+
+static PyObject *exec_node_type = NULL;     /* _chain.ExecutorNode */
+static PyObject *exec_process_pool = NULL;  /* concurrent.futures.ProcessPoolExecutor */
+static PyObject *exec_partial = NULL;       /* functools.partial */
+static PyObject *exec_context_call = NULL;  /* _contexts.ContextCall (a functools.partial subclass) */
+static PyObject *exec_call_watchers = NULL; /* _hooks.call_watchers (a list) */
+static PyObject *str_get_debug = NULL, *str_func = NULL, *str_self = NULL, *str_dunder_name = NULL,
+                *str_run = NULL;
+
+/* _contexts.context_of_run(func): the Context of functools.partial(ctx.run, ...) as asyncio.to_thread
+ * builds it (a new reference), or NULL: none (no error set) or an error (set). */
+static PyObject *
+context_of_run(PyObject *func)
+{
+    PyObject *kind = (PyObject *)Py_TYPE(func);
+    if (kind != exec_partial && kind != exec_context_call) {
+        return NULL;
+    }
+    PyObject *target = PyObject_GetAttr(func, str_func);
+    if (target == NULL) {
+        return NULL;
+    }
+    PyObject *owner = NULL, *name = NULL, *result = NULL;
+    if (optional_attr(target, str_self, &owner) < 0 || owner == NULL || !PyContext_CheckExact(owner)) {
+        goto done;
+    }
+    if (optional_attr(target, str_dunder_name, &name) < 0 || name == NULL) {
+        goto done;
+    }
+    int is_run = PyObject_RichCompareBool(name, str_run, Py_EQ);
+    if (is_run > 0) {
+        result = Py_NewRef(owner);
+    }
+done:
+    Py_DECREF(target);
+    Py_XDECREF(owner);
+    Py_XDECREF(name);
+    return result;
+}
+
+/* The node of an executor call made by the running task of loop from the current frame: the common case
+ * of _capture.capture(ExecutorNode, loop, frame). Py_None outside it (the Python wrapper decides). */
+static PyObject *
+executor_node(PyObject *loop)
+{
+    PyObject *parent = NULL, *task = NULL, *coro = NULL, *stop = NULL, *frames = NULL, *ref = NULL, *result = NULL;
+    if (PyContextVar_Get(current_var, NULL, &parent) < 0) {
+        return NULL;
+    }
+    if (parent == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *kind = (PyObject *)Py_TYPE(parent);
+    if ((kind != task_node_type && kind != root_node_type) || PyTuple_GET_SIZE(parent) < 5) {
+        goto not_common;
+    }
+    task = PyObject_CallOneArg(current_task, loop);
+    if (task == NULL) {
+        goto done;
+    }
+    if (task == Py_None) {
+        goto not_common;
+    }
+    coro = PyObject_CallMethodNoArgs(task, str_get_coro);
+    if (coro == NULL) {
+        goto done;
+    }
+    if (!PyCoro_CheckExact(coro)) {
+        goto not_common;
+    }
+    {
+        PyObject *code = PyObject_GetAttr(coro, str_cr_code);
+        if (code == NULL) {
+            goto done;
+        }
+        int own = PyTuple_GET_ITEM(parent, 2) == code;
+        Py_DECREF(code);
+        if (!own) {
+            goto not_common; /* not the running task's own node: the Python code repairs it */
+        }
+    }
+    if (kind == root_node_type && PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None) {
+        PyObject *named = named_root(parent, task);
+        if (named == NULL) {
+            goto done;
+        }
+        Py_SETREF(parent, named);
+    }
+    long depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
+    if (depth == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    long max_depth = settings_long(str_max_depth);
+    if (max_depth == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    if (depth + 1 > max_depth) {
+        goto not_common; /* compacted by the Python code */
+    }
+    stop = PyObject_GetAttr(coro, str_cr_frame);
+    if (stop == NULL) {
+        goto done;
+    }
+    PyFrameObject *here = PyEval_GetFrame(); /* borrowed: the caller of run_in_executor */
+    if (here == NULL) {
+        goto not_common;
+    }
+    frames = walk_impl((PyObject *)here, stop, 1);
+    if (frames == NULL) {
+        goto done;
+    }
+    ref = PyWeakref_NewRef(task, NULL);
+    if (ref == NULL) {
+        goto done;
+    }
+    {
+        PyObject *child_depth = PyLong_FromLong(depth + 1);
+        if (child_depth == NULL) {
+            goto done;
+        }
+        result = new_node(exec_node_type, parent, child_depth, Py_None, frames, ref);
+        Py_DECREF(child_depth);
+    }
+    goto done;
+not_common:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(parent);
+    Py_XDECREF(task);
+    Py_XDECREF(coro);
+    Py_XDECREF(stop);
+    Py_XDECREF(frames);
+    Py_XDECREF(ref);
+    return result;
+}
+
+/* RunInExecutor(original, fallback): _capture's run_in_executor wrapper, for its common case (a traced
+ * task's call of a function, to a thread pool or the default executor, outside debug mode; or
+ * asyncio.to_thread's call in the context it copied). Every other call goes to ``fallback``. */
+static PyObject *
+run_in_executor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    CreateTask *self = (CreateTask *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!wrapper_active || nargs < 3 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) ||
+        current_var == NULL || exec_node_type == NULL) {
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *loop = args[0], *executor = args[1], *func = args[2];
+    PyObject *debug = PyObject_CallMethodNoArgs(loop, str_get_debug);
+    int debugging = debug == NULL ? -1 : PyObject_IsTrue(debug);
+    Py_XDECREF(debug);
+    if (debugging != 0 || !PyCallable_Check(func)) {
+        PyErr_Clear();
+        return call_fallback(self, args, nargsf, kwnames); /* the loop's checks see what they see untraced */
+    }
+    PyObject *ctx = context_of_run(func);
+    if (ctx == NULL) {
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        int to_processes = executor == Py_None ? 0 : PyObject_IsInstance(executor, exec_process_pool);
+        if (to_processes != 0) {
+            PyErr_Clear();
+            return call_fallback(self, args, nargsf, kwnames); /* the chain goes symbolized: _process.hop */
+        }
+    }
+    PyObject *node = executor_node(loop);
+    if (node == NULL || node == Py_None) {
+        PyErr_Clear();
+        Py_XDECREF(node);
+        Py_XDECREF(ctx);
+        return call_fallback(self, args, nargsf, kwnames);
+    }
+    PyObject *future;
+    if (ctx != NULL) {
+        /* asyncio.to_thread copied the context before calling us: the node goes into that copy. */
+        int failed = set_in(ctx, node);
+        Py_DECREF(ctx);
+        if (failed) {
+            PyErr_Clear();
+            Py_DECREF(node);
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        future = PyObject_Vectorcall(self->original, args, nargsf, NULL);
+    }
+    else {
+        PyObject *call = NULL, *run = NULL, *pair = NULL;
+        ctx = PyContext_CopyCurrent();
+        if (ctx != NULL && set_in(ctx, node) == 0 && (run = PyObject_GetAttr(ctx, str_run)) != NULL &&
+            (pair = PyTuple_Pack(2, run, func)) != NULL) {
+            /* ContextCall(ctx, func), made as its __new__ makes it: functools.partial(ctx.run, func). */
+            call = ((PyTypeObject *)exec_partial)->tp_new((PyTypeObject *)exec_context_call, pair, NULL);
+        }
+        Py_XDECREF(ctx);
+        Py_XDECREF(run);
+        Py_XDECREF(pair);
+        if (call == NULL) {
+            PyErr_Clear();
+            Py_DECREF(node);
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        PyObject *small[8];
+        PyObject **call_args = nargs <= 8 ? small : PyMem_New(PyObject *, nargs);
+        if (call_args == NULL) {
+            Py_DECREF(call);
+            Py_DECREF(node);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t k = 0; k < nargs; k++) {
+            call_args[k] = args[k];
+        }
+        call_args[2] = call;
+        future = PyObject_Vectorcall(self->original, call_args, nargs, NULL);
+        if (call_args != small) {
+            PyMem_Free(call_args);
+        }
+        Py_DECREF(call);
+    }
+    if (future != NULL && PyList_GET_SIZE(exec_call_watchers) > 0) {
+        PyObject *done = PyObject_CallFunctionObjArgs(notify, exec_call_watchers, future, node, NULL);
+        Py_XDECREF(done);
+        PyErr_Clear();
+    }
+    Py_DECREF(node);
+    return future; /* NULL: the loop's own error (a shut-down executor), as untraced */
+}
+
+static PyObject *
+ccore_setup_executor(PyObject *module, PyObject *args)
+{
+    PyObject *node_type, *process_pool, *partial, *context_call, *watchers;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!:setup_executor", &PyType_Type, &node_type, &PyType_Type, &process_pool,
+                          &PyType_Type, &partial, &PyType_Type, &context_call, &PyList_Type, &watchers)) {
+        return NULL;
+    }
+    if (!PyType_IsSubtype((PyTypeObject *)context_call, (PyTypeObject *)partial)) {
+        PyErr_SetString(PyExc_TypeError, "setup_executor(): ContextCall must subclass functools.partial");
+        return NULL;
+    }
+    Py_XSETREF(exec_node_type, Py_NewRef(node_type));
+    Py_XSETREF(exec_process_pool, Py_NewRef(process_pool));
+    Py_XSETREF(exec_partial, Py_NewRef(partial));
+    Py_XSETREF(exec_context_call, Py_NewRef(context_call));
+    Py_XSETREF(exec_call_watchers, Py_NewRef(watchers));
+    Py_RETURN_NONE;
+}
+
+static PyTypeObject RunInExecutorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "async_trace._ccore.RunInExecutor",
+    .tp_basicsize = sizeof(CreateTask),
+    .tp_dealloc = (destructor)create_task_dealloc,
+    .tp_vectorcall_offset = offsetof(CreateTask, vectorcall),
+    .tp_repr = (reprfunc)create_task_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "RunInExecutor(original, fallback): the run_in_executor wrapper's common case, compiled.",
     .tp_traverse = (traverseproc)create_task_traverse,
     .tp_clear = (inquiry)create_task_clear,
     .tp_members = create_task_members,
@@ -1815,6 +2125,8 @@ static PyMethodDef ccore_methods[] = {
     {"resolve_uncached", ccore_resolve_uncached, METH_O, "resolve_uncached(frames): async_trace._frames.resolve_uncached, compiled."},
     {"setup_resolve", ccore_setup_resolve, METH_VARARGS,
      "setup_resolve(kind_cache, line_cache, frame_kind, line_at, elision_marker, runner_codes, task_makers)"},
+    {"setup_executor", ccore_setup_executor, METH_VARARGS,
+     "setup_executor(ExecutorNode, ProcessPoolExecutor, functools.partial, ContextCall, call_watchers)"},
     {"registry_method", ccore_registry_method, METH_O,
      "registry_method(cls): async_trace._direct_tasks._Registry.add, compiled, as a method of cls."},
     {"setup_registry", ccore_setup_registry, METH_VARARGS,
@@ -1862,6 +2174,14 @@ PyInit__ccore(void)
         str_name == NULL || str_eager_start == NULL || kw_context == NULL || kw_name_context == NULL || drop_siblings_callback == NULL) {
         return NULL;
     }
+    str_get_debug = PyUnicode_InternFromString("get_debug");
+    str_func = PyUnicode_InternFromString("func");
+    str_self = PyUnicode_InternFromString("__self__");
+    str_dunder_name = PyUnicode_InternFromString("__name__");
+    str_run = PyUnicode_InternFromString("run");
+    if (str_get_debug == NULL || str_func == NULL || str_self == NULL || str_dunder_name == NULL || str_run == NULL) {
+        return NULL;
+    }
     str_pending_removals = PyUnicode_InternFromString("_pending_removals");
     str_commit_removals = PyUnicode_InternFromString("_commit_removals");
     str_data = PyUnicode_InternFromString("data");
@@ -1897,17 +2217,18 @@ PyInit__ccore(void)
         PyDict_SetItem(frame_template, key_in_app, Py_None) < 0) {
         return NULL;
     }
-    if (PyType_Ready(&CreateTaskType) < 0) {
+    if (PyType_Ready(&CreateTaskType) < 0 || PyType_Ready(&RunInExecutorType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&ccore_module);
-    if (module != NULL && PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0) {
+    if (module != NULL && (PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0 ||
+                           PyModule_AddObjectRef(module, "RunInExecutor", (PyObject *)&RunInExecutorType) < 0)) {
         Py_DECREF(module);
         return NULL;
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 7) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 8) < 0) {
         Py_DECREF(module);
         return NULL;
     }

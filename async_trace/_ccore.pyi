@@ -81,6 +81,20 @@ def setup_wrapper(
     note_task_code: Callable[[Any], None],
     /,
 ) -> None: ...
+def setup_executor(
+    executor_node: type[Node],
+    process_pool: type,
+    partial: type,
+    context_call: type,
+    call_watchers: list[Any],
+    /,
+) -> None: ...
+
+class RunInExecutor:
+    __async_trace_fallback__: Callable[..., Any]
+    def __init__(self, original: Callable[..., Any], fallback: Callable[..., Any], /) -> None: ...
+    def __call__(self, loop: Any, executor: Any, func: Any, /, *args: Any) -> Any: ...
+    def __get__(self, obj: Any, objtype: Any = None, /) -> Any: ...
 
 class CreateTask:
     __async_trace_fallback__: Callable[..., Any]

@@ -241,7 +241,7 @@ async def test_the_compiled_registration_hook_is_the_python_one() -> None:
 
 @needs_core
 async def test_a_failing_core_falls_back_to_untraced_creation_and_warns_once() -> None:
-    """A failure inside the core: the task is created all the same, untraced; one warning; then healed."""
+    """A failure inside the core: tasks and executor calls are made all the same, untraced; one warning; then healed."""
 
     class Broken:
         """A settings object whose bounds cannot be read: the core's walk and task_node raise."""
@@ -255,6 +255,8 @@ async def test_a_failing_core_falls_back_to_untraced_creation_and_warns_once() -
         return async_trace.format_trace()
 
     async def parent() -> Any:
+        calls = [await asyncio.get_running_loop().run_in_executor(None, len, "abc") for _ in range(2)]
+        assert calls == [3, 3]  # executor calls too: made, untraced
         return [await asyncio.create_task(child(n)) for n in range(3)]
 
     before = async_trace.internal_errors().count
@@ -310,6 +312,44 @@ def test_the_loop_s_own_errors_show_no_frame_of_ours_with_the_core() -> None:
     }
     assert out["traced"] == out["plain"]
     assert out["plain"].count("Traceback (most recent call last):") == 2
+    assert "async_trace" not in out["traced"]
+
+
+@needs_core
+@pytest.mark.parametrize("how", ["run_in_executor", "to_thread"])
+def test_a_shut_down_executor_s_error_shows_no_frame_of_ours_with_the_core(how: str) -> None:
+    """run_in_executor on a shut-down executor (directly, and through to_thread): the traceback is plain's."""
+    call = (
+        "await loop.run_in_executor(pool, print)"
+        if how == "run_in_executor"
+        else "loop.set_default_executor(pool)\n        await asyncio.to_thread(print)"
+    )
+    program = (
+        "import asyncio, concurrent.futures, sys, traceback\n"
+        "import async_trace\n"
+        "if sys.argv[1] == 'plain':\n"
+        "    async_trace.disable_tracing()\n"
+        "async def main():\n"
+        "    loop = asyncio.get_running_loop()\n"
+        "    pool = concurrent.futures.ThreadPoolExecutor()\n"
+        "    pool.shutdown()\n"
+        "    try:\n"
+        f"        {call}\n"
+        "    except RuntimeError:\n"
+        "        traceback.print_exc(file=sys.stdout)\n"
+        "    print(async_trace.implementation if sys.argv[1] == 'traced' else 'c')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ASYNC_TRACE_NO_EXTENSIONS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    out = {
+        mode: subprocess.run(
+            [sys.executable, "-c", program, mode], capture_output=True, text=True, env=env, check=True
+        ).stdout
+        for mode in ("plain", "traced")
+    }
+    assert out["traced"] == out["plain"]
+    assert "cannot schedule new futures after shutdown" in out["plain"]
     assert "async_trace" not in out["traced"]
 
 
