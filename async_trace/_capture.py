@@ -71,6 +71,7 @@ from ._frames import (
 from ._hooks import HookSet, Target, call_watchers, on_disable, task_watchers
 from ._lineage import adopt_root, compact, connection_parent, is_own, name_root, running_node
 from ._loops import (
+    CONTEXT_FACTORIES,
     TASK_FACTORY_ATTR,
     UNREADABLE,
     UVLOOP_MODULE,
@@ -695,3 +696,4 @@ if CORE is not None:
         note_task_code,
     )
     CORE.setup_executor(ExecutorNode, _ProcessPool, functools.partial, ContextCall, call_watchers)
+    CORE.setup_factories(CONTEXT_FACTORIES, _check_coroutine)

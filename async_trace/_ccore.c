@@ -720,11 +720,14 @@ static PyObject *notify = NULL;                /* _capture._notify */
 static PyObject *task_watchers = NULL;         /* _hooks.task_watchers (a list) */
 static PyObject *task_codes = NULL;            /* _chain.task_codes (3.10/3.11), or None */
 static PyObject *note_task_code = NULL;        /* _chain.note_task_code */
+static PyObject *context_factories = NULL;     /* _loops.CONTEXT_FACTORIES: factories that take context= */
+static PyObject *check_coroutine = NULL;       /* _capture._check_coroutine */
 static PyObject *str_task_factory = NULL;
 static PyObject *str_get_task_factory = NULL;
 static PyObject *str_source_traceback = NULL;
 static PyObject *str_name = NULL;
 static PyObject *str_eager_start = NULL;
+static PyObject *str_done = NULL;
 static PyObject *kw_context = NULL;      /* ("context",) */
 static PyObject *kw_name_context = NULL; /* ("name", "context") */
 /* The sibling cache: see _capture._SiblingCache (this one serves the compiled wrapper). */
@@ -867,15 +870,41 @@ task_context(PyObject *node, PyObject *creator)
 }
 
 /* After the loop made ``task`` (NULL: its error, passed on as untraced) with ``node`` (a reference
- * this takes): the Python wrapper's bookkeeping, which never raises. */
+ * this takes): the Python wrapper's bookkeeping, which never raises. With a task factory
+ * (``factory_ctx`` not NULL: the context handed to it, or None), the factory may have wrapped the
+ * coroutine: _capture._check_coroutine renames the node (and remembers the code the task runs). */
 static PyObject *
-finish_task(PyObject *task, PyObject *node)
+finish_task(PyObject *task, PyObject *node, PyObject *coro, PyObject *factory_ctx)
 {
     if (task == NULL) {
         Py_DECREF(node);
         return NULL; /* the loop's own error, as untraced */
     }
-    if (task_codes != NULL && task_codes != Py_None) {
+    int note_code = 1;
+    if (factory_ctx != NULL) {
+        /* _check_coroutine's early returns inlined: a finished task (past caring), or the task runs
+         * the coroutine it was made for (only the code it runs is remembered, below). */
+        int finished = -1, same = 0;
+        PyObject *answer = PyObject_CallMethodNoArgs(task, str_done);
+        if (answer != NULL) {
+            finished = PyObject_IsTrue(answer);
+            Py_DECREF(answer);
+        }
+        if (finished == 0) {
+            PyObject *made = PyObject_CallMethodNoArgs(task, str_get_coro);
+            same = made == coro;
+            Py_XDECREF(made);
+        }
+        PyErr_Clear();
+        note_code = finished == 0 && same;
+        if (finished != 1 && !same) {
+            PyObject *call[4] = {task, node, coro, factory_ctx};
+            PyObject *done = PyObject_Vectorcall(check_coroutine, call, 4, NULL);
+            Py_XDECREF(done);
+            PyErr_Clear();
+        }
+    }
+    if (note_code && task_codes != NULL && task_codes != Py_None) {
         /* 3.10/3.11: remember the code the task runs (_chain.task_codes), as the Python wrapper does. */
         PyObject *code = PyTuple_GET_ITEM(node, 2);
         PyObject *key = PyLong_FromVoidPtr(code);
@@ -952,9 +981,15 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
             return call_fallback(self, args, nargsf, kwnames);
         }
     }
-    int has_factory = factory != Py_None;
-    Py_DECREF(factory);
+    /* A task factory: the node is set as without one; whether the task is handed its context depends
+     * on the factory (_loops.passes_context), and _check_coroutine looks at what it made. */
+    int has_factory = factory != Py_None, factory_takes_context = 0;
     if (has_factory) {
+        factory_takes_context = check_coroutine == NULL ? -1 : PySequence_Contains(context_factories, factory);
+    }
+    Py_DECREF(factory);
+    if (factory_takes_context < 0) {
+        PyErr_Clear();
         return call_fallback(self, args, nargsf, kwnames);
     }
     PyObject *creator = NULL;
@@ -968,9 +1003,10 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         Py_XDECREF(creator);
         return call_fallback(self, args, nargsf, kwnames);
     }
-    if (eager_start) {
-        /* As the Python wrapper does for a keyword other than name= and context=: the node is in
-         * the caller's context for the duration of the call, and the task copies it. */
+    if (eager_start || (has_factory && !factory_takes_context)) {
+        /* As the Python wrapper does for a keyword other than name= and context= or a factory that
+         * may not take context=: the node is in the caller's context for the duration of the call,
+         * and the task copies it. */
         Py_DECREF(creator);
         PyObject *token = PyContextVar_Set(current_var, node);
         if (token == NULL) {
@@ -986,7 +1022,7 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         }
         PyErr_Restore(type, value, tb);
         Py_DECREF(token);
-        return finish_task(made, node);
+        return finish_task(made, node, coro, has_factory ? Py_None : NULL);
     }
     PyObject *ctx = task_context(node, creator);
     Py_DECREF(creator);
@@ -1006,8 +1042,9 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         call_args[2] = ctx;
         task = PyObject_Vectorcall(self->original, call_args, 2, kw_context);
     }
+    PyObject *result = finish_task(task, node, coro, has_factory ? ctx : NULL);
     Py_DECREF(ctx);
-    return finish_task(task, node);
+    return result;
 }
 
 static PyObject *run_in_executor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
@@ -1341,6 +1378,18 @@ run_in_executor_vectorcall(PyObject *callable, PyObject *const *args, size_t nar
     }
     Py_DECREF(node);
     return future; /* NULL: the loop's own error (a shut-down executor), as untraced */
+}
+
+static PyObject *
+ccore_setup_factories(PyObject *module, PyObject *args)
+{
+    PyObject *factories, *checker;
+    if (!PyArg_ParseTuple(args, "O!O:setup_factories", &PyTuple_Type, &factories, &checker)) {
+        return NULL;
+    }
+    Py_XSETREF(context_factories, Py_NewRef(factories));
+    Py_XSETREF(check_coroutine, Py_NewRef(checker));
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -2125,6 +2174,8 @@ static PyMethodDef ccore_methods[] = {
     {"resolve_uncached", ccore_resolve_uncached, METH_O, "resolve_uncached(frames): async_trace._frames.resolve_uncached, compiled."},
     {"setup_resolve", ccore_setup_resolve, METH_VARARGS,
      "setup_resolve(kind_cache, line_cache, frame_kind, line_at, elision_marker, runner_codes, task_makers)"},
+    {"setup_factories", ccore_setup_factories, METH_VARARGS,
+     "setup_factories(context_factories, check_coroutine): CreateTask's task-factory case."},
     {"setup_executor", ccore_setup_executor, METH_VARARGS,
      "setup_executor(ExecutorNode, ProcessPoolExecutor, functools.partial, ContextCall, call_watchers)"},
     {"registry_method", ccore_registry_method, METH_O,
@@ -2174,12 +2225,13 @@ PyInit__ccore(void)
         str_name == NULL || str_eager_start == NULL || kw_context == NULL || kw_name_context == NULL || drop_siblings_callback == NULL) {
         return NULL;
     }
+    str_done = PyUnicode_InternFromString("done");
     str_get_debug = PyUnicode_InternFromString("get_debug");
     str_func = PyUnicode_InternFromString("func");
     str_self = PyUnicode_InternFromString("__self__");
     str_dunder_name = PyUnicode_InternFromString("__name__");
     str_run = PyUnicode_InternFromString("run");
-    if (str_get_debug == NULL || str_func == NULL || str_self == NULL || str_dunder_name == NULL || str_run == NULL) {
+    if (str_done == NULL || str_get_debug == NULL || str_func == NULL || str_self == NULL || str_dunder_name == NULL || str_run == NULL) {
         return NULL;
     }
     str_pending_removals = PyUnicode_InternFromString("_pending_removals");
@@ -2228,7 +2280,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 8) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 9) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -81,6 +81,7 @@ def setup_wrapper(
     note_task_code: Callable[[Any], None],
     /,
 ) -> None: ...
+def setup_factories(context_factories: tuple[Any, ...], check_coroutine: Callable[..., None], /) -> None: ...
 def setup_executor(
     executor_node: type[Node],
     process_pool: type,

@@ -35,7 +35,8 @@ TASK_FACTORY_ATTR: Final = "_task_factory"
 #: What ``loop_factory()`` returns for a loop whose task factory Python cannot read (uvloop's).
 UNREADABLE: Final = object()
 #: Task factories known to accept ``context=`` (3.11+: asyncio's eager_task_factory).
-_CONTEXT_FACTORIES: Final = tuple(f for f in (getattr(asyncio, "eager_task_factory", None),) if f is not None)
+#: Task factories known to accept ``context=`` (asyncio's eager one, 3.12+).
+CONTEXT_FACTORIES: Final = tuple(f for f in (getattr(asyncio, "eager_task_factory", None),) if f is not None)
 
 
 def uvloop_loop_class() -> type | None:
@@ -93,7 +94,7 @@ def passes_context(loop: Any) -> bool:
             factory = loop.get_task_factory()
         except Exception:  # noqa: BLE001 - an exotic loop: do not guess
             return False
-    return factory is None or factory in _CONTEXT_FACTORIES
+    return factory is None or factory in CONTEXT_FACTORIES
 
 
 def loop_thread(loop: Any) -> int | None:
