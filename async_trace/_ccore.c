@@ -727,7 +727,7 @@ static PyObject *str_get_task_factory = NULL;
 static PyObject *str_source_traceback = NULL;
 static PyObject *str_name = NULL;
 static PyObject *str_eager_start = NULL;
-static PyObject *str_done = NULL;
+static PyObject *str_done = NULL, *str_get_context = NULL, *str_get = NULL, *str_get_loop = NULL;
 static PyObject *kw_context = NULL;      /* ("context",) */
 static PyObject *kw_name_context = NULL; /* ("name", "context") */
 /* The sibling cache: see _capture._SiblingCache (this one serves the compiled wrapper). */
@@ -2017,6 +2017,78 @@ static int reg_active = 0;
 static PyObject *str_pending_removals = NULL, *str_commit_removals = NULL, *str_data = NULL, *str_remove = NULL,
                 *str_add = NULL;
 
+/* _direct_tasks._trace_built's common cases (3.12+, where a task hands out its context), for a task
+ * built directly by the code running now (the caller of Task(), not asyncio's): its context holds
+ * the node made for it already (a task factory's task, under our create_task wrapper), or the
+ * creator's, inherited (aiohttp's tasks): then the node is made as task_node does and set there.
+ * 1 done; 0 (error cleared or not) for the Python code to decide. */
+static int
+trace_built_fast(PyObject *task, PyObject *module_name)
+{
+    int handled = 0;
+    PyObject *ctx = NULL, *coro = NULL, *code = NULL, *node = NULL, *loop = NULL, *creator = NULL;
+    if (PySet_Contains(asyncio_callers, module_name) != 0) {
+        goto done; /* built by asyncio's own code: the Python code's frame rules */
+    }
+    ctx = PyObject_CallMethodNoArgs(task, str_get_context);
+    if (ctx == NULL || !PyContext_CheckExact(ctx)) {
+        goto done;
+    }
+    coro = PyObject_CallMethodNoArgs(task, str_get_coro);
+    if (coro == NULL || !PyCoro_CheckExact(coro)) {
+        goto done;
+    }
+    code = PyObject_GetAttr(coro, str_cr_code);
+    node = code != NULL ? PyObject_CallMethodOneArg(ctx, str_get, current_var) : NULL;
+    loop = node != NULL ? PyObject_CallMethodNoArgs(task, str_get_loop) : NULL;
+    if (loop == NULL) {
+        goto done;
+    }
+    if (node != Py_None) {
+        creator = PyObject_CallOneArg(current_task, loop);
+        if (creator == NULL || !PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 5) {
+            goto done;
+        }
+        PyObject *kind = (PyObject *)Py_TYPE(node), *ref = PyTuple_GET_ITEM(node, 4);
+        if (kind == task_node_type && ref != Py_None) {
+            PyObject *made_by = PyWeakref_CheckRef(ref) ? referent(ref) : NULL;
+            int ours = made_by != NULL && made_by == creator;
+            Py_XDECREF(made_by);
+            if (ours) {
+                handled = PyTuple_GET_ITEM(node, 2) == code; /* else renamed by the Python code */
+                goto done;
+            }
+        }
+        if (kind == root_node_type && creator == Py_None && PyTuple_GET_ITEM(node, 2) == code) {
+            handled = 1;
+            goto done;
+        }
+    }
+    /* capture(TaskNode, loop, frame, code): task_node's common case, from the caller of Task(). */
+    PyObject *made = task_node_impl(loop, coro, Py_None, 0, NULL);
+    if (made == NULL || made == Py_None) {
+        Py_XDECREF(made);
+        goto done;
+    }
+    if (set_in(ctx, made) == 0) {
+        handled = 1;
+        if (PyList_GET_SIZE(task_watchers) > 0) {
+            PyObject *r = PyObject_CallFunctionObjArgs(notify, task_watchers, task, NULL);
+            Py_XDECREF(r);
+        }
+    }
+    Py_DECREF(made);
+done:
+    PyErr_Clear();
+    Py_XDECREF(ctx);
+    Py_XDECREF(coro);
+    Py_XDECREF(code);
+    Py_XDECREF(node);
+    Py_XDECREF(loop);
+    Py_XDECREF(creator);
+    return handled;
+}
+
 /* _direct_tasks._Registry.add, compiled: weakref.WeakSet.add, then a task built other than by a
  * create_task wrapper is traced from the frame that built it. Errors of the set's own part are
  * the set's (as WeakSet.add raises them); a failure of ours is dropped: the task stays untraced. */
@@ -2075,6 +2147,9 @@ registry_add(PyObject *self, PyObject *item)
             Py_RETURN_NONE;
         }
         int traced = PySet_Contains(reg_traced_modules, name);
+        if (traced == 0 && asyncio_callers != NULL) {
+            traced = trace_built_fast(item, name); /* 1: traced here */
+        }
         Py_DECREF(name);
         if (traced != 0) {
             PyErr_Clear();
@@ -2226,6 +2301,12 @@ PyInit__ccore(void)
         return NULL;
     }
     str_done = PyUnicode_InternFromString("done");
+    str_get_context = PyUnicode_InternFromString("get_context");
+    str_get = PyUnicode_InternFromString("get");
+    str_get_loop = PyUnicode_InternFromString("get_loop");
+    if (str_get_context == NULL || str_get == NULL || str_get_loop == NULL) {
+        return NULL;
+    }
     str_get_debug = PyUnicode_InternFromString("get_debug");
     str_func = PyUnicode_InternFromString("func");
     str_self = PyUnicode_InternFromString("__self__");
@@ -2280,7 +2361,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 9) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 10) < 0) {
         Py_DECREF(module);
         return NULL;
     }

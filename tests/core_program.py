@@ -1,7 +1,7 @@
 """A program for tests/test_core_equivalence.py: runs a spawn tree, prints what tracing records.
 
 ``python tests/core_program.py '<json>'`` with ``{"tree": [...], "loop": "asyncio"|"uvloop",
-"factory": "none"|"eager"|"custom"}``. In every leaf it prints the leaf's trace, its raw chain of
+"factory": "none"|"eager"|"custom"|"wrapping"}``. In every leaf it prints the leaf's trace, its raw chain of
 nodes (kind, depth, coroutine, frames as (function, line), creator's name) and the note of an
 exception raised one ``await`` down and caught there; then the task tree once. Run once with the
 compiled core and once with ``ASYNC_TRACE_NO_EXTENSIONS=1``, the output must be the same.
@@ -109,6 +109,10 @@ class Run:
     async def via_eager_start(self, sub: Tree, path: str) -> None:
         await asyncio.create_task(self.node(sub, path, new_task=True), eager_start=True)  # type: ignore[call-arg]
 
+    async def via_task_direct(self, sub: Tree, path: str) -> None:
+        # Built with asyncio.Task(...), as aiohttp does: traced by the registration hook (3.10-3.13).
+        await asyncio.Task(self.node(sub, path, new_task=True))
+
     async def via_await(self, sub: Tree, path: str) -> None:
         await self.node(sub, path, new_task=False)
 
@@ -127,12 +131,23 @@ def custom_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) ->
     return asyncio.Task(coro, loop=loop, **kwargs)
 
 
+async def wrapped(coro: Any) -> Any:
+    return await coro
+
+
+def wrapping_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    # As Sentry's asyncio integration does: the task runs another coroutine, which awaits the one given.
+    return asyncio.Task(wrapped(coro), loop=loop, **kwargs)
+
+
 async def main() -> None:
     loop = asyncio.get_running_loop()
     if SPEC["factory"] == "eager":
         loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
     elif SPEC["factory"] == "custom":
         loop.set_task_factory(custom_factory)
+    elif SPEC["factory"] == "wrapping":
+        loop.set_task_factory(wrapping_factory)
     # Every thread of a hop blocks until its coroutine (which may hop again) is done: pools big
     # enough for every hop of the tree at once, else they deadlock.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(64))
