@@ -151,7 +151,14 @@ def _make_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
     wrapper = _make_py_create_task(original)
     if CORE is None or not HAS_CONTEXT_ARG:
         return wrapper
-    compiled: Callable[..., Any] = CORE.CreateTask(original, wrapper)
+    return _compiled(CORE.CreateTask, original, wrapper)
+
+
+def _compiled(
+    kind: Callable[..., Any], original: Callable[..., Any], wrapper: Callable[..., Any]
+) -> Callable[..., Any]:
+    """A compiled wrapper of ``original`` (``CORE.CreateTask``, ``CORE.RunInExecutor``) in front of ``wrapper``."""
+    compiled: Callable[..., Any] = kind(original, wrapper)
     functools.update_wrapper(compiled, original)
     compiled.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
     return compiled
@@ -383,10 +390,7 @@ def _make_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
     wrapper = _make_py_run_in_executor(original)
     if CORE is None:
         return wrapper
-    compiled: Callable[..., Any] = CORE.RunInExecutor(original, wrapper)
-    functools.update_wrapper(compiled, original)
-    compiled.__async_trace_wrapper__ = True  # type: ignore[attr-defined]
-    return compiled
+    return _compiled(CORE.RunInExecutor, original, wrapper)
 
 
 def _make_py_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -1128,26 +1128,33 @@ static PyGetSetDef create_task_getset[] = {
     {NULL},
 };
 
-static PyTypeObject CreateTaskType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "async_trace._ccore.CreateTask",
-    .tp_basicsize = sizeof(CreateTask),
-    .tp_dealloc = (destructor)create_task_dealloc,
-    .tp_vectorcall_offset = offsetof(CreateTask, vectorcall),
-    .tp_repr = (reprfunc)create_task_repr,
-    .tp_call = PyVectorcall_Call,
-    .tp_getattro = PyObject_GenericGetAttr,
-    .tp_setattro = PyObject_GenericSetAttr,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "CreateTask(original, fallback): the create_task wrapper's common case, compiled.",
-    .tp_traverse = (traverseproc)create_task_traverse,
-    .tp_clear = (inquiry)create_task_clear,
-    .tp_members = create_task_members,
-    .tp_getset = create_task_getset,
-    .tp_descr_get = create_task_get,
-    .tp_dictoffset = offsetof(CreateTask, dict),
-    .tp_new = create_task_new,
-};
+/* The two wrapper types share one layout and everything but their name (and vectorcall, chosen
+ * by create_task_new). */
+#define WRAPPER_TYPE(NAME, DOC)                                                          \
+    {                                                                                    \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                   \
+        .tp_name = "async_trace._ccore." NAME,                                           \
+        .tp_basicsize = sizeof(CreateTask),                                              \
+        .tp_dealloc = (destructor)create_task_dealloc,                                   \
+        .tp_vectorcall_offset = offsetof(CreateTask, vectorcall),                        \
+        .tp_repr = (reprfunc)create_task_repr,                                           \
+        .tp_call = PyVectorcall_Call,                                                    \
+        .tp_getattro = PyObject_GenericGetAttr,                                          \
+        .tp_setattro = PyObject_GenericSetAttr,                                          \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | \
+                    Py_TPFLAGS_METHOD_DESCRIPTOR,                                        \
+        .tp_doc = DOC,                                                                   \
+        .tp_traverse = (traverseproc)create_task_traverse,                               \
+        .tp_clear = (inquiry)create_task_clear,                                          \
+        .tp_members = create_task_members,                                               \
+        .tp_getset = create_task_getset,                                                 \
+        .tp_descr_get = create_task_get,                                                 \
+        .tp_dictoffset = offsetof(CreateTask, dict),                                     \
+        .tp_new = create_task_new,                                                       \
+    }
+
+static PyTypeObject CreateTaskType =
+    WRAPPER_TYPE("CreateTask", "CreateTask(original, fallback): the create_task wrapper's common case, compiled.");
 
 
 /* --- the run_in_executor wrapper ------------------------------------------ */
@@ -1412,26 +1419,8 @@ ccore_setup_executor(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyTypeObject RunInExecutorType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "async_trace._ccore.RunInExecutor",
-    .tp_basicsize = sizeof(CreateTask),
-    .tp_dealloc = (destructor)create_task_dealloc,
-    .tp_vectorcall_offset = offsetof(CreateTask, vectorcall),
-    .tp_repr = (reprfunc)create_task_repr,
-    .tp_call = PyVectorcall_Call,
-    .tp_getattro = PyObject_GenericGetAttr,
-    .tp_setattro = PyObject_GenericSetAttr,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "RunInExecutor(original, fallback): the run_in_executor wrapper's common case, compiled.",
-    .tp_traverse = (traverseproc)create_task_traverse,
-    .tp_clear = (inquiry)create_task_clear,
-    .tp_members = create_task_members,
-    .tp_getset = create_task_getset,
-    .tp_descr_get = create_task_get,
-    .tp_dictoffset = offsetof(CreateTask, dict),
-    .tp_new = create_task_new,
-};
+static PyTypeObject RunInExecutorType = WRAPPER_TYPE(
+    "RunInExecutor", "RunInExecutor(original, fallback): the run_in_executor wrapper's common case, compiled.");
 
 static PyObject *
 ccore_set_active(PyObject *module, PyObject *flag)

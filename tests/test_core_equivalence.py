@@ -278,6 +278,18 @@ async def test_a_failing_core_falls_back_to_untraced_creation_and_warns_once() -
     assert any("parent()" in line for line in lines[0])
 
 
+def plain_and_traced(program: str) -> dict[str, str]:
+    """The output of ``python -c program MODE`` for MODE ``plain`` (it disables tracing) and ``traced`` (the core)."""
+    env = {k: v for k, v in os.environ.items() if k != "ASYNC_TRACE_NO_EXTENSIONS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return {
+        mode: subprocess.run(
+            [sys.executable, "-c", program, mode], capture_output=True, text=True, env=env, check=True
+        ).stdout
+        for mode in ("plain", "traced")
+    }
+
+
 @needs_core
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 runs the Python create_task wrapper (no context=)")
 def test_the_loop_s_own_errors_show_no_frame_of_ours_with_the_core() -> None:
@@ -303,14 +315,7 @@ def test_the_loop_s_own_errors_show_no_frame_of_ours_with_the_core() -> None:
         "    loop.set_task_factory(None)\n"
         "asyncio.run(main())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "ASYNC_TRACE_NO_EXTENSIONS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    out = {
-        mode: subprocess.run(
-            [sys.executable, "-c", program, mode], capture_output=True, text=True, env=env, check=True
-        ).stdout
-        for mode in ("plain", "traced")
-    }
+    out = plain_and_traced(program)
     assert out["traced"] == out["plain"]
     assert out["plain"].count("Traceback (most recent call last):") == 2
     assert "async_trace" not in out["traced"]
@@ -341,14 +346,7 @@ def test_a_shut_down_executor_s_error_shows_no_frame_of_ours_with_the_core(how: 
         "    print(async_trace.implementation if sys.argv[1] == 'traced' else 'c')\n"
         "asyncio.run(main())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "ASYNC_TRACE_NO_EXTENSIONS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    out = {
-        mode: subprocess.run(
-            [sys.executable, "-c", program, mode], capture_output=True, text=True, env=env, check=True
-        ).stdout
-        for mode in ("plain", "traced")
-    }
+    out = plain_and_traced(program)
     assert out["traced"] == out["plain"]
     assert "cannot schedule new futures after shutdown" in out["plain"]
     assert "async_trace" not in out["traced"]
