@@ -2126,39 +2126,35 @@ registry_add(PyObject *self, PyObject *item)
     if (!reg_active || reg_trace == NULL) {
         Py_RETURN_NONE;
     }
+    PyObject *name = NULL; /* 3.12+: the module of the frame that built the task */
     if (reg_frame_module != Py_None) {
-        /* 3.12+: the module of the frame that built the task, known without materialising it. */
+        /* Known without materialising the frame: asyncio's create_task, our wrappers. */
         PyObject *depth = PyLong_FromLong(0);
-        PyObject *name = depth != NULL ? PyObject_CallOneArg(reg_frame_module, depth) : NULL;
+        name = depth != NULL ? PyObject_CallOneArg(reg_frame_module, depth) : NULL;
         Py_XDECREF(depth);
-        if (name == NULL) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-        int traced = PySet_Contains(reg_traced_modules, name);
-        if (traced == 0 && asyncio_callers != NULL) {
-            traced = trace_built_fast(item, name); /* 1: traced here */
-        }
-        Py_DECREF(name);
+        int traced = name == NULL ? -1 : PySet_Contains(reg_traced_modules, name);
         if (traced != 0) {
+            Py_XDECREF(name);
             PyErr_Clear();
             Py_RETURN_NONE;
         }
     }
+    /* A wrapper whose frame has another module (one of uvloop's, by functools.wraps), by its code. */
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
-    if (frame == NULL) {
-        Py_RETURN_NONE;
+    int skip = -1;
+    if (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject *id = PyLong_FromVoidPtr(code);
+        Py_DECREF(code);
+        skip = id != NULL ? PySet_Contains(reg_traced_callers, id) : -1;
+        Py_XDECREF(id);
     }
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    PyObject *id = PyLong_FromVoidPtr(code);
-    Py_DECREF(code);
-    int skip = id != NULL ? PySet_Contains(reg_traced_callers, id) : -1;
-    Py_XDECREF(id);
-    if (skip == 0) {
+    if (skip == 0 && !(name != NULL && asyncio_callers != NULL && trace_built_fast(item, name) > 0)) {
         PyObject *call[2] = {item, (PyObject *)frame};
         PyObject *r = PyObject_Vectorcall(reg_trace, call, 2, NULL);
         Py_XDECREF(r);
     }
+    Py_XDECREF(name);
     PyErr_Clear();
     Py_RETURN_NONE;
 }
