@@ -714,7 +714,10 @@ ccore_setup_tasks(PyObject *module, PyObject *args)
  * the loop first. */
 
 static int wrapper_active = 0;
-static int registry_hook = 1; /* whether _direct_tasks' registration hook exists (3.10-3.13) */
+/* The coroutine the compiled wrapper is making a task of, during the loop's call (else NULL): the
+ * registration hook (3.10-3.13) leaves that task alone, traced already (uvloop builds its tasks in C,
+ * so no frame of ours tells the hook). Compared by identity only, never dereferenced. */
+static PyObject *creating_coro = NULL;
 static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
 static PyObject *notify = NULL;                /* _capture._notify */
 static PyObject *task_watchers = NULL;         /* _hooks.task_watchers (a list) */
@@ -970,11 +973,6 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     PyObject *factory = PyObject_GetAttr(loop, str_task_factory);
     if (factory == NULL) {
         PyErr_Clear();
-        if (registry_hook) {
-            /* uvloop builds the task in C, and the registration hook (3.10-3.13) knows a traced
-             * creation by the Python wrapper's frame: without it, each task would be looked at twice. */
-            return call_fallback(self, args, nargsf, kwnames);
-        }
         factory = PyObject_CallMethodNoArgs(loop, str_get_task_factory);
         if (factory == NULL) {
             PyErr_Clear();
@@ -1014,7 +1012,10 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
             Py_DECREF(node);
             return call_fallback(self, args, nargsf, kwnames);
         }
+        PyObject *outer = creating_coro;
+        creating_coro = coro;
         PyObject *made = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+        creating_coro = outer;
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         if (PyContextVar_Reset(current_var, token) < 0) {
@@ -1033,6 +1034,8 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     }
     PyObject *call_args[4] = {loop, coro, NULL, NULL};
     PyObject *task;
+    PyObject *outer = creating_coro;
+    creating_coro = coro;
     if (name != NULL) {
         call_args[2] = name;
         call_args[3] = ctx;
@@ -1042,6 +1045,7 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         call_args[2] = ctx;
         task = PyObject_Vectorcall(self->original, call_args, 2, kw_context);
     }
+    creating_coro = outer;
     PyObject *result = finish_task(task, node, coro, has_factory ? ctx : NULL);
     Py_DECREF(ctx);
     return result;
@@ -1451,7 +1455,7 @@ ccore_setup_wrapper(PyObject *module, PyObject *args)
     }
     Py_XSETREF(task_codes, Py_NewRef(codes));
     Py_XSETREF(note_task_code, Py_NewRef(noter));
-    registry_hook = hooked;
+    (void)hooked; /* the registration hook tells the compiled wrapper's tasks by creating_coro */
     Py_XSETREF(trim_source_traceback, Py_NewRef(trim));
     Py_XSETREF(notify, Py_NewRef(notifier));
     Py_XSETREF(task_watchers, Py_NewRef(watchers));
@@ -2125,6 +2129,15 @@ registry_add(PyObject *self, PyObject *item)
     }
     if (!reg_active || reg_trace == NULL) {
         Py_RETURN_NONE;
+    }
+    if (creating_coro != NULL) {
+        /* Made by the compiled create_task wrapper, now: traced already. */
+        PyObject *made = PyObject_CallMethodNoArgs(item, str_get_coro);
+        Py_XDECREF(made);
+        if (made == creating_coro) {
+            Py_RETURN_NONE;
+        }
+        PyErr_Clear();
     }
     PyObject *name = NULL; /* 3.12+: the module of the frame that built the task */
     if (reg_frame_module != Py_None) {
