@@ -55,7 +55,7 @@ from ._chain import (
     stop_frame,
     task_codes,
 )
-from ._compat import ASYNCIO_REGISTRY, HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_context
+from ._compat import HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_context
 from ._config import new_epoch, settings
 from ._contexts import ContextCall, context_of_run
 from ._failsafe import warn_internal
@@ -677,9 +677,6 @@ def _notify(watchers: list[Callable[..., None]], *args: Any) -> None:
 # The compiled core reads what it shares with the Python wrapper from here (see _ccore.c).
 if CORE is not None:
     CORE.setup_tasks(
-        CURRENT,
-        TaskNode,
-        RootNode,
         _current_task,
         _frame_module,
         sys._getframe,
@@ -695,9 +692,9 @@ if CORE is not None:
         _trim_source_traceback,
         _notify,
         task_watchers,
-        ASYNCIO_REGISTRY is not None,
         task_codes if KEEP_TASK_CODES else None,
         note_task_code,
+        CONTEXT_FACTORIES,
+        _check_coroutine,
     )
-    CORE.setup_executor(ExecutorNode, _ProcessPool, functools.partial, ContextCall, call_watchers)
-    CORE.setup_factories(CONTEXT_FACTORIES, _check_coroutine)
+    CORE.setup_executor(_ProcessPool, functools.partial, ContextCall, call_watchers)

@@ -324,6 +324,7 @@ ccore_setup_walk(PyObject *module, PyObject *args)
 static PyObject *current_var = NULL;     /* async_trace._chain.CURRENT */
 static PyObject *task_node_type = NULL;  /* _chain.TaskNode */
 static PyObject *root_node_type = NULL;  /* _chain.RootNode */
+static PyObject *executor_node_type = NULL; /* _chain.ExecutorNode */
 static PyObject *current_task = NULL;    /* asyncio.current_task */
 static PyObject *frame_module = NULL;    /* sys._getframemodulename (3.12+) or None */
 static PyObject *getframe = NULL;        /* sys._getframe */
@@ -379,11 +380,6 @@ creating_frame(PyFrameObject *frame)
     return frame;
 }
 
-/* The frame of the line that asked for the task (3.12+: past asyncio's
- * callers, found by module name without making their frame objects). The
- * caller of this function is the create_task wrapper: depth ``base`` is its caller (1 for
- * the Python wrapper, whose frame is on top; 0 for the compiled one, which has none).
- * Sets *start (the first frame to walk) and *asker; both owned. */
 /* func(depth): sys._getframemodulename or sys._getframe. */
 static PyObject *
 call_with_depth(PyObject *func, long depth)
@@ -397,6 +393,11 @@ call_with_depth(PyObject *func, long depth)
     return result;
 }
 
+/* The frame of the line that asked for the task (3.12+: past asyncio's
+ * callers, found by module name without making their frame objects). The
+ * caller of this function is the create_task wrapper: depth ``base`` is its caller (1 for
+ * the Python wrapper, whose frame is on top; 0 for the compiled one, which has none).
+ * Sets *start (the first frame to walk) and *asker; both owned. */
 static int
 asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
 {
@@ -478,6 +479,95 @@ new_node(PyObject *kind, PyObject *parent, PyObject *depth, PyObject *code, PyOb
     return node;
 }
 
+/* Where both compiled wrappers start, the common case of _capture.capture: the running task of loop
+ * is traced (its context holds its own TaskNode or RootNode; a root is named as _lineage.name_root
+ * names it) and its chain has room for one more hop below max_depth. Sets *parent, *task, *stop (the
+ * task's coroutine frame, where the walk ends; all three owned) and *depth. 1 in the common case, 0
+ * outside it, -1 on an error; nothing is set but in the common case. ``check_outer``: the create_task
+ * wrapper's check that this is not our wrapper inside another of ours (_pushed_by_outer_wrapper). */
+static int
+running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject **task_out, PyObject **stop_out,
+               long *depth_out)
+{
+    PyObject *parent = NULL, *task = NULL, *coro = NULL, *code = NULL;
+    int result = -1;
+    if (PyContextVar_Get(current_var, NULL, &parent) < 0) {
+        return -1;
+    }
+    if (parent == NULL) {
+        return 0;
+    }
+    PyObject *kind = (PyObject *)Py_TYPE(parent);
+    if ((kind != task_node_type && kind != root_node_type) || PyTuple_GET_SIZE(parent) < 5) {
+        result = 0;
+        goto done;
+    }
+    task = PyObject_CallOneArg(current_task, loop);
+    if (task == NULL) {
+        goto done;
+    }
+    if (task == Py_None) {
+        result = 0;
+        goto done;
+    }
+    if (check_outer && kind == task_node_type && PyTuple_GET_ITEM(parent, 4) != Py_None) {
+        PyObject *made_by = referent(PyTuple_GET_ITEM(parent, 4));
+        Py_XDECREF(made_by);
+        if (made_by == task) {
+            result = 0; /* our wrapper inside another of ours: the Python code decides */
+            goto done;
+        }
+    }
+    coro = PyObject_CallMethodNoArgs(task, str_get_coro);
+    code = coro != NULL ? PyObject_GetAttr(coro, str_cr_code) : NULL;
+    if (code == NULL) {
+        goto done;
+    }
+    if (PyTuple_GET_ITEM(parent, 2) != code) {
+        result = 0; /* not the running task's own node: the Python code repairs it */
+        goto done;
+    }
+    long depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
+    if (depth == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    long max_depth = settings_long(str_max_depth);
+    if (max_depth == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    if (depth >= max_depth) {
+        result = 0; /* compacted by the Python code */
+        goto done;
+    }
+    if (kind == root_node_type && PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None) {
+        PyObject *named = named_root(parent, task);
+        if (named == NULL) {
+            goto done;
+        }
+        Py_SETREF(parent, named);
+    }
+    PyObject *stop = PyObject_GetAttr(coro, str_cr_frame);
+    if (stop == NULL) {
+        goto done;
+    }
+    *parent_out = parent;
+    *task_out = task;
+    *stop_out = stop;
+    *depth_out = depth;
+    parent = task = NULL;
+    result = 1;
+done:
+    Py_XDECREF(parent);
+    Py_XDECREF(task);
+    Py_XDECREF(coro);
+    Py_XDECREF(code);
+    return result;
+}
+
+/* Set by CreateTask while it hands a call outside the common case to the Python wrapper, whose first
+ * task_node() call then answers None at once (and clears it: a nested creation computes its own). */
+static int uncommon_told = 0;
+
 /* task_node(loop, coro, shared): the node of a task that the running task of
  * ``loop`` creates from ``coro``, in the common case the create_task wrapper
  * inlines (a traced task creating a child of a coroutine): ``shared`` when it
@@ -491,74 +581,19 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
         PyErr_SetString(PyExc_RuntimeError, "async_trace._ccore is not set up");
         return NULL;
     }
-    PyObject *parent = NULL, *creator = NULL, *creator_coro = NULL, *creator_code = NULL;
-    PyObject *stop = NULL, *frames = NULL, *made_code = NULL, *ref = NULL, *result = NULL;
+    PyObject *parent = NULL, *creator = NULL, *stop = NULL, *frames = NULL, *made_code = NULL, *ref = NULL;
+    PyObject *result = NULL;
     PyFrameObject *start = NULL, *asker = NULL;
-
-    if (PyContextVar_Get(current_var, NULL, &parent) < 0) {
+    long depth;
+    int common = running_parent(loop, 1, &parent, &creator, &stop, &depth);
+    if (common < 0) {
         return NULL;
     }
-    if (parent == NULL) {
+    if (common == 0) {
         Py_RETURN_NONE;
-    }
-    PyObject *kind = (PyObject *)Py_TYPE(parent);
-    if (kind != task_node_type && kind != root_node_type) {
-        goto not_common;
-    }
-    creator = PyObject_CallOneArg(current_task, loop);
-    if (creator == NULL) {
-        goto done;
-    }
-    if (creator == Py_None) {
-        goto not_common;
-    }
-    if (kind == task_node_type) {
-        /* Our wrapper inside another of ours (_pushed_by_outer_wrapper): the Python code decides. */
-        PyObject *parent_ref = PyTuple_GET_ITEM(parent, 4);
-        if (parent_ref != Py_None) {
-            PyObject *made_by = referent(parent_ref);
-            Py_XDECREF(made_by);
-            if (made_by == creator) {
-                goto not_common;
-            }
-        }
-    }
-    int unnamed_root = kind == root_node_type && PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None;
-    creator_coro = PyObject_CallMethodNoArgs(creator, str_get_coro);
-    if (creator_coro == NULL) {
-        goto done;
-    }
-    creator_code = PyObject_GetAttr(creator_coro, str_cr_code);
-    if (creator_code == NULL) {
-        goto done;
-    }
-    if (PyTuple_GET_ITEM(parent, 2) != creator_code) {
-        goto not_common;
-    }
-    long depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
-    if (depth == -1 && PyErr_Occurred()) {
-        goto done;
-    }
-    long max_depth = settings_long(str_max_depth);
-    if (max_depth == -1 && PyErr_Occurred()) {
-        goto done;
-    }
-    if (depth >= max_depth) {
-        goto not_common;
-    }
-    if (unnamed_root) {
-        PyObject *named = named_root(parent, creator);
-        if (named == NULL) {
-            goto done;
-        }
-        Py_SETREF(parent, named);
     }
     if (!PyCoro_CheckExact(coro)) {
         goto not_common; /* coro_code() of another awaitable: Python's */
-    }
-    stop = PyObject_GetAttr(creator_coro, str_cr_frame);
-    if (stop == NULL) {
-        goto done;
     }
     if (asking_frames(base, &start, &asker) < 0) {
         goto done;
@@ -650,8 +685,6 @@ done:
     else {
         Py_XDECREF(creator);
     }
-    Py_XDECREF(creator_coro);
-    Py_XDECREF(creator_code);
     Py_XDECREF(stop);
     Py_XDECREF(frames);
     Py_XDECREF(made_code);
@@ -668,26 +701,44 @@ ccore_task_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "task_node(loop, coro, shared) takes 3 arguments");
         return NULL;
     }
+    if (uncommon_told) {
+        /* Called by the Python wrapper that CreateTask just handed the call to: not the common case. */
+        uncommon_told = 0;
+        Py_RETURN_NONE;
+    }
     return task_node_impl(args[0], args[1], args[2], 1, NULL);
 }
 
+/* setup_nodes(CURRENT, TaskNode, RootNode, ExecutorNode): the chain's variable and node kinds, which
+ * every part of the core reads (async_trace._chain calls it once, where they are defined). */
 static PyObject *
-ccore_setup_tasks(PyObject *module, PyObject *args)
+ccore_setup_nodes(PyObject *module, PyObject *args)
 {
-    PyObject *var, *task_kind, *root_kind, *current, *modname, *frame_getter, *callers, *creators, *cache, *namer;
-    PyObject *is_protocol, *connection, *cutter;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO:setup_tasks", &var, &task_kind, &root_kind, &current, &modname,
-                          &frame_getter, &callers, &creators, &cache, &namer, &is_protocol, &connection, &cutter)) {
-        return NULL;
-    }
-    if (!PyContextVar_CheckExact(var) || !PyType_Check(task_kind) || !PyType_Check(root_kind) ||
-        !PyFrozenSet_Check(callers) || !PyDict_Check(creators) || !PyDict_Check(cache)) {
-        PyErr_SetString(PyExc_TypeError, "setup_tasks(): unexpected argument types");
+    PyObject *var, *task_kind, *root_kind, *executor_kind;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!:setup_nodes", &PyContextVar_Type, &var, &PyType_Type, &task_kind,
+                          &PyType_Type, &root_kind, &PyType_Type, &executor_kind)) {
         return NULL;
     }
     Py_XSETREF(current_var, Py_NewRef(var));
     Py_XSETREF(task_node_type, Py_NewRef(task_kind));
     Py_XSETREF(root_node_type, Py_NewRef(root_kind));
+    Py_XSETREF(executor_node_type, Py_NewRef(executor_kind));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ccore_setup_tasks(PyObject *module, PyObject *args)
+{
+    PyObject *current, *modname, *frame_getter, *callers, *creators, *cache, *namer;
+    PyObject *is_protocol, *connection, *cutter;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:setup_tasks", &current, &modname, &frame_getter, &callers, &creators,
+                          &cache, &namer, &is_protocol, &connection, &cutter)) {
+        return NULL;
+    }
+    if (!PyFrozenSet_Check(callers) || !PyDict_Check(creators) || !PyDict_Check(cache)) {
+        PyErr_SetString(PyExc_TypeError, "setup_tasks(): unexpected argument types");
+        return NULL;
+    }
     Py_XSETREF(current_task, Py_NewRef(current));
     Py_XSETREF(frame_module, Py_NewRef(modname));
     Py_XSETREF(getframe, Py_NewRef(frame_getter));
@@ -715,7 +766,7 @@ ccore_setup_tasks(PyObject *module, PyObject *args)
 
 static int wrapper_active = 0;
 /* The coroutine the compiled wrapper is making a task of, during the loop's call (else NULL): the
- * registration hook (3.10-3.13) leaves that task alone, traced already (uvloop builds its tasks in C,
+ * registration hook (3.11-3.13) leaves that task alone, traced already (uvloop builds its tasks in C,
  * so no frame of ours tells the hook). Compared by identity only, never dereferenced. */
 static PyObject *creating_coro = NULL;
 static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
@@ -995,11 +1046,16 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     PyObject *node = task_node_impl(loop, coro, shared, 0, &creator);
     Py_DECREF(shared);
     if (node == NULL || node == Py_None || creator == NULL) {
-        /* Not the common case, or a failure: the Python wrapper decides (and warns for a failure). */
+        /* Not the common case, or a failure: the Python wrapper decides (and warns for a failure). Not
+         * the common case: the wrapper's first task_node call need not find that out again. */
         PyErr_Clear();
+        int known_uncommon = node == Py_None;
         Py_XDECREF(node);
         Py_XDECREF(creator);
-        return call_fallback(self, args, nargsf, kwnames);
+        uncommon_told = known_uncommon;
+        PyObject *result = call_fallback(self, args, nargsf, kwnames);
+        uncommon_told = 0;
+        return result;
     }
     if (eager_start || (has_factory && !factory_takes_context)) {
         /* As the Python wrapper does for a keyword other than name= and context= or a factory that
@@ -1163,7 +1219,6 @@ static PyTypeObject CreateTaskType =
 
 /* --- the run_in_executor wrapper ------------------------------------------ */
 
-static PyObject *exec_node_type = NULL;     /* _chain.ExecutorNode */
 static PyObject *exec_process_pool = NULL;  /* concurrent.futures.ProcessPoolExecutor */
 static PyObject *exec_partial = NULL;       /* functools.partial */
 static PyObject *exec_context_call = NULL;  /* _contexts.ContextCall (a functools.partial subclass) */
@@ -1207,63 +1262,11 @@ done:
 static PyObject *
 executor_node(PyObject *loop)
 {
-    PyObject *parent = NULL, *task = NULL, *coro = NULL, *stop = NULL, *frames = NULL, *ref = NULL, *result = NULL;
-    if (PyContextVar_Get(current_var, NULL, &parent) < 0) {
-        return NULL;
-    }
-    if (parent == NULL) {
-        Py_RETURN_NONE;
-    }
-    PyObject *kind = (PyObject *)Py_TYPE(parent);
-    if ((kind != task_node_type && kind != root_node_type) || PyTuple_GET_SIZE(parent) < 5) {
-        goto not_common;
-    }
-    task = PyObject_CallOneArg(current_task, loop);
-    if (task == NULL) {
-        goto done;
-    }
-    if (task == Py_None) {
-        goto not_common;
-    }
-    coro = PyObject_CallMethodNoArgs(task, str_get_coro);
-    if (coro == NULL) {
-        goto done;
-    }
-    if (!PyCoro_CheckExact(coro)) {
-        goto not_common;
-    }
-    {
-        PyObject *code = PyObject_GetAttr(coro, str_cr_code);
-        if (code == NULL) {
-            goto done;
-        }
-        int own = PyTuple_GET_ITEM(parent, 2) == code;
-        Py_DECREF(code);
-        if (!own) {
-            goto not_common; /* not the running task's own node: the Python code repairs it */
-        }
-    }
-    if (kind == root_node_type && PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None) {
-        PyObject *named = named_root(parent, task);
-        if (named == NULL) {
-            goto done;
-        }
-        Py_SETREF(parent, named);
-    }
-    long depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
-    if (depth == -1 && PyErr_Occurred()) {
-        goto done;
-    }
-    long max_depth = settings_long(str_max_depth);
-    if (max_depth == -1 && PyErr_Occurred()) {
-        goto done;
-    }
-    if (depth + 1 > max_depth) {
-        goto not_common; /* compacted by the Python code */
-    }
-    stop = PyObject_GetAttr(coro, str_cr_frame);
-    if (stop == NULL) {
-        goto done;
+    PyObject *parent = NULL, *task = NULL, *stop = NULL, *frames = NULL, *ref = NULL, *result = NULL;
+    long depth;
+    int common = running_parent(loop, 0, &parent, &task, &stop, &depth);
+    if (common <= 0) {
+        return common < 0 ? NULL : Py_NewRef(Py_None);
     }
     PyFrameObject *here = PyEval_GetFrame(); /* borrowed: the caller of run_in_executor */
     if (here == NULL) {
@@ -1282,7 +1285,7 @@ executor_node(PyObject *loop)
         if (child_depth == NULL) {
             goto done;
         }
-        result = new_node(exec_node_type, parent, child_depth, Py_None, frames, ref);
+        result = new_node(executor_node_type, parent, child_depth, Py_None, frames, ref);
         Py_DECREF(child_depth);
     }
     goto done;
@@ -1291,7 +1294,6 @@ not_common:
 done:
     Py_XDECREF(parent);
     Py_XDECREF(task);
-    Py_XDECREF(coro);
     Py_XDECREF(stop);
     Py_XDECREF(frames);
     Py_XDECREF(ref);
@@ -1307,7 +1309,7 @@ run_in_executor_vectorcall(PyObject *callable, PyObject *const *args, size_t nar
     CreateTask *self = (CreateTask *)callable;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (!wrapper_active || nargs < 3 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) ||
-        current_var == NULL || exec_node_type == NULL) {
+        current_var == NULL || exec_process_pool == NULL) {
         return call_fallback(self, args, nargsf, kwnames);
     }
     PyObject *loop = args[0], *executor = args[1], *func = args[2];
@@ -1392,30 +1394,17 @@ run_in_executor_vectorcall(PyObject *callable, PyObject *const *args, size_t nar
 }
 
 static PyObject *
-ccore_setup_factories(PyObject *module, PyObject *args)
-{
-    PyObject *factories, *checker;
-    if (!PyArg_ParseTuple(args, "O!O:setup_factories", &PyTuple_Type, &factories, &checker)) {
-        return NULL;
-    }
-    Py_XSETREF(context_factories, Py_NewRef(factories));
-    Py_XSETREF(check_coroutine, Py_NewRef(checker));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 ccore_setup_executor(PyObject *module, PyObject *args)
 {
-    PyObject *node_type, *process_pool, *partial, *context_call, *watchers;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!:setup_executor", &PyType_Type, &node_type, &PyType_Type, &process_pool,
-                          &PyType_Type, &partial, &PyType_Type, &context_call, &PyList_Type, &watchers)) {
+    PyObject *process_pool, *partial, *context_call, *watchers;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!:setup_executor", &PyType_Type, &process_pool, &PyType_Type, &partial,
+                          &PyType_Type, &context_call, &PyList_Type, &watchers)) {
         return NULL;
     }
     if (!PyType_IsSubtype((PyTypeObject *)context_call, (PyTypeObject *)partial)) {
         PyErr_SetString(PyExc_TypeError, "setup_executor(): ContextCall must subclass functools.partial");
         return NULL;
     }
-    Py_XSETREF(exec_node_type, Py_NewRef(node_type));
     Py_XSETREF(exec_process_pool, Py_NewRef(process_pool));
     Py_XSETREF(exec_partial, Py_NewRef(partial));
     Py_XSETREF(exec_context_call, Py_NewRef(context_call));
@@ -1443,10 +1432,9 @@ ccore_set_active(PyObject *module, PyObject *flag)
 static PyObject *
 ccore_setup_wrapper(PyObject *module, PyObject *args)
 {
-    PyObject *trim, *notifier, *watchers, *codes, *noter;
-    int hooked;
-    if (!PyArg_ParseTuple(args, "OOO!pOO:setup_wrapper", &trim, &notifier, &PyList_Type, &watchers, &hooked, &codes,
-                          &noter)) {
+    PyObject *trim, *notifier, *watchers, *codes, *noter, *factories, *checker;
+    if (!PyArg_ParseTuple(args, "OOO!OOO!O:setup_wrapper", &trim, &notifier, &PyList_Type, &watchers, &codes, &noter,
+                          &PyTuple_Type, &factories, &checker)) {
         return NULL;
     }
     if (codes != Py_None && !PyDict_Check(codes)) {
@@ -1455,17 +1443,16 @@ ccore_setup_wrapper(PyObject *module, PyObject *args)
     }
     Py_XSETREF(task_codes, Py_NewRef(codes));
     Py_XSETREF(note_task_code, Py_NewRef(noter));
-    (void)hooked; /* the registration hook tells the compiled wrapper's tasks by creating_coro */
     Py_XSETREF(trim_source_traceback, Py_NewRef(trim));
     Py_XSETREF(notify, Py_NewRef(notifier));
     Py_XSETREF(task_watchers, Py_NewRef(watchers));
+    Py_XSETREF(context_factories, Py_NewRef(factories));
+    Py_XSETREF(check_coroutine, Py_NewRef(checker));
     Py_RETURN_NONE;
 }
 
 /* --- on_unwind ---------------------------------------------------------- */
 
-static PyObject *unwind_var = NULL;       /* CURRENT */
-static PyObject *executor_node_type = NULL;
 static PyObject *unwind_slow = NULL;      /* _record_unwind._on_unwind */
 static int coro_flags = 0;
 
@@ -1476,11 +1463,11 @@ static int coro_flags = 0;
 static PyObject *
 ccore_on_unwind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || unwind_var == NULL || !PyCode_Check(args[0])) {
+    if (nargs != 3 || current_var == NULL || !PyCode_Check(args[0])) {
         goto slow;
     }
     PyObject *node = NULL;
-    if (PyContextVar_Get(unwind_var, NULL, &node) < 0) {
+    if (PyContextVar_Get(current_var, NULL, &node) < 0) {
         PyErr_Clear();
         goto slow;
     }
@@ -1513,17 +1500,11 @@ slow:
 static PyObject *
 ccore_setup_unwind(PyObject *module, PyObject *args)
 {
-    PyObject *var, *executor_kind, *slow;
+    PyObject *slow;
     int flags;
-    if (!PyArg_ParseTuple(args, "OOOi:setup_unwind", &var, &executor_kind, &slow, &flags)) {
+    if (!PyArg_ParseTuple(args, "Oi:setup_unwind", &slow, &flags)) {
         return NULL;
     }
-    if (!PyContextVar_CheckExact(var)) {
-        PyErr_SetString(PyExc_TypeError, "setup_unwind(): the first argument must be a ContextVar");
-        return NULL;
-    }
-    Py_XSETREF(unwind_var, Py_NewRef(var));
-    Py_XSETREF(executor_node_type, Py_NewRef(executor_kind));
     Py_XSETREF(unwind_slow, Py_NewRef(slow));
     coro_flags = flags;
     Py_RETURN_NONE;
@@ -1531,8 +1512,6 @@ ccore_setup_unwind(PyObject *module, PyObject *args)
 
 /* --- append_chain ------------------------------------------------------- */
 
-static PyObject *col_task_type = NULL;    /* _chain.TaskNode */
-static PyObject *col_root_type = NULL;    /* _chain.RootNode */
 static PyObject *col_resolved = NULL;     /* _frames.resolved_cache: {id(frames): (frames, shown)} */
 static PyObject *col_in_app_cache = NULL; /* _inapp.in_app_cache: {filename: (bool, ...)} */
 static PyObject *col_in_app = NULL;       /* _inapp.in_app */
@@ -1540,9 +1519,9 @@ static PyObject *col_resolve = NULL;      /* _frames.resolve */
 static PyObject *col_frame = NULL;        /* _collect._frame */
 static PyObject *col_created_by = NULL;   /* _collect.created_by */
 static PyObject *col_append_node = NULL;  /* _collect.append_node */
-/* The frame dict's keys, in _collect._frame's order (the order reprs and JSON show). */
 /* {key: None, ..., "is_executor": False, "is_process": False, ...}: copied for each frame dict. */
 static PyObject *frame_template = NULL;
+/* The frame dict's keys, in _collect._frame's order (the order reprs and JSON show). */
 static PyObject *key_name, *key_line, *key_filename, *key_indent, *key_task, *key_is_executor, *key_is_process,
     *key_in_app;
 
@@ -1893,7 +1872,7 @@ ccore_append_chain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "append_chain() takes 6 arguments");
         return NULL;
     }
-    if (col_task_type == NULL) {
+    if (col_append_node == NULL || current_var == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "append_chain(): setup_collect() was not called");
         return NULL;
     }
@@ -1919,7 +1898,7 @@ ccore_append_chain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         PyObject *kind = (PyObject *)Py_TYPE(node);
-        if (!known && (kind == col_task_type || kind == col_root_type)) {
+        if (!known && (kind == task_node_type || kind == root_node_type)) {
             if (index == NULL && (index = PyList_New(0)) == NULL) {
                 goto done;
             }
@@ -1930,7 +1909,7 @@ ccore_append_chain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             Py_SETREF(created, found);
         }
-        if (kind == col_task_type) {
+        if (kind == task_node_type) {
             if (append_task_hop(frames, boundaries, PyTuple_GET_ITEM(node, 3), created) < 0) {
                 goto done;
             }
@@ -1980,15 +1959,11 @@ done:
 static PyObject *
 ccore_setup_collect(PyObject *module, PyObject *args)
 {
-    PyObject *task_type, *root_type, *resolved, *in_app_cache, *in_app, *resolve, *frame, *created_by, *append_node,
-        *append_frames;
-    if (!PyArg_ParseTuple(args, "OOO!O!OOOOOO:setup_collect", &task_type, &root_type, &PyDict_Type, &resolved,
-                          &PyDict_Type, &in_app_cache, &in_app, &resolve, &frame, &created_by, &append_node,
-                          &append_frames)) {
+    PyObject *resolved, *in_app_cache, *in_app, *resolve, *frame, *created_by, *append_node, *append_frames;
+    if (!PyArg_ParseTuple(args, "O!O!OOOOOO:setup_collect", &PyDict_Type, &resolved, &PyDict_Type, &in_app_cache,
+                          &in_app, &resolve, &frame, &created_by, &append_node, &append_frames)) {
         return NULL;
     }
-    Py_XSETREF(col_task_type, Py_NewRef(task_type));
-    Py_XSETREF(col_root_type, Py_NewRef(root_type));
     Py_XSETREF(col_resolved, Py_NewRef(resolved));
     Py_XSETREF(col_in_app_cache, Py_NewRef(in_app_cache));
     Py_XSETREF(col_in_app, Py_NewRef(in_app));
@@ -2002,7 +1977,6 @@ ccore_setup_collect(PyObject *module, PyObject *args)
 
 /* --- the registration hook (3.10-3.13) ------------------------------------ */
 
-static PyObject *reg_frame_module = NULL;   /* sys._getframemodulename (3.12+) or None */
 static PyObject *reg_traced_modules = NULL; /* _direct_tasks._TRACED_MODULES */
 static PyObject *reg_traced_callers = NULL; /* _direct_tasks._traced_callers: a set of ids */
 static PyObject *reg_trace = NULL;          /* _direct_tasks._trace_safely */
@@ -2140,11 +2114,9 @@ registry_add(PyObject *self, PyObject *item)
         PyErr_Clear();
     }
     PyObject *name = NULL; /* 3.12+: the module of the frame that built the task */
-    if (reg_frame_module != Py_None) {
+    if (frame_module != NULL && frame_module != Py_None) {
         /* Known without materialising the frame: asyncio's create_task, our wrappers. */
-        PyObject *depth = PyLong_FromLong(0);
-        name = depth != NULL ? PyObject_CallOneArg(reg_frame_module, depth) : NULL;
-        Py_XDECREF(depth);
+        name = call_with_depth(frame_module, 0);
         int traced = name == NULL ? -1 : PySet_Contains(reg_traced_modules, name);
         if (traced != 0) {
             Py_XDECREF(name);
@@ -2189,12 +2161,11 @@ ccore_registry_method(PyObject *module, PyObject *cls)
 static PyObject *
 ccore_setup_registry(PyObject *module, PyObject *args)
 {
-    PyObject *frame_module, *traced_modules, *traced_callers, *trace;
-    if (!PyArg_ParseTuple(args, "OO!O!O:setup_registry", &frame_module, &PyFrozenSet_Type, &traced_modules,
-                          &PySet_Type, &traced_callers, &trace)) {
+    PyObject *traced_modules, *traced_callers, *trace;
+    if (!PyArg_ParseTuple(args, "O!O!O:setup_registry", &PyFrozenSet_Type, &traced_modules, &PySet_Type,
+                          &traced_callers, &trace)) {
         return NULL;
     }
-    Py_XSETREF(reg_frame_module, Py_NewRef(frame_module));
     Py_XSETREF(reg_traced_modules, Py_NewRef(traced_modules));
     Py_XSETREF(reg_traced_callers, Py_NewRef(traced_callers));
     Py_XSETREF(reg_trace, Py_NewRef(trace));
@@ -2231,32 +2202,32 @@ static PyMethodDef ccore_methods[] = {
     {"task_node", (PyCFunction)(void (*)(void))ccore_task_node, METH_FASTCALL,
      "task_node(loop, coro, shared): the create_task wrapper's common case, compiled; None outside it."},
     {"setup_tasks", ccore_setup_tasks, METH_VARARGS,
-     "setup_tasks(current, TaskNode, RootNode, current_task, frame_module, getframe, asyncio_callers, "
+     "setup_tasks(current_task, frame_module, getframe, asyncio_callers, "
      "asyncio_creators, protocol_cache, name_root, protocol_method, connection_parent, protocol_frames)"},
     {"set_active", ccore_set_active, METH_O, "set_active(flag): switch the compiled create_task wrappers."},
-    {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS, "setup_wrapper(trim_source_traceback, notify, task_watchers, registry_hook, task_codes, note_task_code)"},
+    {"setup_nodes", ccore_setup_nodes, METH_VARARGS, "setup_nodes(CURRENT, TaskNode, RootNode, ExecutorNode)"},
+    {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS,
+     "setup_wrapper(trim_source_traceback, notify, task_watchers, task_codes, note_task_code, context_factories, "
+     "check_coroutine)"},
     {"on_unwind", (PyCFunction)(void (*)(void))ccore_on_unwind, METH_FASTCALL,
      "on_unwind(code, offset, exc): the PY_UNWIND callback's early returns, compiled."},
     {"append_chain", (PyCFunction)(void (*)(void))ccore_append_chain, METH_FASTCALL,
      "append_chain(frames, node, created, known, last_seen, loop): async_trace._collect.append_chain, compiled."},
     {"setup_collect", ccore_setup_collect, METH_VARARGS,
-     "setup_collect(TaskNode, RootNode, resolved_cache, in_app_cache, in_app, resolve, frame, created_by, append_node, "
-     "append_frames)"},
+     "setup_collect(resolved_cache, in_app_cache, in_app, resolve, frame, created_by, append_node, append_frames)"},
     {"append_frames", (PyCFunction)(void (*)(void))ccore_append_frames, METH_FASTCALL,
      "append_frames(out, shown, task, is_executor, pid=0): async_trace._collect.append_frames, compiled."},
     {"resolve_uncached", ccore_resolve_uncached, METH_O, "resolve_uncached(frames): async_trace._frames.resolve_uncached, compiled."},
     {"setup_resolve", ccore_setup_resolve, METH_VARARGS,
      "setup_resolve(kind_cache, line_cache, frame_kind, line_at, elision_marker, runner_codes, task_makers)"},
-    {"setup_factories", ccore_setup_factories, METH_VARARGS,
-     "setup_factories(context_factories, check_coroutine): CreateTask's task-factory case."},
     {"setup_executor", ccore_setup_executor, METH_VARARGS,
-     "setup_executor(ExecutorNode, ProcessPoolExecutor, functools.partial, ContextCall, call_watchers)"},
+     "setup_executor(ProcessPoolExecutor, functools.partial, ContextCall, call_watchers)"},
     {"registry_method", ccore_registry_method, METH_O,
      "registry_method(cls): async_trace._direct_tasks._Registry.add, compiled, as a method of cls."},
     {"setup_registry", ccore_setup_registry, METH_VARARGS,
-     "setup_registry(frame_module, traced_modules, traced_callers, trace_safely)"},
+     "setup_registry(traced_modules, traced_callers, trace_safely)"},
     {"set_registry_active", ccore_set_registry_active, METH_O, "set_registry_active(flag): switch registry_method's tracing."},
-    {"setup_unwind", ccore_setup_unwind, METH_VARARGS, "setup_unwind(current, ExecutorNode, on_unwind, coro_flags)"},
+    {"setup_unwind", ccore_setup_unwind, METH_VARARGS, "setup_unwind(on_unwind, coro_flags)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2359,7 +2330,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 10) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 11) < 0) {
         Py_DECREF(module);
         return NULL;
     }

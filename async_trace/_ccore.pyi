@@ -14,10 +14,10 @@ def usable() -> bool: ...
 def last() -> Frames: ...
 def setup_walk(handle_run: CodeType, settings: Any, walk_elided: Callable[..., Frames], /) -> None: ...
 def task_node(loop: Any, coro: Any, shared: Node, /) -> Node | None: ...
+def setup_nodes(
+    current: ContextVar[Node | None], task_node: type[Node], root_node: type[Node], executor_node: type[Node], /
+) -> None: ...
 def setup_tasks(
-    current: ContextVar[Node | None],
-    task_node: type[Node],
-    root_node: type[Node],
     current_task: Callable[[Any], Any],
     frame_module: Callable[[int], str | None] | None,
     getframe: Callable[[int], FrameType],
@@ -31,15 +31,11 @@ def setup_tasks(
     /,
 ) -> None: ...
 def on_unwind(code: CodeType, offset: int, exc: BaseException, /) -> object: ...
-def setup_unwind(
-    current: ContextVar[Node | None], executor_node: type[Node], on_unwind: Callable[..., object], coro_flags: int, /
-) -> None: ...
+def setup_unwind(on_unwind: Callable[..., object], coro_flags: int, /) -> None: ...
 def append_chain(
     frames: list[Any], node: Node | None, created: Any, known: bool, last_seen: Any, loop: Any, /
 ) -> tuple[list[int], int]: ...
 def setup_collect(
-    task_node: type[Node],
-    root_node: type[Node],
     resolved_cache: dict[int, Any],
     in_app_cache: dict[str, Any],
     in_app: Callable[[str | None], bool],
@@ -64,7 +60,6 @@ def setup_resolve(
 ) -> None: ...
 def registry_method(cls: type, /) -> Any: ...
 def setup_registry(
-    frame_module: Callable[[int], str | None] | None,
     traced_modules: frozenset[str],
     traced_callers: set[int],
     trace_safely: Callable[[Any, FrameType], None],
@@ -76,14 +71,13 @@ def setup_wrapper(
     trim_source_traceback: Callable[[Any], None],
     notify: Callable[..., None],
     task_watchers: list[Any],
-    registry_hook: bool,
     task_codes: dict[int, Any] | None,
     note_task_code: Callable[[Any], None],
+    context_factories: tuple[Any, ...],
+    check_coroutine: Callable[..., None],
     /,
 ) -> None: ...
-def setup_factories(context_factories: tuple[Any, ...], check_coroutine: Callable[..., None], /) -> None: ...
 def setup_executor(
-    executor_node: type[Node],
     process_pool: type,
     partial: type,
     context_call: type,

@@ -26,6 +26,7 @@ from weakref import ref as _weakref
 
 from ._compat import HAS_MONITORING
 from ._config import settings
+from ._speedups import CORE
 
 __all__: list[str] = []
 
@@ -228,6 +229,10 @@ def make_elided(parent: Node | None, count: int, creator: Any) -> ElidedNode:
 
 #: The node of the innermost hop of the code running in this context.
 CURRENT: Final[ContextVar[Node | None]] = ContextVar("async_trace.current_node", default=None)
+
+if CORE is not None:
+    # The compiled core reads the variable and the node kinds from here, once (see _ccore.c).
+    CORE.setup_nodes(CURRENT, TaskNode, RootNode, ExecutorNode)
 
 
 # --- warnings -------------------------------------------------------------

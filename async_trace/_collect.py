@@ -306,8 +306,6 @@ py_append_chain: Final = append_chain
 py_append_frames: Final = append_frames
 if CORE is not None:
     CORE.setup_collect(
-        TaskNode,
-        RootNode,
         resolved_cache,
         in_app_cache,
         in_app,

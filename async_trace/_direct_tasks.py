@@ -141,7 +141,7 @@ def _trace_built(task: Any, frame: Any) -> None:
 
 
 if CORE is not None:
-    CORE.setup_registry(_frame_module, _TRACED_MODULES, _traced_callers, _trace_safely)
+    CORE.setup_registry(_TRACED_MODULES, _traced_callers, _trace_safely)
     _Registry.add = CORE.registry_method(_Registry)  # type: ignore[method-assign]
 
 

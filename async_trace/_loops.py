@@ -34,7 +34,6 @@ UVLOOP_SERVER_METHODS: Final = ("create_server", "create_unix_server")
 TASK_FACTORY_ATTR: Final = "_task_factory"
 #: What ``loop_factory()`` returns for a loop whose task factory Python cannot read (uvloop's).
 UNREADABLE: Final = object()
-#: Task factories known to accept ``context=`` (3.11+: asyncio's eager_task_factory).
 #: Task factories known to accept ``context=`` (asyncio's eager one, 3.12+).
 CONTEXT_FACTORIES: Final = tuple(f for f in (getattr(asyncio, "eager_task_factory", None),) if f is not None)
 

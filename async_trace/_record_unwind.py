@@ -92,7 +92,7 @@ def _leaves_the_call(frame: FrameType) -> bool:
 #: The callback registered: the compiled core's early returns in front of :func:`_on_unwind`, or it alone.
 callback: Final[Callable[[CodeType, int, BaseException], Any]] = _on_unwind if CORE is None else CORE.on_unwind
 if CORE is not None:
-    CORE.setup_unwind(CURRENT, ExecutorNode, _on_unwind, CORO_FLAGS)
+    CORE.setup_unwind(_on_unwind, CORO_FLAGS)
 
 #: Ids sys.monitoring leaves unassigned (0 debugger, 1 coverage, 2 profiler, 5 optimizer).
 _TOOL_IDS: Final = (4, 3)
