@@ -70,6 +70,7 @@ from ._frames import (
 )
 from ._hooks import HookSet, Target, call_watchers, on_disable, task_watchers
 from ._lineage import adopt_root, compact, connection_parent, is_own, name_root, running_node
+from ._lineage import in_flight as _in_flight
 from ._loops import (
     CONTEXT_FACTORIES,
     TASK_FACTORY_ATTR,
@@ -274,15 +275,13 @@ def _make_py_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             # The task copies the current context: put the node there for the
             # duration of the call only.
             token = _set_current(node)
-            rooting = type(node) is RootNode
-            if rooting:
-                _roots_in_flight.node = node
+            outer = getattr(_in_flight, "node", None)
+            _in_flight.node = node
             try:
                 task = original(self, coro, **kwargs)
             finally:
                 CURRENT.reset(token)
-                if rooting:
-                    _roots_in_flight.node = None
+                _in_flight.node = outer
         try:
             if factory is not None and (factory is not UNREADABLE or self.get_task_factory() is not None):
                 _check_coroutine(task, node, coro, ctx)  # remembers the code the task runs
@@ -322,11 +321,6 @@ _task_codes: Final = task_codes
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})
 
 
-#: The root node a create_task call of this thread has put in its current
-#: context for the duration of the call (the path without ``context=``).
-_roots_in_flight: Final = threading.local()
-
-
 def _pushed_by_outer_wrapper(parent: Any, creator: Any) -> bool:
     """Whether ``parent`` was pushed by a create_task wrapper still on the stack.
 
@@ -337,7 +331,7 @@ def _pushed_by_outer_wrapper(parent: Any, creator: Any) -> bool:
     if kind is TaskNode:
         ref = parent.creator_ref
         return creator is not None and ref is not None and ref() is creator
-    return kind is RootNode and creator is None and getattr(_roots_in_flight, "node", None) is parent
+    return kind is RootNode and creator is None and getattr(_in_flight, "node", None) is parent
 
 
 def _trim_source_traceback(obj: Any) -> None:

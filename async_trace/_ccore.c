@@ -17,6 +17,7 @@
  *   resolve_uncached(frames)          = async_trace._frames.resolve_uncached
  *   registry_method(cls)              = async_trace._direct_tasks._Registry.add
  *   RunInExecutor(original, fallback) = the run_in_executor wrapper's common case (_capture)
+ *   in_flight()                       = _lineage.in_flight.node, for the compiled create_task wrapper
  *
  * Only the public C API, plus the frame struct's f_lasti on 3.10 (which has no
  * PyFrame_GetLasti). Node layout: see async_trace/_chain.py (parent, depth,
@@ -33,6 +34,13 @@
 
 #if PY_VERSION_HEX < 0x030A0000
 #error "async_trace._ccore needs Python 3.10 or later"
+#endif
+
+/* State one thread sets around a call that may run another thread's code (the GIL released). */
+#if defined(_MSC_VER)
+#define THREAD_LOCAL __declspec(thread)
+#else
+#define THREAD_LOCAL _Thread_local
 #endif
 
 /* --- frames ------------------------------------------------------------- */
@@ -566,7 +574,7 @@ done:
 
 /* Set by CreateTask while it hands a call outside the common case to the Python wrapper, whose first
  * task_node() call then answers None at once (and clears it: a nested creation computes its own). */
-static int uncommon_told = 0;
+static THREAD_LOCAL int uncommon_told = 0;
 
 /* task_node(loop, coro, shared): the node of a task that the running task of
  * ``loop`` creates from ``coro``, in the common case the create_task wrapper
@@ -765,10 +773,15 @@ ccore_setup_tasks(PyObject *module, PyObject *args)
  * the loop first. */
 
 static int wrapper_active = 0;
-/* The coroutine the compiled wrapper is making a task of, during the loop's call (else NULL): the
- * registration hook (3.11-3.13) leaves that task alone, traced already (uvloop builds its tasks in C,
- * so no frame of ours tells the hook). Compared by identity only, never dereferenced. */
-static PyObject *creating_coro = NULL;
+/* The coroutine the compiled wrapper of this thread is making a task of, during the loop's call (else
+ * NULL): the registration hook (3.11-3.13) leaves that task alone, traced already (uvloop builds its
+ * tasks in C, so no frame of ours tells the hook). Compared by identity only, never dereferenced. Per
+ * thread: the loop's call may release the GIL to another thread's loop. */
+static THREAD_LOCAL PyObject *creating_coro = NULL;
+/* The node that call put in the caller's context for its duration (a factory, eager_start=), else
+ * NULL: _lineage.in_first_step names it for a wrapped coroutine started eagerly (in_flight()).
+ * Borrowed: the caller's context holds it while it is set. */
+static THREAD_LOCAL PyObject *creating_node = NULL;
 static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
 static PyObject *notify = NULL;                /* _capture._notify */
 static PyObject *task_watchers = NULL;         /* _hooks.task_watchers (a list) */
@@ -1068,10 +1081,12 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
             Py_DECREF(node);
             return call_fallback(self, args, nargsf, kwnames);
         }
-        PyObject *outer = creating_coro;
+        PyObject *outer = creating_coro, *outer_node = creating_node;
         creating_coro = coro;
+        creating_node = node;
         PyObject *made = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
         creating_coro = outer;
+        creating_node = outer_node;
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         if (PyContextVar_Reset(current_var, token) < 0) {
@@ -2192,12 +2207,20 @@ ccore_usable(PyObject *module, PyObject *unused)
     return PyBool_FromLong(PyInterpreterState_Get() == PyInterpreterState_Main());
 }
 
+static PyObject *
+ccore_in_flight(PyObject *module, PyObject *unused)
+{
+    return Py_NewRef(creating_node == NULL ? Py_None : creating_node);
+}
+
 static PyMethodDef ccore_methods[] = {
     {"walk", (PyCFunction)(void (*)(void))ccore_walk, METH_FASTCALL | METH_KEYWORDS,
      "walk(frame, stop, *, remember=True): async_trace._stack.walk, compiled."},
     {"forget", ccore_forget, METH_NOARGS, "Drop walk()'s latest capture."},
     {"usable", ccore_usable, METH_NOARGS, "Whether this interpreter may use the core (the main one only)."},
     {"last", ccore_last, METH_NOARGS, "walk()'s latest capture (for tests)."},
+    {"in_flight", ccore_in_flight, METH_NOARGS,
+     "The node this thread's compiled create_task wrapper holds in the caller's context for a call, or None."},
     {"setup_walk", ccore_setup_walk, METH_VARARGS, "setup_walk(handle_run_code, settings, walk_elided)"},
     {"task_node", (PyCFunction)(void (*)(void))ccore_task_node, METH_FASTCALL,
      "task_node(loop, coro, shared): the create_task wrapper's common case, compiled; None outside it."},
@@ -2330,7 +2353,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 11) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 12) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -24,6 +24,7 @@ by :func:`compact`.
 from __future__ import annotations
 
 import contextlib
+import threading
 from types import FrameType
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ from ._chain import (
     make_elided,
     make_root,
     named_copy,
+    retagged,
     stop_frame,
     task_name,
 )
@@ -48,11 +50,23 @@ from ._config import settings
 from ._contexts import call_context, entered_call
 from ._frames import creating_code
 from ._hooks import on_disable, tracing_enabled
+from ._speedups import CORE
 from ._stack import walk
 
 __all__: list[str] = []
 _tuple_new: Final = tuple.__new__
 _set_current: Final = CURRENT.set
+
+#: ``.node``: the node a create_task wrapper of this thread has put in the caller's context for the
+#: duration of the loop's call (the path without ``context=``, e.g. through a task factory), so the
+#: node of the task being made; else ``None``. The compiled wrapper keeps its own (``in_flight()``).
+in_flight: Final = threading.local()
+
+
+def _is_in_flight(node: Node) -> bool:
+    if getattr(in_flight, "node", None) is node:
+        return True
+    return CORE is not None and CORE.in_flight() is node
 
 
 def inherited_chain(node: Node | None, coro: Any) -> Node | None:
@@ -142,6 +156,11 @@ def in_first_step(task: Any, coro: Any, inherited: Node | None) -> Node | None:
     (:mod:`._direct_tasks`) replaces it if the task registers (its first step
     suspends). The node is stored in the task's context, like a root
     adopted by :func:`adopt_root`.
+
+    Unless ``inherited`` is the node a create_task wrapper holds in flight
+    (:data:`in_flight`): then the task is the one that call is making, through
+    a task factory that wrapped the coroutine and started it eagerly, and its
+    own node is that node named for the coroutine it runs.
     """
     if inherited is None or not tracing_enabled():
         return None
@@ -149,6 +168,13 @@ def in_first_step(task: Any, coro: Any, inherited: Node | None) -> Node | None:
     start = start.f_back if start is not None else None
     if start is None or not in_eager_first_step(task, start):
         return None
+    if _is_in_flight(inherited):
+        # The task a create_task wrapper is making, whose factory wrapped the coroutine (as
+        # Sentry's does) and started it eagerly: its own node, named for what it runs (as
+        # _capture._check_coroutine names it once the call returns).
+        own = retagged(inherited, coro_code(coro))
+        CURRENT.set(own)
+        return own
     stop: FrameType | None = None
     if type(inherited) is TaskNode or type(inherited) is RootNode:
         target = inherited.code
@@ -165,6 +191,22 @@ def in_first_step(task: Any, coro: Any, inherited: Node | None) -> Node | None:
     node: Node = _tuple_new(TaskNode, (inherited, depth, coro_code(coro), walk(start, stop), None))
     CURRENT.set(node)
     return node
+
+
+def own_in_first_step(task: Any, node: Node) -> Node:
+    """``node``, or ``task``'s own node if ``node`` is the one a wrapper holds for it in flight.
+
+    A task factory that wrapped the coroutine and started the task eagerly runs
+    its first step in a copy of the caller's context, which holds the node made
+    for the coroutine given (see :func:`in_first_step`). Exception origins
+    recorded there (``_record_unwind``) take the task's own node.
+    """
+    if not _is_in_flight(node):
+        return node
+    coro = coro_of(task)
+    if coro is None or is_own(node, coro):
+        return node
+    return in_first_step(task, coro, node) or node
 
 
 def compact(parent: Node) -> Node:

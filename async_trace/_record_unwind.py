@@ -22,6 +22,7 @@ from ._compat import HAS_MONITORING
 from ._config import settings
 from ._failsafe import warn_internal
 from ._frames import USER, frame_kind
+from ._lineage import own_in_first_step
 from ._notes import note
 from ._origins import CORO_FLAGS, NOT_FAILURES, Origin, Shown, make_origin, record_of, set_recording, store
 from ._speedups import CORE
@@ -61,6 +62,8 @@ def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
                     return  # cancellation, exits, iteration: not failures
                 loop = _get_running_loop()
                 task = _current_task(loop) if loop is not None else None
+                if task is not None:
+                    node = own_in_first_step(task, node)
                 store(exc, make_origin(node, task))
             if settings.eager_notes:
                 note(exc, settings.note_style)

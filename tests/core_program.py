@@ -1,8 +1,8 @@
 """A program for tests/test_core_equivalence.py: runs a spawn tree, prints what tracing records.
 
-``python tests/core_program.py '<json>'`` with ``{"tree": [...], "loop": "asyncio"|"uvloop",
-"factory": "none"|"eager"|"custom"|"wrapping"}``. In every leaf it prints the leaf's trace, its raw chain of
-nodes (kind, depth, coroutine, frames as (function, line), creator's name) and the note of an
+``python tests/core_program.py '<json>'`` with ``{"tree": [...], "loop": "asyncio"|"uvloop", "factory":
+"none"|"eager"|"custom"|"wrapping"|"wrapping_eager"}``. In every leaf it prints the leaf's trace, its raw
+chain of nodes (kind, depth, coroutine, frames as (function, line), creator's name) and the note of an
 exception raised one ``await`` down and caught there; then the task tree once. Run once with the
 compiled core and once with ``ASYNC_TRACE_NO_EXTENSIONS=1``, the output must be the same.
 """
@@ -140,6 +140,11 @@ def wrapping_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) 
     return asyncio.Task(wrapped(coro), loop=loop, **kwargs)
 
 
+def wrapping_eager_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    # The same, starting the task eagerly (3.12+): the wrapper's first step runs inside the factory.
+    return asyncio.Task(wrapped(coro), loop=loop, **{"eager_start": True, **kwargs})
+
+
 async def main() -> None:
     loop = asyncio.get_running_loop()
     if SPEC["factory"] == "eager":
@@ -148,6 +153,8 @@ async def main() -> None:
         loop.set_task_factory(custom_factory)
     elif SPEC["factory"] == "wrapping":
         loop.set_task_factory(wrapping_factory)
+    elif SPEC["factory"] == "wrapping_eager":
+        loop.set_task_factory(wrapping_eager_factory)
     # Every thread of a hop blocks until its coroutine (which may hop again) is done: pools big
     # enough for every hop of the tree at once, else they deadlock.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(64))

@@ -1,10 +1,10 @@
 """The compiled core and the pure-Python path record the same: nodes, traces, notes and trees.
 
 Each example is a program (tests/core_program.py) built from a random spawn tree, run on asyncio
-or uvloop, with no task factory, a custom one, one that wraps the coroutine or asyncio's eager one,
-once with the compiled core and once with ``ASYNC_TRACE_NO_EXTENSIONS=1``: both print exactly the
-same. The core's own checks
-(the choice, its fallback when it fails) follow.
+or uvloop, with no task factory, a custom one, one that wraps the coroutine (started lazily or
+eagerly) or asyncio's eager one, once with the compiled core and once with
+``ASYNC_TRACE_NO_EXTENSIONS=1``: both print exactly the same. The core's own checks (the choice,
+its fallback when it fails) follow.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ if sys.version_info >= (3, 11):
     EDGES.append("task_group")
 if sys.version_info >= (3, 14):
     EDGES.append("eager_start")  # asyncio.create_task(coro, eager_start=True), as aiohttp calls it
-FACTORIES = ["none", "custom", "wrapping", *(["eager"] if sys.version_info >= (3, 12) else [])]
+FACTORIES = ["none", "custom", "wrapping", *(["eager", "wrapping_eager"] if sys.version_info >= (3, 12) else [])]
 LOOPS = ["asyncio", *(["uvloop"] if sys.implementation.name == "cpython" and sys.platform != "win32" else [])]
 
 #: Whether a process without ASYNC_TRACE_NO_EXTENSIONS runs the core (this one may run with it set).

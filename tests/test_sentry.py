@@ -199,24 +199,36 @@ def test_executor_function_event() -> None:
     assert _ours(frames, 1) == [_frame("main", hop)]
 
 
-def test_beside_sentrys_asyncio_integration() -> None:
+@pytest.mark.parametrize(
+    "eager",
+    [
+        False,
+        pytest.param(True, marks=pytest.mark.skipif(sys.version_info < (3, 14), reason="eager_start= is 3.14's")),
+    ],
+)
+def test_beside_sentrys_asyncio_integration(eager: bool) -> None:
     """Sentry's AsyncioIntegration runs each task's coroutine inside one of its own: the chain stays exact.
 
     Its task factory wraps every coroutine; the wrapper is the task's outermost frame, a library
-    frame of the chain, and no task is taken for its creator.
+    frame of the chain, and no task is taken for its creator. Started eagerly (3.14's
+    ``eager_start=True``, passed on by the factory), the wrapped coroutine's first step runs
+    before the factory returns: the chain is the same.
     """
-    from sentry_sdk.integrations.asyncio import AsyncioIntegration
+    from sentry_sdk.integrations.asyncio import AsyncioIntegration, enable_asyncio_integration
+
+    kwargs: dict[str, Any] = {"eager_start": True} if eager else {}
 
     async def parse() -> None:
         raise ValueError("bad record")
 
     async def handle() -> None:
-        await asyncio.create_task(parse())  # aio-spawn-parse
+        await asyncio.create_task(parse(), **kwargs)  # aio-spawn-parse
 
     async def main() -> str:
-        _init(extra=(AsyncioIntegration(),))  # patches the running loop's task factory
+        _init(extra=(AsyncioIntegration(),))  # patches the running loop's task factory...
+        enable_asyncio_integration()  # ...the first time in a process only: this loop's, if not done
         try:
-            await asyncio.create_task(handle())  # aio-spawn-handle
+            await asyncio.create_task(handle(), **kwargs)  # aio-spawn-handle
         except ValueError:
             sentry_sdk.capture_exception()
         return asyncio.current_task().get_name()  # type: ignore[union-attr]
