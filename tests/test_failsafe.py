@@ -353,7 +353,7 @@ def _error_of(func: Any) -> tuple[type[BaseException], tuple[Any, ...], str, boo
 
 
 @pytest.mark.parametrize("via", ["loop.create_task", "asyncio.create_task", "asyncio.ensure_future"])
-@pytest.mark.parametrize("obj", [None, 1, "not a coroutine", _value], ids=repr)
+@pytest.mark.parametrize("obj", [None, 1, "not a coroutine", _value], ids=["None", "1", "str", "function"])
 def test_non_coroutine_raises_the_same_type_error(via: str, obj: Any) -> None:
     """create_task(non-coroutine) raises exactly the TypeError of untraced asyncio; no node is left set."""
 
