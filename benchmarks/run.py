@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -32,7 +33,17 @@ HERE = Path(__file__).resolve().parent
 #: ``async_trace`` runs the compiled core where it was built; ``async_trace_py`` the same with
 #: ASYNC_TRACE_NO_EXTENSIONS=1 (the pure-Python path), side by side in the same rounds.
 CONTENDERS = ["plain", "debug", "async_trace", "async_trace_py"]
-TIMED = ["spawn_flat", "spawn_chain", "spawn_deep_stack", "executor", "process_executor", "realistic"]
+TIMED = [
+    "spawn_flat",
+    "spawn_flat_uvloop",
+    "spawn_chain",
+    "spawn_deep_stack",
+    "executor",
+    "process_executor",
+    "realistic",
+]
+#: Timed workloads that need a package the benchmarks do not otherwise need: skipped without it.
+NEEDS: dict[str, str] = {"spawn_flat_uvloop": "uvloop"}
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
 #: What the exception hooks cost: each with tracing on, hooks on against hooks off.
 EXCEPTIONS = ["spawn_flat", "raise_in_task", "raise_catch", "raise_catch_notask", "task_fails"]
@@ -51,6 +62,7 @@ ALL = [*TIMED, *COLLECT, "memory", "respawn", "exceptions", "task_tree", *SERVER
 #: Targets from the performance issue: ratio to plain (timed), to extract_stack (collect).
 TARGETS: dict[str, float] = {
     "spawn_flat": 1.25,
+    "spawn_flat_uvloop": 1.25,
     "spawn_chain": 1.3,
     "spawn_deep_stack": 1.8,
     "executor": 1.05,
@@ -278,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             requests = args.server_requests or (1000 if args.quick else 3000)
             results[w] = servers.run_server(w, rounds, requests, args.server_concurrency)
         elif w in TIMED:
+            if w in NEEDS and importlib.util.find_spec(NEEDS[w]) is None:
+                why = f"needs {NEEDS[w]} (pip install '.[bench]' in a clone of async-trace)"
+                print(f"    {w} skipped: {why}", file=sys.stderr, flush=True)
+                continue
             results[w] = run_timed(w, rounds, args.quick, contenders)
         elif w in COLLECT:
             results[w] = run_collect(w, rounds, args.quick)
