@@ -69,7 +69,7 @@ from ._frames import (
     protocol_method,
 )
 from ._hooks import HookSet, Target, call_watchers, on_disable, task_watchers
-from ._lineage import adopt_root, compact, connection_parent, is_own, name_root, running_node
+from ._lineage import compact, connection_parent, is_own, name_root, repaired_node
 from ._lineage import in_flight as _in_flight
 from ._loops import (
     CONTEXT_FACTORIES,
@@ -185,9 +185,17 @@ def _make_py_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                     # kept the one it replaced): the outer one traces this call.
                     return original(self, coro, **kwargs)
                 kind = type(parent)
-                if parent is not None and creator is not None and (kind is TaskNode or kind is RootNode):
+                if creator is not None:
                     creator_coro: Any = creator.get_coro()
-                    if parent.code is creator_coro.cr_code and parent.depth < _settings.max_depth:
+                    own = (kind is TaskNode or kind is RootNode) and parent.code is creator_coro.cr_code  # type: ignore[union-attr]
+                    if not own and type(creator_coro) is _CoroutineType:
+                        # Not the creator's own node (an eager task built directly, in its first step,
+                        # as aiohttp builds its handlers; a task built untraced): repaired as capture()
+                        # repairs it, stored in its context, and on with the common case.
+                        parent = repaired_node(creator, creator_coro, parent)
+                        kind = type(parent)
+                        own = True
+                    if own and parent is not None and parent.depth < _settings.max_depth:
                         if kind is RootNode and parent.name is None:  # type: ignore[attr-defined]
                             parent = name_root(parent, creator)  # type: ignore[arg-type]
                         if _frame_module is not None:
@@ -579,7 +587,7 @@ def capture(kind: type[Node], loop: Any, frame: FrameType | None, made_code: Any
             # An eager task built directly, in its first step (no hook has
             # run for it yet); else created untraced: do not let its
             # children claim its creator's origin.
-            parent = running_node(task, coro, parent) or adopt_root(task, coro)
+            parent = repaired_node(task, coro, parent)
         elif type(parent) is RootNode and parent.name is None:
             parent = name_root(parent, task)
         stop = stop_frame(coro)
@@ -681,6 +689,7 @@ if CORE is not None:
         protocol_method,
         connection_parent,
         protocol_frames,
+        repaired_node,
     )
     CORE.setup_wrapper(
         _trim_source_traceback,

@@ -96,6 +96,7 @@ static PyObject *name_root = NULL;      /* _lineage.name_root */
 static PyObject *protocol_method = NULL;   /* _frames.protocol_method */
 static PyObject *connection_parent = NULL; /* _lineage.connection_parent */
 static PyObject *protocol_frames = NULL;   /* _frames.protocol_frames */
+static PyObject *repaired_node = NULL;     /* _lineage.repaired_node */
 static PyObject *named_key = NULL;      /* name_root's cache, as in _lineage: the root ... */
 static PyObject *named_value = NULL;    /* ... and its named copy */
 
@@ -488,8 +489,9 @@ new_node(PyObject *kind, PyObject *parent, PyObject *depth, PyObject *code, PyOb
 }
 
 /* Where both compiled wrappers start, the common case of _capture.capture: the running task of loop
- * is traced (its context holds its own TaskNode or RootNode; a root is named as _lineage.name_root
- * names it) and its chain has room for one more hop below max_depth. Sets *parent, *task, *stop (the
+ * is traced (its context holds its own TaskNode or RootNode, or another node that
+ * _lineage.repaired_node repairs and stores; a root is named as _lineage.name_root names it) and its
+ * chain has room for one more hop below max_depth. Sets *parent, *task, *stop (the
  * task's coroutine frame, where the walk ends; all three owned) and *depth. 1 in the common case, 0
  * outside it, -1 on an error; nothing is set but in the common case. ``check_outer``: the create_task
  * wrapper's check that this is not our wrapper inside another of ours (_pushed_by_outer_wrapper). */
@@ -505,11 +507,12 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
     if (parent == NULL) {
         return 0;
     }
-    PyObject *kind = (PyObject *)Py_TYPE(parent);
-    if ((kind != task_node_type && kind != root_node_type) || PyTuple_GET_SIZE(parent) < 5) {
-        result = 0;
+    if (parent == Py_None) {
+        result = 0; /* no node: capture() (the Python code) decides */
         goto done;
     }
+    PyObject *kind = (PyObject *)Py_TYPE(parent);
+    int traced = (kind == task_node_type || kind == root_node_type) && PyTuple_GET_SIZE(parent) >= 5;
     task = PyObject_CallOneArg(current_task, loop);
     if (task == NULL) {
         goto done;
@@ -531,9 +534,25 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
     if (code == NULL) {
         goto done;
     }
-    if (PyTuple_GET_ITEM(parent, 2) != code) {
-        result = 0; /* not the running task's own node: the Python code repairs it */
-        goto done;
+    if (!traced || PyTuple_GET_ITEM(parent, 2) != code) {
+        /* Not the running task's own node (an eager task built directly, in its first step, as aiohttp
+         * builds its handlers; a task built untraced): repaired and stored by the Python code, as
+         * capture() repairs it, then on with the common case. */
+        if (repaired_node == NULL || !PyCoro_CheckExact(coro)) {
+            result = 0;
+            goto done;
+        }
+        PyObject *own = PyObject_CallFunctionObjArgs(repaired_node, task, coro, parent, NULL);
+        if (own == NULL) {
+            goto done;
+        }
+        Py_SETREF(parent, own);
+        kind = (PyObject *)Py_TYPE(parent);
+        if ((kind != task_node_type && kind != root_node_type) || PyTuple_GET_SIZE(parent) < 5 ||
+            PyTuple_GET_ITEM(parent, 2) != code) {
+            result = 0;
+            goto done;
+        }
     }
     long depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
     if (depth == -1 && PyErr_Occurred()) {
@@ -738,9 +757,9 @@ static PyObject *
 ccore_setup_tasks(PyObject *module, PyObject *args)
 {
     PyObject *current, *modname, *frame_getter, *callers, *creators, *cache, *namer;
-    PyObject *is_protocol, *connection, *cutter;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:setup_tasks", &current, &modname, &frame_getter, &callers, &creators,
-                          &cache, &namer, &is_protocol, &connection, &cutter)) {
+    PyObject *is_protocol, *connection, *cutter, *repairer;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOO:setup_tasks", &current, &modname, &frame_getter, &callers, &creators,
+                          &cache, &namer, &is_protocol, &connection, &cutter, &repairer)) {
         return NULL;
     }
     if (!PyFrozenSet_Check(callers) || !PyDict_Check(creators) || !PyDict_Check(cache)) {
@@ -757,6 +776,7 @@ ccore_setup_tasks(PyObject *module, PyObject *args)
     Py_XSETREF(protocol_method, Py_NewRef(is_protocol));
     Py_XSETREF(connection_parent, Py_NewRef(connection));
     Py_XSETREF(protocol_frames, Py_NewRef(cutter));
+    Py_XSETREF(repaired_node, Py_NewRef(repairer));
     Py_RETURN_NONE;
 }
 
@@ -2226,7 +2246,8 @@ static PyMethodDef ccore_methods[] = {
      "task_node(loop, coro, shared): the create_task wrapper's common case, compiled; None outside it."},
     {"setup_tasks", ccore_setup_tasks, METH_VARARGS,
      "setup_tasks(current_task, frame_module, getframe, asyncio_callers, "
-     "asyncio_creators, protocol_cache, name_root, protocol_method, connection_parent, protocol_frames)"},
+     "asyncio_creators, protocol_cache, name_root, protocol_method, connection_parent, protocol_frames, "
+     "repaired_node)"},
     {"set_active", ccore_set_active, METH_O, "set_active(flag): switch the compiled create_task wrappers."},
     {"setup_nodes", ccore_setup_nodes, METH_VARARGS, "setup_nodes(CURRENT, TaskNode, RootNode, ExecutorNode)"},
     {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS,
@@ -2353,7 +2374,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 12) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 13) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -29,6 +29,7 @@ def setup_tasks(
     protocol_method: Callable[[FrameType], bool],
     connection_parent: Callable[[Node, Any, Any], tuple[Node, Any]],
     protocol_frames: Callable[[Frames, FrameType], Frames],
+    repaired_node: Callable[[Any, Any, Node | None], Node],
     /,
 ) -> None: ...
 def on_unwind(code: CodeType, offset: int, exc: BaseException, /) -> object: ...

@@ -289,6 +289,16 @@ def running_node(task: Any, coro: Any, node: Node | None) -> Node | None:
     return in_first_step(task, coro, node) or adopt_inherited(node, coro)
 
 
+def repaired_node(task: Any, coro: Any, node: Node | None) -> Node:
+    """The running ``task``'s own node when ``node`` (its context's) is not, stored in its context.
+
+    What a capture in that task starts from: :func:`running_node`, else the
+    task adopted as a root (:func:`adopt_root`). Call it only when
+    ``is_own(node, coro)`` is false.
+    """
+    return running_node(task, coro, node) or adopt_root(task, coro)
+
+
 def task_node(task: Any) -> Node | None:
     """The own node of ``task``, any task (not only the running one), repaired and stored as needed; else ``None``.
 

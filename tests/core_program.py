@@ -113,6 +113,12 @@ class Run:
         # Built with asyncio.Task(...), as aiohttp does: traced by the registration hook (3.10-3.13).
         await asyncio.Task(self.node(sub, path, new_task=True))
 
+    async def via_task_direct_eager(self, sub: Tree, path: str) -> None:
+        # Built directly and started eagerly, as aiohttp builds its handler tasks (3.12+): what its
+        # first step creates finds its creator's node in its context, repaired by the wrappers.
+        loop = asyncio.get_running_loop()
+        await asyncio.Task(self.node(sub, path, new_task=True), loop=loop, eager_start=True)  # type: ignore[call-arg]
+
     async def via_await(self, sub: Tree, path: str) -> None:
         await self.node(sub, path, new_task=False)
 

@@ -33,6 +33,8 @@ ROOT = PROGRAM.parent.parent
 EDGES = ["create_task", "gather", "ensure_future", "loop_create_task", "task_direct", "await", "executor", "to_thread"]
 if sys.version_info >= (3, 11):
     EDGES.append("task_group")
+if sys.version_info >= (3, 12):
+    EDGES.append("task_direct_eager")  # asyncio.Task(coro, eager_start=True), as aiohttp builds its handlers
 if sys.version_info >= (3, 14):
     EDGES.append("eager_start")  # asyncio.create_task(coro, eager_start=True), as aiohttp calls it
 FACTORIES = ["none", "custom", "wrapping", *(["eager", "wrapping_eager"] if sys.version_info >= (3, 12) else [])]
