@@ -55,7 +55,7 @@ from ._chain import (
     stop_frame,
     task_codes,
 )
-from ._compat import HAS_CONTEXT_ARG, frame_module, is_coroutine_function, task_context
+from ._compat import HAS_CONTEXT_ARG, HAS_EAGER_TASKS, frame_module, is_coroutine_function, task_context
 from ._config import new_epoch, settings
 from ._contexts import ContextCall, context_of_run
 from ._failsafe import warn_internal
@@ -283,13 +283,18 @@ def _make_py_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             # The task copies the current context: put the node there for the
             # duration of the call only.
             token = _set_current(node)
-            outer = getattr(_in_flight, "node", None)
-            _in_flight.node = node
+            # Said for roots (_pushed_by_outer_wrapper) and where a first step can run inside the
+            # call (3.12+: _lineage.in_first_step); 3.10 takes this path for every task.
+            tell = _HAS_EAGER_TASKS or type(node) is RootNode
+            if tell:
+                outer = getattr(_in_flight, "node", None)
+                _in_flight.node = node
             try:
                 task = original(self, coro, **kwargs)
             finally:
                 CURRENT.reset(token)
-                _in_flight.node = outer
+                if tell:
+                    _in_flight.node = outer
         try:
             if factory is not None and (factory is not UNREADABLE or self.get_task_factory() is not None):
                 _check_coroutine(task, node, coro, ctx)  # remembers the code the task runs
@@ -324,6 +329,7 @@ _task_watchers: Final = task_watchers
 #: The compiled common case (see ``_ccore.task_node``), or ``None`` on the Python path.
 _c_task_node: Final[Callable[[Any, Any, Node], Node | None] | None] = None if CORE is None else CORE.task_node
 _KEEP_TASK_CODES: Final = KEEP_TASK_CODES
+_HAS_EAGER_TASKS: Final = HAS_EAGER_TASKS
 _task_codes: Final = task_codes
 #: Modules whose frames lead from a user's call to loop.create_task.
 _ASYNCIO_CALLERS: Final = frozenset({"asyncio.tasks", "asyncio.taskgroups", "asyncio.base_events"})

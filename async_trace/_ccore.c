@@ -488,6 +488,15 @@ new_node(PyObject *kind, PyObject *parent, PyObject *depth, PyObject *code, PyOb
     return node;
 }
 
+/* Whether ``node`` is a TaskNode or RootNode naming ``code``: the node of the task running it (_lineage.is_own). */
+static inline int
+is_own_node(PyObject *node, PyObject *code)
+{
+    PyObject *kind = (PyObject *)Py_TYPE(node);
+    return (kind == task_node_type || kind == root_node_type) && PyTuple_GET_SIZE(node) >= 5 &&
+           PyTuple_GET_ITEM(node, 2) == code;
+}
+
 /* Where both compiled wrappers start, the common case of _capture.capture: the running task of loop
  * is traced (its context holds its own TaskNode or RootNode, or another node that
  * _lineage.repaired_node repairs and stores; a root is named as _lineage.name_root names it) and its
@@ -511,8 +520,6 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
         result = 0; /* no node: capture() (the Python code) decides */
         goto done;
     }
-    PyObject *kind = (PyObject *)Py_TYPE(parent);
-    int traced = (kind == task_node_type || kind == root_node_type) && PyTuple_GET_SIZE(parent) >= 5;
     task = PyObject_CallOneArg(current_task, loop);
     if (task == NULL) {
         goto done;
@@ -521,7 +528,7 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
         result = 0;
         goto done;
     }
-    if (check_outer && kind == task_node_type && PyTuple_GET_ITEM(parent, 4) != Py_None) {
+    if (check_outer && (PyObject *)Py_TYPE(parent) == task_node_type && PyTuple_GET_ITEM(parent, 4) != Py_None) {
         PyObject *made_by = referent(PyTuple_GET_ITEM(parent, 4));
         Py_XDECREF(made_by);
         if (made_by == task) {
@@ -534,7 +541,7 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
     if (code == NULL) {
         goto done;
     }
-    if (!traced || PyTuple_GET_ITEM(parent, 2) != code) {
+    if (!is_own_node(parent, code)) {
         /* Not the running task's own node (an eager task built directly, in its first step, as aiohttp
          * builds its handlers; a task built untraced): repaired and stored by the Python code, as
          * capture() repairs it, then on with the common case. */
@@ -547,9 +554,7 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
             goto done;
         }
         Py_SETREF(parent, own);
-        kind = (PyObject *)Py_TYPE(parent);
-        if ((kind != task_node_type && kind != root_node_type) || PyTuple_GET_SIZE(parent) < 5 ||
-            PyTuple_GET_ITEM(parent, 2) != code) {
+        if (!is_own_node(parent, code)) {
             result = 0;
             goto done;
         }
@@ -566,7 +571,8 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
         result = 0; /* compacted by the Python code */
         goto done;
     }
-    if (kind == root_node_type && PyTuple_GET_SIZE(parent) > 5 && PyTuple_GET_ITEM(parent, 5) == Py_None) {
+    if ((PyObject *)Py_TYPE(parent) == root_node_type && PyTuple_GET_SIZE(parent) > 5 &&
+        PyTuple_GET_ITEM(parent, 5) == Py_None) {
         PyObject *named = named_root(parent, task);
         if (named == NULL) {
             goto done;

@@ -43,7 +43,7 @@ TIMED = [
     "realistic",
 ]
 #: Timed workloads that need a package the benchmarks do not otherwise need: skipped without it.
-NEEDS: dict[str, str] = {"spawn_flat_uvloop": "uvloop"}
+NEEDS: dict[str, tuple[str, ...]] = {"spawn_flat_uvloop": ("uvloop",)}
 COLLECT = ["collect_d1", "collect_d10", "collect_d100"]
 #: What the exception hooks cost: each with tracing on, hooks on against hooks off.
 EXCEPTIONS = ["spawn_flat", "raise_in_task", "raise_catch", "raise_catch_notask", "task_fails"]
@@ -156,6 +156,13 @@ def run_memory(quick: bool, contenders: list[str]) -> dict[str, Any]:
     return {c: measure("memory", c, quick) for c in contenders}
 
 
+def missing(workload: str) -> list[str]:
+    """The modules ``workload`` needs that are not installed (the bench extra's)."""
+    if workload in SERVERS:
+        return servers.missing(workload)
+    return [m for m in NEEDS.get(workload, ()) if importlib.util.find_spec(m) is None]
+
+
 def verdict(value: float, target: float) -> str:
     return "PASS" if value <= target else "MISS"
 
@@ -170,6 +177,9 @@ def report(results: dict[str, Any], header: str) -> str:
         ]
     for w in TIMED:
         if w not in results:
+            continue
+        if "skipped" in results[w]:
+            lines.append(f"{w:<18} skipped: {results[w]['skipped']}")
             continue
         m, r = results[w]["median"], results[w]["ratio"]
         lines.append(
@@ -280,20 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for w in chosen:
         print(f"... {w}", file=sys.stderr, flush=True)
+        needs = missing(w)
+        if needs:
+            why = f"needs {', '.join(needs)} (pip install '.[bench]' in a clone of async-trace)"
+            print(f"    {w} skipped: {why}", file=sys.stderr, flush=True)
+            results[w] = {"skipped": why}
+            continue
         if w in SERVERS:
-            needs = servers.missing(w)
-            if needs:
-                why = f"needs {', '.join(needs)} (pip install '.[bench]' in a clone of async-trace)"
-                print(f"    {w} skipped: {why}", file=sys.stderr, flush=True)
-                results[w] = {"skipped": why}
-                continue
             requests = args.server_requests or (1000 if args.quick else 3000)
             results[w] = servers.run_server(w, rounds, requests, args.server_concurrency)
         elif w in TIMED:
-            if w in NEEDS and importlib.util.find_spec(NEEDS[w]) is None:
-                why = f"needs {NEEDS[w]} (pip install '.[bench]' in a clone of async-trace)"
-                print(f"    {w} skipped: {why}", file=sys.stderr, flush=True)
-                continue
             results[w] = run_timed(w, rounds, args.quick, contenders)
         elif w in COLLECT:
             results[w] = run_collect(w, rounds, args.quick)

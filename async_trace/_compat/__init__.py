@@ -31,6 +31,7 @@ __all__ = [
     "EAGER_TASKS",
     "HAS_CODE_POSITIONS",
     "HAS_CONTEXT_ARG",
+    "HAS_EAGER_TASKS",
     "HAS_MONITORING",
     "HAS_NOTES",
     "PYTHON_VERSION",
@@ -58,6 +59,8 @@ HAS_CONTEXT_ARG = _impl.HAS_CONTEXT_ARG
 HAS_CODE_POSITIONS = _impl.HAS_CODE_POSITIONS
 #: 3.11+: PEP 678 notes (``BaseException.add_note``).
 HAS_NOTES = _impl.HAS_NOTES
+#: 3.12+: eager tasks (``eager_start=``, ``asyncio.eager_task_factory``): a first step inside the constructor.
+HAS_EAGER_TASKS = _impl.HAS_EAGER_TASKS
 #: 3.12+: ``sys.monitoring`` (the ``PY_UNWIND`` event).
 HAS_MONITORING = _impl.HAS_MONITORING
 #: 3.14+: C tasks live in per-thread lists no Python registry shows.

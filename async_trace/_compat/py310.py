@@ -26,6 +26,7 @@ TASK_REGISTRIES: Final[tuple[Any, ...]] = tuple(
     if registry is not None
 )
 EAGER_TASKS: Final[Any] = None
+HAS_EAGER_TASKS: Final = False
 frame_module: Final[Callable[[int], str | None] | None] = None
 
 

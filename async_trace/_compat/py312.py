@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 HAS_MONITORING: Final = True
+HAS_EAGER_TASKS: Final = True
 ASYNCIO_REGISTRY: Final[Any] = getattr(asyncio.tasks, "_scheduled_tasks", None)
 EAGER_TASKS: Final[Any] = getattr(asyncio.tasks, "_eager_tasks", None)
 frame_module: Final[Callable[[int], str | None] | None] = getattr(sys, "_getframemodulename", None)

@@ -11,11 +11,12 @@ from typing import Any, Final
 
 from .py310 import TASK_REGISTRIES
 from .py311 import HAS_CODE_POSITIONS, HAS_CONTEXT_ARG, HAS_NOTES, add_note
-from .py312 import HAS_MONITORING, frame_module, new_task_context, task_context
+from .py312 import HAS_EAGER_TASKS, HAS_MONITORING, frame_module, new_task_context, task_context
 
 __all__ = [
     "HAS_CODE_POSITIONS",
     "HAS_CONTEXT_ARG",
+    "HAS_EAGER_TASKS",
     "HAS_MONITORING",
     "HAS_NOTES",
     "TASK_REGISTRIES",
