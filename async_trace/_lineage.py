@@ -212,12 +212,14 @@ def own_in_first_step(task: Any, node: Node) -> Node:
 def compact(parent: Node) -> Node:
     """Return a chain equivalent to ``parent``'s with the middle hops elided.
 
-    Keeps the innermost ``max_depth // 2`` hops (copied, since nodes are
-    immutable) and the outermost ``max_depth // 4``; runs once every
-    ``max_depth // 4`` creations at most, so its cost is amortised.
+    Keeps the innermost ``max_depth // 4`` hops (copied, since nodes are
+    immutable) and the outermost ``max_depth // 4`` (shared); runs once every
+    ``max_depth // 2`` creations at most, so a chain that keeps growing pays
+    about half a copied node per task (keeping the innermost half would copy
+    two: +120 bytes per live task of a long chain).
     """
     max_depth = settings.max_depth
-    keep_inner = max(1, max_depth // 2)
+    keep_inner = max(1, max_depth // 4)
     keep_outer = max(1, max_depth // 4)
     chain: list[Node] = []
     node: Node | None = parent

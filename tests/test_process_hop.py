@@ -19,7 +19,7 @@ import pytest
 
 import _async_trace_process
 import async_trace
-from async_trace import _capture, _chain, _contexts, _process
+from async_trace import _capture, _chain, _config, _contexts, _process
 
 from . import process_workers
 from .helpers import line_of
@@ -286,13 +286,17 @@ def test_the_payload_is_symbolized_and_bounded(spawn_pool: ProcessPoolExecutor) 
     deep = _sent(spawn_pool, process_workers.double, depth=300)
     assert _globals(deep) == {"_async_trace_process rebuild", "tests.process_workers double"}
     deep_records = pickle.loads(deep).ctx[_async_trace_process.CHAIN]
-    # 300 task hops, compacted as chains are (max_depth 256): 128 inner, a marker, 64 outer.
+    # 300 task hops, compacted as chains are (max_depth 256): when it reached 256 hops, the chain kept
+    # its innermost and outermost quarters and a marker, then grew again.
     names = [record[0] for record in deep_records]
     assert names[0] == "link"
     assert deep_records[0][3] == _async_trace_process.MARK_PROCESS
-    elided = [name for name in names if name.endswith(" task hops elided ...")]
-    assert elided == ["... 64 task hops elided ..."]
-    assert names.count("link") + 64 == 301  # every link(n) shown or counted in the marker
+    (marker,) = [name for name in names if name.endswith(" task hops elided ...")]
+    elided = int(marker.split()[1])
+    quarter = _config.DEFAULT_MAX_DEPTH // 4
+    assert names.count("link") + elided == 301  # every link(n) shown or counted in the marker
+    assert elided == _config.DEFAULT_MAX_DEPTH - 2 * quarter  # compacted once, everything but the quarters
+    assert names.index(marker) > quarter
     assert names[-2:] == ["start", deep_records[-1][0]]
     assert deep_records[-1][1] is None
     assert len(deep_records) <= _process.max_records()
