@@ -40,6 +40,22 @@ class OptionalBuildExt(build_ext):
     def build_extension(self, ext: Any) -> None:
         try:
             super().build_extension(ext)
+            return
+        except Exception as exc:  # noqa: BLE001 - a compiler error: retried with the public C API only
+            first = exc
+        # The core reads interpreter frames through CPython's internal headers where they are
+        # installed; a Python whose internal headers do not compile gets the frame-object code.
+        if ("ASYNC_TRACE_PUBLIC_API_ONLY", "1") in ext.define_macros:
+            self._skip(first)
+            return
+        ext.define_macros = [*ext.define_macros, ("ASYNC_TRACE_PUBLIC_API_ONLY", "1")]
+        print(
+            f"async-trace: the compiled core did not build with CPython's internal headers ({first}); "
+            "retrying with the public C API only.",
+            file=sys.stderr,
+        )
+        try:
+            super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001 - a compiler error: the Python path remains
             self._skip(exc)
 
@@ -52,5 +68,8 @@ class OptionalBuildExt(build_ext):
         )
 
 
-extensions = [Extension("async_trace._ccore", ["async_trace/_ccore.c"])] if _wanted() else []
+# ASYNC_TRACE_PUBLIC_API_ONLY=1 at build time: the frame-object code even where internal headers exist (CI tests it).
+_public_only = os.environ.get("ASYNC_TRACE_PUBLIC_API_ONLY", "") not in ("", "0")
+_macros = [("ASYNC_TRACE_PUBLIC_API_ONLY", "1")] if _public_only else []
+extensions = [Extension("async_trace._ccore", ["async_trace/_ccore.c"], define_macros=_macros)] if _wanted() else []
 setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})

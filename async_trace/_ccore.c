@@ -36,6 +36,32 @@
 #error "async_trace._ccore needs Python 3.10 or later"
 #endif
 
+/* 3.11+ keeps a frame's code and offset in an interpreter frame and makes its frame object only
+ * when asked (PyEval_GetFrame, PyFrame_GetBack, sys._getframe); a coroutine's frame object then
+ * lives as long as the coroutine (217-249 bytes per task). Where CPython installed its internal
+ * headers, the creating stack is read from the interpreter frames instead, with CPython's own
+ * inline accessors; setup.py builds without this (ASYNC_TRACE_PUBLIC_API_ONLY) when they do not
+ * compile, and the frame-object code below is used. 3.10's frames are objects already. */
+#if PY_VERSION_HEX >= 0x030B0000 && !defined(ASYNC_TRACE_PUBLIC_API_ONLY) && defined(__has_include)
+#if __has_include(<internal/pycore_frame.h>)
+#define AT_IFRAMES 1
+#endif
+#endif
+#ifdef AT_IFRAMES
+#ifndef Py_BUILD_CORE
+#define Py_BUILD_CORE 1
+#define AT_UNDEF_BUILD_CORE 1
+#endif
+#include <internal/pycore_frame.h>
+#if PY_VERSION_HEX >= 0x030E0000
+#include <internal/pycore_interpframe.h>
+#include <internal/pycore_genobject.h>
+#endif
+#ifdef AT_UNDEF_BUILD_CORE
+#undef Py_BUILD_CORE
+#endif
+#endif
+
 /* State one thread sets around a call that may run another thread's code (the GIL released). */
 #if defined(_MSC_VER)
 #define THREAD_LOCAL __declspec(thread)
@@ -63,6 +89,88 @@ frame_back(PyFrameObject *f)
     return PyFrame_GetBack(f);
 }
 
+#ifdef AT_IFRAMES
+/* Interpreter frames, read as PyEval_GetFrame, PyFrame_GetBack, PyFrame_GetLasti and
+ * sys._getframemodulename read them, without making frame objects. Only frames of the running
+ * call's callers are read: they stay alive, unchanged but for their offsets, until it returns. */
+
+/* f, or the first frame past it that PyFrame_GetBack would not skip (entry shims, frames not yet started). */
+static inline _PyInterpreterFrame *
+iframe_complete(_PyInterpreterFrame *f)
+{
+    while (f != NULL && _PyFrame_IsIncomplete(f)) {
+        f = f->previous;
+    }
+    return f;
+}
+
+/* The innermost Python frame of this thread (PyEval_GetFrame's), or NULL. */
+static inline _PyInterpreterFrame *
+iframe_top(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return iframe_complete(PyThreadState_GET()->current_frame);
+#else
+    return iframe_complete(PyThreadState_GET()->cframe->current_frame);
+#endif
+}
+
+static inline _PyInterpreterFrame *
+iframe_back(_PyInterpreterFrame *f)
+{
+    return iframe_complete(f->previous);
+}
+
+/* Borrowed. */
+static inline PyCodeObject *
+iframe_code(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return _PyFrame_GetCode(f);
+#else
+    return f->f_code;
+#endif
+}
+
+static inline long
+iframe_lasti(_PyInterpreterFrame *f)
+{
+    int lasti = _PyInterpreterFrame_LASTI(f);
+    return lasti < 0 ? -1 : (long)lasti * (long)sizeof(_Py_CODEUNIT);
+}
+
+/* The coroutine or generator running in f (borrowed), or NULL. */
+static inline PyObject *
+iframe_generator(_PyInterpreterFrame *f)
+{
+    if (f->owner != FRAME_OWNED_BY_GENERATOR) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030E0000
+    return (PyObject *)_PyGen_GetGeneratorFromFrame(f);
+#else
+    return (PyObject *)_PyFrame_GetGenerator(f);
+#endif
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+/* sys._getframemodulename's answer for f: its function's __module__ (borrowed), or NULL. */
+static inline PyObject *
+iframe_module(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    if (PyStackRef_IsNull(f->f_funcobj)) {
+        return NULL;
+    }
+    PyObject *func = PyStackRef_AsPyObjectBorrow(f->f_funcobj);
+#else
+    PyObject *func = f->f_funcobj;
+#endif
+    return func != NULL && PyFunction_Check(func) ? ((PyFunctionObject *)func)->func_module : NULL;
+}
+#endif
+#endif /* AT_IFRAMES */
+
 static void clear_siblings(void);
 
 /* getattr(obj, name, None) as 3.13's PyObject_GetOptionalAttr: 1 found, 0 not (*out NULL), -1 error. */
@@ -88,7 +196,6 @@ optional_attr(PyObject *obj, PyObject *name, PyObject **out)
 
 static PyObject *handle_run = NULL;   /* asyncio.events.Handle._run.__code__ */
 static PyObject *settings = NULL;     /* async_trace._config.settings */
-static PyObject *walk_elided = NULL;  /* async_trace._stack._walk_elided */
 static PyObject *last = NULL;         /* the latest capture: a tuple, never mutated */
 static PyObject *str_max_frames = NULL;
 static PyObject *str_max_depth = NULL;
@@ -141,68 +248,174 @@ remember_result(PyObject *result, int remember)
     return result;
 }
 
-/* walk(frame, stop, remember): see async_trace._stack.walk. frame and stop
- * are borrowed; stop may be NULL or None. Returns a new reference. */
-static PyObject *
-walk_impl(PyObject *frame_obj, PyObject *stop_obj, int remember)
-{
-    PyFrameObject *stop = NULL; /* owned */
-    PyFrameObject *f = NULL;    /* owned */
-    PyObject *result = NULL;
-    PyObject *out = NULL;
+/* A place in the stack being walked: a frame object (owned), or with AT_IFRAMES an interpreter frame
+ * of the running call's callers (borrowed). Neither: past the outermost frame. */
+typedef struct {
+    PyFrameObject *obj;
+#ifdef AT_IFRAMES
+    _PyInterpreterFrame *iframe;
+#endif
+} Cursor;
 
-    if (frame_obj != Py_None && !PyFrame_Check(frame_obj)) {
-        PyErr_SetString(PyExc_TypeError, "walk() needs a frame or None");
+/* Where a walk ends, inclusive: a frame object, or with AT_IFRAMES the frame a coroutine runs in
+ * (both borrowed; NULL: none of that kind). */
+typedef struct {
+    PyFrameObject *frame;
+    PyObject *coro;
+#ifdef AT_IFRAMES
+    _PyInterpreterFrame *iframe;
+#endif
+} Stop;
+
+static inline int
+cursor_live(const Cursor *c)
+{
+#ifdef AT_IFRAMES
+    if (c->iframe != NULL) {
+        return 1;
+    }
+#endif
+    return c->obj != NULL;
+}
+
+/* A new reference. */
+static inline PyCodeObject *
+cursor_code(const Cursor *c)
+{
+#ifdef AT_IFRAMES
+    if (c->iframe != NULL) {
+        return (PyCodeObject *)Py_NewRef(iframe_code(c->iframe));
+    }
+#endif
+    return PyFrame_GetCode(c->obj);
+}
+
+static inline long
+cursor_lasti(const Cursor *c)
+{
+#ifdef AT_IFRAMES
+    if (c->iframe != NULL) {
+        return iframe_lasti(c->iframe);
+    }
+#endif
+    return frame_lasti(c->obj);
+}
+
+static inline int
+cursor_at(const Cursor *c, const Stop *stop)
+{
+#ifdef AT_IFRAMES
+    if (c->iframe != NULL) {
+        return c->iframe == stop->iframe || (stop->frame != NULL && c->iframe->frame_obj == stop->frame) ||
+               (stop->coro != NULL && iframe_generator(c->iframe) == stop->coro);
+    }
+#endif
+    return c->obj != NULL && c->obj == stop->frame;
+}
+
+static inline void
+cursor_back(Cursor *c)
+{
+#ifdef AT_IFRAMES
+    if (c->iframe != NULL) {
+        c->iframe = iframe_back(c->iframe);
+        return;
+    }
+#endif
+    PyFrameObject *back = frame_back(c->obj);
+    Py_SETREF(c->obj, back);
+}
+
+static inline void
+cursor_clear(Cursor *c)
+{
+    Py_CLEAR(c->obj);
+#ifdef AT_IFRAMES
+    c->iframe = NULL;
+#endif
+}
+
+/* Appends (code, lasti) of the frame at c to out. */
+static int
+append_pair(PyObject *out, const Cursor *c)
+{
+    PyCodeObject *code = cursor_code(c);
+    int err = PyList_Append(out, (PyObject *)code);
+    Py_DECREF(code);
+    if (err < 0) {
+        return -1;
+    }
+    PyObject *lasti = PyLong_FromLong(cursor_lasti(c));
+    if (lasti == NULL) {
+        return -1;
+    }
+    err = PyList_Append(out, lasti);
+    Py_DECREF(lasti);
+    return err;
+}
+
+/* _stack._walk_elided: out holds the pairs walked so far (``head`` pairs when the walk passed
+ * max_frames) and then every pair up to the stop; keeps the first max_frames - max_frames // 4 of
+ * head, a (None, n) marker and the outermost max_frames // 4 (at least 1), as the Python code's
+ * deque does. A new tuple. */
+static PyObject *
+elided_frames(PyObject *out, Py_ssize_t head, long max_frames)
+{
+    Py_ssize_t keep_outer = max_frames / 4 > 1 ? (Py_ssize_t)(max_frames / 4) : 1;
+    Py_ssize_t total = PyList_GET_SIZE(out) / 2;
+    Py_ssize_t cut = (Py_ssize_t)max_frames - keep_outer;
+    Py_ssize_t kept = cut < head ? (cut > 0 ? cut : 0) : head;
+    Py_ssize_t from_head = head - kept < keep_outer ? head - kept : keep_outer;
+    Py_ssize_t pushed = from_head + (total - head);
+    Py_ssize_t tail = pushed < keep_outer ? pushed : keep_outer;
+    PyObject *result = PyTuple_New(2 * (kept + 1 + tail));
+    if (result == NULL) {
         return NULL;
     }
-    if (stop_obj != NULL && stop_obj != Py_None) {
-        if (!PyFrame_Check(stop_obj)) {
-            PyErr_SetString(PyExc_TypeError, "walk() needs a frame or None to stop at");
-            return NULL;
-        }
-        stop = (PyFrameObject *)Py_NewRef(stop_obj);
+    Py_ssize_t j = 0;
+    for (Py_ssize_t k = 0; k < 2 * kept; k++) {
+        PyTuple_SET_ITEM(result, j++, Py_NewRef(PyList_GET_ITEM(out, k)));
     }
-    else {
-        /* Stop at the loop's Handle._run (where collection would cut), else run to the outermost frame. */
-        f = frame_obj == Py_None ? NULL : (PyFrameObject *)Py_NewRef(frame_obj);
-        while (f != NULL) {
-            PyCodeObject *code = PyFrame_GetCode(f);
-            int found = (PyObject *)code == handle_run;
-            Py_DECREF(code);
-            if (found) {
-                break;
-            }
-            PyFrameObject *back = frame_back(f);
-            Py_DECREF(f);
-            f = back;
-        }
-        stop = f;
-        f = NULL;
+    PyObject *count = PyLong_FromSsize_t(pushed - tail);
+    if (count == NULL) {
+        Py_DECREF(result);
+        return NULL;
     }
+    PyTuple_SET_ITEM(result, j++, Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(result, j++, count);
+    for (Py_ssize_t k = 2 * (total - tail); k < 2 * total; k++) {
+        PyTuple_SET_ITEM(result, j++, Py_NewRef(PyList_GET_ITEM(out, k)));
+    }
+    return result;
+}
 
+/* _stack.walk from the frame at f (consumed) to stop: the flat (code, lasti, ...) tuple, shared
+ * with the previous walk's when identical. A new reference. */
+static PyObject *
+walk_cursor(Cursor *f, const Stop *stop, int remember)
+{
+    PyObject *result = NULL;
+    PyObject *out = NULL;
     PyObject *cached = Py_NewRef(last);
     Py_ssize_t n = PyTuple_GET_SIZE(cached);
     Py_ssize_t i = 0;
-    f = frame_obj == Py_None ? NULL : (PyFrameObject *)Py_NewRef(frame_obj);
     /* Fast path: the stack matches the previous capture. */
-    while (f != NULL && i < n) {
-        PyCodeObject *code = PyFrame_GetCode(f);
-        int same = matches((PyObject *)code, frame_lasti(f), i);
+    while (cursor_live(f) && i < n) {
+        PyCodeObject *code = cursor_code(f);
+        int same = matches((PyObject *)code, cursor_lasti(f), i);
         Py_DECREF(code);
         if (!same) {
             break;
         }
         i += 2;
-        if (f == stop) {
-            Py_CLEAR(f);
+        if (cursor_at(f, stop)) {
+            cursor_clear(f);
         }
         else {
-            PyFrameObject *back = frame_back(f);
-            Py_DECREF(f);
-            f = back;
+            cursor_back(f);
         }
     }
-    if (f == NULL) {
+    if (!cursor_live(f)) {
         /* The whole stack matched the previous capture, or a prefix of it. */
         if (i == n) {
             result = Py_NewRef(cached);
@@ -227,43 +440,90 @@ walk_impl(PyObject *frame_obj, PyObject *stop_obj, int remember)
         goto done;
     }
     long remaining = max_frames - (long)(i / 2);
-    while (f != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(f);
-        int err = PyList_Append(out, (PyObject *)code);
-        Py_DECREF(code);
-        if (err < 0) {
+    Py_ssize_t head = -1; /* pairs walked when the walk passed max_frames */
+    while (cursor_live(f)) {
+        if (append_pair(out, f) < 0) {
             goto done;
         }
-        PyObject *lasti = PyLong_FromLong(frame_lasti(f));
-        if (lasti == NULL) {
-            goto done;
-        }
-        err = PyList_Append(out, lasti);
-        Py_DECREF(lasti);
-        if (err < 0) {
-            goto done;
-        }
-        if (f == stop) {
+        if (cursor_at(f, stop)) {
             break;
         }
-        PyFrameObject *back = frame_back(f);
-        Py_DECREF(f);
-        f = back;
+        cursor_back(f);
         remaining -= 1;
-        if (remaining <= 0 && f != NULL) {
-            /* Deeper than max_frames: the Python definition keeps the outermost frames. */
-            result = PyObject_CallFunctionObjArgs(walk_elided, out, (PyObject *)f,
-                                                  stop == NULL ? Py_None : (PyObject *)stop, NULL);
-            goto done;
+        if (remaining <= 0 && head < 0 && cursor_live(f)) {
+            head = PyList_GET_SIZE(out) / 2;
         }
     }
-    result = remember_result(PyList_AsTuple(out), remember);
+    if (head >= 0) {
+        /* Deeper than max_frames: the outermost frames kept, not remembered (as in the Python code). */
+        result = elided_frames(out, head, max_frames);
+    }
+    else {
+        result = remember_result(PyList_AsTuple(out), remember);
+    }
 done:
     Py_XDECREF(out);
-    Py_XDECREF(f);
-    Py_XDECREF(stop);
+    cursor_clear(f);
     Py_DECREF(cached);
     return result;
+}
+
+/* walk_cursor from f (consumed) to stop_obj: a frame object, the running coroutine (an interpreter-frame
+ * walk only), or None or NULL: the loop's Handle._run (where collection would cut), else the outermost frame. */
+static PyObject *
+walk_from(Cursor *f, PyObject *stop_obj, int remember)
+{
+    Stop stop = {0};
+    Cursor probe = {0};
+    if (stop_obj != NULL && stop_obj != Py_None) {
+        if (PyFrame_Check(stop_obj)) {
+            stop.frame = (PyFrameObject *)stop_obj;
+        }
+        else if (PyCoro_CheckExact(stop_obj) && f->obj == NULL) {
+            stop.coro = stop_obj;
+        }
+        else {
+            PyErr_SetString(PyExc_TypeError, "walk() needs a frame or None to stop at");
+            cursor_clear(f);
+            return NULL;
+        }
+    }
+    else {
+        probe.obj = (PyFrameObject *)Py_XNewRef(f->obj);
+#ifdef AT_IFRAMES
+        probe.iframe = f->iframe;
+#endif
+        while (cursor_live(&probe)) {
+            PyCodeObject *code = cursor_code(&probe);
+            int hit = (PyObject *)code == handle_run;
+            Py_DECREF(code);
+            if (hit) {
+                break;
+            }
+            cursor_back(&probe);
+        }
+        stop.frame = probe.obj;
+#ifdef AT_IFRAMES
+        stop.iframe = probe.iframe;
+#endif
+    }
+    PyObject *result = walk_cursor(f, &stop, remember);
+    cursor_clear(&probe);
+    return result;
+}
+
+/* walk(frame, stop, remember): see async_trace._stack.walk. frame and stop
+ * are borrowed frame objects or None; stop may be NULL. Returns a new reference. */
+static PyObject *
+walk_impl(PyObject *frame_obj, PyObject *stop_obj, int remember)
+{
+    if (frame_obj != Py_None && !PyFrame_Check(frame_obj)) {
+        PyErr_SetString(PyExc_TypeError, "walk() needs a frame or None");
+        return NULL;
+    }
+    Cursor f = {0};
+    f.obj = frame_obj == Py_None ? NULL : (PyFrameObject *)Py_NewRef(frame_obj);
+    return walk_from(&f, stop_obj, remember);
 }
 
 static PyObject *
@@ -318,13 +578,12 @@ ccore_last(PyObject *module, PyObject *unused)
 static PyObject *
 ccore_setup_walk(PyObject *module, PyObject *args)
 {
-    PyObject *run, *config, *elided;
-    if (!PyArg_ParseTuple(args, "OOO:setup_walk", &run, &config, &elided)) {
+    PyObject *run, *config;
+    if (!PyArg_ParseTuple(args, "OO:setup_walk", &run, &config)) {
         return NULL;
     }
     Py_XSETREF(handle_run, Py_NewRef(run));
     Py_XSETREF(settings, Py_NewRef(config));
-    Py_XSETREF(walk_elided, Py_NewRef(elided));
     Py_RETURN_NONE;
 }
 
@@ -365,6 +624,7 @@ referent(PyObject *ref)
 #endif
 }
 
+#ifndef AT_IFRAMES
 /* _frames.creating_frame: the frame past asyncio's own helpers. frame owned, result owned. */
 static PyFrameObject *
 creating_frame(PyFrameObject *frame)
@@ -388,6 +648,7 @@ creating_frame(PyFrameObject *frame)
     }
     return frame;
 }
+#endif
 
 /* func(depth): sys._getframemodulename or sys._getframe. */
 static PyObject *
@@ -406,13 +667,75 @@ call_with_depth(PyObject *func, long depth)
  * callers, found by module name without making their frame objects). The
  * caller of this function is the create_task wrapper: depth ``base`` is its caller (1 for
  * the Python wrapper, whose frame is on top; 0 for the compiled one, which has none).
- * Sets *start (the first frame to walk) and *asker; both owned. */
+ * Sets *start (the first frame to walk) and *asker (the asking frame; no frame there: the
+ * caller's case ends), both owned (cursor_clear), and *asker_depth, the asker's depth for
+ * sys._getframe (see asker_frame). */
 static int
-asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
+asking_frames(int base, Cursor *start, Cursor *asker, long *asker_depth)
 {
-    *start = *asker = NULL;
+    long depth = 0;
+#ifdef AT_IFRAMES
+    _PyInterpreterFrame *f = iframe_top();
+    if (f == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "task_node() called with no Python frame");
+        return -1;
+    }
+    for (; depth < base && f != NULL; depth++) {
+        f = iframe_back(f);
+    }
+#if PY_VERSION_HEX >= 0x030C0000
     if (frame_module != Py_None) {
-        long depth = base;
+        for (;;) {
+            if (f == NULL) {
+                break;
+            }
+            PyObject *name = iframe_module(f); /* borrowed */
+            int inside = name == NULL ? 0 : PySet_Contains(asyncio_callers, name);
+            if (inside < 0) {
+                return -1;
+            }
+            if (!inside) {
+                break;
+            }
+            f = iframe_back(f);
+            depth += 1;
+        }
+        if (f == NULL) {
+            PyErr_SetString(PyExc_ValueError, "call stack is not deep enough");
+            return -1;
+        }
+        start->iframe = asker->iframe = f;
+        *asker_depth = depth;
+        return 0;
+    }
+#endif
+    if (f == NULL) {
+        PyErr_SetString(PyExc_ValueError, "call stack is not deep enough");
+        return -1;
+    }
+    start->iframe = f;
+    /* _frames.creating_frame: past asyncio's own helpers, by code (before 3.12). */
+    for (int k = 0; k < 8 && f != NULL; k++) {
+        PyCodeObject *code = iframe_code(f);
+        PyObject *key = PyLong_FromVoidPtr(code);
+        PyObject *found = key == NULL ? NULL : PyDict_GetItemWithError(asyncio_creators, key);
+        Py_XDECREF(key);
+        if (PyErr_Occurred()) {
+            start->iframe = NULL;
+            return -1;
+        }
+        if (found == NULL || found != (PyObject *)code) {
+            break;
+        }
+        f = iframe_back(f);
+        depth += 1;
+    }
+    asker->iframe = f;
+    *asker_depth = depth;
+    return 0;
+#else
+    if (frame_module != Py_None) {
+        depth = base;
         for (;;) {
             PyObject *name = call_with_depth(frame_module, depth);
             if (name == NULL) {
@@ -432,8 +755,9 @@ asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
         if (frame == NULL) {
             return -1;
         }
-        *start = (PyFrameObject *)frame;
-        *asker = (PyFrameObject *)Py_NewRef(frame);
+        start->obj = (PyFrameObject *)frame;
+        asker->obj = (PyFrameObject *)Py_NewRef(frame);
+        *asker_depth = depth;
         return 0;
     }
     PyFrameObject *here = PyEval_GetFrame(); /* borrowed: the Python wrapper's frame, or (base 0) its caller's */
@@ -441,17 +765,38 @@ asking_frames(int base, PyFrameObject **start, PyFrameObject **asker)
         PyErr_SetString(PyExc_RuntimeError, "task_node() called with no Python frame");
         return -1;
     }
-    *start = base == 0 ? (PyFrameObject *)Py_NewRef(here) : frame_back(here);
-    if (*start == NULL) {
+    start->obj = base == 0 ? (PyFrameObject *)Py_NewRef(here) : frame_back(here);
+    if (start->obj == NULL) {
         PyErr_SetString(PyExc_ValueError, "call stack is not deep enough");
         return -1;
     }
-    *asker = creating_frame((PyFrameObject *)Py_NewRef(*start));
-    if (*asker == NULL && PyErr_Occurred()) {
-        Py_CLEAR(*start);
+    asker->obj = creating_frame((PyFrameObject *)Py_NewRef(start->obj));
+    if (asker->obj == NULL && PyErr_Occurred()) {
+        cursor_clear(start);
         return -1;
     }
+    *asker_depth = -1;
     return 0;
+#endif
+}
+
+/* The asker's frame object, for the Python code that needs one (a protocol's method): made on
+ * demand from an interpreter frame. Borrowed (owned by asker); NULL with an error set. */
+static PyFrameObject *
+asker_frame(Cursor *asker, long depth)
+{
+#ifdef AT_IFRAMES
+    if (asker->obj == NULL && asker->iframe != NULL) {
+        asker->obj = (PyFrameObject *)call_with_depth(getframe, depth);
+        if (asker->obj != NULL && asker->obj->f_frame != asker->iframe) {
+            Py_CLEAR(asker->obj);
+            PyErr_SetString(PyExc_RuntimeError, "sys._getframe() found another frame than the asking one");
+        }
+        return asker->obj;
+    }
+#endif
+    (void)depth;
+    return asker->obj;
 }
 
 /* A root task's context keeps its unnamed root: the nodes below get a named copy (_lineage.name_root,
@@ -500,8 +845,8 @@ is_own_node(PyObject *node, PyObject *code)
 /* Where both compiled wrappers start, the common case of _capture.capture: the running task of loop
  * is traced (its context holds its own TaskNode or RootNode, or another node that
  * _lineage.repaired_node repairs and stores; a root is named as _lineage.name_root names it) and its
- * chain has room for one more hop below max_depth. Sets *parent, *task, *stop (the
- * task's coroutine frame, where the walk ends; all three owned) and *depth. 1 in the common case, 0
+ * chain has room for one more hop below max_depth. Sets *parent, *task, *stop (where the walk ends:
+ * the task's coroutine, with AT_IFRAMES, else its frame; all three owned) and *depth. 1 in the common case, 0
  * outside it, -1 on an error; nothing is set but in the common case. ``check_outer``: the create_task
  * wrapper's check that this is not our wrapper inside another of ours (_pushed_by_outer_wrapper). */
 static int
@@ -579,7 +924,13 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
         }
         Py_SETREF(parent, named);
     }
+#ifdef AT_IFRAMES
+    /* The walk stops at the frame the coroutine runs in, without making its frame object (which
+     * would live as long as the coroutine). */
+    PyObject *stop = PyCoro_CheckExact(coro) ? Py_NewRef(coro) : PyObject_GetAttr(coro, str_cr_frame);
+#else
     PyObject *stop = PyObject_GetAttr(coro, str_cr_frame);
+#endif
     if (stop == NULL) {
         goto done;
     }
@@ -616,8 +967,8 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
     }
     PyObject *parent = NULL, *creator = NULL, *stop = NULL, *frames = NULL, *made_code = NULL, *ref = NULL;
     PyObject *result = NULL;
-    PyFrameObject *start = NULL, *asker = NULL;
-    long depth;
+    Cursor start = {0}, asker = {0};
+    long depth, asker_depth = -1;
     int common = running_parent(loop, 1, &parent, &creator, &stop, &depth);
     if (common < 0) {
         return NULL;
@@ -628,10 +979,10 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
     if (!PyCoro_CheckExact(coro)) {
         goto not_common; /* coro_code() of another awaitable: Python's */
     }
-    if (asking_frames(base, &start, &asker) < 0) {
+    if (asking_frames(base, &start, &asker, &asker_depth) < 0) {
         goto done;
     }
-    frames = walk_impl((PyObject *)start, stop, 1);
+    frames = walk_from(&start, stop, 1);
     if (frames == NULL) {
         goto done;
     }
@@ -643,13 +994,14 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
     if (ref == NULL) {
         goto done;
     }
-    if (asker == NULL) {
+    if (!cursor_live(&asker)) {
         goto not_common; /* asker.f_code fails in the Python code: its error, its warning */
     }
     {
         /* protocol_method(asker), its cache hit inlined: a task a protocol method creates belongs to
-         * the connection (_lineage.connection_parent, _frames.protocol_frames: Python's, called). */
-        PyCodeObject *asked = PyFrame_GetCode(asker);
+         * the connection (_lineage.connection_parent, _frames.protocol_frames: Python's, called, with
+         * the asker's frame object, made for them only). */
+        PyCodeObject *asked = cursor_code(&asker);
         PyObject *key = PyLong_FromVoidPtr(asked);
         PyObject *hit = key == NULL ? NULL : PyDict_GetItemWithError(protocol_cache, key);
         Py_XDECREF(key);
@@ -662,7 +1014,8 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
             is_protocol = -1;
         }
         else {
-            PyObject *answer = PyObject_CallOneArg(protocol_method, (PyObject *)asker);
+            PyFrameObject *frame = asker_frame(&asker, asker_depth);
+            PyObject *answer = frame == NULL ? NULL : PyObject_CallOneArg(protocol_method, (PyObject *)frame);
             is_protocol = answer == NULL ? -1 : PyObject_IsTrue(answer);
             Py_XDECREF(answer);
         }
@@ -680,7 +1033,9 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
             Py_SETREF(parent, Py_NewRef(PyTuple_GET_ITEM(pair, 0)));
             Py_SETREF(ref, Py_NewRef(PyTuple_GET_ITEM(pair, 1)));
             Py_DECREF(pair);
-            PyObject *cut = PyObject_CallFunctionObjArgs(protocol_frames, frames, (PyObject *)asker, NULL);
+            PyFrameObject *frame = asker_frame(&asker, asker_depth);
+            PyObject *cut = frame == NULL ? NULL
+                                          : PyObject_CallFunctionObjArgs(protocol_frames, frames, (PyObject *)frame, NULL);
             if (cut == NULL) {
                 Py_DECREF(asked);
                 goto done;
@@ -722,8 +1077,8 @@ done:
     Py_XDECREF(frames);
     Py_XDECREF(made_code);
     Py_XDECREF(ref);
-    Py_XDECREF((PyObject *)start);
-    Py_XDECREF((PyObject *)asker);
+    cursor_clear(&start);
+    cursor_clear(&asker);
     return result;
 }
 
@@ -820,6 +1175,7 @@ static PyObject *str_get_task_factory = NULL;
 static PyObject *str_source_traceback = NULL;
 static PyObject *str_name = NULL;
 static PyObject *str_eager_start = NULL;
+static PyObject *str_context = NULL;
 static PyObject *str_done = NULL, *str_get_context = NULL, *str_get = NULL, *str_get_loop = NULL;
 static PyObject *kw_context = NULL;      /* ("context",) */
 static PyObject *kw_name_context = NULL; /* ("name", "context") */
@@ -1042,8 +1398,10 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     if (!wrapper_active || nargs != 2 || nkw > 2 || current_var == NULL) {
         return call_fallback(self, args, nargsf, kwnames);
     }
-    /* name= (asyncio's own create_task passes it) and eager_start= (3.14+; aiohttp passes it). */
-    PyObject *name = NULL; /* borrowed */
+    /* name= (asyncio's own create_task passes it), eager_start= (3.14+; aiohttp passes it) and a
+     * context= of the caller's (a TaskGroup's create_task(..., context=ctx) passes it on). */
+    PyObject *name = NULL;       /* borrowed */
+    PyObject *caller_ctx = NULL; /* borrowed */
     int eager_start = 0;
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, k);
@@ -1052,6 +1410,10 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         }
         else if (PyUnicode_Check(key) && PyUnicode_Compare(key, str_eager_start) == 0) {
             eager_start = 1;
+        }
+        else if (PyUnicode_Check(key) && PyUnicode_Compare(key, str_context) == 0 &&
+                 PyContext_CheckExact(args[2 + k])) {
+            caller_ctx = args[2 + k];
         }
         else {
             PyErr_Clear();
@@ -1095,6 +1457,31 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         PyObject *result = call_fallback(self, args, nargsf, kwnames);
         uncommon_told = 0;
         return result;
+    }
+    if (caller_ctx != NULL) {
+        /* As the Python wrapper does: the caller chose the task's context; the node is set in it (as
+         * Context.run would set it), so the task still runs in exactly that Context. A context
+         * entered elsewhere: the Python wrapper warns, and creates the task. */
+        Py_DECREF(creator);
+        if (PyContext_Enter(caller_ctx) < 0) {
+            PyErr_Clear();
+            Py_DECREF(node);
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        PyObject *token = PyContextVar_Set(current_var, node);
+        int exited = PyContext_Exit(caller_ctx);
+        if (token == NULL || exited < 0) {
+            Py_XDECREF(token);
+            PyErr_Clear();
+            Py_DECREF(node);
+            return call_fallback(self, args, nargsf, kwnames);
+        }
+        Py_DECREF(token);
+        PyObject *outer = creating_coro;
+        creating_coro = coro;
+        PyObject *made = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+        creating_coro = outer;
+        return finish_task(made, node, coro, has_factory ? caller_ctx : NULL);
     }
     if (eager_start || (has_factory && !factory_takes_context)) {
         /* As the Python wrapper does for a keyword other than name= and context= or a factory that
@@ -1309,11 +1696,16 @@ executor_node(PyObject *loop)
     if (common <= 0) {
         return common < 0 ? NULL : Py_NewRef(Py_None);
     }
-    PyFrameObject *here = PyEval_GetFrame(); /* borrowed: the caller of run_in_executor */
-    if (here == NULL) {
+    Cursor here = {0}; /* the caller of run_in_executor */
+#ifdef AT_IFRAMES
+    here.iframe = iframe_top();
+#else
+    here.obj = (PyFrameObject *)Py_XNewRef(PyEval_GetFrame());
+#endif
+    if (!cursor_live(&here)) {
         goto not_common;
     }
-    frames = walk_impl((PyObject *)here, stop, 1);
+    frames = walk_from(&here, stop, 1);
     if (frames == NULL) {
         goto done;
     }
@@ -2157,7 +2549,15 @@ registry_add(PyObject *self, PyObject *item)
     PyObject *name = NULL; /* 3.12+: the module of the frame that built the task */
     if (frame_module != NULL && frame_module != Py_None) {
         /* Known without materialising the frame: asyncio's create_task, our wrappers. */
+#if defined(AT_IFRAMES) && PY_VERSION_HEX >= 0x030C0000
+        _PyInterpreterFrame *top = iframe_top();
+        name = Py_XNewRef(top == NULL ? Py_None : iframe_module(top));
+        if (name == NULL) {
+            name = Py_NewRef(Py_None);
+        }
+#else
         name = call_with_depth(frame_module, 0);
+#endif
         int traced = name == NULL ? -1 : PySet_Contains(reg_traced_modules, name);
         if (traced != 0) {
             Py_XDECREF(name);
@@ -2166,20 +2566,32 @@ registry_add(PyObject *self, PyObject *item)
         }
     }
     /* A wrapper whose frame has another module (one of uvloop's, by functools.wraps), by its code. */
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    Cursor here = {0};
+#ifdef AT_IFRAMES
+    here.iframe = iframe_top();
+#else
+    here.obj = (PyFrameObject *)Py_XNewRef(PyEval_GetFrame());
+#endif
     int skip = -1;
-    if (frame != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
+    if (cursor_live(&here)) {
+        PyCodeObject *code = cursor_code(&here);
         PyObject *id = PyLong_FromVoidPtr(code);
         Py_DECREF(code);
         skip = id != NULL ? PySet_Contains(reg_traced_callers, id) : -1;
         Py_XDECREF(id);
     }
     if (skip == 0 && !(name != NULL && asyncio_callers != NULL && trace_built_fast(item, name) > 0)) {
-        PyObject *call[2] = {item, (PyObject *)frame};
+        /* The Python code takes the builder's frame (object): made here, for it only. */
+        PyObject *frame = here.obj != NULL ? Py_NewRef(here.obj) : (PyObject *)PyEval_GetFrame();
+        if (here.obj == NULL) {
+            Py_XINCREF(frame);
+        }
+        PyObject *call[2] = {item, frame == NULL ? Py_None : frame};
         PyObject *r = PyObject_Vectorcall(reg_trace, call, 2, NULL);
         Py_XDECREF(r);
+        Py_XDECREF(frame);
     }
+    cursor_clear(&here);
     Py_XDECREF(name);
     PyErr_Clear();
     Py_RETURN_NONE;
@@ -2247,7 +2659,7 @@ static PyMethodDef ccore_methods[] = {
     {"last", ccore_last, METH_NOARGS, "walk()'s latest capture (for tests)."},
     {"in_flight", ccore_in_flight, METH_NOARGS,
      "The node this thread's compiled create_task wrapper holds in the caller's context for a call, or None."},
-    {"setup_walk", ccore_setup_walk, METH_VARARGS, "setup_walk(handle_run_code, settings, walk_elided)"},
+    {"setup_walk", ccore_setup_walk, METH_VARARGS, "setup_walk(handle_run_code, settings)"},
     {"task_node", (PyCFunction)(void (*)(void))ccore_task_node, METH_FASTCALL,
      "task_node(loop, coro, shared): the create_task wrapper's common case, compiled; None outside it."},
     {"setup_tasks", ccore_setup_tasks, METH_VARARGS,
@@ -2307,13 +2719,12 @@ PyInit__ccore(void)
     str_source_traceback = PyUnicode_InternFromString("_source_traceback");
     str_name = PyUnicode_InternFromString("name");
     str_eager_start = PyUnicode_InternFromString("eager_start");
-    PyObject *str_context = PyUnicode_InternFromString("context");
+    str_context = PyUnicode_InternFromString("context");
     if (str_context == NULL || str_name == NULL) {
         return NULL;
     }
     kw_context = PyTuple_Pack(1, str_context);
     kw_name_context = PyTuple_Pack(2, str_name, str_context);
-    Py_DECREF(str_context);
     drop_siblings_callback = PyCFunction_New(&drop_siblings_def, NULL);
     if (str_task_factory == NULL || str_get_task_factory == NULL || str_source_traceback == NULL ||
         str_name == NULL || str_eager_start == NULL || kw_context == NULL || kw_name_context == NULL || drop_siblings_callback == NULL) {
@@ -2380,7 +2791,17 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 13) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 14) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+#ifdef AT_IFRAMES
+    PyObject *iframes = Py_True;
+#else
+    PyObject *iframes = Py_False;
+#endif
+    /* Whether the creating stack is read from interpreter frames (no frame objects made). */
+    if (module != NULL && PyModule_AddObjectRef(module, "INTERPRETER_FRAMES", iframes) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -125,7 +125,7 @@ py_walk: Final = walk
 #: The compiled one (:mod:`._speedups`), or ``None`` on the Python path.
 c_walk: Final[Callable[..., Frames] | None] = None if CORE is None else CORE.walk
 if CORE is not None:
-    CORE.setup_walk(HANDLE_RUN, settings, _walk_elided)
+    CORE.setup_walk(HANDLE_RUN, settings)
     walk = CORE.walk
 
 

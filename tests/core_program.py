@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import json
 import sys
 from typing import Any
@@ -119,6 +120,20 @@ class Run:
         loop = asyncio.get_running_loop()
         await asyncio.Task(self.node(sub, path, new_task=True), loop=loop, eager_start=True)  # type: ignore[call-arg]
 
+    async def via_create_task_deep(self, sub: Tree, path: str) -> None:
+        # Asked for 70 calls down, past max_frames (64): the creating stack is elided alike.
+        await deeper(70, lambda: asyncio.create_task(self.node(sub, path, new_task=True)))
+
+    async def via_executor_deep(self, sub: Tree, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        await deeper(70, lambda: loop.run_in_executor(self.pool, self.in_thread, loop, sub, path))
+
+    async def via_create_task_context(self, sub: Tree, path: str) -> None:
+        # A context of the caller's (3.11+): the node is set in it, the task runs in exactly it.
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        await loop.create_task(self.node(sub, path, new_task=True), context=ctx)  # type: ignore[call-arg]
+
     async def via_await(self, sub: Tree, path: str) -> None:
         await self.node(sub, path, new_task=False)
 
@@ -131,6 +146,10 @@ class Run:
 
     def in_thread(self, loop: asyncio.AbstractEventLoop, sub: Tree, path: str) -> None:
         asyncio.run_coroutine_threadsafe(self.node(sub, path, new_task=True), loop).result(30)
+
+
+def deeper(n: int, make: Any) -> Any:
+    return deeper(n - 1, make) if n else make()
 
 
 def custom_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:

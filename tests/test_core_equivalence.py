@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from .strategies import SpawnTree, spawn_trees
 PROGRAM = Path(__file__).with_name("core_program.py")
 ROOT = PROGRAM.parent.parent
 EDGES = ["create_task", "gather", "ensure_future", "loop_create_task", "task_direct", "await", "executor", "to_thread"]
+EDGES += ["create_task_deep", "executor_deep"]  # past max_frames: elided alike
 if sys.version_info >= (3, 11):
-    EDGES.append("task_group")
+    EDGES += ["task_group", "create_task_context"]  # context=: a context of the caller's
 if sys.version_info >= (3, 12):
     EDGES.append("task_direct_eager")  # asyncio.Task(coro, eager_start=True), as aiohttp builds its handlers
 if sys.version_info >= (3, 14):
@@ -97,6 +99,16 @@ def test_the_choice_is_said_once_where_users_look() -> None:
             assert version == f"async-trace {async_trace.__version__} (compiled core)\n"
     if forced:
         assert "(pure Python: ASYNC_TRACE_NO_EXTENSIONS is set)" in version
+
+
+@needs_core
+def test_the_core_reads_interpreter_frames_where_cpython_installed_its_internal_headers() -> None:
+    """3.11+: built with CPython's internal headers, the core makes no frame object to read the creating stack."""
+    core = _speedups.CORE
+    assert core is not None
+    headers = Path(sysconfig.get_path("include"), "internal", "pycore_frame.h").exists()
+    public_only = os.environ.get("ASYNC_TRACE_PUBLIC_API_ONLY", "") not in ("", "0")
+    assert core.INTERPRETER_FRAMES is (sys.version_info >= (3, 11) and headers and not public_only)
 
 
 def test_the_variable_is_read_only_as_documented() -> None:
@@ -263,14 +275,14 @@ async def test_a_failing_core_falls_back_to_untraced_creation_and_warns_once() -
         return [await asyncio.create_task(child(n)) for n in range(3)]
 
     before = async_trace.internal_errors().count
-    core.setup_walk(_stack.HANDLE_RUN, Broken(), _stack._walk_elided)
+    core.setup_walk(_stack.HANDLE_RUN, Broken())
     core.forget()  # no cached capture to return without reading the bounds
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             results = await asyncio.create_task(parent())
     finally:
-        core.setup_walk(_stack.HANDLE_RUN, _capture._settings, _stack._walk_elided)
+        core.setup_walk(_stack.HANDLE_RUN, _capture._settings)
     assert len(results) == 3  # every task ran
     assert async_trace.internal_errors().count > before
     assert "broken setting max_frames" in (async_trace.internal_errors().last or "")
