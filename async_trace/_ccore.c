@@ -1461,9 +1461,11 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     if (caller_ctx != NULL) {
         /* As the Python wrapper does: the caller chose the task's context; the node is set in it (as
          * Context.run would set it), so the task still runs in exactly that Context. A context
-         * entered elsewhere: the Python wrapper warns, and creates the task. */
+         * entered elsewhere: the Python wrapper warns, and creates the task. With a task factory
+         * (which may wrap the coroutine and run its first step inside the call, in that context),
+         * the Python wrapper decides, so that both paths record the same first step. */
         Py_DECREF(creator);
-        if (PyContext_Enter(caller_ctx) < 0) {
+        if (has_factory || PyContext_Enter(caller_ctx) < 0) {
             PyErr_Clear();
             Py_DECREF(node);
             return call_fallback(self, args, nargsf, kwnames);
