@@ -104,13 +104,15 @@ async def aiohttp_server(app: Any) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def uvicorn_server(app: Any, http: str = "h11") -> AsyncIterator[str]:
-    """Serve the ASGI ``app`` with uvicorn (``http``: its h11 or httptools protocol) on 127.0.0.1 (port 0),
-    in this loop; yield its base URL."""
+async def uvicorn_server(app: Any, http: str = "h11", **options: Any) -> AsyncIterator[str]:
+    """Serve the ASGI ``app`` with uvicorn (``http``: its h11 or httptools protocol; ``options``: more of
+    ``uvicorn.Config``'s) on 127.0.0.1 (port 0), in this loop; yield its base URL."""
     import uvicorn
 
     sock = free_socket()
-    config = uvicorn.Config(app, log_level="error", lifespan="off", loop="none", http=http, ws="none", access_log=False)
+    config = uvicorn.Config(
+        app, log_level="error", lifespan="off", loop="none", http=http, ws="none", access_log=False, **options
+    )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     try:

@@ -10,6 +10,7 @@ asyncio's own accept task, no frame of the code that started the loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import os
 import socket
@@ -109,6 +110,55 @@ async def hold_two_requests(out: dict[str, Any]) -> None:
             done, _ = await asyncio.wait(clients, timeout=TIMEOUT)
         assert done == set(clients)
         out["bodies"] = [c.result().split(b"\r\n\r\n", 1)[-1] for c in clients]
+
+
+_RESETS = "reset_contextvars" in inspect.signature(uvicorn.Config).parameters
+
+
+@pytest.mark.skipif(not _RESETS, reason="this uvicorn has no reset_contextvars option (0.54+)")
+@pytest.mark.xfail(
+    sys.version_info < (3, 11),
+    reason="3.10 has no create_task(context=): uvicorn calls create_task inside an empty Context, where no node"
+    " is, so each request task is a root (its server and connection are not in its chain)",
+    strict=True,
+)
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_reset_contextvars_keeps_the_request_chain(http: str) -> None:
+    """``reset_contextvars=True`` hands each request task an empty Context (``create_task(..., context=)``):
+    its trace is the one it has without the option, but for the line that created it."""
+    pytest.importorskip(http)
+
+    async def one(reset: bool) -> list[tuple[str, int | None]]:
+        seen: list[TraceData] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(collect_async_trace())
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async with uvicorn_server(app, http=http, reset_contextvars=reset) as url:  # serves
+            assert (await client(int(url.rsplit(":", 1)[1]), "/")).endswith(b"ok")
+        (trace,) = seen
+        return [(f["name"], f["line"]) for f in trace["frames"]]
+
+    async def main() -> tuple[list[tuple[str, int | None]], list[tuple[str, int | None]]]:
+        return await one(False), await one(True)
+
+    plain, reset = asyncio.run(main())
+    if http == "h11":
+        where, made = h11_impl.H11Protocol.handle_events, "task = self.loop.create_task(self.cycle.run_asgi(app)"
+    else:
+        from uvicorn.protocols.http import httptools_impl
+
+        where = httptools_impl.HttpToolsProtocol._start_asgi_task
+        made = "task = self.loop.create_task(cycle.run_asgi(app)"
+    with_context, without = source_line(where, made + ", context="), source_line(where, made + ")")
+    made_at = (where.__name__, without)
+    assert made_at in plain
+    assert reset == [(name, with_context if (name, line) == made_at else line) for name, line in plain]
+    # Both hang under the task serving them, started in uvicorn_server(), and under the one that started it.
+    assert ("uvicorn_server", source_line(apps.uvicorn_server, "serving = ")) in plain
+    assert ("one", line_of(one, "serves")) in plain
 
 
 def _src(func: Any, marker: str) -> int:
