@@ -43,7 +43,15 @@ from async_trace import (
 )
 
 from .apps import ON_BOTH_LOOPS, run_on
-from .helpers import line_of, run_python
+from .helpers import automatic_gc_off, line_of, run_python
+
+
+@pytest.fixture(autouse=True)
+def _no_automatic_gc() -> Iterator[None]:
+    """Every test here counts its reports: a collection of the suite's heap inside a window would be one more."""
+    with automatic_gc_off():
+        yield
+
 
 HERE = "test_stall.py"
 #: The checkout whose async_trace these tests import: the one child processes must import too.

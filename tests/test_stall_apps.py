@@ -14,7 +14,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,11 +23,19 @@ from async_trace import StallReport, watch_stalls
 
 from . import apps
 from .apps import ON_BOTH_LOOPS, run_on, source_line
-from .helpers import line_of
+from .helpers import automatic_gc_off, line_of
 
 fastapi = pytest.importorskip("fastapi")
 h11_impl = pytest.importorskip("uvicorn.protocols.http.h11_impl")
 web = pytest.importorskip("aiohttp.web")
+
+
+@pytest.fixture(autouse=True)
+def _no_automatic_gc() -> Iterator[None]:
+    """Every test here counts its reports: a collection of the suite's heap inside a window would be one more."""
+    with automatic_gc_off():
+        yield
+
 
 HERE = "test_stall_apps.py"
 THRESHOLD = 0.15

@@ -22,8 +22,16 @@ import async_trace.sentry
 from async_trace import StallReport, watch_stalls
 from async_trace._stall_report import headline
 
-from .helpers import line_of
+from .helpers import automatic_gc_off, line_of
 from .test_sentry import CaptureTransport, _events
+
+
+@pytest.fixture(autouse=True)
+def _no_automatic_gc() -> Iterator[None]:
+    """Every test here counts its reports: a collection of the suite's heap inside a window would be one more."""
+    with automatic_gc_off():
+        yield
+
 
 FILE = __file__
 
