@@ -250,7 +250,17 @@ def _make_py_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
                 context.run(_set_current, node)
             except Exception as exc:  # noqa: BLE001 - e.g. the context is entered elsewhere
                 warn_internal(exc, "entering a caller-supplied context")
-            task = original(self, coro, **kwargs)
+            if _HAS_EAGER_TASKS:
+                # A factory may start the task eagerly inside the call, its first step reading the node
+                # from that context: said, as below, so that step takes the node as the task's own.
+                outer = getattr(_in_flight, "node", None)
+                _in_flight.node = node
+                try:
+                    task = original(self, coro, **kwargs)
+                finally:
+                    _in_flight.node = outer
+            else:
+                task = original(self, coro, **kwargs)
         elif (
             HAS_CONTEXT_ARG
             and (not kwargs or kwargs.keys() <= _NAME_AND_CONTEXT)

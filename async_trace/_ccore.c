@@ -1159,9 +1159,9 @@ static int wrapper_active = 0;
  * tasks in C, so no frame of ours tells the hook). Compared by identity only, never dereferenced. Per
  * thread: the loop's call may release the GIL to another thread's loop. */
 static THREAD_LOCAL PyObject *creating_coro = NULL;
-/* The node that call put in the caller's context for its duration (a factory, eager_start=), else
- * NULL: _lineage.in_first_step names it for a wrapped coroutine started eagerly (in_flight()).
- * Borrowed: the caller's context holds it while it is set. */
+/* The node that call put in the context the task starts in, for its duration (a factory, eager_start=,
+ * a caller's context=), else NULL: _lineage.in_first_step names it for a wrapped coroutine started
+ * eagerly (in_flight()). Borrowed: that context holds it while it is set. */
 static THREAD_LOCAL PyObject *creating_node = NULL;
 static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
 static PyObject *notify = NULL;                /* _capture._notify */
@@ -1461,11 +1461,11 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     if (caller_ctx != NULL) {
         /* As the Python wrapper does: the caller chose the task's context; the node is set in it (as
          * Context.run would set it), so the task still runs in exactly that Context. A context
-         * entered elsewhere: the Python wrapper warns, and creates the task. With a task factory
-         * (which may wrap the coroutine and run its first step inside the call, in that context),
-         * the Python wrapper decides, so that both paths record the same first step. */
+         * entered elsewhere: the Python wrapper warns, and creates the task. The node is in flight
+         * for the call: a factory that wraps the coroutine and starts it eagerly runs its first step
+         * inside the call, in that context, and takes the node as the task's own. */
         Py_DECREF(creator);
-        if (has_factory || PyContext_Enter(caller_ctx) < 0) {
+        if (PyContext_Enter(caller_ctx) < 0) {
             PyErr_Clear();
             Py_DECREF(node);
             return call_fallback(self, args, nargsf, kwnames);
@@ -1479,10 +1479,12 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
             return call_fallback(self, args, nargsf, kwnames);
         }
         Py_DECREF(token);
-        PyObject *outer = creating_coro;
+        PyObject *outer = creating_coro, *outer_node = creating_node;
         creating_coro = coro;
+        creating_node = node;
         PyObject *made = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
         creating_coro = outer;
+        creating_node = outer_node;
         return finish_task(made, node, coro, has_factory ? caller_ctx : NULL);
     }
     if (eager_start || (has_factory && !factory_takes_context)) {

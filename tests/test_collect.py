@@ -126,7 +126,7 @@ def test_no_event_loop_frames_or_module() -> None:
 
 
 async def _leaf() -> TraceData:
-    return collect_async_trace()
+    return collect_async_trace()  # leaf-capture
 
 
 def _boundary(trace: TraceData) -> tuple[str, int | None, str | None]:
@@ -292,6 +292,49 @@ def test_factory_that_wraps_the_coroutine(context_arg: bool, loop: str) -> None:
         ("_wrapped_mid", line_of(_wrapped_mid, "wrapped-spawn-leaf"), F, "leaf", False),
         wrapper,
         ("main", line_of(main, "wrapped-spawn-mid"), F, "mid", False),
+    ]
+    assert rows(trace)[-1][1:3] == (None, None)
+
+
+def _wrapping_eager_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+    """The same, starting the task eagerly: the wrapper's first step, and the coroutine's, run inside the call."""
+
+    async def wrapper() -> Any:
+        return await coro  # eager-wrapper-await
+
+    return asyncio.Task(wrapper(), loop=loop, **{"eager_start": True, **kwargs})
+
+
+@needs_312
+@ON_BOTH_LOOPS
+@pytest.mark.parametrize("context_arg", [False, True], ids=["copies-context", "callers-context"])
+def test_factory_that_wraps_and_starts_eagerly(context_arg: bool, loop: str) -> None:
+    """A first step run inside the factory's call is the new task's: one hop to the creating line.
+
+    With ``context=`` of the caller's the node is set in that context, where the first step runs;
+    it is the task's own node, not its creator's (which would add a second hop through the factory).
+    """
+    import contextvars
+
+    async def main() -> tuple[TraceData, str]:
+        running = asyncio.get_running_loop()
+        running.set_task_factory(_wrapping_eager_factory)
+        try:
+            if context_arg:
+                ctx = contextvars.copy_context()
+                task = running.create_task(_leaf(), context=ctx)  # type: ignore[call-arg]  # ctx-spawn
+            else:
+                task = running.create_task(_leaf())  # copy-spawn
+        finally:
+            running.set_task_factory(None)
+        return await task, task.get_name()  # 3.13.0 names such a task "None" once create_task returns
+
+    trace, name = run_on(loop, main())
+    spawn = line_of(main, "ctx-spawn" if context_arg else "copy-spawn")
+    assert rows(trace)[:-1] == [
+        ("_leaf", line_of(_leaf, "leaf-capture"), F, None, False),
+        ("wrapper", line_of(_wrapping_eager_factory, "eager-wrapper-await"), F, None, False),
+        ("main", spawn, F, name, False),
     ]
     assert rows(trace)[-1][1:3] == (None, None)
 
