@@ -293,9 +293,11 @@ def _make_py_create_task(original: Callable[..., Any]) -> Callable[..., Any]:
             # The task copies the current context: put the node there for the
             # duration of the call only.
             token = _set_current(node)
-            # Said for roots (_pushed_by_outer_wrapper) and where a first step can run inside the
-            # call (3.12+: _lineage.in_first_step); 3.10 takes this path for every task.
-            tell = _HAS_EAGER_TASKS or type(node) is RootNode
+            # Said for roots (_pushed_by_outer_wrapper), where a first step can run inside the call
+            # (3.12+: _lineage.in_first_step), and for a node made where no task runs (a task factory
+            # that builds the task directly: the registration hook, 3.10-3.13, knows it by that);
+            # 3.10 takes this path for every task.
+            tell = _HAS_EAGER_TASKS or type(node) is RootNode or creator is None
             if tell:
                 outer = getattr(_in_flight, "node", None)
                 _in_flight.node = node

@@ -669,9 +669,10 @@ call_with_depth(PyObject *func, long depth)
  * the Python wrapper, whose frame is on top; 0 for the compiled one, which has none).
  * Sets *start (the first frame to walk) and *asker (the asking frame; no frame there: the
  * caller's case ends), both owned (cursor_clear), and *asker_depth, the asker's depth for
- * sys._getframe (see asker_frame). */
+ * sys._getframe (see asker_frame). ``by_module`` 0: as capture() finds them on every version (the
+ * walk from the caller, asyncio's helpers stepped over by code for the asker only). */
 static int
-asking_frames(int base, Cursor *start, Cursor *asker, long *asker_depth)
+asking_frames(int base, int by_module, Cursor *start, Cursor *asker, long *asker_depth)
 {
     long depth = 0;
 #ifdef AT_IFRAMES
@@ -684,7 +685,7 @@ asking_frames(int base, Cursor *start, Cursor *asker, long *asker_depth)
         f = iframe_back(f);
     }
 #if PY_VERSION_HEX >= 0x030C0000
-    if (frame_module != Py_None) {
+    if (by_module && frame_module != Py_None) {
         for (;;) {
             if (f == NULL) {
                 break;
@@ -734,7 +735,7 @@ asking_frames(int base, Cursor *start, Cursor *asker, long *asker_depth)
     *asker_depth = depth;
     return 0;
 #else
-    if (frame_module != Py_None) {
+    if (by_module && frame_module != Py_None) {
         depth = base;
         for (;;) {
             PyObject *name = call_with_depth(frame_module, depth);
@@ -848,10 +849,13 @@ is_own_node(PyObject *node, PyObject *code)
  * chain has room for one more hop below max_depth. Sets *parent, *task, *stop (where the walk ends:
  * the task's coroutine, with AT_IFRAMES, else its frame; all three owned) and *depth. 1 in the common case, 0
  * outside it, -1 on an error; nothing is set but in the common case. ``check_outer``: the create_task
- * wrapper's check that this is not our wrapper inside another of ours (_pushed_by_outer_wrapper). */
+ * wrapper's check that this is not our wrapper inside another of ours (_pushed_by_outer_wrapper).
+ * ``callbacks``: also 2 when no task runs and the context holds a TaskNode with room below max_depth
+ * (a callback of a traced task, a protocol method: uvicorn creates each request's task there); then
+ * *task and *stop are NULL (capture() walks to the loop's Handle._run, and the node names no creator). */
 static int
-running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject **task_out, PyObject **stop_out,
-               long *depth_out)
+running_parent(PyObject *loop, int check_outer, int callbacks, PyObject **parent_out, PyObject **task_out,
+               PyObject **stop_out, long *depth_out)
 {
     PyObject *parent = NULL, *task = NULL, *coro = NULL, *code = NULL;
     int result = -1;
@@ -871,6 +875,23 @@ running_parent(PyObject *loop, int check_outer, PyObject **parent_out, PyObject 
     }
     if (task == Py_None) {
         result = 0;
+        /* A TaskNode only: a RootNode may be one an outer wrapper of ours holds in flight
+         * (_pushed_by_outer_wrapper), a PendingNode is run_coroutine_threadsafe's (capture()'s cases). */
+        if (callbacks && (PyObject *)Py_TYPE(parent) == task_node_type && PyTuple_GET_SIZE(parent) == 5) {
+            long depth = PyLong_AsLong(PyTuple_GET_ITEM(parent, 1));
+            long max_depth = depth == -1 && PyErr_Occurred() ? -1 : settings_long(str_max_depth);
+            if (max_depth == -1 && PyErr_Occurred()) {
+                result = -1;
+            }
+            else if (depth < max_depth) {
+                *parent_out = parent;
+                *task_out = NULL;
+                *stop_out = NULL;
+                *depth_out = depth;
+                parent = NULL;
+                result = 2;
+            }
+        }
         goto done;
     }
     if (check_outer && (PyObject *)Py_TYPE(parent) == task_node_type && PyTuple_GET_ITEM(parent, 4) != Py_None) {
@@ -969,7 +990,7 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
     PyObject *result = NULL;
     Cursor start = {0}, asker = {0};
     long depth, asker_depth = -1;
-    int common = running_parent(loop, 1, &parent, &creator, &stop, &depth);
+    int common = running_parent(loop, 1, 1, &parent, &creator, &stop, &depth);
     if (common < 0) {
         return NULL;
     }
@@ -979,7 +1000,8 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
     if (!PyCoro_CheckExact(coro)) {
         goto not_common; /* coro_code() of another awaitable: Python's */
     }
-    if (asking_frames(base, &start, &asker, &asker_depth) < 0) {
+    /* No running task (common == 2): capture()'s frames, its walk to the loop's Handle._run, no creator. */
+    if (asking_frames(base, common == 1, &start, &asker, &asker_depth) < 0) {
         goto done;
     }
     frames = walk_from(&start, stop, 1);
@@ -990,14 +1012,14 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
     if (made_code == NULL) {
         goto done;
     }
-    ref = PyWeakref_NewRef(creator, NULL); /* the existing reference when there is one */
+    ref = creator == NULL ? Py_NewRef(Py_None) : PyWeakref_NewRef(creator, NULL); /* the existing one if any */
     if (ref == NULL) {
         goto done;
     }
-    if (!cursor_live(&asker)) {
+    if (!cursor_live(&asker) && common == 1) {
         goto not_common; /* asker.f_code fails in the Python code: its error, its warning */
     }
-    {
+    if (cursor_live(&asker)) {
         /* protocol_method(asker), its cache hit inlined: a task a protocol method creates belongs to
          * the connection (_lineage.connection_parent, _frames.protocol_frames: Python's, called, with
          * the asker's frame object, made for them only). */
@@ -1048,7 +1070,7 @@ task_node_impl(PyObject *loop, PyObject *coro, PyObject *shared, int base, PyObj
             goto done;
         }
     }
-    if (Py_TYPE(shared) == (PyTypeObject *)task_node_type && PyTuple_GET_SIZE(shared) == 5 &&
+    if (common == 1 && Py_TYPE(shared) == (PyTypeObject *)task_node_type && PyTuple_GET_SIZE(shared) == 5 &&
         PyTuple_GET_ITEM(shared, 0) == parent && PyTuple_GET_ITEM(shared, 3) == frames &&
         PyTuple_GET_ITEM(shared, 2) == made_code && PyTuple_GET_ITEM(shared, 4) == ref) {
         result = Py_NewRef(shared);
@@ -1271,7 +1293,8 @@ set_in(PyObject *ctx, PyObject *node)
     return failed ? -1 : 0;
 }
 
-/* The task's context (a new reference), as the Python wrapper's 3.11+ branch makes it. */
+/* The task's context (a new reference), as the Python wrapper's 3.11+ branch makes it. ``creator``: the
+ * running task, or NULL (none runs). */
 static PyObject *
 task_context(PyObject *node, PyObject *creator)
 {
@@ -1306,6 +1329,13 @@ task_context(PyObject *node, PyObject *creator)
         Py_XDECREF(template);
         Py_DECREF(ctx);
         return NULL;
+    }
+    if (creator == NULL) {
+        /* No owner to key the cache on (no running task): this task's copy only, as in Python. */
+        Py_DECREF(ctx);
+        PyObject *copy = PyContext_Copy(template);
+        Py_DECREF(template);
+        return copy;
     }
     PyObject *owner_ref = PyWeakref_NewRef(creator, drop_siblings_callback);
     if (owner_ref == NULL) {
@@ -1446,7 +1476,7 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     PyObject *shared = Py_NewRef(sib_node == NULL ? Py_None : sib_node); /* held: task_node may run any code */
     PyObject *node = task_node_impl(loop, coro, shared, 0, &creator);
     Py_DECREF(shared);
-    if (node == NULL || node == Py_None || creator == NULL) {
+    if (node == NULL || node == Py_None) {
         /* Not the common case, or a failure: the Python wrapper decides (and warns for a failure). Not
          * the common case: the wrapper's first task_node call need not find that out again. */
         PyErr_Clear();
@@ -1464,7 +1494,7 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
          * entered elsewhere: the Python wrapper warns, and creates the task. The node is in flight
          * for the call: a factory that wraps the coroutine and starts it eagerly runs its first step
          * inside the call, in that context, and takes the node as the task's own. */
-        Py_DECREF(creator);
+        Py_XDECREF(creator);
         if (PyContext_Enter(caller_ctx) < 0) {
             PyErr_Clear();
             Py_DECREF(node);
@@ -1491,7 +1521,7 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         /* As the Python wrapper does for a keyword other than name= and context= or a factory that
          * may not take context=: the node is in the caller's context for the duration of the call,
          * and the task copies it. */
-        Py_DECREF(creator);
+        Py_XDECREF(creator);
         PyObject *token = PyContextVar_Set(current_var, node);
         if (token == NULL) {
             PyErr_Clear();
@@ -1514,7 +1544,7 @@ create_task_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         return finish_task(made, node, coro, has_factory ? Py_None : NULL);
     }
     PyObject *ctx = task_context(node, creator);
-    Py_DECREF(creator);
+    Py_XDECREF(creator);
     if (ctx == NULL) {
         PyErr_Clear();
         Py_DECREF(node);
@@ -1696,7 +1726,7 @@ executor_node(PyObject *loop)
 {
     PyObject *parent = NULL, *task = NULL, *stop = NULL, *frames = NULL, *ref = NULL, *result = NULL;
     long depth;
-    int common = running_parent(loop, 0, &parent, &task, &stop, &depth);
+    int common = running_parent(loop, 0, 0, &parent, &task, &stop, &depth);
     if (common <= 0) {
         return common < 0 ? NULL : Py_NewRef(Py_None);
     }
@@ -2454,6 +2484,9 @@ trace_built_fast(PyObject *task, PyObject *module_name)
             goto done;
         }
         PyObject *kind = (PyObject *)Py_TYPE(node), *ref = PyTuple_GET_ITEM(node, 4);
+        if (kind == task_node_type && ref == Py_None && creator == Py_None) {
+            goto done; /* made where no task runs, by a wrapper holding it in flight or not: Python's */
+        }
         if (kind == task_node_type && ref != Py_None) {
             PyObject *made_by = PyWeakref_CheckRef(ref) ? referent(ref) : NULL;
             int ours = made_by != NULL && made_by == creator;
@@ -2795,7 +2828,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 14) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 15) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -44,6 +44,7 @@ from ._chain import CURRENT, RootNode, TaskNode, coro_code, note_task_code, reta
 from ._compat import ASYNCIO_REGISTRY, frame_module, new_task_context
 from ._failsafe import warn_internal
 from ._hooks import HookSet, task_watchers
+from ._lineage import is_in_flight
 from ._speedups import CORE
 
 __all__: list[str] = []
@@ -128,7 +129,9 @@ def _trace_built(task: Any, frame: Any) -> None:
         # renamed for it. Else the node is the creator's, inherited: with the same code, a
         # recursion (a task built directly from a task running the same coroutine function).
         creator = asyncio.current_task(loop)
-        if kind is TaskNode and node.creator_ref is not None and node.creator_ref() is creator:
+        ref = node.creator_ref if kind is TaskNode else None
+        # Made by no task (a callback's creation, e.g. a protocol's): the wrapper holds it in flight.
+        if kind is TaskNode and (ref() is creator if ref is not None else creator is None and is_in_flight(node)):
             if node.code is not code:
                 ctx.run(CURRENT.set, retagged(node, code))
             return

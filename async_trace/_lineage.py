@@ -63,7 +63,8 @@ _set_current: Final = CURRENT.set
 in_flight: Final = threading.local()
 
 
-def _is_in_flight(node: Node) -> bool:
+def is_in_flight(node: Node) -> bool:
+    """Whether ``node`` is the one a create_task wrapper of this thread holds in flight (see :data:`in_flight`)."""
     if getattr(in_flight, "node", None) is node:
         return True
     return CORE is not None and CORE.in_flight() is node
@@ -168,7 +169,7 @@ def in_first_step(task: Any, coro: Any, inherited: Node | None) -> Node | None:
     start = start.f_back if start is not None else None
     if start is None or not in_eager_first_step(task, start):
         return None
-    if _is_in_flight(inherited):
+    if is_in_flight(inherited):
         # The task a create_task wrapper is making, whose factory wrapped the coroutine (as
         # Sentry's does) and started it eagerly: its own node, named for what it runs (as
         # _capture._check_coroutine names it once the call returns).
@@ -201,7 +202,7 @@ def own_in_first_step(task: Any, node: Node) -> Node:
     for the coroutine given (see :func:`in_first_step`). Exception origins
     recorded there (``_record_unwind``) take the task's own node.
     """
-    if not _is_in_flight(node):
+    if not is_in_flight(node):
         return node
     coro = coro_of(task)
     if coro is None or is_own(node, coro):

@@ -339,6 +339,47 @@ def test_factory_that_wraps_and_starts_eagerly(context_arg: bool, loop: str) -> 
     assert rows(trace)[-1][1:3] == (None, None)
 
 
+@ON_BOTH_LOOPS
+@pytest.mark.parametrize("how", ["call_soon", "threadsafe"])
+def test_factory_under_a_creation_where_no_task_runs(how: str, loop: str) -> None:
+    """A task made by a callback (no task runs), through a task factory of the user's: one hop, from its line.
+
+    The factory builds the task itself; the registration hook (3.10-3.13) must take it for the one
+    the wrapper is making, not trace it again from the factory's line.
+    """
+
+    def factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def inner() -> TraceData:
+        running = asyncio.get_running_loop()
+        if how == "call_soon":
+            made = running.create_future()
+            running.call_soon(lambda: made.set_result(running.create_task(_leaf())))  # cb-spawn
+            return await (await made)  # type: ignore[no-any-return]
+        submit = lambda: asyncio.run_coroutine_threadsafe(_leaf(), running).result(10)  # noqa: E731  # ts-spawn
+        return await running.run_in_executor(None, submit)  # ts-hop
+
+    async def main() -> TraceData:
+        asyncio.get_running_loop().set_task_factory(factory)
+        try:
+            return await asyncio.create_task(inner())  # inner-spawn
+        finally:
+            asyncio.get_running_loop().set_task_factory(None)
+
+    trace = run_on(loop, main())
+    if how == "call_soon":
+        made_at = [("<lambda>", line_of(inner, "cb-spawn"), False)]
+    else:
+        made_at = [("<lambda>", line_of(inner, "ts-spawn"), False), ("inner", line_of(inner, "ts-hop"), True)]
+    expected = [
+        ("_leaf", line_of(_leaf, "leaf-capture"), False),
+        *made_at,
+        ("main", line_of(main, "inner-spawn"), False),
+    ]
+    assert [(name, line, executor) for name, line, _, _, executor in rows(trace)[:-1]] == expected
+
+
 def test_legacy_two_argument_factory() -> None:
     """A factory that only takes (loop, coro), as written for 3.10, keeps working."""
 

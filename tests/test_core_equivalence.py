@@ -33,6 +33,7 @@ PROGRAM = Path(__file__).with_name("core_program.py")
 ROOT = PROGRAM.parent.parent
 EDGES = ["create_task", "gather", "ensure_future", "loop_create_task", "task_direct", "await", "executor", "to_thread"]
 EDGES += ["create_task_deep", "executor_deep"]  # past max_frames: elided alike
+EDGES += ["call_soon", "call_soon_create_task"]  # from a callback of a task: no task runs
 if sys.version_info >= (3, 11):
     EDGES += ["task_group", "create_task_context"]  # context=: a context of the caller's
 if sys.version_info >= (3, 12):
