@@ -843,6 +843,125 @@ is_own_node(PyObject *node, PyObject *code)
            PyTuple_GET_ITEM(node, 2) == code;
 }
 
+/* The node that call put in the context the task starts in, for its duration (a factory, eager_start=,
+ * a caller's context=), else NULL: _lineage.in_first_step names it for a wrapped coroutine started
+ * eagerly (in_flight()). Borrowed: that context holds it while it is set. */
+static THREAD_LOCAL PyObject *creating_node = NULL;
+
+#if defined(AT_IFRAMES) && PY_VERSION_HEX >= 0x030C0000
+/* _lineage.in_first_step's common case (3.12+), set up by setup_first_step: */
+static PyObject *fs_in_flight = NULL;   /* _lineage.in_flight (a threading.local; .node) */
+static PyObject *fs_eager_tasks = NULL; /* 3.12/3.13: asyncio's set of tasks in their eager first step; else None */
+static PyObject *fs_base_loop = NULL;   /* asyncio.base_events.BaseEventLoop */
+static PyObject *fs_str_node = NULL, *fs_str_get_loop = NULL;
+
+/* _compat's in_eager_first_step: whether task runs its eager first step now, its coroutine called from
+ * start. 3.12/3.13: asyncio keeps such tasks in a set; 3.14+: a stdlib loop runs every later step from
+ * Handle._run (uvloop runs steps from C: no frame tells them apart there). 1, 0, -1 on an error. */
+static int
+eager_first_step(PyObject *task, _PyInterpreterFrame *start)
+{
+    if (fs_eager_tasks != Py_None) {
+        return PySet_Contains(fs_eager_tasks, task);
+    }
+    if ((PyObject *)iframe_code(start) == handle_run) {
+        return 0;
+    }
+    PyObject *loop = PyObject_CallMethodNoArgs(task, fs_str_get_loop);
+    if (loop == NULL) {
+        return -1;
+    }
+    int result = PyObject_IsInstance(loop, fs_base_loop);
+    Py_DECREF(loop);
+    return result;
+}
+
+/* _lineage.in_first_step, for the running task in its eager first step (built directly, as aiohttp
+ * builds each request's handler task) holding ``inherited``, its creator's node: its own node, made
+ * from the frames that built it (the coroutine's caller up to the frame running inherited's code) and
+ * set in its context, without making the coroutine's frame object. NULL with no error: not this case
+ * (the Python code decides: not in its first step, a node a wrapper holds in flight, a chain to
+ * compact); NULL with an error set on a failure. A new reference. */
+static PyObject *
+first_step_node(PyObject *task, PyObject *coro, PyObject *inherited)
+{
+    if (fs_in_flight == NULL || !PyTuple_Check(inherited) || PyTuple_GET_SIZE(inherited) < 5 ||
+        creating_node == inherited) {
+        return NULL;
+    }
+    _PyInterpreterFrame *f = iframe_top();
+    while (f != NULL && iframe_generator(f) != coro) {
+        f = iframe_back(f);
+    }
+    _PyInterpreterFrame *start = f == NULL ? NULL : iframe_back(f);
+    if (start == NULL) {
+        return NULL;
+    }
+    int eager = eager_first_step(task, start);
+    if (eager <= 0) {
+        return NULL;
+    }
+    PyObject *held = PyObject_GetAttr(fs_in_flight, fs_str_node);
+    if (held == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    Py_XDECREF(held);
+    if (held == inherited) {
+        return NULL; /* the Python wrapper's task, through a factory that wrapped the coroutine */
+    }
+    PyObject *kind = (PyObject *)Py_TYPE(inherited);
+    _PyInterpreterFrame *stop = NULL;
+    if (kind == task_node_type || kind == root_node_type) {
+        PyObject *target = PyTuple_GET_ITEM(inherited, 2);
+        for (_PyInterpreterFrame *g = start; g != NULL; g = iframe_back(g)) {
+            if ((PyObject *)iframe_code(g) == target) {
+                stop = g;
+                break;
+            }
+        }
+    }
+    long depth = PyLong_AsLong(PyTuple_GET_ITEM(inherited, 1));
+    long max_depth = depth == -1 && PyErr_Occurred() ? -1 : settings_long(str_max_depth);
+    if (max_depth == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (depth + 1 > max_depth) {
+        return NULL; /* compacted by the Python code */
+    }
+    Cursor here = {0};
+    here.iframe = start;
+    PyObject *frames;
+    if (stop != NULL) {
+        Stop until = {0};
+        until.iframe = stop;
+        frames = walk_cursor(&here, &until, 1);
+    }
+    else {
+        frames = walk_from(&here, NULL, 1);
+    }
+    PyObject *made_code = frames == NULL ? NULL : PyObject_GetAttr(coro, str_cr_code);
+    PyObject *child_depth = made_code == NULL ? NULL : PyLong_FromLong(depth + 1);
+    PyObject *node = child_depth == NULL ? NULL
+                                         : new_node(task_node_type, inherited, child_depth, made_code, frames, Py_None);
+    Py_XDECREF(frames);
+    Py_XDECREF(made_code);
+    Py_XDECREF(child_depth);
+    if (node == NULL) {
+        return NULL;
+    }
+    PyObject *token = PyContextVar_Set(current_var, node);
+    if (token == NULL) {
+        Py_DECREF(node);
+        return NULL;
+    }
+    Py_DECREF(token);
+    return node;
+}
+#endif
+
 /* Where both compiled wrappers start, the common case of _capture.capture: the running task of loop
  * is traced (its context holds its own TaskNode or RootNode, or another node that
  * _lineage.repaired_node repairs and stores; a root is named as _lineage.name_root names it) and its
@@ -915,7 +1034,16 @@ running_parent(PyObject *loop, int check_outer, int callbacks, PyObject **parent
             result = 0;
             goto done;
         }
-        PyObject *own = PyObject_CallFunctionObjArgs(repaired_node, task, coro, parent, NULL);
+        PyObject *own = NULL;
+#if defined(AT_IFRAMES) && PY_VERSION_HEX >= 0x030C0000
+        own = first_step_node(task, coro, parent); /* an eager task built directly, in its first step */
+        if (own == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+#endif
+        if (own == NULL) {
+            own = PyObject_CallFunctionObjArgs(repaired_node, task, coro, parent, NULL);
+        }
         if (own == NULL) {
             goto done;
         }
@@ -1136,6 +1264,34 @@ ccore_setup_nodes(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* setup_first_step(in_flight, eager_tasks, base_event_loop): what _lineage.in_first_step's compiled
+ * common case reads (3.12+ with interpreter frames; elsewhere a no-op, the Python code deciding). */
+static PyObject *
+ccore_setup_first_step(PyObject *module, PyObject *args)
+{
+    PyObject *in_flight, *eager_tasks, *base_loop;
+    if (!PyArg_ParseTuple(args, "OOO!:setup_first_step", &in_flight, &eager_tasks, &PyType_Type, &base_loop)) {
+        return NULL;
+    }
+    if (eager_tasks != Py_None && !PyAnySet_Check(eager_tasks)) {
+        PyErr_SetString(PyExc_TypeError, "setup_first_step(): eager_tasks must be a set or None");
+        return NULL;
+    }
+#if defined(AT_IFRAMES) && PY_VERSION_HEX >= 0x030C0000
+    if (fs_str_node == NULL) {
+        fs_str_node = PyUnicode_InternFromString("node");
+        fs_str_get_loop = PyUnicode_InternFromString("get_loop");
+        if (fs_str_node == NULL || fs_str_get_loop == NULL) {
+            return NULL;
+        }
+    }
+    Py_XSETREF(fs_eager_tasks, Py_NewRef(eager_tasks));
+    Py_XSETREF(fs_base_loop, Py_NewRef(base_loop));
+    Py_XSETREF(fs_in_flight, Py_NewRef(in_flight));
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 ccore_setup_tasks(PyObject *module, PyObject *args)
 {
@@ -1181,10 +1337,6 @@ static int wrapper_active = 0;
  * tasks in C, so no frame of ours tells the hook). Compared by identity only, never dereferenced. Per
  * thread: the loop's call may release the GIL to another thread's loop. */
 static THREAD_LOCAL PyObject *creating_coro = NULL;
-/* The node that call put in the context the task starts in, for its duration (a factory, eager_start=,
- * a caller's context=), else NULL: _lineage.in_first_step names it for a wrapped coroutine started
- * eagerly (in_flight()). Borrowed: that context holds it while it is set. */
-static THREAD_LOCAL PyObject *creating_node = NULL;
 static PyObject *trim_source_traceback = NULL; /* _capture._trim_source_traceback */
 static PyObject *notify = NULL;                /* _capture._notify */
 static PyObject *task_watchers = NULL;         /* _hooks.task_watchers (a list) */
@@ -2703,6 +2855,8 @@ static PyMethodDef ccore_methods[] = {
      "setup_tasks(current_task, frame_module, getframe, asyncio_callers, "
      "asyncio_creators, protocol_cache, name_root, protocol_method, connection_parent, protocol_frames, "
      "repaired_node)"},
+    {"setup_first_step", ccore_setup_first_step, METH_VARARGS,
+     "setup_first_step(in_flight, eager_tasks, base_event_loop): _lineage.in_first_step's compiled case (3.12+)."},
     {"set_active", ccore_set_active, METH_O, "set_active(flag): switch the compiled create_task wrappers."},
     {"setup_nodes", ccore_setup_nodes, METH_VARARGS, "setup_nodes(CURRENT, TaskNode, RootNode, ExecutorNode)"},
     {"setup_wrapper", ccore_setup_wrapper, METH_VARARGS,
@@ -2828,7 +2982,7 @@ PyInit__ccore(void)
     }
     /* Checked by async_trace._speedups: a core built from another version of _ccore.c (a stale
      * in-place build) is not used. Bump it with every change of a function's signature or meaning. */
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 15) < 0) {
+    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", 16) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -23,6 +23,7 @@ by :func:`compact`.
 
 from __future__ import annotations
 
+import asyncio.base_events
 import contextlib
 import threading
 from types import FrameType
@@ -45,7 +46,7 @@ from ._chain import (
     stop_frame,
     task_name,
 )
-from ._compat import coro_of, in_eager_first_step, task_context
+from ._compat import EAGER_TASKS, coro_of, in_eager_first_step, task_context
 from ._config import settings
 from ._contexts import call_context, entered_call
 from ._frames import creating_code
@@ -373,3 +374,7 @@ def _forget() -> None:
 
 
 on_disable(_forget)
+
+if CORE is not None:
+    # in_first_step's common case, compiled (3.12+, where the core reads interpreter frames).
+    CORE.setup_first_step(in_flight, EAGER_TASKS, asyncio.base_events.BaseEventLoop)

@@ -38,7 +38,7 @@ def _why_python() -> str | None:
 
 #: The ``API_VERSION`` of the ``_ccore.c`` this Python code goes with: a core built from another
 #: version of it (an in-place build left from an earlier checkout) is not used.
-API_VERSION: Final = 15
+API_VERSION: Final = 16
 
 #: The compiled core module, or ``None`` on the Python path.
 CORE: ModuleType | None = None

@@ -112,6 +112,61 @@ def test_the_core_reads_interpreter_frames_where_cpython_installed_its_internal_
     assert core.INTERPRETER_FRAMES is (sys.version_info >= (3, 11) and headers and not public_only)
 
 
+async def _background() -> None:
+    pass
+
+
+async def _handler(made: list[asyncio.Task[None]]) -> None:
+    made.append(asyncio.create_task(_background()))  # in the handler's eager first step
+    await asyncio.sleep(0)
+
+
+async def _connection(made: list[asyncio.Task[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    for _ in range(3):
+        # aiohttp's pattern (3.12+): each request's handler task built directly and started eagerly.
+        await asyncio.Task(_handler(made), loop=loop, eager_start=True)  # type: ignore[call-arg]
+    # uvicorn's: a callback (no task runs) creates each request's task.
+    got: asyncio.Future[asyncio.Task[None]] = loop.create_future()
+    loop.call_soon(lambda: got.set_result(loop.create_task(_background())))
+    made.append(await got)
+
+
+@needs_core
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+def test_servers_request_creations_run_no_python_code_of_ours() -> None:
+    """An eager handler's first-step creation and a callback's creation stay in the core: no Python call of ours.
+
+    With interpreter frames the eager first step's node is found in C (``_lineage.in_first_step``'s
+    common case); a callback's creation under a task's node is compiled on every build.
+    """
+    core = _speedups.CORE
+    assert core is not None
+    calls: list[str] = []
+    package = os.path.dirname(async_trace.__file__)
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(frame.f_code.co_name)
+
+    async def main() -> list[asyncio.Task[None]]:
+        made: list[asyncio.Task[None]] = []
+        await asyncio.create_task(_connection(made))
+        sys.setprofile(profile)
+        try:
+            await asyncio.create_task(_connection(made))
+        finally:
+            sys.setprofile(None)
+        await asyncio.gather(*made)
+        return made
+
+    made = asyncio.run(main())
+    assert len(made) == 8
+    python_steps = {"in_first_step", "repaired_node", "running_node", "capture", "create_task"}
+    expected = set() if core.INTERPRETER_FRAMES else {"in_first_step", "repaired_node", "running_node"}
+    assert python_steps & set(calls) == expected, calls
+
+
 def test_the_variable_is_read_only_as_documented() -> None:
     """Only ``""`` and ``"0"`` leave the core on."""
     for value, expected in (("", "c"), ("0", "c"), ("1", "python"), ("yes", "python")):
