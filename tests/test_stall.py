@@ -346,7 +346,9 @@ def test_a_garbage_collection_pause_is_kind_gc() -> None:
     (report,) = watched(collect_garbage)
     assert report.kind == "gc"
     assert report.gc_time >= BLOCK - 0.05
-    assert near(report.duration)
+    # The stall is the collection: the slow callback, plus collecting the suite's heap (0.23 s more
+    # in one CI run, late in a big process on a loaded machine).
+    assert near(report.duration, report.gc_time), (report.duration, report.gc_time)
     ours = [(f["name"], f["line"]) for f in report.stack if f["in_app"]]
     assert ("collect_garbage", line_of(collect_garbage, "collects")) in ours
 
